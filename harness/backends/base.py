@@ -1,0 +1,103 @@
+"""The Backend and Session protocols every inference runtime implements.
+
+Build is separate from run: ``compile`` is pure and cached by the caller (its output depends only
+on the ONNX file, the target and ``version()``); ``open`` owns the device and yields a Session.
+Timing never lives inside a backend.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import ClassVar, ContextManager, Mapping, Protocol, runtime_checkable
+
+import numpy as np
+
+from harness.specs import CompileTarget
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend's SDK, tool or device is missing; the message says what to install."""
+
+
+class InferenceError(RuntimeError):
+    """A session was given input it cannot run, or produced output that is not logits."""
+
+
+@runtime_checkable
+class Session(Protocol):
+    batch_size: int
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """(N, 3, H, W) float32 with N <= batch_size -> (N, classes) float32 logits."""
+        ...
+
+
+class Backend(Protocol):
+    name: ClassVar[str]
+
+    def unavailable_reason(self) -> str | None:
+        """None when usable; otherwise what is missing and the command that installs it."""
+        ...
+
+    def version(self) -> str:
+        """Runtime version string: part of every compiled-artifact cache key and every result."""
+        ...
+
+    def compile_fields(self) -> Mapping[str, str]:
+        """Extra inputs that decide compiled artifacts (tool versions, options)."""
+        ...
+
+    def compile(self, onnx_path: Path, target: CompileTarget, out_dir: Path) -> Path:
+        """Write the compiled artifact for ``target`` into ``out_dir`` and return its path."""
+        ...
+
+    def open(self, artifact: Path, target: CompileTarget, device_id: int = 0) -> ContextManager[Session]:
+        """Load ``artifact`` on ``device_id``; the context manager releases the device."""
+        ...
+
+
+_BACKENDS: dict[str, str] = {
+    "onnxruntime": "harness.backends.onnxruntime:OnnxRuntimeBackend",
+}
+
+
+def known_backends() -> list[str]:
+    return sorted(_BACKENDS)
+
+
+def get_backend(name: str) -> Backend:
+    """Import the backend module lazily; an unknown name lists the known ones."""
+    try:
+        target = _BACKENDS[name]
+    except KeyError:
+        raise BackendUnavailable(
+            f"unknown backend {name!r}; known backends: {', '.join(known_backends())}"
+        ) from None
+    module_name, cls_name = target.split(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, cls_name)()
+
+
+def check_logits(out: np.ndarray, n: int, num_classes: int, where: str) -> np.ndarray:
+    """Refuse output that is not finite (n, num_classes) float logits."""
+    if out.ndim != 2 or out.shape != (n, num_classes):
+        raise InferenceError(
+            f"{where}: expected logits of shape ({n}, {num_classes}), got {tuple(out.shape)}; "
+            "is this a classifier with the right number of classes?"
+        )
+    if not np.isfinite(out).all():
+        bad = int((~np.isfinite(out)).any(axis=1).sum())
+        raise InferenceError(f"{where}: {bad} of {n} rows of logits contain NaN or Inf")
+    return out.astype(np.float32, copy=False)
+
+
+def check_batch(batch: np.ndarray, batch_size: int, shape: tuple[int, int, int], where: str) -> None:
+    if batch.ndim != 4 or tuple(batch.shape[1:]) != tuple(shape):
+        raise InferenceError(
+            f"{where}: expected input of shape (N, {', '.join(map(str, shape))}), got {tuple(batch.shape)}"
+        )
+    if not 0 < batch.shape[0] <= batch_size:
+        raise InferenceError(f"{where}: batch of {batch.shape[0]} images; this session takes 1..{batch_size}")
+    if batch.dtype != np.float32:
+        raise InferenceError(f"{where}: expected float32 input, got {batch.dtype}")
