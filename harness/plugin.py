@@ -1,10 +1,181 @@
-"""pytest plugin: options, markers and parametrization (expanded by the foundation work)."""
+"""The pytest plugin: options, parametrization from the registry, results file, terminal summary.
+
+Hooks only; the work happens in harness.workbench, the fixtures in harness.fixtures.
+"""
 
 from __future__ import annotations
 
+import json
+import socket
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
 import pytest
+
+from harness.specs import ChipSpec, ModelSpec, SpecError, load_chips, load_models, load_policy, resolve_chip
+
+pytest_plugins = ["harness.fixtures"]
+
+_STATE = pytest.StashKey[dict[str, Any]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("modelzoo-cert")
-    group.addoption("--imagenet", default=None, help="ImageNet val dir (JPEGs + val_label.txt)")
+    g = parser.getgroup("modelzoo-cert", "model-zoo certification")
+    g.addoption("--imagenet", metavar="DIR", help="ImageNet val: a folder with val/ (JPEGs) and val_label.txt")
+    g.addoption("--imagenet-labels", metavar="FILE", help="label file if not DIR/val_label.txt")
+    g.addoption("--limit", type=int, metavar="N", help="certify on a deterministic subset of N images")
+    g.addoption("--models", metavar="A,B", help="comma-separated model names from fixtures/models.toml (default: all)")
+    g.addoption("--chip", default="cpu", metavar="CHIP[,CHIP]", help="chip(s) from fixtures/chips.toml (default: cpu)")
+    g.addoption("--batch-sizes", metavar="1,16", help="batch sizes for accuracy runs (default: fixtures/policy.toml)")
+    g.addoption("--weights", choices=["pretrained", "random"], default="pretrained",
+                help="pretrained checkpoints (checksum-verified) or seeded random weights (conversion checks only)")
+    g.addoption("--weights-dir", metavar="DIR", help="where checkpoints are found / downloaded (default: <cache>/weights)")
+    g.addoption("--cache-dir", metavar="DIR", help="artifact cache (default: $MZC_CACHE_DIR or ~/.cache/modelzoo-cert)")
+    g.addoption("--no-download", action="store_true", help="never download weights; fail if absent")
+    g.addoption("--preprocess", dest="preprocess_variant", metavar="VARIANT",
+                help="a preprocessing variant of the model (e.g. modelzoo); default: the upstream recipe")
+    g.addoption("--opset", type=int, default=11, help="ONNX opset for export (default 11, what ATC supports)")
+    g.addoption("--workers", type=int, metavar="N", help="preprocessing processes (default: all cores)")
+    g.addoption("--threads", type=int, metavar="N", help="inference threads for CPU backends (default: all cores)")
+    g.addoption("--on-label-mismatch", choices=["error", "intersect"], default="error",
+                help="images without labels / labels without images: fail (default) or score the intersection")
+    g.addoption("--results", metavar="FILE", default="reports/results.jsonl",
+                help="JSON-lines record of every result (appended)")
+
+
+def _csv(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        registry = load_models()
+        chips = load_chips()
+        policy = load_policy()
+        names = _csv(config.getoption("--models")) or list(registry)
+        unknown = [n for n in names if n not in registry]
+        if unknown:
+            raise SpecError(f"unknown model(s) {unknown}; known: {', '.join(registry)} (fixtures/models.toml)")
+        selected_chips = [resolve_chip(chips, c) for c in _csv(config.getoption("--chip")) or ["cpu"]]
+        bs_text = _csv(config.getoption("--batch-sizes"))
+        try:
+            batch_sizes = tuple(int(b) for b in bs_text) or policy.accuracy_batch_sizes
+        except ValueError:
+            raise SpecError(f"--batch-sizes expects integers like 1,16; got {config.getoption('--batch-sizes')!r}") from None
+        if any(b <= 0 for b in batch_sizes):
+            raise SpecError(f"--batch-sizes must be positive, got {list(batch_sizes)}")
+        limit = config.getoption("--limit")
+        if limit is not None and limit <= 0:
+            raise SpecError(f"--limit must be a positive number of images, got {limit}")
+        if config.getoption("--opset") < 7:
+            raise SpecError(f"--opset {config.getoption('--opset')} is too old; ATC supports 11")
+    except SpecError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[_STATE] = {
+        "registry": registry,
+        "models": [registry[n] for n in names],
+        "chips": selected_chips,
+        "batch_sizes": batch_sizes,
+        "policy": policy,
+    }
+    if not hasattr(config, "workerinput"):
+        config.pluginmanager.register(ResultsRecorder(config), "modelzoo-cert-results")
+
+
+def selection(config: pytest.Config) -> dict[str, Any]:
+    return config.stash[_STATE]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    state = selection(metafunc.config)
+    if "model_spec" in metafunc.fixturenames:
+        models: list[ModelSpec] = state["models"]
+        metafunc.parametrize("model_spec", models, ids=[m.name for m in models])
+    if "chip_spec" in metafunc.fixturenames:
+        chips: list[ChipSpec] = state["chips"]
+        metafunc.parametrize("chip_spec", chips, ids=[c.name for c in chips])
+    if "batch_size" in metafunc.fixturenames:
+        sizes = state["batch_sizes"]
+        metafunc.parametrize("batch_size", sizes, ids=[f"bs{b}" for b in sizes])
+
+
+class ResultsRecorder:
+    """Writes one JSON line per test outcome and prints the certification summary.
+
+    Registered on the controller only: under pytest-xdist it is the one process that sees every
+    report (with the properties tests recorded), so each result is written exactly once.
+    """
+
+    def __init__(self, config: pytest.Config):
+        self.config = config
+        path = Path(config.getoption("--results"))
+        self.path = path if path.is_absolute() else Path(config.rootpath) / path
+        self.records: list[dict[str, Any]] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "call" and not (report.skipped or report.failed):
+            return
+        props = dict(report.user_properties)
+        if "kind" not in props:
+            return
+        record: dict[str, Any] = {
+            "test": report.nodeid,
+            "outcome": report.outcome,
+            "phase": report.when,
+            "duration_s": round(report.duration, 3),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "host": socket.gethostname(),
+            **props,
+        }
+        if report.skipped and isinstance(report.longrepr, tuple):
+            record["reason"] = str(report.longrepr[2]).removeprefix("Skipped: ")
+        elif report.failed:
+            crash = getattr(report.longrepr, "reprcrash", None)
+            record["reason"] = crash.message if crash is not None else str(report.longrepr)
+        self.records.append(record)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(record, default=str) + "\n")
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.records:
+            return
+        tr = terminalreporter
+        tr.write_sep("=", "certification summary")
+        skipped: dict[str, list[str]] = defaultdict(list)
+        for r in self.records:
+            name = r["test"].split("::")[-1]
+            if r["outcome"] == "skipped":
+                skipped[r.get("reason", "")].append(name)
+                continue
+            tr.write_line(f"{r['outcome'].upper():7} {name}  {_summary(r)}")
+        if skipped:
+            tr.write_line("")
+            tr.write_line("not run, and what to pass to run them:")
+            for reason, names in skipped.items():
+                tr.write_line(f"  {len(names)} x {reason}")
+                tr.write_line(f"      {', '.join(names[:6])}{' ...' if len(names) > 6 else ''}")
+        tr.write_line(f"results appended to {self.path}")
+
+
+def _summary(r: dict[str, Any]) -> str:
+    kind = r.get("kind")
+    if kind == "accuracy":
+        return (
+            f"top1 {r.get('top1', float('nan')):.2f} (published {r.get('published_top1')}, torch {r.get('reference_top1', float('nan')):.2f})  "
+            f"top5 {r.get('top5', float('nan')):.2f}  agreement {r.get('top1_agreement', float('nan')):.2f}%  "
+            f"n={r.get('images')}  weights={r.get('weights_source')}"
+        )
+    if kind == "agreement":
+        return (
+            f"agreement {r.get('top1_agreement', float('nan')):.2f}%  max|diff| {r.get('max_abs_diff', float('nan')):.3g}  "
+            f"n={r.get('images')} ({r.get('dataset_name')})  weights={r.get('weights_source')}"
+        )
+    if kind == "conversion":
+        return (
+            f"opset {r.get('opset')}  max|diff| {r.get('max_abs_diff', float('nan')):.3g}  "
+            f"min cos {r.get('min_cosine', float('nan')):.9f}  top1 agree {r.get('top1_agreement', float('nan')):.1f}%"
+        )
+    return ""

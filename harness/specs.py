@@ -179,6 +179,7 @@ class CompileTarget:
 class Policy:
     accuracy_tolerance_points: float
     agreement_min_top1: float
+    accuracy_batch_sizes: tuple[int, ...]
     conversion_atol: float
     conversion_min_cosine: float
     calibration_images: int
@@ -288,6 +289,18 @@ def _hex(reader: _Reader, key: str, lengths: tuple[int, ...]) -> str | None:
     return value
 
 
+def _batch_sizes(reader: _Reader, key: str) -> tuple[int, ...]:
+    expected = "a non-empty list of distinct integers in [1, 4096]"
+    value = reader.get(key, list, expected)
+    if (
+        not value
+        or not all(isinstance(b, int) and not isinstance(b, bool) and 0 < b <= 4096 for b in value)
+        or len(set(value)) != len(value)
+    ):
+        raise reader.fail(key, expected, value)
+    return tuple(value)
+
+
 def _model(source: str, name: str, table: Mapping[str, Any]) -> ModelSpec:
     if not isinstance(table, dict):
         raise SpecError(f"{source}: [models.{name}]: expected a table, found {table!r}")
@@ -338,11 +351,7 @@ def _model(source: str, name: str, table: Mapping[str, Any]) -> ModelSpec:
     if published.top5 is not None and published.top5 < published.top1:
         raise p.fail("top5", f"top5 >= top1 ({published.top1})", published.top5)
 
-    batch_sizes = r.get("batch_sizes", list, "a non-empty list of positive integers")
-    if not batch_sizes or not all(isinstance(b, int) and not isinstance(b, bool) and 0 < b <= 4096 for b in batch_sizes):
-        raise r.fail("batch_sizes", "a non-empty list of positive integers", batch_sizes)
-    if len(set(batch_sizes)) != len(batch_sizes):
-        raise r.fail("batch_sizes", "distinct batch sizes", batch_sizes)
+    batch_sizes = _batch_sizes(r, "batch_sizes")
 
     spec = ModelSpec(
         name=name,
@@ -451,6 +460,7 @@ def load_policy(path: Path | None = None) -> Policy:
     policy = Policy(
         accuracy_tolerance_points=acc.number("tolerance_points", 0.0, 100.0),
         agreement_min_top1=acc.number("agreement_min_top1", 0.0, 100.0),
+        accuracy_batch_sizes=_batch_sizes(acc, "batch_sizes"),
         conversion_atol=conv.number("atol", 0.0, 1e3),
         conversion_min_cosine=conv.number("min_cosine", -1.0, 1.0),
         calibration_images=conv.integer("calibration_images", 0, 100000),

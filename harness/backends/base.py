@@ -52,7 +52,9 @@ class Backend(Protocol):
         """Write the compiled artifact for ``target`` into ``out_dir`` and return its path."""
         ...
 
-    def open(self, artifact: Path, target: CompileTarget, device_id: int = 0) -> ContextManager[Session]:
+    def open(
+        self, artifact: Path, target: CompileTarget, device_id: int = 0, num_classes: int = 1000
+    ) -> ContextManager[Session]:
         """Load ``artifact`` on ``device_id``; the context manager releases the device."""
         ...
 
@@ -66,7 +68,7 @@ def known_backends() -> list[str]:
     return sorted(_BACKENDS)
 
 
-def get_backend(name: str) -> Backend:
+def get_backend(name: str, **options: object) -> Backend:
     """Import the backend module lazily; an unknown name lists the known ones."""
     try:
         target = _BACKENDS[name]
@@ -76,7 +78,7 @@ def get_backend(name: str) -> Backend:
         ) from None
     module_name, cls_name = target.split(":")
     module = importlib.import_module(module_name)
-    return getattr(module, cls_name)()
+    return getattr(module, cls_name)(**options)
 
 
 def check_logits(out: np.ndarray, n: int, num_classes: int, where: str) -> np.ndarray:

@@ -1,0 +1,40 @@
+"""The framework reference: the torch module itself (the seeds' "online inference").
+
+It is not a compiler, so it has no ``compile``; it runs the module the ONNX was exported from and
+is what every compiled backend is compared with, image by image.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from harness.backends.base import check_batch, check_logits
+
+
+class TorchSession:
+    """Runs an eval-mode torch module on CPU; same contract as a compiled Session."""
+
+    name: ClassVar[str] = "torch"
+
+    def __init__(self, module: Any, batch_size: int, input_shape: tuple[int, int, int], num_classes: int):
+        import torch
+
+        self._torch = torch
+        self._module = module.eval()
+        self.batch_size = batch_size
+        self._shape = input_shape
+        self._num_classes = num_classes
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        check_batch(batch, self.batch_size, self._shape, "torch")
+        with self._torch.inference_mode():
+            out = self._module(self._torch.from_numpy(np.ascontiguousarray(batch))).numpy()
+        return check_logits(out, batch.shape[0], self._num_classes, "torch")
+
+
+def torch_version() -> str:
+    import torch
+
+    return str(torch.__version__)

@@ -1,0 +1,58 @@
+"""Session fixtures: the run configuration and the Workbench that builds everything once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from harness.cache import default_cache_root
+from harness.plugin import selection
+from harness.specs import Policy
+from harness.workbench import RunConfig, Workbench
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value).expanduser().resolve() if value else None
+
+
+@pytest.fixture(scope="session")
+def run_config(pytestconfig: pytest.Config) -> RunConfig:
+    opt = pytestconfig.getoption
+    cache_dir = _path(opt("--cache-dir")) or default_cache_root()
+    return RunConfig(
+        imagenet=_path(opt("--imagenet")),
+        imagenet_labels=_path(opt("--imagenet-labels")),
+        limit=opt("--limit"),
+        weights=opt("--weights"),
+        weights_dir=_path(opt("--weights-dir")) or cache_dir / "weights",
+        cache_dir=cache_dir,
+        allow_download=not opt("--no-download"),
+        preprocess_variant=opt("preprocess_variant"),
+        opset=opt("--opset"),
+        workers=opt("--workers"),
+        threads=opt("--threads"),
+        on_label_mismatch=opt("--on-label-mismatch"),
+    )
+
+
+@pytest.fixture(scope="session")
+def policy(pytestconfig: pytest.Config) -> Policy:
+    return selection(pytestconfig)["policy"]
+
+
+@pytest.fixture(scope="session")
+def workbench(run_config: RunConfig, policy: Policy) -> Workbench:
+    return Workbench(cfg=run_config, policy=policy)
+
+
+@pytest.fixture
+def record(record_property: Callable[[str, object], None]) -> Callable[..., None]:
+    """``record(kind="accuracy", top1=...)``: JUnit properties (and the results file) in one call."""
+
+    def _record(**props: Any) -> None:
+        for key, value in props.items():
+            record_property(key, value)
+
+    return _record

@@ -1,0 +1,235 @@
+"""The data flow of one run, with every step cached by content.
+
+registry -> weights -> ONNX -> compiled artifact -> preprocessed data -> logits. The pytest
+fixtures hold one Workbench per session (per xdist worker); several workers and processes share
+the on-disk cache, which builds each artifact once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from harness import data as data_mod
+from harness.backends.base import Backend, BackendUnavailable, Session, get_backend
+from harness.backends.torch_ref import TorchSession, torch_version
+from harness.cache import ArtifactCache, file_sha256
+from harness.metrics import Accuracy, Parity, accuracy, parity
+from harness.progress import progress
+from harness.specs import ChipSpec, CompileTarget, ModelSpec, Policy, PreprocessSpec, as_dict
+
+EMBEDDED_IMAGES = 32
+EMBEDDED_SEED = 20240101
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What the user asked for on the command line."""
+
+    imagenet: Path | None = None
+    imagenet_labels: Path | None = None
+    limit: int | None = None
+    weights: str = "pretrained"
+    weights_dir: Path = Path.home() / ".cache" / "modelzoo-cert" / "weights"
+    cache_dir: Path = Path.home() / ".cache" / "modelzoo-cert"
+    allow_download: bool = True
+    preprocess_variant: str | None = None
+    opset: int = 11
+    workers: int | None = None
+    threads: int | None = None
+    on_label_mismatch: str = "error"
+    embedded_images: int = EMBEDDED_IMAGES
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    spec: ModelSpec
+    module: Any
+    weights: Any  # harness.weights.WeightsInfo
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return self.weights.as_record()
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Everything one accuracy run measured, ready for gates and records."""
+
+    model: str
+    chip: str
+    backend: str
+    backend_version: str
+    batch_size: int
+    dataset: str
+    dataset_key: str
+    weights: Mapping[str, Any]
+    preprocess: PreprocessSpec
+    accuracy: Accuracy
+    reference: Accuracy
+    agreement: Parity
+    skipped_unlabeled: int
+    skipped_missing: int
+
+
+@dataclass
+class Workbench:
+    """Builds and memoizes models, ONNX files, compiled artifacts and datasets for one session."""
+
+    cfg: RunConfig
+    policy: Policy
+    cache: ArtifactCache = field(init=False)
+    _models: dict[tuple[str, str], LoadedModel] = field(default_factory=dict, init=False)
+    _datasets: dict[tuple[str, PreprocessSpec], data_mod.PreparedDataset] = field(default_factory=dict, init=False)
+    _listings: dict[str, data_mod.DatasetListing] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self.cache = ArtifactCache(self.cfg.cache_dir)
+
+    # -- data ---------------------------------------------------------------------------------
+
+    def listing(self, source: str) -> data_mod.DatasetListing:
+        """``imagenet`` (the user's --imagenet) or ``embedded`` (images the project makes)."""
+        if source not in self._listings:
+            if source == "imagenet":
+                if self.cfg.imagenet is None:
+                    raise data_mod.DataError("no ImageNet given: pass --imagenet DIR (JPEGs + val_label.txt)")
+                self._listings[source] = data_mod.list_dataset(
+                    self.cfg.imagenet, self.cfg.imagenet_labels, limit=self.cfg.limit,
+                    on_mismatch=self.cfg.on_label_mismatch,
+                )
+            elif source == "embedded":
+                root = data_mod.make_synthetic_dataset(
+                    self.cfg.cache_dir / "embedded" / f"synthetic-{self.cfg.embedded_images}-{EMBEDDED_SEED}",
+                    self.cfg.embedded_images, seed=EMBEDDED_SEED,
+                )
+                self._listings[source] = data_mod.list_dataset(root)
+            else:
+                raise ValueError(f"unknown data source {source!r}")
+        return self._listings[source]
+
+    def dataset(self, spec: ModelSpec, source: str) -> data_mod.PreparedDataset:
+        pre = spec.preprocess_for(self.cfg.preprocess_variant)
+        memo = (source, pre)
+        if memo not in self._datasets:
+            self._datasets[memo] = data_mod.prepare_dataset(self.listing(source), pre, self.cache, workers=self.cfg.workers)
+        return self._datasets[memo]
+
+    def calibration(self, spec: ModelSpec, source: str) -> np.ndarray:
+        """The first N normalized images of ``source``: BatchNorm calibration for random weights."""
+        prepared = self.dataset(spec, source)
+        n = min(self.policy.calibration_images, len(prepared))
+        pre = prepared.spec
+        return data_mod.normalize(np.asarray(prepared.images[:n]), pre.mean, pre.std)
+
+    # -- model, ONNX, compiled artifact -------------------------------------------------------
+
+    def model(self, spec: ModelSpec, weights: str | None = None, calibration_source: str = "embedded") -> LoadedModel:
+        from harness import weights as weights_mod
+
+        mode = weights or self.cfg.weights
+        memo = (spec.name, mode)
+        if memo not in self._models:
+            calib = self.calibration(spec, calibration_source) if mode == "random" else None
+            module, info = weights_mod.load_model(
+                spec, mode, self.cfg.weights_dir, seed=self.policy.seed, calibration=calib,
+                allow_download=self.cfg.allow_download,
+            )
+            self._models[memo] = LoadedModel(spec=spec, module=module, weights=info)
+        return self._models[memo]
+
+    def onnx(self, loaded: LoadedModel) -> Path:
+        from harness import export
+
+        return export.cached_onnx(self.cache, loaded.spec, loaded.module, loaded.weights, opset=self.cfg.opset)
+
+    def backend(self, chip: ChipSpec) -> Backend:
+        backend = get_backend(chip.backend, threads=self.cfg.threads)
+        reason = backend.unavailable_reason()
+        if reason:
+            raise BackendUnavailable(reason)
+        return backend
+
+    def target(self, spec: ModelSpec, chip: ChipSpec, batch_size: int) -> CompileTarget:
+        return CompileTarget(
+            chip=chip.name, batch_size=batch_size, input_shape=spec.input_shape,
+            input_name=spec.input_name, precision=chip.precision,
+        )
+
+    def compiled(self, backend: Backend, onnx_path: Path, target: CompileTarget) -> Path:
+        inputs = {
+            "onnx_sha256": file_sha256(onnx_path),
+            "backend": backend.name,
+            "backend_fields": dict(backend.compile_fields()),
+            "target": target.cache_fields(),
+        }
+        def build(tmp: Path) -> Mapping[str, Any]:
+            artifact = backend.compile(onnx_path, target, tmp)
+            return {"artifact": artifact.name, "backend_version": backend.version()}
+
+        entry = self.cache.get_or_build(f"compiled-{backend.name}", inputs, build)
+        return entry.path / str(entry.manifest["artifact"])
+
+    # -- inference ----------------------------------------------------------------------------
+
+    def run(self, session: Session, prepared: data_mod.PreparedDataset, batch_size: int, desc: str) -> np.ndarray:
+        """Logits for every image of ``prepared``, in its order (labels are joined by name there)."""
+        chunks: list[np.ndarray] = []
+        with progress(len(prepared), desc) as bar:
+            for _start, batch in prepared.batches(batch_size):
+                chunks.append(session.infer(batch))
+                bar.update(batch.shape[0])
+        return np.concatenate(chunks, axis=0)
+
+    def reference_logits(self, loaded: LoadedModel, prepared: data_mod.PreparedDataset) -> np.ndarray:
+        """The torch reference's logits on ``prepared``, cached by weights + data + torch version."""
+        spec = loaded.spec
+        inputs = {
+            "arch": as_dict(spec.arch),
+            "num_classes": spec.num_classes,
+            "weights": loaded.identity,
+            "dataset": prepared.key,
+            "normalize": {"mean": list(prepared.spec.mean), "std": list(prepared.spec.std)},
+            "torch": torch_version(),
+        }
+
+        def build(tmp: Path) -> Mapping[str, Any]:
+            session = TorchSession(loaded.module, 32, spec.input_shape, spec.num_classes)
+            logits = self.run(session, prepared, 32, f"{spec.name} torch reference")
+            np.save(tmp / "logits.npy", logits)
+            return {"count": int(logits.shape[0])}
+
+        entry = self.cache.get_or_build("reference-logits", inputs, build)
+        return np.load(entry.path / "logits.npy")
+
+    def evaluate(self, spec: ModelSpec, chip: ChipSpec, batch_size: int, source: str) -> Evaluation:
+        """Compile, run on ``source`` and compare with the torch reference on the same images."""
+        backend = self.backend(chip)
+        prepared = self.dataset(spec, source)
+        loaded = self.model(spec, calibration_source=source)
+        onnx_path = self.onnx(loaded)
+        target = self.target(spec, chip, batch_size)
+        artifact = self.compiled(backend, onnx_path, target)
+        with backend.open(artifact, target, device_id=0, num_classes=spec.num_classes) as session:
+            logits = self.run(session, prepared, batch_size, f"{spec.name} on {chip.name} bs{batch_size}")
+        ref_logits = self.reference_logits(loaded, prepared)
+        listing = prepared.listing
+        return Evaluation(
+            model=spec.name,
+            chip=chip.name,
+            backend=backend.name,
+            backend_version=backend.version(),
+            batch_size=batch_size,
+            dataset=str(listing.image_dir),
+            dataset_key=prepared.key,
+            weights=loaded.identity,
+            preprocess=prepared.spec,
+            accuracy=accuracy(logits, prepared.labels),
+            reference=accuracy(ref_logits, prepared.labels),
+            agreement=parity(ref_logits, logits),
+            skipped_unlabeled=listing.skipped_unlabeled,
+            skipped_missing=listing.skipped_missing,
+        )
