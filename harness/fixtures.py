@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import pytest
 
 from harness.cache import default_cache_root
 from harness.plugin import selection
 from harness.specs import Policy
-from harness.workbench import RunConfig, Workbench
+
+if TYPE_CHECKING:  # the workbench pulls in numpy, PIL and (lazily) torch: not at plugin load
+    from harness.workbench import RunConfig, Workbench
 
 
 def _path(value: str | None) -> Path | None:
@@ -19,6 +21,8 @@ def _path(value: str | None) -> Path | None:
 
 @pytest.fixture(scope="session")
 def run_config(pytestconfig: pytest.Config) -> RunConfig:
+    from harness.workbench import RunConfig
+
     opt = pytestconfig.getoption
     cache_dir = _path(opt("--cache-dir")) or default_cache_root()
     return RunConfig(
@@ -44,6 +48,8 @@ def policy(pytestconfig: pytest.Config) -> Policy:
 
 @pytest.fixture(scope="session")
 def workbench(run_config: RunConfig, policy: Policy) -> Workbench:
+    from harness.workbench import Workbench
+
     return Workbench(cfg=run_config, policy=policy)
 
 
