@@ -39,8 +39,15 @@ def default_cache_root() -> Path:
     return Path(base) / "modelzoo-cert"
 
 
+def _not_json(value: Any) -> Any:
+    raise TypeError(
+        f"cache inputs must be plain JSON (str, int, float, bool, None, lists, dicts); got "
+        f"{type(value).__name__} {value!r}: convert it explicitly so the key is unambiguous"
+    )
+
+
 def canonical_json(inputs: Mapping[str, Any]) -> str:
-    return json.dumps(inputs, sort_keys=True, separators=(",", ":"), default=str)
+    return json.dumps(inputs, sort_keys=True, separators=(",", ":"), default=_not_json)
 
 
 def content_key(inputs: Mapping[str, Any]) -> str:
@@ -110,6 +117,11 @@ class ArtifactCache:
                 return found
             for stale in kind_dir.glob(f".tmp-{key}-*"):
                 shutil.rmtree(stale, ignore_errors=True)
+            final = kind_dir / key
+            if final.exists():
+                # A directory without a manifest was never published by us (publishing renames a
+                # complete directory): someone deleted the manifest. Rebuild it from scratch.
+                shutil.rmtree(final)
             tmp = kind_dir / f".tmp-{key}-{socket.gethostname()}-{os.getpid()}"
             tmp.mkdir()
             try:
@@ -123,9 +135,10 @@ class ArtifactCache:
                     "files": sorted(p.name for p in tmp.iterdir()),
                     **extra,
                 }
+                _fsync_tree(tmp)
                 _write_json_durable(tmp / MANIFEST, manifest)
                 _fsync_dir(tmp)
-                os.rename(tmp, kind_dir / key)
+                os.rename(tmp, final)
                 _fsync_dir(kind_dir)
             except OSError as exc:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -162,6 +175,19 @@ def _write_json_durable(path: Path, data: Mapping[str, Any]) -> None:
         json.dump(data, fh, indent=2, sort_keys=True, default=str)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush every file under ``root`` so a power loss after the rename cannot expose holes."""
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        if dirpath != str(root):
+            _fsync_dir(Path(dirpath))
 
 
 def _fsync_dir(path: Path) -> None:

@@ -65,8 +65,9 @@ def agreement_gate(agreement: Parity, policy: Policy, reference: str) -> Gate:
 def conversion_gates(p: Parity, policy: Policy) -> list[Gate]:
     """torch vs exported ONNX on the same inputs, seeded random weights."""
     return [
-        Gate("max_abs_diff", p.max_abs_diff, policy.conversion_atol, p.max_abs_diff <= policy.conversion_atol,
-             f"max |torch - onnx| = {p.max_abs_diff:.3g} (allowed {policy.conversion_atol:g})"),
+        Gate("max_rel_diff", p.max_rel_diff, policy.conversion_rtol, p.max_rel_diff <= policy.conversion_rtol,
+             f"max |torch - onnx| / max |torch logit| per image = {p.max_rel_diff:.3g} "
+             f"(allowed {policy.conversion_rtol:g}; max |torch - onnx| = {p.max_abs_diff:.3g})"),
         Gate("min_cosine", p.min_cosine, policy.conversion_min_cosine, p.min_cosine >= policy.conversion_min_cosine,
              f"min cosine = {p.min_cosine:.10f} (need >= {policy.conversion_min_cosine})"),
         Gate("top1_agreement", p.top1_agreement, 100.0, p.top1_agreement >= 100.0,

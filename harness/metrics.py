@@ -72,12 +72,16 @@ class Parity:
     mean_abs_diff: float
     min_cosine: float
     top1_agreement: float  # percent of images with the same top-1 class
+    # max over images of max|diff| / max|reference logit| of that image: the error relative to
+    # the logits' own scale (random weights can make logits in the hundreds).
+    max_rel_diff: float = 0.0
 
     def as_record(self) -> dict[str, float | int]:
         return {
             "count": self.count,
             "max_abs_diff": self.max_abs_diff,
             "mean_abs_diff": self.mean_abs_diff,
+            "max_rel_diff": self.max_rel_diff,
             "min_cosine": self.min_cosine,
             "top1_agreement": self.top1_agreement,
         }
@@ -94,10 +98,14 @@ def parity(reference: np.ndarray, candidate: np.ndarray) -> Parity:
     dots = (ref * got).sum(axis=1)
     cos = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), np.where(diff.max(axis=1) == 0, 1.0, 0.0))
     agree = (ref.argmax(axis=1) == got.argmax(axis=1)).mean()
+    scale = np.abs(ref).max(axis=1)
+    row_diff = diff.max(axis=1)
+    rel = np.where(scale > 0, row_diff / np.where(scale > 0, scale, 1.0), np.where(row_diff == 0, 0.0, np.inf))
     return Parity(
         count=int(ref.shape[0]),
         max_abs_diff=float(diff.max()),
         mean_abs_diff=float(diff.mean()),
         min_cosine=float(cos.min()),
         top1_agreement=100.0 * float(agree),
+        max_rel_diff=float(rel.max()),
     )

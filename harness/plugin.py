@@ -175,7 +175,7 @@ def _summary(r: dict[str, Any]) -> str:
         )
     if kind == "conversion":
         return (
-            f"opset {r.get('opset')}  max|diff| {r.get('max_abs_diff', float('nan')):.3g}  "
-            f"min cos {r.get('min_cosine', float('nan')):.9f}  top1 agree {r.get('top1_agreement', float('nan')):.1f}%"
+            f"opset {r.get('opset')}  max|diff| {r.get('max_abs_diff', float('nan')):.3g} "
+            f"(rel {r.get('max_rel_diff', float('nan')):.2g})  min cos {r.get('min_cosine', float('nan')):.9f}  top1 agree {r.get('top1_agreement', float('nan')):.1f}%"
         )
     return ""

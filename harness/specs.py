@@ -180,7 +180,7 @@ class Policy:
     accuracy_tolerance_points: float
     agreement_min_top1: float
     accuracy_batch_sizes: tuple[int, ...]
-    conversion_atol: float
+    conversion_rtol: float
     conversion_min_cosine: float
     calibration_images: int
     seed: int
@@ -461,7 +461,7 @@ def load_policy(path: Path | None = None) -> Policy:
         accuracy_tolerance_points=acc.number("tolerance_points", 0.0, 100.0),
         agreement_min_top1=acc.number("agreement_min_top1", 0.0, 100.0),
         accuracy_batch_sizes=_batch_sizes(acc, "batch_sizes"),
-        conversion_atol=conv.number("atol", 0.0, 1e3),
+        conversion_rtol=conv.number("rtol", 0.0, 1.0),
         conversion_min_cosine=conv.number("min_cosine", -1.0, 1.0),
         calibration_images=conv.integer("calibration_images", 0, 100000),
         seed=conv.integer("seed", 0, 2**31 - 1),

@@ -84,8 +84,8 @@ def test_accuracy_certification_matches_an_independent_torch_evaluation(tmp_path
     assert int(case["images"]) == n == 1300
     assert float(case["top1"]) == pytest.approx(top1, abs=0.08)  # one image of 1300 is 0.077 points
     assert float(case["top5"]) == pytest.approx(top5, abs=0.08)
-    assert float(case["reference_top1"]) == pytest.approx(top1, abs=1e-9)
-    assert float(case["reference_top5"]) == pytest.approx(top5, abs=1e-9)
+    assert float(case["reference_top1"]) == pytest.approx(top1, abs=5e-5)  # records round to 4 decimals
+    assert float(case["reference_top5"]) == pytest.approx(top5, abs=5e-5)  # records round to 4 decimals
     assert float(case["top1_agreement"]) >= 99.9
     assert case["weights"] == "pretrained" and case["weights_sha256"].startswith("579344248a93")
     assert "certification summary" in proc.stdout and "test_accuracy[efficientnet_lite0-cpu-bs8]" in proc.stdout

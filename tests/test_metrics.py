@@ -62,6 +62,17 @@ def test_parity_reports_diff_cosine_and_agreement() -> None:
         parity(ref, ref[:1])
 
 
+def test_parity_relative_diff_uses_each_images_own_scale() -> None:
+    ref = np.array([[100.0, -400.0, 0.0], [1.0, 2.0, 0.5]])
+    got = ref + np.array([[0.2, 0.0, 0.0], [0.0, 0.01, 0.0]])
+    p = parity(ref, got)
+    assert p.max_abs_diff == pytest.approx(0.2)
+    assert p.max_rel_diff == pytest.approx(0.005)  # 0.01 / 2 beats 0.2 / 400
+    zeros = np.zeros((1, 3))
+    assert parity(zeros, zeros).max_rel_diff == 0.0
+    assert parity(zeros, zeros + 1e-9).max_rel_diff == np.inf
+
+
 def test_wilson_interval_brackets_the_rate() -> None:
     lo, hi = wilson_interval(82, 100)
     assert lo < 82.0 < hi and 70 < lo and hi < 90

@@ -1,0 +1,748 @@
+"""ImageNet listing, label files, and preprocessing into a content-addressed uint8 cache.
+
+The data path is: a directory of JPEGs plus a ModelZoo label file (``name label`` per line)
+-> :func:`list_dataset` (labels joined to files by name, never by order) -> :func:`prepare_dataset`
+(every image decoded and resized once, in parallel, into one raw uint8 NCHW file inside an
+:class:`~harness.cache.ArtifactCache` entry) -> :meth:`PreparedDataset.batches` (normalized to
+float32 per batch). Storing uint8 loses nothing: after resize and crop the pixels *are* uint8,
+exactly what PIL produces, and normalization is applied the way torchvision's
+``ToTensor() + Normalize()`` applies it.
+
+This module must stay light: it never imports torch or torchvision (workers import it in fresh
+processes, and the reference pipeline is only needed by the tests).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import time
+import uuid
+import warnings
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from harness.cache import ArtifactCache, CacheError, file_sha256
+from harness.progress import progress
+from harness.specs import RESIZE_METHODS, PreprocessSpec
+
+# Bump when the layout of a "dataset" cache entry or the pixel pipeline changes: old entries then
+# stop matching instead of being misread.
+CACHE_FORMAT = 1
+LABEL_FILE_NAME = "val_label.txt"
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+MISMATCH_POLICIES = ("error", "intersect")
+# Small enough that the progress bar moves and a 2-core run stays balanced, large enough that
+# per-task overhead (pickling a list of paths) is negligible next to decoding 64 JPEGs.
+CHUNK_SIZE = 64
+
+_RESAMPLING: dict[str, Image.Resampling] = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+_LAYOUT_HELP = (
+    "expected either DIR/val/*.JPEG with DIR/val_label.txt (the layout of imagenet-val-1300), "
+    "or DIR/*.JPEG with DIR/val_label.txt; pass it as --imagenet DIR, and add "
+    "--imagenet-labels FILE if the label file lives elsewhere"
+)
+
+
+class DataError(ValueError):
+    """Bad input data: the message says what was expected, what was found and how to fix it."""
+
+
+# --------------------------------------------------------------------------------------------
+# Labels and listing
+
+
+def read_labels(path: Path, num_classes: int = 1000) -> dict[str, int]:
+    """Parse a ModelZoo label file: one ``ILSVRC2012_val_00000001.JPEG 65`` per line.
+
+    Blank lines are ignored. Raises :class:`DataError` naming the file and line for a wrong field
+    count, a non-integer label, a label outside ``[0, num_classes)``, a repeated image name, an
+    empty file or a missing file.
+    """
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise DataError(
+            f"label file not found: {path}; expected a ModelZoo label file "
+            f"('ILSVRC2012_val_00000001.JPEG 65' per line); pass it with --imagenet-labels FILE"
+        ) from None
+    except IsADirectoryError:
+        raise DataError(
+            f"label file {path} is a directory; expected a text file "
+            f"('ILSVRC2012_val_00000001.JPEG 65' per line); pass it with --imagenet-labels FILE"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}: not UTF-8 text ({exc}); expected a ModelZoo label file "
+            f"('ILSVRC2012_val_00000001.JPEG 65' per line)"
+        ) from None
+    labels: dict[str, int] = {}
+    first_line: dict[str, int] = {}
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            raise DataError(
+                f"{path}:{lineno}: expected 2 fields 'IMAGE_NAME LABEL', found {len(fields)}: "
+                f"{line.strip()!r}; fix that line or pass the right file with --imagenet-labels FILE"
+            )
+        name, raw = fields
+        try:
+            label = int(raw)
+        except ValueError:
+            raise DataError(
+                f"{path}:{lineno}: expected an integer class index, found {raw!r} "
+                f"(line {line.strip()!r}); labels are 0-based class indices, not synset ids"
+            ) from None
+        if not 0 <= label < num_classes:
+            raise DataError(
+                f"{path}:{lineno}: expected a label in [0, {num_classes}), found {label} "
+                f"(line {line.strip()!r}); is this label file for another dataset or 1-based?"
+            )
+        if name in labels:
+            raise DataError(
+                f"{path}:{lineno}: image {name!r} is labelled twice (first on line "
+                f"{first_line[name]}); expected one line per image, remove the duplicate"
+            )
+        labels[name] = label
+        first_line[name] = lineno
+    if not labels:
+        raise DataError(
+            f"label file {path} is empty; expected one 'ILSVRC2012_val_00000001.JPEG 65' line per "
+            f"image; pass the right file with --imagenet-labels FILE"
+        )
+    return labels
+
+
+def _is_image_name(name: str) -> bool:
+    # Dot files are skipped: they are editor/OS droppings (macOS "._x.JPEG"), never images.
+    return not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def _has_images(directory: Path) -> bool:
+    with os.scandir(directory) as it:
+        return any(_is_image_name(e.name) and e.is_file() for e in it)
+
+
+def find_dataset(path: Path, label_file: Path | None = None) -> tuple[Path, Path]:
+    """Locate ``(image_dir, label_file)`` under ``path``.
+
+    Accepted layouts: ``path/val/*.JPEG`` with ``path/val_label.txt``, or ``path/*.JPEG`` with
+    ``path/val_label.txt``. An explicit ``label_file`` overrides the one found in the directory.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"ImageNet directory {path} does not exist; {_LAYOUT_HELP}")
+    if not path.is_dir():
+        raise DataError(f"--imagenet {path} is a file, not a directory; {_LAYOUT_HELP}")
+    if not any(path.iterdir()):
+        raise DataError(f"ImageNet directory {path} is empty; {_LAYOUT_HELP}")
+
+    val = path / "val"
+    if val.is_dir() and _has_images(val):
+        image_dir = val
+    elif _has_images(path):
+        image_dir = path
+    else:
+        subdirs = sum(1 for p in path.iterdir() if p.is_dir())
+        found = f"no .JPEG/.jpg/.png files in {path}" + (f" or {val}" if val.is_dir() else "")
+        if subdirs:
+            found += f" ({subdirs} subdirectories: a per-class ImageFolder tree is not supported)"
+        raise DataError(f"{found}; {_LAYOUT_HELP}")
+
+    if label_file is not None:
+        label_file = Path(label_file)
+        if not label_file.is_file():
+            raise DataError(
+                f"label file {label_file} (from --imagenet-labels) does not exist or is not a "
+                f"file; expected a ModelZoo label file ('ILSVRC2012_val_00000001.JPEG 65' per line)"
+            )
+        return image_dir, label_file
+
+    for candidate in (path / LABEL_FILE_NAME, image_dir / LABEL_FILE_NAME):
+        if candidate.is_file():
+            return image_dir, candidate
+    hint = ""
+    if (path.parent / LABEL_FILE_NAME).is_file():
+        hint = f" (there is one in the parent directory: did you mean --imagenet {path.parent}?)"
+    raise DataError(
+        f"found images in {image_dir} but no {LABEL_FILE_NAME} in {path}{hint}; {_LAYOUT_HELP}"
+    )
+
+
+@dataclass(frozen=True)
+class DatasetListing:
+    """The images to score and their labels, joined by file name.
+
+    ``names`` are file names inside ``image_dir``, sorted; ``labels`` follow the same order.
+    ``skipped_unlabeled`` / ``skipped_missing`` count images without labels and labels without
+    images that ``on_mismatch="intersect"`` left out.
+    """
+
+    image_dir: Path
+    label_file: Path
+    names: tuple[str, ...]
+    labels: tuple[int, ...]
+    skipped_unlabeled: int = 0
+    skipped_missing: int = 0
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The content identity used in cache keys.
+
+        The label file is hashed byte for byte; images are identified by (name, size, mtime_ns)
+        from ``stat`` only, never by reading their bytes, so a warm rerun over 50,000 images
+        costs 50,000 stats rather than 6 GB of reads.
+        """
+        digest = hashlib.sha256()
+        for name in self.names:
+            image = self.image_dir / name
+            try:
+                st = os.stat(image)
+            except OSError as exc:
+                raise DataError(
+                    f"image {image} was listed but cannot be read now ({exc.strerror}); "
+                    f"did the dataset change during the run? rerun to list it again"
+                ) from exc
+            digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        try:
+            labels_sha = file_sha256(self.label_file)
+        except OSError as exc:
+            raise DataError(
+                f"label file {self.label_file} was read earlier but cannot be read now "
+                f"({exc.strerror}); rerun, or pass it with --imagenet-labels FILE"
+            ) from exc
+        return {
+            "count": len(self.names),
+            "label_file_sha256": labels_sha,
+            "images_stat_sha256": digest.hexdigest(),
+        }
+
+
+def _examples(names: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(sorted(names)[:limit])
+    return shown + (", ..." if len(names) > limit else "")
+
+
+def _subset(names: Sequence[str], limit: int) -> list[str]:
+    # Ordering by a hash of the name gives a subset that does not depend on listing order, is
+    # the same on every machine, and is spread over all classes (the val files are not sorted by
+    # class, but other datasets are: taking the first N names would be biased there).
+    by_hash = sorted(names, key=lambda n: hashlib.sha256(n.encode()).digest())
+    return sorted(by_hash[:limit])
+
+
+def list_dataset(
+    path: Path,
+    label_file: Path | None = None,
+    limit: int | None = None,
+    num_classes: int = 1000,
+    on_mismatch: str = "error",
+) -> DatasetListing:
+    """List the images under ``path`` and join them to their labels by file name.
+
+    ``on_mismatch="error"`` (default) refuses images without labels or labels without images;
+    ``"intersect"`` scores only the images that have labels and records what it skipped.
+    ``limit`` takes a deterministic, unbiased subset (the first ``limit`` names ordered by the
+    SHA-256 of the name), returned sorted by name.
+    """
+    if on_mismatch not in MISMATCH_POLICIES:
+        raise DataError(f"on_mismatch must be one of {', '.join(MISMATCH_POLICIES)}, found {on_mismatch!r}")
+    if limit is not None and limit <= 0:
+        raise DataError(f"limit must be a positive number of images, found {limit}; omit it to use all images")
+    image_dir, labels_path = find_dataset(path, label_file)
+    labels = read_labels(labels_path, num_classes)
+    with os.scandir(image_dir) as it:
+        images = {e.name for e in it if _is_image_name(e.name) and e.is_file()}
+
+    unlabeled = sorted(images - labels.keys())
+    missing = sorted(labels.keys() - images)
+    if (unlabeled or missing) and on_mismatch == "error":
+        raise DataError(
+            f"{image_dir} and {labels_path} do not match: {len(unlabeled)} image(s) have no label "
+            f"(e.g. {_examples(unlabeled) or 'none'}) and {len(missing)} label(s) name images that "
+            f"are not there (e.g. {_examples(missing) or 'none'}); expected every image to have "
+            f"exactly one label line; pass the label file that matches these images with "
+            f"--imagenet-labels FILE, or score only the labelled images that exist with the "
+            f"intersection option (on_mismatch='intersect')"
+        )
+    names = sorted(images & labels.keys())
+    if not names:
+        raise DataError(
+            f"no image in {image_dir} has a label in {labels_path} ({len(images)} images, "
+            f"{len(labels)} labels, e.g. images {_examples(sorted(images), 3)} vs labels "
+            f"{_examples(sorted(labels), 3)}); pass the matching label file with --imagenet-labels FILE"
+        )
+    if limit is not None and limit < len(names):
+        names = _subset(names, limit)
+    return DatasetListing(
+        image_dir=image_dir,
+        label_file=labels_path,
+        names=tuple(names),
+        labels=tuple(labels[n] for n in names),
+        skipped_unlabeled=len(unlabeled),
+        skipped_missing=len(missing),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# One image
+
+
+def _load_rgb(path: Path) -> Image.Image:
+    """Decode ``path`` fully into an RGB PIL image, as torchvision's ImageFolder loader does."""
+    try:
+        # PIL only warns between MAX_IMAGE_PIXELS and twice that; a bomb must fail loudly here,
+        # not exhaust a worker's memory, so the warning is escalated for this call only.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                # convert() forces the full decode, so truncation errors surface here, inside
+                # the try, and not later in resize.
+                return img.convert("RGB")
+    except FileNotFoundError as exc:
+        raise DataError(
+            f"image {path} not found; it was listed earlier: did the dataset change during the "
+            f"run? rerun to list it again"
+        ) from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(
+            f"{path}: refusing a possible decompression bomb ({_file_size(path)} on disk): {exc}; "
+            f"expected an ImageNet-sized photo (at most {Image.MAX_IMAGE_PIXELS} pixels): "
+            f"remove that file or replace it with a normal-sized copy"
+        ) from exc
+    except Exception as exc:
+        # Any failure inside PIL while decoding this file is a fact about this file.
+        raise DataError(
+            f"{path}: cannot decode image ({_file_size(path)}): {type(exc).__name__}: {exc}; "
+            f"expected a readable JPEG/PNG: re-extract or remove that file"
+        ) from exc
+
+
+def _file_size(path: Path) -> str:
+    try:
+        return f"{os.stat(path).st_size} bytes"
+    except OSError as exc:
+        return f"size unknown: {exc.strerror}"
+
+
+def _center_crop(arr: np.ndarray, crop: int) -> np.ndarray:
+    """torchvision ``CenterCrop`` on an (H, W, C) array: zero padding, then rounded offsets."""
+    h, w = arr.shape[:2]
+    if crop > w or crop > h:
+        pad_w = max(crop - w, 0)
+        pad_h = max(crop - h, 0)
+        arr = np.pad(arr, ((pad_h // 2, (pad_h + 1) // 2), (pad_w // 2, (pad_w + 1) // 2), (0, 0)))
+        h, w = arr.shape[:2]
+    # Python's round (half to even) on purpose: it is what torchvision uses.
+    top = int(round((h - crop) / 2.0))
+    left = int(round((w - crop) / 2.0))
+    return arr[top : top + crop, left : left + crop]
+
+
+def preprocess_image(path: Path, spec: PreprocessSpec) -> np.ndarray:
+    """Decode, resize and crop one image to a ``(3, crop, crop)`` uint8 array.
+
+    Bit-exact with torchvision's PIL pipeline (``Image.open(...).convert("RGB")`` then
+    ``Resize`` + ``CenterCrop`` for ``resize_crop``; ``Resize((r, r))`` + ``CenterCrop`` for
+    ``squash_crop``; ResNeSt's ``ECenterCrop`` for ``crop_resize``). Undecodable files and
+    decompression bombs raise :class:`DataError` naming the file.
+    """
+    if spec.method not in RESIZE_METHODS:
+        raise DataError(f"unknown preprocessing method {spec.method!r}; expected one of {', '.join(RESIZE_METHODS)}")
+    try:
+        resample = _RESAMPLING[spec.interpolation]
+    except KeyError:
+        raise DataError(
+            f"unknown interpolation {spec.interpolation!r}; expected one of {', '.join(_RESAMPLING)}"
+        ) from None
+    img = _load_rgb(Path(path))
+    w, h = img.size
+    if spec.method == "resize_crop":
+        # torchvision Resize(int): shorter side -> resize, longer side truncated, not rounded.
+        short, long = (w, h) if w <= h else (h, w)
+        new_short, new_long = spec.resize, int(spec.resize * long / short)
+        size = (new_short, new_long) if w <= h else (new_long, new_short)
+        if size != (w, h):
+            img = img.resize(size, resample)
+        out = _center_crop(np.asarray(img), spec.crop)
+    elif spec.method == "squash_crop":
+        if (w, h) != (spec.resize, spec.resize):
+            img = img.resize((spec.resize, spec.resize), resample)
+        out = _center_crop(np.asarray(img), spec.crop)
+    else:
+        # ResNeSt's ECenterCrop: a float crop box, which PIL's crop() rounds itself.
+        side = spec.crop / spec.resize * min(w, h)
+        top = int(round((h - side) / 2.0))
+        left = int(round((w - side) / 2.0))
+        img = img.crop((left, top, left + side, top + side))
+        if img.size != (spec.crop, spec.crop):
+            img = img.resize((spec.crop, spec.crop), resample)
+        out = np.asarray(img)
+    return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
+def normalize(
+    batch: np.ndarray, mean: Sequence[float], std: Sequence[float]
+) -> np.ndarray:
+    """(N, 3, H, W) uint8 -> float32, bit-exact with torchvision ``ToTensor()`` + ``Normalize``.
+
+    Same operations in the same order and precision: divide by 255 in float32, then subtract
+    the float32 mean and divide by the float32 std per channel.
+    """
+    if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1] != 3:
+        raise DataError(f"normalize expects an (N, 3, H, W) uint8 batch, found {batch.dtype} {batch.shape}")
+    m = np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1)
+    s = np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1)
+    x = batch.astype(np.float32)
+    x /= np.float32(255)
+    x -= m
+    x /= s
+    return x
+
+
+# --------------------------------------------------------------------------------------------
+# The uint8 cache
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedDataset:
+    """A preprocessed dataset: uint8 NCHW pixels memory-mapped from a cache entry.
+
+    ``eq=False``: equality of numpy fields is elementwise and ambiguous; compare ``key`` instead.
+    """
+
+    path: Path
+    key: str
+    images: np.ndarray
+    labels: np.ndarray
+    names: tuple[str, ...]
+    spec: PreprocessSpec
+    listing: DatasetListing
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def batches(self, batch_size: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(start index, normalized float32 batch)``; the last batch may be short."""
+        if batch_size <= 0:
+            raise DataError(f"batch_size must be positive, found {batch_size}")
+        for start in range(0, len(self), batch_size):
+            yield start, normalize(self.images[start : start + batch_size], self.spec.mean, self.spec.std)
+
+
+def _names_sha256(names: Sequence[str]) -> str:
+    # NUL cannot occur in a file name, so the joined form is unambiguous.
+    return hashlib.sha256("\0".join(names).encode()).hexdigest()
+
+
+def dataset_cache_inputs(listing: DatasetListing, spec: PreprocessSpec) -> dict[str, Any]:
+    """Everything that decides a prepared dataset's bytes: the cache key is a hash of this."""
+    return {
+        "format": CACHE_FORMAT,
+        "preprocess": spec.cache_fields(),
+        "dataset": listing.fingerprint(),
+        "names": _names_sha256(listing.names),
+    }
+
+
+def _preprocess_chunk(
+    paths: Sequence[str], first_row: int, out_file: str, spec: PreprocessSpec
+) -> int:
+    """Preprocess ``paths`` into rows ``first_row...`` of ``out_file``; returns the row count.
+
+    Runs in pool workers: rows go straight into the shared file with ``pwrite``, so no pixel
+    data is pickled back to the parent.
+    """
+    row_bytes = 3 * spec.crop * spec.crop
+    fd = os.open(out_file, os.O_WRONLY)
+    try:
+        for i, image in enumerate(paths):
+            row = preprocess_image(Path(image), spec)
+            data = row.tobytes()
+            offset = (first_row + i) * row_bytes
+            written = os.pwrite(fd, data, offset)
+            while written < len(data):
+                written += os.pwrite(fd, data[written:], offset + written)
+    finally:
+        os.close(fd)
+    return len(paths)
+
+
+def _default_workers() -> int:
+    # The CPUs this process may actually use (taskset / cpuset), not the machine's total.
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def _run_chunks(
+    listing: DatasetListing, spec: PreprocessSpec, out_file: Path, workers: int
+) -> None:
+    paths = [str(listing.image_dir / n) for n in listing.names]
+    count = len(paths)
+    # Small datasets are split evenly so both cores still get work; large ones use CHUNK_SIZE.
+    chunk = max(1, min(CHUNK_SIZE, -(-count // workers)))
+    chunks = [(start, paths[start : start + chunk]) for start in range(0, count, chunk)]
+    workers = min(workers, len(chunks))
+    desc = f"preprocessing {listing.image_dir.name} ({spec.method} {spec.resize}/{spec.crop} {spec.interpolation})"
+    with progress(count, desc) as bar:
+        if workers == 1:
+            # In-process on purpose: a debugger or a traceback sees the real failing frame.
+            for start, part in chunks:
+                bar.update(_preprocess_chunk(part, start, str(out_file), spec))
+            return
+        # forkserver, not fork: the parent may hold torch's thread pools, and forking a process
+        # with live threads can deadlock the child.
+        context = multiprocessing.get_context("forkserver")
+        executor = concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context)
+        try:
+            futures = {
+                executor.submit(_preprocess_chunk, part, start, str(out_file), spec): part[0]
+                for start, part in chunks
+            }
+            for future in concurrent.futures.as_completed(futures):
+                try:
+                    bar.update(future.result())
+                except (DataError, OSError):
+                    # DataError names the bad image; OSError here is the cache's disk (e.g. full),
+                    # which the cache turns into its own error with the fix.
+                    raise
+                except BrokenProcessPool as exc:
+                    raise DataError(
+                        f"a preprocessing worker process died ({exc}); its own error, if it "
+                        f"printed one, is on stderr above. Usual "
+                        f"causes: out of memory (use fewer workers), or a __main__ module that "
+                        f"worker processes cannot re-import (run from a file guarded by "
+                        f"'if __name__ == \"__main__\":', not from stdin); workers=1 runs in-process"
+                    ) from exc
+                except Exception as exc:
+                    raise DataError(
+                        f"preprocessing worker failed on the chunk starting at {futures[future]}: "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from exc
+        finally:
+            # On failure, do not wait for the remaining chunks: nothing will be published.
+            executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _fsync_file(path: Path) -> None:
+    # The cache makes its manifest durable before the rename; the data files must be too, or a
+    # power cut could leave a published entry whose pixels never reached the disk.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def prepare_dataset(
+    listing: DatasetListing,
+    spec: PreprocessSpec,
+    cache: ArtifactCache,
+    workers: int | None = None,
+) -> PreparedDataset:
+    """Preprocess every listed image once into the cache and memory-map the result.
+
+    The entry (``images.u8`` raw uint8 NCHW, ``labels.npy``, ``names.txt``) is keyed by
+    :func:`dataset_cache_inputs`: preprocessing fields, label file bytes, every image's
+    (name, size, mtime), and the name list. ``workers`` defaults to the usable CPUs; ``1`` runs
+    in-process. A failing image raises :class:`DataError` and publishes nothing.
+    """
+    if workers is not None and workers <= 0:
+        raise DataError(f"workers must be positive, found {workers}; omit it to use every core")
+    count = len(listing.names)
+    if count == 0:
+        raise DataError(f"listing of {listing.image_dir} has no images; nothing to prepare")
+    shape = (count, 3, spec.crop, spec.crop)
+    inputs = dataset_cache_inputs(listing, spec)
+
+    def build(tmp: Path) -> dict[str, Any]:
+        started = time.monotonic()
+        out_file = tmp / "images.u8"
+        with out_file.open("wb") as fh:
+            fh.truncate(int(np.prod(shape)))
+        used_workers = workers or _default_workers()
+        _run_chunks(listing, spec, out_file, used_workers)
+        _fsync_file(out_file)
+        with (tmp / "labels.npy").open("wb") as fh:
+            np.save(fh, np.asarray(listing.labels, dtype=np.int64), allow_pickle=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        with (tmp / "names.txt").open("w", encoding="utf-8") as fh:
+            fh.write("".join(f"{n}\n" for n in listing.names))
+            fh.flush()
+            os.fsync(fh.fileno())
+        return {
+            "shape": list(shape),
+            "dtype": "uint8",
+            "layout": "NCHW",
+            "preprocess": spec.describe(),
+            "image_dir": str(listing.image_dir),
+            "label_file": str(listing.label_file),
+            "skipped_unlabeled": listing.skipped_unlabeled,
+            "skipped_missing": listing.skipped_missing,
+            "workers": used_workers,
+            "build_seconds": round(time.monotonic() - started, 3),
+        }
+
+    entry = cache.get_or_build("dataset", inputs, build)
+    return _open_entry(entry.path, entry.key, entry.manifest, spec, listing)
+
+
+def _open_entry(
+    path: Path, key: str, manifest: Mapping[str, Any], spec: PreprocessSpec, listing: DatasetListing
+) -> PreparedDataset:
+    fix = "delete that directory and rerun to rebuild it"
+    try:
+        shape = tuple(int(d) for d in manifest["shape"])
+        dtype = np.dtype(manifest["dtype"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CacheError(f"cache entry {path}: manifest lacks a valid shape/dtype ({exc!r}); {fix}") from exc
+    images_file = path / "images.u8"
+    expected_bytes = int(np.prod(shape)) * dtype.itemsize
+    try:
+        actual_bytes = images_file.stat().st_size
+        names = tuple(path.joinpath("names.txt").read_text(encoding="utf-8").splitlines())
+        labels = np.load(path / "labels.npy", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise CacheError(f"cache entry {path} is incomplete or unreadable ({exc}); {fix}") from exc
+    if (
+        len(shape) != 4
+        or actual_bytes != expected_bytes
+        or len(names) != shape[0]
+        or labels.shape != (shape[0],)
+        or shape[1:] != (3, spec.crop, spec.crop)
+    ):
+        raise CacheError(
+            f"cache entry {path} is inconsistent: manifest shape {list(shape)}, images.u8 "
+            f"{actual_bytes} bytes (expected {expected_bytes}), {len(names)} names, labels "
+            f"{labels.shape}; {fix}"
+        )
+    images = np.memmap(images_file, mode="r", dtype=dtype, shape=shape)
+    return PreparedDataset(
+        path=path, key=key, images=images, labels=labels, names=names, spec=spec, listing=listing
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Synthetic images for the embedded default run
+
+
+_SYNTHETIC_MARKER = "synthetic.json"
+_SYNTHETIC_VERSION = 1
+
+
+def _synthetic_image(index: int, seed: int) -> Image.Image:
+    """One procedurally generated photo-like image: gradient, shapes, sensor-like noise."""
+    rng = np.random.default_rng([seed, index])
+    w, h = (int(v) for v in rng.integers(200, 601, size=2))
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.empty((h, w, 3), dtype=np.float32)
+    for c in range(3):
+        a, b, phase = rng.uniform(-1, 1), rng.uniform(-1, 1), rng.uniform(0, 2 * np.pi)
+        freq = rng.uniform(0.002, 0.02)
+        base[..., c] = 128 + 60 * (a * xx / w + b * yy / h) + 50 * np.sin(freq * (xx + yy) + phase)
+    img = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(3, 9))):
+        x0, x1 = sorted(int(v) for v in rng.integers(0, w, size=2))
+        y0, y1 = sorted(int(v) for v in rng.integers(0, h, size=2))
+        color = tuple(int(v) for v in rng.integers(0, 256, size=3))
+        shape = int(rng.integers(0, 3))
+        if shape == 0:
+            draw.ellipse((x0, y0, x1 + 1, y1 + 1), fill=color)
+        elif shape == 1:
+            draw.rectangle((x0, y0, x1, y1), fill=color)
+        else:
+            points = [(int(rng.integers(0, w)), int(rng.integers(0, h))) for _ in range(3)]
+            draw.polygon(points, fill=color)
+    pixels = np.asarray(img).astype(np.int16) + rng.normal(0, 8, size=(h, w, 3)).astype(np.int16)
+    img = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+    # A few grayscale files, as real ImageNet has, so the RGB conversion path is exercised.
+    if index % 10 == 7:
+        img = img.convert("L")
+    return img
+
+
+def _synthetic_complete(out_dir: Path, count: int, seed: int) -> bool:
+    marker = out_dir / _SYNTHETIC_MARKER
+    if not marker.is_file():
+        return False
+    try:
+        recorded = json.loads(marker.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{marker} is unreadable ({exc}); delete {out_dir} and rerun to regenerate it") from exc
+    wanted = {"version": _SYNTHETIC_VERSION, "count": count, "seed": seed}
+    if recorded != wanted:
+        raise DataError(
+            f"{out_dir} holds a different synthetic dataset ({recorded}, wanted {wanted}); "
+            f"delete it or choose another directory"
+        )
+    return True
+
+
+def make_synthetic_dataset(out_dir: Path, count: int, seed: int = 0) -> Path:
+    """Write ``count`` deterministic synthetic JPEGs plus a ``val_label.txt`` into ``out_dir``.
+
+    For the embedded default run when no ImageNet is given. The labels (``index % 1000``, with
+    ``index`` 0-based) are NOT meaningful: they exist so the pipeline runs end to end, and are
+    good only for conversion and agreement checks, never for accuracy. The directory appears
+    atomically (temp dir + rename); an existing complete one with the same count and seed is
+    reused.
+    """
+    out_dir = Path(out_dir)
+    if count <= 0:
+        raise DataError(f"synthetic dataset size must be positive, found {count}")
+    if out_dir.exists():
+        if _synthetic_complete(out_dir, count, seed):
+            return out_dir
+        raise DataError(
+            f"{out_dir} exists but is not a synthetic dataset made by this suite (no "
+            f"{_SYNTHETIC_MARKER}); choose an empty or new directory"
+        )
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        lines = []
+        for index in range(count):
+            name = f"synthetic_{index + 1:08d}.JPEG"
+            _synthetic_image(index, seed).save(tmp / name, format="JPEG", quality=90)
+            lines.append(f"{name} {index % 1000}\n")
+        (tmp / LABEL_FILE_NAME).write_text("".join(lines))
+        # Written last: its presence is what "complete" means.
+        (tmp / _SYNTHETIC_MARKER).write_text(
+            json.dumps({"version": _SYNTHETIC_VERSION, "count": count, "seed": seed})
+        )
+        try:
+            os.rename(tmp, out_dir)
+        except OSError:
+            # Another process published the same directory first: use theirs if it is ours.
+            if out_dir.exists() and _synthetic_complete(out_dir, count, seed):
+                shutil.rmtree(tmp, ignore_errors=True)
+                return out_dir
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
