@@ -142,8 +142,18 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
+class PerfRule:
+    """A certification rule: at the best batch size, this chip >= ``min_ratio`` x ``baseline``."""
+
+    baseline: str
+    min_ratio: float
+    source: str = ""
+
+
+@dataclass(frozen=True)
 class ChipSpec:
-    """An inference target: which backend runs it and on what devices."""
+    """An inference target: which backend runs it, with which options, on what devices, and the
+    throughput rules it must meet against other chips' baselines."""
 
     name: str
     backend: str
@@ -151,6 +161,8 @@ class ChipSpec:
     devices_per_card: int = 1
     precision: str = "fp32"
     description: str = ""
+    backend_options: Mapping[str, str] = field(default_factory=dict)
+    rules: tuple[PerfRule, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -424,6 +436,9 @@ def load_chips(path: Path | None = None) -> dict[str, ChipSpec]:
         aliases = r.get("aliases", list, "a list of strings", [])
         if not all(isinstance(a, str) and a for a in aliases):
             raise r.fail("aliases", "a list of strings", aliases)
+        options = r.get("backend_options", dict, "a table of strings", {})
+        if not all(isinstance(v, str) for v in options.values()):
+            raise r.fail("backend_options", "a table of strings", options)
         out[name] = ChipSpec(
             name=name,
             backend=r.text("backend"),
@@ -431,8 +446,17 @@ def load_chips(path: Path | None = None) -> dict[str, ChipSpec]:
             devices_per_card=r.integer("devices_per_card", 1, 64, 1),
             precision=r.text("precision", "fp32", PRECISIONS),
             description=r.text("description", ""),
+            backend_options=dict(options),
+            rules=_rules(str(path), name, r.get("rules", list, "a list of {baseline, min_ratio} tables", [])),
         )
         r.finish()
+    for chip in out.values():
+        for rule in chip.rules:
+            if rule.baseline not in out:
+                raise SpecError(
+                    f"{path}: [chips.{chip.name}] rule against {rule.baseline!r}: no such chip; "
+                    f"known chips: {', '.join(out)}"
+                )
     seen: dict[str, str] = {}
     for chip in out.values():
         for alias in (chip.name, *chip.aliases):
@@ -440,6 +464,18 @@ def load_chips(path: Path | None = None) -> dict[str, ChipSpec]:
                 raise SpecError(f"{path}: name {alias!r} is used by both {seen[alias.lower()]} and {chip.name}")
             seen[alias.lower()] = chip.name
     return out
+
+
+def _rules(source: str, chip: str, raw: list[Any]) -> tuple[PerfRule, ...]:
+    rules = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise SpecError(f"{source}: [chips.{chip}] rules[{i}]: expected a table {{baseline, min_ratio}}, found {item!r}")
+        r = _Reader(source, f"chips.{chip}.rules[{i}]", item)
+        rules.append(PerfRule(baseline=r.text("baseline"), min_ratio=r.number("min_ratio", 0.0, 1000.0),
+                              source=r.text("source", "")))
+        r.finish()
+    return tuple(rules)
 
 
 def resolve_chip(chips: Mapping[str, ChipSpec], name: str) -> ChipSpec:

@@ -147,7 +147,7 @@ class Workbench:
         return export.cached_onnx(self.cache, loaded.spec, loaded.module, loaded.weights, opset=self.cfg.opset)
 
     def backend(self, chip: ChipSpec) -> Backend:
-        backend = get_backend(chip.backend, threads=self.cfg.threads)
+        backend = get_backend(chip.backend, threads=self.cfg.threads, **chip.backend_options)
         reason = backend.unavailable_reason()
         if reason:
             raise BackendUnavailable(reason)
