@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import pytest
 
 from harness.cache import default_cache_root
 from harness.plugin import selection
-from harness.specs import Policy
+from harness.specs import ChipSpec, ModelSpec, Policy
 
 if TYPE_CHECKING:  # the workbench pulls in numpy, PIL and (lazily) torch: not at plugin load
     from harness.workbench import RunConfig, Workbench
@@ -51,6 +52,42 @@ def workbench(run_config: RunConfig, policy: Policy) -> Workbench:
     from harness.workbench import Workbench
 
     return Workbench(cfg=run_config, policy=policy)
+
+
+@dataclass(frozen=True)
+class PerfOptions:
+    """The perf tests' command-line choices."""
+
+    measurements: Path | None
+    save_baseline: bool
+    baselines_dir: Path | None
+    batch_sizes: tuple[int, ...] | None  # --batch-sizes; None: each model's sweep
+
+    def sizes_for(self, spec: ModelSpec) -> tuple[int, ...]:
+        return self.batch_sizes or spec.batch_sizes
+
+
+@pytest.fixture(scope="session")
+def perf_options(pytestconfig: pytest.Config) -> PerfOptions:
+    opt = pytestconfig.getoption
+    return PerfOptions(
+        measurements=_path(opt("--measurements")),
+        save_baseline=bool(opt("--save-baseline")),
+        baselines_dir=_path(opt("--baselines-dir")),
+        batch_sizes=selection(pytestconfig)["explicit_batch_sizes"],
+    )
+
+
+@pytest.fixture(scope="session")
+def chips(pytestconfig: pytest.Config) -> Mapping[str, ChipSpec]:
+    """Every chip of fixtures/chips.toml (baseline chips included), by name."""
+    return selection(pytestconfig)["all_chips"]
+
+
+@pytest.fixture(scope="session")
+def registry(pytestconfig: pytest.Config) -> Mapping[str, ModelSpec]:
+    """Every model of fixtures/models.toml, by name (not only the selected ones)."""
+    return selection(pytestconfig)["registry"]
 
 
 @pytest.fixture

@@ -28,7 +28,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--limit", type=int, metavar="N", help="certify on a deterministic subset of N images")
     g.addoption("--models", metavar="A,B", help="comma-separated model names from fixtures/models.toml (default: all)")
     g.addoption("--chip", default="cpu", metavar="CHIP[,CHIP]", help="chip(s) from fixtures/chips.toml (default: cpu)")
-    g.addoption("--batch-sizes", metavar="1,16", help="batch sizes for accuracy runs (default: fixtures/policy.toml)")
+    g.addoption("--batch-sizes", metavar="1,16",
+                help="batch sizes (default: accuracy: fixtures/policy.toml; perf: the model's sweep in models.toml)")
     g.addoption("--weights", choices=["pretrained", "random"], default="pretrained",
                 help="pretrained checkpoints (checksum-verified) or seeded random weights (conversion checks only)")
     g.addoption("--weights-dir", metavar="DIR", help="where checkpoints are found / downloaded (default: <cache>/weights)")
@@ -41,6 +42,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--threads", type=int, metavar="N", help="inference threads for CPU backends (default: all cores)")
     g.addoption("--on-label-mismatch", choices=["error", "intersect"], default="error",
                 help="images without labels / labels without images: fail (default) or score the intersection")
+    g.addoption("--measurements", metavar="FILE|DIR",
+                help="perf: the chip under test's figures measured elsewhere (baseline-format CSV, or ais_bench "
+                "*_summary.json files under <model>/bs<N>/) instead of measuring here")
+    g.addoption("--save-baseline", action="store_true",
+                help="perf: write this run's figures into <baselines-dir>/<chip>.csv (rows of the same model and batch replaced)")
+    g.addoption("--baselines-dir", metavar="DIR", help="perf baselines, one <chip>.csv each (default: fixtures/baselines)")
     g.addoption("--results", metavar="FILE", default="reports/results.jsonl",
                 help="JSON-lines record of every result (appended)")
 
@@ -61,11 +68,17 @@ def pytest_configure(config: pytest.Config) -> None:
         selected_chips = [resolve_chip(chips, c) for c in _csv(config.getoption("--chip")) or ["cpu"]]
         bs_text = _csv(config.getoption("--batch-sizes"))
         try:
-            batch_sizes = tuple(int(b) for b in bs_text) or policy.accuracy_batch_sizes
+            explicit_sizes = tuple(int(b) for b in bs_text)
         except ValueError:
             raise SpecError(f"--batch-sizes expects integers like 1,16; got {config.getoption('--batch-sizes')!r}") from None
-        if any(b <= 0 for b in batch_sizes):
-            raise SpecError(f"--batch-sizes must be positive, got {list(batch_sizes)}")
+        if any(b <= 0 for b in explicit_sizes):
+            raise SpecError(f"--batch-sizes must be positive, got {list(explicit_sizes)}")
+        batch_sizes = explicit_sizes or policy.accuracy_batch_sizes
+        measurements = config.getoption("--measurements")
+        if measurements and not Path(measurements).exists():
+            raise SpecError(f"--measurements {measurements}: no such file or directory")
+        if measurements and config.getoption("--save-baseline"):
+            raise SpecError("--save-baseline saves figures measured here; with --measurements nothing is measured")
         limit = config.getoption("--limit")
         if limit is not None and limit <= 0:
             raise SpecError(f"--limit must be a positive number of images, got {limit}")
@@ -78,6 +91,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "models": [registry[n] for n in names],
         "chips": selected_chips,
         "batch_sizes": batch_sizes,
+        "explicit_batch_sizes": explicit_sizes or None,
+        "all_chips": chips,
         "policy": policy,
     }
     if not hasattr(config, "workerinput"):
@@ -93,7 +108,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "model_spec" in metafunc.fixturenames:
         models: list[ModelSpec] = state["models"]
         metafunc.parametrize("model_spec", models, ids=[m.name for m in models])
-    if "chip_spec" in metafunc.fixturenames:
+    if "perf_rule" in metafunc.fixturenames:
+        params = []
+        for chip in state["chips"]:
+            if not chip.rules:
+                params.append(pytest.param(chip, None, id=f"{chip.name}-no-rules", marks=pytest.mark.skip(
+                    reason=f"{chip.name} has no throughput rules in fixtures/chips.toml (nothing to compare with)")))
+            params.extend(pytest.param(chip, rule, id=f"{chip.name}-vs-{rule.baseline}") for rule in chip.rules)
+        metafunc.parametrize(("chip_spec", "perf_rule"), params)
+    elif "chip_spec" in metafunc.fixturenames:
         chips: list[ChipSpec] = state["chips"]
         metafunc.parametrize("chip_spec", chips, ids=[c.name for c in chips])
     if "batch_size" in metafunc.fixturenames:
@@ -178,4 +201,13 @@ def _summary(r: dict[str, Any]) -> str:
             f"opset {r.get('opset')}  max|diff| {r.get('max_abs_diff', float('nan')):.3g} "
             f"(rel {r.get('max_rel_diff', float('nan')):.2g})  min cos {r.get('min_cosine', float('nan')):.9f}  top1 agree {r.get('top1_agreement', float('nan')):.1f}%"
         )
+    if kind == "perf":
+        sizes = sorted(int(k.removeprefix("images_per_s_bs")) for k in r if k.startswith("images_per_s_bs"))
+        sweep = "  ".join(f"bs{b} {r[f'images_per_s_bs{b}']:.1f}" for b in sizes)
+        return (f"best bs{r.get('best_batch')} {r.get('best_images_per_s', float('nan')):.2f} images/s "
+                f"({r.get('clock')}; {r.get('figures_from')})  sweep: {sweep}")
+    if kind == "perf_ratio" and "ratio" in r:
+        return (f"{r.get('gate')} = {r['ratio']:.4f} (need >= {r.get('threshold')}): best bs{r.get('best_batch')} "
+                f"{r.get('best_images_per_s_per_card')} vs {r.get('baseline_chip')} bs{r.get('baseline_best_batch')} "
+                f"{r.get('baseline_images_per_s_per_card')} images/s per card ({r.get('baseline_source')})")
     return ""

@@ -8,7 +8,7 @@ the entry, the field, what was expected and what was found.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -188,6 +188,18 @@ class CompileTarget:
 
 
 @dataclass(frozen=True)
+class TimingPolicy:
+    """How the one timing loop measures (fixtures/policy.toml [perf])."""
+
+    warmup_runs: int = 3
+    min_runs: int = 10
+    min_seconds: float = 1.0
+    max_seconds: float = 30.0
+    ring_images: int = 128
+    computed_rtol: float = 1e-4
+
+
+@dataclass(frozen=True)
 class Policy:
     accuracy_tolerance_points: float
     agreement_min_top1: float
@@ -196,6 +208,7 @@ class Policy:
     conversion_min_cosine: float
     calibration_images: int
     seed: int
+    timing: TimingPolicy = TimingPolicy()
 
 
 # --------------------------------------------------------------------------------------------
@@ -504,10 +517,23 @@ def load_policy(path: Path | None = None) -> Policy:
     )
     acc.finish()
     conv.finish()
-    extra = sorted(set(data) - {"accuracy", "conversion"})
+    perf = _Reader(str(path), "perf", data.get("perf", {}))
+    defaults = TimingPolicy()
+    timing = TimingPolicy(
+        warmup_runs=perf.integer("warmup_runs", 0, 10000, defaults.warmup_runs),
+        min_runs=perf.integer("min_runs", 1, 10**6, defaults.min_runs),
+        min_seconds=perf.number("min_seconds", 0.0, 3600.0, defaults.min_seconds),
+        max_seconds=perf.number("max_seconds", 0.0, 86400.0, defaults.max_seconds),
+        ring_images=perf.integer("ring_images", 1, 10**6, defaults.ring_images),
+        computed_rtol=perf.number("computed_rtol", 0.0, 1.0, defaults.computed_rtol),
+    )
+    perf.finish()
+    if timing.max_seconds < timing.min_seconds:
+        raise SpecError(f"{path}: [perf] max_seconds {timing.max_seconds} is below min_seconds {timing.min_seconds}")
+    extra = sorted(set(data) - {"accuracy", "conversion", "perf"})
     if extra:
-        raise SpecError(f"{path}: unknown table(s) {extra}; allowed: [accuracy], [conversion]")
-    return policy
+        raise SpecError(f"{path}: unknown table(s) {extra}; allowed: [accuracy], [conversion], [perf]")
+    return replace(policy, timing=timing)
 
 
 def as_dict(obj: Any) -> Any:

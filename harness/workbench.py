@@ -85,6 +85,7 @@ class Workbench:
     _models: dict[tuple[str, str], LoadedModel] = field(default_factory=dict, init=False)
     _datasets: dict[tuple[str, PreprocessSpec], data_mod.PreparedDataset] = field(default_factory=dict, init=False)
     _listings: dict[str, data_mod.DatasetListing] = field(default_factory=dict, init=False)
+    _sweeps: dict[tuple[str, str, tuple[int, ...], str], Any] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.cache = ArtifactCache(self.cfg.cache_dir)
@@ -233,3 +234,12 @@ class Workbench:
             skipped_unlabeled=listing.skipped_unlabeled,
             skipped_missing=listing.skipped_missing,
         )
+
+    def sweep(self, spec: ModelSpec, chip: ChipSpec, batch_sizes: tuple[int, ...], source: str) -> Any:
+        """The batch-size sweep of ``spec`` on ``chip`` (harness.perf.Sweep), once per session."""
+        from harness import perf
+
+        memo = (spec.name, chip.name, batch_sizes, source)
+        if memo not in self._sweeps:
+            self._sweeps[memo] = perf.run_sweep(self, spec, chip, batch_sizes, source)
+        return self._sweeps[memo]

@@ -6,39 +6,16 @@ This runs the real acceptance command in a subprocess, exactly as a user would.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-DATASETS = ROOT.parent / "shared" / "datasets"
-VAL1300 = DATASETS / "imagenet-val-1300"
+from suite_runner import ROOT, run_suite
+
+VAL1300 = ROOT.parent / "shared" / "datasets" / "imagenet-val-1300"
 
 pytestmark = pytest.mark.slow
-
-
-def run_suite(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, dict[str, str]]]:
-    junit = tmp_path / "junit.xml"
-    env = {**os.environ, "MZC_PROGRESS": "0"}
-    env.setdefault("MZC_CACHE_DIR", str(tmp_path / "cache"))
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={junit}",
-         f"--results={tmp_path / 'results.jsonl'}", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800,
-    )
-    cases: dict[str, dict[str, str]] = {}
-    if junit.exists():
-        for case in ET.parse(junit).getroot().iter("testcase"):
-            props = {p.get("name", ""): p.get("value", "") for p in case.iter("property")}
-            outcome = "skipped" if case.find("skipped") is not None else "failed" if (
-                case.find("failure") is not None or case.find("error") is not None) else "passed"
-            cases[case.get("name", "")] = {"outcome": outcome, **props}
-    return proc, cases
 
 
 def independent_torch_eval(limit: int | None = None) -> tuple[float, float, int]:

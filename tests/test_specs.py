@@ -139,6 +139,10 @@ def test_not_toml_and_missing_file_and_empty(tmp_path: Path) -> None:
 def test_chips_resolve_by_alias_case_insensitively() -> None:
     chips = load_chips()
     assert resolve_chip(chips, "CPU").name == "cpu"
+    # `npu-smi info` prints 310P3; old guides say Ascend710 / 710.
+    for alias in ("310P3", "ascend710", "710", "Ascend310P3"):
+        assert resolve_chip(chips, alias).name == "Ascend310P3"
+    assert resolve_chip(chips, "310").name == "Ascend310" and chips["Ascend310"].devices_per_card == 4
     with pytest.raises(SpecError, match="unknown chip 'Ascend999'; known chips: cpu"):
         resolve_chip(chips, "Ascend999")
 
@@ -147,6 +151,25 @@ def test_chip_alias_clash_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "chips.toml"
     path.write_text('[chips.a]\nbackend = "onnxruntime"\naliases = ["x"]\n[chips.b]\nbackend = "onnxruntime"\naliases = ["X"]\n')
     with pytest.raises(SpecError, match="used by both a and b"):
+        load_chips(path)
+
+
+def test_seed_rules_are_data() -> None:
+    rules = {(r.baseline, r.min_ratio) for r in load_chips()["Ascend310P3"].rules}
+    assert rules == {("Ascend310", 1.2), ("T4", 1.6)}
+
+
+@pytest.mark.parametrize(("rules", "message"), [
+    ('rules = [{ baseline = "nowhere", min_ratio = 1.2 }]', "rule against 'nowhere': no such chip"),
+    ('rules = [{ baseline = "a", min_ratio = "fast" }]', "min_ratio"),
+    ('rules = [{ baseline = "a" }]', "min_ratio"),
+    ('rules = ["a"]', "rules\\[0\\]"),
+    ('backend_options = { threads = 4 }', "backend_options"),
+])
+def test_bad_rules_and_options_are_refused(tmp_path: Path, rules: str, message: str) -> None:
+    path = tmp_path / "chips.toml"
+    path.write_text(f'[chips.a]\nbackend = "onnxruntime"\n[chips.b]\nbackend = "onnxruntime"\n{rules}\n')
+    with pytest.raises(SpecError, match=message):
         load_chips(path)
 
 
@@ -160,4 +183,8 @@ def test_policy_loads_and_rejects_bad_values(tmp_path: Path) -> None:
         load_policy(path)
     path.write_text(text + "\n[extra]\nx = 1\n")
     with pytest.raises(SpecError, match="unknown table"):
+        load_policy(path)
+    assert policy.timing.min_runs >= 1 and policy.timing.computed_rtol > 0
+    path.write_text(text.replace("max_seconds = 30.0", "max_seconds = 0.5"))
+    with pytest.raises(SpecError, match="max_seconds 0.5 is below min_seconds"):
         load_policy(path)

@@ -1,0 +1,291 @@
+"""Throughput figures as data: baseline files, figures measured elsewhere, and the ratio rules.
+
+A figure (:class:`Figure`) is one model x batch size on one chip with its unit (per chip or per
+card) and its clock (device compute time or wall time). Baselines live in
+``fixtures/baselines/<chip>.csv``; a lab's own figures for the chip under test come from the
+same CSV format or from ais_bench ``*_summary.json`` files (``--measurements``). Ratios compare
+per-card figures of one clock at each chip's best batch size, as the seed guides do.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+from filelock import FileLock
+
+from harness.cache import atomic_write_bytes
+from harness.specs import FIXTURES_DIR, ChipSpec, PerfRule
+from harness.timing import CLOCKS, DEVICE_COMPUTE
+
+BASELINES_DIR = FIXTURES_DIR / "baselines"
+COLUMNS = ("model", "batch_size", "images_per_s", "unit", "clock", "source", "note")
+UNITS = ("per_chip", "per_card")
+_SUMMARY_BS = re.compile(r"(?:^|[_\-/])bs_?(\d+)(?=$|[_\-./])", re.IGNORECASE)
+
+
+class BaselineError(ValueError):
+    """A baseline or measurements file is malformed, or two figures cannot be compared."""
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One throughput figure, as its source states it."""
+
+    chip: str
+    model: str
+    batch_size: int
+    images_per_s: float
+    unit: str
+    clock: str
+    source: str
+    note: str = ""
+
+    def per_card(self, chip: ChipSpec) -> float:
+        """Images/s of the whole card: per-chip figures times the chip's ``devices_per_card``."""
+        return self.images_per_s * (chip.devices_per_card if self.unit == "per_chip" else 1)
+
+    def describe(self) -> str:
+        return f"{self.images_per_s:g} images/s at bs{self.batch_size} ({self.unit}, {self.clock}; {self.source})"
+
+
+@dataclass(frozen=True)
+class RatioCheck:
+    """One rule evaluated: the chip under test's best vs the baseline chip's best, per card."""
+
+    rule: PerfRule
+    measured: Figure
+    measured_per_card: float
+    baseline: Figure
+    baseline_per_card: float
+    ratio: float  # exact; printed with 4 decimals (seed 000 truncates its ratios, seed 003 rounds)
+    passed: bool
+
+    def line(self) -> str:
+        mark = "PASS" if self.passed else "FAIL"
+        m, b = self.measured, self.baseline
+        return (
+            f"{mark} ratio_vs_{self.rule.baseline}: {m.chip} best {self.measured_per_card:.4f} images/s per card "
+            f"(bs{m.batch_size}, {m.clock}; {m.source}) / {b.chip} best {self.baseline_per_card:.4f} images/s "
+            f"per card (bs{b.batch_size}, {b.clock}; {b.source}{', ' + b.note if b.note else ''}) = "
+            f"{self.ratio:.4f}, need >= {self.rule.min_ratio:g}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+def _float(text: str, where: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise BaselineError(f"{where}: {what} must be a number, found {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise BaselineError(f"{where}: {what} must be a positive number, found {text!r}")
+    return value
+
+
+def _int(text: str, where: str, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise BaselineError(f"{where}: {what} must be an integer, found {text!r}") from None
+    if value <= 0:
+        raise BaselineError(f"{where}: {what} must be positive, found {value}")
+    return value
+
+
+def parse_csv(text: str, chip: str, origin: str, known_models: Iterable[str] | None = None) -> list[Figure]:
+    """Rows of the baseline CSV format (see fixtures/baselines/README.md) as figures of ``chip``."""
+    reader = csv.DictReader(io.StringIO(text))
+    header = tuple(reader.fieldnames or ())
+    missing = [c for c in COLUMNS if c not in header]
+    if missing:
+        raise BaselineError(
+            f"{origin}: expected a CSV header with columns {', '.join(COLUMNS)}; missing {', '.join(missing)} "
+            f"(found {', '.join(header) or 'no header'})"
+        )
+    models = set(known_models) if known_models is not None else None
+    figures: list[Figure] = []
+    seen: dict[tuple[str, int], int] = {}
+    for line_no, row in enumerate(reader, start=2):
+        where = f"{origin}:{line_no}"
+        if None in row or any(v is None for v in row.values()):
+            raise BaselineError(f"{where}: expected {len(header)} fields, found a row of a different length")
+        model = row["model"].strip()
+        if models is not None and model not in models:
+            raise BaselineError(f"{where}: unknown model {model!r}; known: {', '.join(sorted(models))} (fixtures/models.toml)")
+        unit, clock = row["unit"].strip(), row["clock"].strip()
+        if unit not in UNITS:
+            raise BaselineError(f"{where}: unit must be one of {', '.join(UNITS)}, found {unit!r}")
+        if clock not in CLOCKS:
+            raise BaselineError(f"{where}: clock must be one of {', '.join(CLOCKS)}, found {clock!r}")
+        bs = _int(row["batch_size"].strip(), where, "batch_size")
+        if (model, bs) in seen:
+            raise BaselineError(f"{where}: a second row for {model} bs{bs} (first on line {seen[(model, bs)]}); keep one")
+        seen[(model, bs)] = line_no
+        figures.append(
+            Figure(
+                chip=chip, model=model, batch_size=bs,
+                images_per_s=_float(row["images_per_s"].strip(), where, "images_per_s"),
+                unit=unit, clock=clock, source=row["source"].strip() or origin, note=row["note"].strip(),
+            )
+        )
+    return figures
+
+
+def baseline_path(chip: str, directory: Path | None = None) -> Path:
+    return (directory or BASELINES_DIR) / f"{chip}.csv"
+
+
+def load_baselines(chip: str, directory: Path | None = None, known_models: Iterable[str] | None = None) -> list[Figure]:
+    """Every figure of ``chip`` in ``<directory>/<chip>.csv``; an absent file is an empty list."""
+    path = baseline_path(chip, directory)
+    if not path.is_file():
+        return []
+    return parse_csv(path.read_text(encoding="utf-8"), chip, str(path), known_models)
+
+
+def parse_ais_bench_summary(path: Path, chip: str, model: str, batch_size: int | None = None) -> Figure:
+    """One ais_bench ``*_summary.json``: ``throughput`` is ``1000 * batch / mean NPU compute ms``.
+
+    The summary does not name the batch size: it comes from ``batch_size`` or a ``bs<N>`` in the
+    path, and is checked against ``throughput * NPU_compute_time.mean / 1000``.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BaselineError(f"{path}: cannot read an ais_bench summary ({exc})") from exc
+    if not isinstance(data, dict) or "throughput" not in data:
+        raise BaselineError(f"{path}: expected an ais_bench summary with a 'throughput' field")
+    throughput = _float(str(data["throughput"]), str(path), "throughput")
+    compute = data.get("NPU_compute_time")
+    implied = None
+    if isinstance(compute, dict) and isinstance(compute.get("mean"), (int, float)) and compute["mean"] > 0:
+        implied = throughput * float(compute["mean"]) / 1000.0
+    if batch_size is None:
+        found = _SUMMARY_BS.findall(str(path))
+        if found:
+            batch_size = int(found[-1])
+        elif implied is not None and abs(implied - round(implied)) < 1e-3 and round(implied) >= 1:
+            batch_size = int(round(implied))
+        else:
+            raise BaselineError(
+                f"{path}: cannot tell the batch size; put it in the path (e.g. {model}/bs16/..._summary.json)"
+            )
+    if implied is not None and abs(implied - batch_size) > 1e-3 * batch_size:
+        raise BaselineError(
+            f"{path}: throughput {throughput:g} with mean compute {compute['mean']:g} ms implies batch "
+            f"{implied:.3f}, not {batch_size}; is this the summary of a bs{batch_size} run?"
+        )
+    return Figure(chip=chip, model=model, batch_size=batch_size, images_per_s=throughput, unit="per_chip",
+                  clock=DEVICE_COMPUTE, source=str(path), note="ais_bench summary throughput")
+
+
+def _model_in_path(path: Path, models: Sequence[str]) -> str | None:
+    for part in reversed(path.parts):
+        for name in sorted(models, key=len, reverse=True):
+            if part == name or part.startswith(f"{name}_") or part.startswith(f"{name}-"):
+                return name
+    return None
+
+
+def read_measurements(path: Path, chip: str, known_models: Sequence[str]) -> list[Figure]:
+    """The chip-under-test's figures from a baseline-format CSV, one summary JSON, or a directory
+    of ``*_summary.json`` files (each path naming its model, e.g. ``resnext50_32x4d/bs16/...``)."""
+    path = Path(path)
+    if not path.exists():
+        raise BaselineError(f"--measurements {path}: no such file or directory")
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return parse_csv(path.read_text(encoding="utf-8"), chip, str(path), known_models)
+    summaries = [path] if path.is_file() else sorted(path.rglob("*_summary.json"))
+    if not summaries:
+        raise BaselineError(f"--measurements {path}: expected a .csv file or ais_bench *_summary.json files, found neither")
+    figures = []
+    for summary in summaries:
+        model = _model_in_path(summary.relative_to(path) if path.is_dir() else summary, known_models)
+        if model is None:
+            raise BaselineError(
+                f"{summary}: no model name in its path; put each summary under a folder named after "
+                f"its model (one of {', '.join(known_models)}), e.g. resnext50_32x4d/bs16/x_summary.json"
+            )
+        figures.append(parse_ais_bench_summary(summary, chip, model))
+    keys = [(f.model, f.batch_size) for f in figures]
+    dupes = sorted({k for k in keys if keys.count(k) > 1})
+    if dupes:
+        raise BaselineError(f"--measurements {path}: several summaries for {', '.join(f'{m} bs{b}' for m, b in dupes)}")
+    return figures
+
+
+# --------------------------------------------------------------------------------------------
+# Comparing
+
+
+def best_figure(figures: Iterable[Figure]) -> Figure | None:
+    """The highest-throughput figure (ties: the smaller batch), or None."""
+    figures = list(figures)
+    if not figures:
+        return None
+    return max(figures, key=lambda f: (f.images_per_s, -f.batch_size))
+
+
+def check_rule(rule: PerfRule, measured: Sequence[Figure], chip: ChipSpec, baseline: Sequence[Figure],
+               baseline_chip: ChipSpec) -> RatioCheck:
+    """Evaluate ``rule`` on the best batch of each side, per card, refusing to mix clocks."""
+    m_best, b_best = best_figure(measured), best_figure(baseline)
+    if m_best is None or b_best is None:
+        raise BaselineError("check_rule needs figures on both sides")
+    clocks = {f.clock for f in (*measured, *baseline)}
+    if len(clocks) > 1:
+        raise BaselineError(
+            f"cannot compare {m_best.model} on {chip.name} with {baseline_chip.name}: the figures mix clocks "
+            f"({', '.join(sorted(clocks))}); a device-compute figure and a wall-time figure measure different "
+            "things. Measure the chip under test with the baseline's clock, or supply a baseline of the same clock"
+        )
+    m_card, b_card = m_best.per_card(chip), b_best.per_card(baseline_chip)
+    ratio = m_card / b_card
+    return RatioCheck(rule=rule, measured=m_best, measured_per_card=m_card, baseline=b_best,
+                      baseline_per_card=b_card, ratio=ratio, passed=ratio >= rule.min_ratio)
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+
+
+def _render(figures: Sequence[Figure]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for f in figures:
+        writer.writerow([f.model, f.batch_size, format(f.images_per_s, ".10g"), f.unit, f.clock, f.source, f.note])
+    return out.getvalue().encode()
+
+
+def save_baseline(figures: Sequence[Figure], chip: str, directory: Path | None = None,
+                  known_models: Iterable[str] | None = None) -> Path:
+    """Merge ``figures`` into ``<directory>/<chip>.csv`` (same model and batch replaced), atomically
+    and under a lock so that concurrent runs do not lose each other's rows."""
+    path = baseline_path(chip, directory)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        current = load_baselines(chip, directory, known_models)
+        new_keys = {(f.model, f.batch_size) for f in figures}
+        merged = [f for f in current if (f.model, f.batch_size) not in new_keys]
+        merged.extend(replace(f, chip=chip) for f in figures)
+        merged.sort(key=lambda f: (f.model, f.batch_size))
+        atomic_write_bytes(path, _render(merged))
+    return path
+
+
+def group_by_model(figures: Iterable[Figure]) -> Mapping[str, list[Figure]]:
+    grouped: dict[str, list[Figure]] = {}
+    for f in figures:
+        grouped.setdefault(f.model, []).append(f)
+    return grouped

@@ -1,0 +1,129 @@
+"""The batch-size sweep: compile per batch size, prove the timed runs computed, time, pick the best.
+
+Each batch size gets its own compiled artifact (an .om has a static batch), an accuracy-mode pass
+over the ring images (the ordinary inference path, untimed) and the timing loop over the same
+images. The timed outputs must equal the accuracy-mode outputs (MLPerf TEST01): a loop that fed
+zeros, skipped work or returned stale buffers fails here, before any figure is reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from harness.baselines import Figure
+from harness.data import normalize
+from harness.metrics import Parity, parity
+from harness.specs import ChipSpec, ModelSpec, TimingPolicy
+from harness.timing import Measurement, best, measure, ring_indices
+
+if TYPE_CHECKING:
+    from harness.backends.base import Session
+    from harness.data import PreparedDataset
+    from harness.workbench import Workbench
+
+
+class NotComputedError(AssertionError):
+    """The timed runs' outputs differ from the accuracy-mode outputs on the same images."""
+
+
+@dataclass(frozen=True)
+class Point:
+    """One batch size of a sweep: its timing and the proof that the timed runs computed."""
+
+    measurement: Measurement
+    computed: Parity
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A model's throughput over its batch sizes on one chip (one device), measured here."""
+
+    model: str
+    chip: str
+    backend: str
+    backend_version: str
+    environment: dict[str, Any]
+    precision: str
+    dataset: str
+    dataset_key: str
+    ring_images: int
+    weights: dict[str, Any]
+    points: tuple[Point, ...]
+
+    @property
+    def measurements(self) -> list[Measurement]:
+        return [p.measurement for p in self.points]
+
+    @property
+    def best(self) -> Measurement:
+        return best(self.measurements)
+
+    def figures(self, source: str) -> list[Figure]:
+        """This sweep as baseline-format figures (per chip: one device was timed)."""
+        return [
+            Figure(chip=self.chip, model=self.model, batch_size=m.batch_size, images_per_s=m.images_per_s,
+                   unit="per_chip", clock=m.clock, source=source,
+                   note=f"{self.backend} {self.backend_version}, {self.precision}, {m.runs} runs, cv {m.latency_cv_percent:.1f}%")
+            for m in self.measurements
+        ]
+
+
+def accuracy_mode_logits(session: Session, prepared: PreparedDataset, count: int) -> np.ndarray:
+    """Logits of the first ``count`` images through the ordinary (accuracy-run) batching path."""
+    chunks = []
+    for start, batch in prepared.batches(session.batch_size):
+        if start >= count:
+            break
+        chunks.append(session.infer(batch))
+    return np.concatenate(chunks, axis=0)[:count]
+
+
+def time_one(session: Session, prepared: PreparedDataset, policy: TimingPolicy) -> Point:
+    """Time ``session`` on ring batches of real images and check their outputs against accuracy mode."""
+    indices = ring_indices(len(prepared), session.batch_size, policy.ring_images)
+    ring = int(max(int(i.max()) for i in indices)) + 1
+    spec = prepared.spec
+    batches = [normalize(np.asarray(prepared.images[idx]), spec.mean, spec.std) for idx in indices]
+    reference = accuracy_mode_logits(session, prepared, ring)
+    timed = measure(session, batches, policy)
+    expected = np.concatenate([reference[idx] for idx in indices[: len(timed.outputs)]], axis=0)
+    got = np.concatenate(timed.outputs, axis=0)
+    computed = parity(expected, got)
+    if computed.top1_agreement < 100.0 or computed.max_rel_diff > policy.computed_rtol:
+        raise NotComputedError(
+            f"bs{session.batch_size}: the timed runs' outputs differ from the accuracy-mode outputs on the same "
+            f"{ring} images (top-1 agreement {computed.top1_agreement:.2f}%, max relative diff "
+            f"{computed.max_rel_diff:.3g} > {policy.computed_rtol:g}): the timing loop did not compute what "
+            "the accuracy run computes, so its throughput would not be a certification figure"
+        )
+    return Point(measurement=timed.measurement, computed=computed)
+
+
+def run_sweep(workbench: Workbench, spec: ModelSpec, chip: ChipSpec, batch_sizes: Sequence[int],
+              source: str, device_id: int = 0) -> Sweep:
+    """Compile, check and time ``spec`` on ``chip`` at every batch size."""
+    from harness.progress import progress
+
+    backend = workbench.backend(chip)
+    prepared = workbench.dataset(spec, source)
+    loaded = workbench.model(spec, calibration_source=source)
+    onnx_path = workbench.onnx(loaded)
+    points = []
+    with progress(len(batch_sizes), f"{spec.name} on {chip.name}: batch sweep", unit="bs") as bar:
+        for bs in batch_sizes:
+            target = workbench.target(spec, chip, bs)
+            artifact = workbench.compiled(backend, onnx_path, target)
+            with backend.open(artifact, target, device_id=device_id, num_classes=spec.num_classes) as session:
+                points.append(time_one(session, prepared, workbench.policy.timing))
+            bar.update(1)
+    describe = getattr(backend, "describe", None)
+    environment = dict(describe()) if callable(describe) else {"backend": backend.name}
+    return Sweep(
+        model=spec.name, chip=chip.name, backend=backend.name, backend_version=backend.version(),
+        environment=environment, precision=chip.precision, dataset=str(prepared.listing.image_dir),
+        dataset_key=prepared.key, ring_images=min(workbench.policy.timing.ring_images, len(prepared)),
+        weights=loaded.identity, points=tuple(points),
+    )

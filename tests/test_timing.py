@@ -1,0 +1,188 @@
+"""The one timing loop and the sweep's proof that timed runs computed (MLPerf TEST01).
+
+Sessions here are real: ONNX Runtime on a small real ONNX graph, fed real preprocessed pixels
+from the project's synthetic JPEGs; two deliberately broken sessions stand in for runtimes that
+skip work (one returns a stale buffer, one ignores its input).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+import onnx
+
+from harness.backends.onnxruntime import OnnxRuntimeBackend
+from harness.cache import ArtifactCache
+from harness.data import PreparedDataset, list_dataset, make_synthetic_dataset, prepare_dataset
+from harness.perf import NotComputedError, accuracy_mode_logits, time_one
+from harness.specs import CompileTarget, PreprocessSpec, TimingPolicy
+from harness.timing import DEVICE_COMPUTE, WALL, Measurement, TimingError, best, measure, ring_indices
+
+SPEC = PreprocessSpec(resize=40, crop=32)
+SHAPE = (3, 32, 32)
+CLASSES = 16
+FAST = TimingPolicy(warmup_runs=2, min_runs=5, min_seconds=0.0, max_seconds=5.0, ring_images=12, computed_rtol=1e-4)
+
+
+def conv_onnx(path: Path) -> Path:
+    """A small real CNN: conv 3x3 -> relu -> global pool -> linear, dynamic batch."""
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=(8, 3, 3, 3)).astype(np.float32)
+    fc = rng.normal(size=(CLASSES, 8)).astype(np.float32)
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", *SHAPE])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", CLASSES])
+    nodes = [
+        helper.make_node("Conv", ["input", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"], axis=1),
+        helper.make_node("Gemm", ["f", "fc"], ["output"], transB=1),
+    ]
+    graph = helper.make_graph(nodes, "conv", [x], [y], [numpy_helper.from_array(w, "w"), numpy_helper.from_array(fc, "fc")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> PreparedDataset:
+    root = tmp_path_factory.mktemp("timing")
+    images = make_synthetic_dataset(root / "images", 10, seed=5)
+    return prepare_dataset(list_dataset(images), SPEC, ArtifactCache(root / "cache"), workers=1)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return conv_onnx(tmp_path_factory.mktemp("onnx") / "conv.onnx")
+
+
+def open_session(model_path: Path, bs: int) -> Iterator:
+    target = CompileTarget(chip="cpu", batch_size=bs, input_shape=SHAPE, input_name="input")
+    return OnnxRuntimeBackend(threads=1).open(model_path, target, num_classes=CLASSES)
+
+
+def test_ring_gives_full_batches_cycling_the_dataset() -> None:
+    batches = ring_indices(dataset_size=10, batch_size=4, ring_images=128)
+    assert [b.tolist() for b in batches] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 0, 1]]
+    assert [b.tolist() for b in ring_indices(3, 8, 128)] == [[0, 1, 2, 0, 1, 2, 0, 1]]
+    assert [b.tolist() for b in ring_indices(100, 2, 3)] == [[0, 1], [2, 0]]
+    with pytest.raises(TimingError, match="empty"):
+        ring_indices(0, 4, 8)
+
+
+def test_measure_times_real_runs_and_keeps_first_pass_outputs(model_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(size=(4, *SHAPE)).astype(np.float32) for _ in range(3)]
+    with open_session(model_path, 4) as session:
+        timed = measure(session, batches, FAST)
+        for batch, out in zip(batches, timed.outputs):
+            np.testing.assert_array_equal(out, session.infer(batch))
+    m = timed.measurement
+    assert m.clock == WALL and m.device_images_per_s is None
+    assert m.runs >= FAST.min_runs and len(timed.outputs) == 3
+    assert m.images_per_s == pytest.approx(m.runs * 4 / m.seconds)
+    assert m.latency_ms_median <= m.latency_ms_p90 <= m.latency_ms_p99
+    record = m.as_record("_bs4")
+    assert "runs_bs4" in record and "images_per_s_bs4" not in record and "device_images_per_s_bs4" not in record
+
+
+def test_minimum_duration_is_honoured(model_path: Path) -> None:
+    batches = [np.zeros((1, *SHAPE), np.float32) + 0.5]
+    policy = TimingPolicy(warmup_runs=0, min_runs=1, min_seconds=0.2, max_seconds=1.0)
+    with open_session(model_path, 1) as session:
+        m = measure(session, batches, policy).measurement
+    assert m.seconds >= 0.2 and m.runs > 1
+
+
+class DeviceClockSession:
+    """Stands in for ais_bench's InferSession, which reports NPU compute time per run."""
+
+    batch_size = 2
+
+    def __init__(self) -> None:
+        self._times: list[float] = []
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        self._times.append(4.0 if len(self._times) % 2 else 6.0)  # mean 5 ms
+        return batch.reshape(batch.shape[0], -1)[:, :CLASSES].copy()
+
+    def compute_times_ms(self) -> list[float]:
+        return list(self._times)
+
+
+def test_device_clock_is_used_when_the_session_reports_it() -> None:
+    batches = [np.ones((2, *SHAPE), np.float32)]
+    m = measure(DeviceClockSession(), batches, TimingPolicy(warmup_runs=1, min_runs=4, min_seconds=0.0)).measurement
+    assert m.clock == DEVICE_COMPUTE
+    assert m.device_images_per_s == pytest.approx(1000 * 2 / 5.0)
+    assert m.images_per_s == m.device_images_per_s and m.wall_images_per_s > 0
+
+
+def test_refuses_partial_batches_and_missing_device_times(model_path: Path) -> None:
+    with open_session(model_path, 4) as session:
+        with pytest.raises(TimingError, match="takes exactly 4"):
+            measure(session, [np.zeros((3, *SHAPE), np.float32)], FAST)
+        with pytest.raises(TimingError, match="no batches"):
+            measure(session, [], FAST)
+
+    class Forgetful(DeviceClockSession):
+        def compute_times_ms(self) -> list[float]:
+            return []
+
+    with pytest.raises(TimingError, match="one entry per infer"):
+        measure(Forgetful(), [np.ones((2, *SHAPE), np.float32)], FAST)
+
+
+def test_best_prefers_the_highest_rate_then_the_smaller_batch() -> None:
+    def m(bs: int, ips: float) -> Measurement:
+        return Measurement(bs, 10, 1, 1.0, ips, WALL, ips, None, 1.0, 1.0, 1.0, 1.0, 0.0)
+
+    assert best([m(1, 100.0), m(8, 300.0), m(16, 300.0), m(32, 250.0)]).batch_size == 8
+    with pytest.raises(TimingError):
+        best([])
+
+
+@pytest.mark.parametrize("bs", [1, 4, 16])
+def test_timed_outputs_equal_accuracy_mode_outputs_on_real_pixels(model_path: Path, prepared: PreparedDataset, bs: int) -> None:
+    with open_session(model_path, bs) as session:
+        point = time_one(session, prepared, FAST)
+        reference = accuracy_mode_logits(session, prepared, len(prepared))
+    assert point.computed.top1_agreement == 100.0 and point.computed.max_rel_diff <= FAST.computed_rtol
+    assert point.computed.count == len(ring_indices(len(prepared), bs, FAST.ring_images)) * bs
+    assert point.measurement.batch_size == bs
+    assert len(np.unique(reference.argmax(axis=1))) > 1, "real pixels should not all give one class"
+
+
+class StaleSession:
+    """A runtime that computes once and then returns the same buffer for every batch."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.batch_size, self._last = inner, inner.batch_size, None
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        if self._last is None:
+            self._last = self.inner.infer(batch)
+        return self._last
+
+
+class ZerosSession:
+    """A runtime that times on zeros (ais_bench's pure-inference mode) whatever it is given."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.batch_size, self.calls = inner, inner.batch_size, 0
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        return self.inner.infer(batch if self.calls <= 3 else np.zeros_like(batch))
+
+
+@pytest.mark.parametrize("broken", [StaleSession, ZerosSession], ids=["stale-buffer", "zeros-input"])
+def test_a_loop_that_does_not_compute_is_caught(model_path: Path, prepared: PreparedDataset, broken: type) -> None:
+    with open_session(model_path, 4) as session:
+        with pytest.raises(NotComputedError, match="did not compute what the accuracy run computes"):
+            time_one(broken(session), prepared, FAST)
