@@ -19,6 +19,7 @@ from harness.backends.base import BackendUnavailable
 from harness.baselines import BaselineError, Figure, baseline_path, best_figure, check_rule, load_baselines, read_measurements, save_baseline
 from harness.fixtures import PerfOptions
 from harness.specs import ChipSpec, ModelSpec, PerfRule
+from harness.weights import WeightsNotFound
 from harness.workbench import Workbench
 
 pytestmark = [pytest.mark.perf, pytest.mark.slow]
@@ -70,6 +71,9 @@ def _figures_under_test(
         sweep = workbench.sweep(spec, chip, options.sizes_for(spec), _source(workbench))
     except BackendUnavailable as exc:
         pytest.skip(f"{chip.name} backend unavailable: {exc}")
+    except WeightsNotFound as exc:
+        pytest.skip(f"pretrained weights not available: {exc.short}; throughput does not depend on weight "
+                    "values: pass --weights random to time seeded random weights")
     record(figures_from="measured here", backend=sweep.backend, backend_version=sweep.backend_version,
            precision=sweep.precision, dataset=sweep.dataset, dataset_key=sweep.dataset_key,
            ring_images=sweep.ring_images, weights=sweep.weights.get("kind"),
