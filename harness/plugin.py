@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+import uuid
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,13 @@ class ResultsRecorder:
         path = Path(config.getoption("--results"))
         self.path = path if path.is_absolute() else Path(config.rootpath) / path
         self.records: list[dict[str, Any]] = []
+        self.started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+
+    def _append(self, record: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(record, default=str) + "\n")
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when != "call" and not (report.skipped or report.failed):
@@ -144,6 +152,7 @@ class ResultsRecorder:
         if "kind" not in props:
             return
         record: dict[str, Any] = {
+            "run_id": self.run_id,
             "test": report.nodeid,
             "outcome": report.outcome,
             "phase": report.when,
@@ -158,9 +167,28 @@ class ResultsRecorder:
             crash = getattr(report.longrepr, "reprcrash", None)
             record["reason"] = crash.message if crash is not None else str(report.longrepr)
         self.records.append(record)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as fh:
-            fh.write(json.dumps(record, default=str) + "\n")
+        self._append(record)
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        """One ``kind: run`` record per run: the environment fingerprint and what was asked."""
+        if not self.records:
+            return
+        from harness.environment import fingerprint
+
+        outcomes: dict[str, int] = defaultdict(int)
+        for r in self.records:
+            outcomes[r["outcome"]] += 1
+        self._append({
+            "kind": "run",
+            "run_id": self.run_id,
+            "started": self.started,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "exit_status": int(exitstatus),
+            "args": list(self.config.invocation_params.args),
+            "chips": [c.name for c in selection(self.config)["chips"]],
+            "outcomes": dict(outcomes),
+            "environment": fingerprint(),
+        })
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.records:

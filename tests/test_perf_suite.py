@@ -44,7 +44,11 @@ def test_seed_310p_figures_reproduce_the_seed_verdicts_and_ratios(tmp_path: Path
         assert words in proc.stdout
     assert "ratio_vs_T4 = 2.7650 (need >= 1.6)" in proc.stdout
     records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
-    assert {r["kind"] for r in records} == {"perf", "perf_ratio"}
+    assert {r["kind"] for r in records} == {"perf", "perf_ratio", "run"}
+    (run,) = [r for r in records if r["kind"] == "run"]
+    assert {r["run_id"] for r in records} == {run["run_id"]}
+    assert run["environment"]["packages"]["pytest"] and run["environment"]["cores"] >= 1
+    assert run["outcomes"] == {"passed": 10, "skipped": 8} and run["chips"] == ["Ascend310P3"]
 
 
 def test_a_failing_ratio_prints_both_numbers_the_threshold_and_the_source(tmp_path: Path) -> None:

@@ -1,0 +1,80 @@
+"""The environment fingerprint recorded once per run: host, CPU, OS, Python and tool versions.
+
+On Ascend hosts it adds the CANN toolkit and driver versions and the chip name `npu-smi info`
+prints. Nothing here imports the heavy packages: versions come from installed metadata.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+PACKAGES = ("torch", "torchvision", "timm", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "numpy",
+            "pillow", "pytest", "ais_bench")
+# Where CANN and the Ascend driver write their version files (CANN install guide).
+ASCEND_VERSION_FILES = {
+    "cann_toolkit": Path("/usr/local/Ascend/ascend-toolkit/latest/version.cfg"),
+    "cann_toolkit_info": Path("/usr/local/Ascend/ascend-toolkit/latest/ascend_toolkit_install.info"),
+    "driver": Path("/usr/local/Ascend/driver/version.info"),
+}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.lower().startswith(("model name", "cpu model", "hardware")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def _ascend() -> dict[str, str]:
+    found = {}
+    for key, path in ASCEND_VERSION_FILES.items():
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if "version" in line.lower() and "=" in line:
+                found[key] = line.split("=", 1)[1].strip()
+                break
+    return found
+
+
+def fingerprint() -> dict[str, Any]:
+    """A JSON-ready description of the machine and software this run used."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = os.cpu_count() or 1
+    env: dict[str, Any] = {
+        "host": socket.gethostname(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "machine": platform.machine(),
+        "os": platform.platform(),
+        "python": sys.version.split()[0],
+        "packages": _versions(),
+    }
+    ascend = _ascend()
+    if ascend:
+        env["ascend"] = ascend
+    return env
