@@ -6,6 +6,7 @@ This runs the real acceptance command in a subprocess, exactly as a user would.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -66,8 +67,9 @@ def test_accuracy_certification_matches_an_independent_torch_evaluation(tmp_path
     assert float(case["top1_agreement"]) >= 99.9
     assert case["weights"] == "pretrained" and case["weights_sha256"].startswith("579344248a93")
     assert "certification summary" in proc.stdout and "test_accuracy[efficientnet_lite0-cpu-bs8]" in proc.stdout
-    results = (tmp_path / "results.jsonl").read_text().splitlines()
-    assert len(results) == 1 and '"top1"' in results[0]
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in records] == ["accuracy", "run"]
+    assert records[0]["top1"] == float(case["top1"]) and records[0]["run_id"] == records[1]["run_id"]
 
 
 def test_without_imagenet_accuracy_is_skipped_with_the_option_to_pass(tmp_path: Path) -> None:
