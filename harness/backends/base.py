@@ -61,6 +61,7 @@ class Backend(Protocol):
 
 _BACKENDS: dict[str, str] = {
     "onnxruntime": "harness.backends.onnxruntime:OnnxRuntimeBackend",
+    "openvino": "harness.backends.openvino:OpenVinoBackend",
 }
 
 
@@ -83,6 +84,17 @@ def get_backend(name: str, **options: object) -> Backend:
 
 def check_logits(out: np.ndarray, n: int, num_classes: int, where: str) -> np.ndarray:
     """Refuse output that is not finite (n, num_classes) float logits."""
+    if not isinstance(out, np.ndarray):
+        # e.g. a list from a graph whose output is a sequence or a map (ONNX ZipMap classifiers).
+        raise InferenceError(
+            f"{where}: expected a logits array of shape ({n}, {num_classes}), got a "
+            f"{type(out).__name__}; is the model's output a tensor of class scores?"
+        )
+    if out.dtype.kind != "f":
+        raise InferenceError(
+            f"{where}: expected float logits, got {out.dtype} values of shape {tuple(out.shape)}; "
+            "is the model's output class indices or labels instead of scores?"
+        )
     if out.ndim != 2 or out.shape != (n, num_classes):
         raise InferenceError(
             f"{where}: expected logits of shape ({n}, {num_classes}), got {tuple(out.shape)}; "
@@ -94,12 +106,22 @@ def check_logits(out: np.ndarray, n: int, num_classes: int, where: str) -> np.nd
     return out.astype(np.float32, copy=False)
 
 
-def check_batch(batch: np.ndarray, batch_size: int, shape: tuple[int, int, int], where: str) -> None:
+def check_batch(
+    batch: np.ndarray,
+    batch_size: int,
+    shape: tuple[int, int, int],
+    where: str,
+    input_dtype: np.dtype | type = np.float32,
+) -> None:
+    """Refuse a batch a session cannot run: wrong shape, 0 or more than ``batch_size`` images, or
+    a dtype other than ``input_dtype`` (float32 normalized images; uint8 raw pixels for models
+    whose input was made uint8 by :mod:`harness.uint8_input`)."""
     if batch.ndim != 4 or tuple(batch.shape[1:]) != tuple(shape):
         raise InferenceError(
             f"{where}: expected input of shape (N, {', '.join(map(str, shape))}), got {tuple(batch.shape)}"
         )
     if not 0 < batch.shape[0] <= batch_size:
         raise InferenceError(f"{where}: batch of {batch.shape[0]} images; this session takes 1..{batch_size}")
-    if batch.dtype != np.float32:
-        raise InferenceError(f"{where}: expected float32 input, got {batch.dtype}")
+    expected = np.dtype(input_dtype)
+    if batch.dtype != expected:
+        raise InferenceError(f"{where}: expected {expected} input, got {batch.dtype}")

@@ -1,0 +1,303 @@
+"""OpenVINO on the host CPU: the compiled artifact is an IR (``model.xml`` + ``model.bin``).
+
+``compile`` converts the ONNX with ``openvino.convert_model``, fixes the batch dimension to the
+target's batch size (the IR is then the analogue of an ATC ``.om`` or a TensorRT plan: one static
+shape, the fastest kernels for it) and writes the IR with ``openvino.save_model``. Weights are
+kept in float32 (``compress_to_fp16=False``): ``save_model`` would otherwise round every weight to
+float16 by default, and an "f32" run would silently not be one.
+
+Precision is a runtime decision in OpenVINO: ``open`` sets ``INFERENCE_PRECISION_HINT`` from the
+target's precision (fp32 -> f32, bf16 -> bf16, fp16 -> f16), always explicitly, because on a CPU
+with AVX-512 BF16 or AMX the CPU plugin runs bf16 when nothing is said (DESIGN.md, "Measured on
+these machines"). The precision the compiled model actually uses is read back; when it differs
+from the request (this CPU has no native f16, and the plugin quietly turns an f16 hint into bf16)
+the session is refused unless ``allow_precision_fallback`` is set, and either way what ran is
+recorded in :meth:`OpenVinoBackend.describe` and on the session.
+
+Threads and scheduling: ``PERFORMANCE_HINT`` is ``LATENCY`` by default, i.e. one stream whose
+threads all work on the one request a synchronous :meth:`Session.infer` issues. ``THROUGHPUT``
+splits the cores into several streams that only pay off with as many requests in flight; with
+the harness's one-request-at-a-time timing loop it leaves cores idle (measured here on
+EfficientNet-Lite0 at batch 8 on 2 cores: 343 images/s f32 with LATENCY, 177 with THROUGHPUT).
+``threads`` sets ``INFERENCE_NUM_THREADS``; the effective value is recorded. The CPU plugin has
+no switch for its (TBB) worker spinning, unlike ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Mapping
+
+import numpy as np
+
+from harness.backends.base import BackendUnavailable, InferenceError, check_batch, check_logits
+from harness.specs import CompileTarget
+
+ARTIFACT_NAME = "model.xml"
+INSTALL_HINT = "pip install 'openvino>=2024.0' (or: pip install -e '.[openvino]')"
+# The suite's precision names -> OpenVINO element type names for INFERENCE_PRECISION_HINT.
+PRECISION_HINTS: Mapping[str, str] = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+# OPTIMIZATION_CAPABILITIES a device must list to run a reduced precision natively.
+_CAPABILITY = {"bf16": "BF16", "f16": "FP16"}
+PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT")
+_NUMPY_DTYPES = {"f32": np.float32, "u8": np.uint8}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _ov() -> Any:
+    try:
+        import openvino
+    except ImportError as exc:
+        raise BackendUnavailable(f"OpenVINO is not installed ({exc}); {INSTALL_HINT}") from exc
+    return openvino
+
+
+def _flag(name: str, value: bool | str) -> bool:
+    """A boolean option that may arrive as a string from ``fixtures/chips.toml``."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"openvino backend option {name}: expected true or false, found {value!r}")
+
+
+def _threads(value: int | str | None) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        threads = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"openvino backend option threads: expected a positive integer, found {value!r}") from None
+    if threads <= 0:
+        raise ValueError(f"openvino backend option threads: expected a positive integer, found {value!r}")
+    return threads
+
+
+def precision_hint(precision: str) -> str:
+    """The ``INFERENCE_PRECISION_HINT`` value for a suite precision (fp32 / bf16 / fp16)."""
+    try:
+        return PRECISION_HINTS[precision]
+    except KeyError:
+        raise BackendUnavailable(
+            f"the openvino backend runs precisions {', '.join(PRECISION_HINTS)}; asked for {precision!r}"
+        ) from None
+
+
+class OpenVinoSession:
+    """One compiled model and one infer request; ``infer`` takes (N <= batch_size, 3, H, W).
+
+    The IR has a static batch: a short batch is zero-padded to ``batch_size`` and the padding's
+    rows are dropped from the output, so every row is computed by the same kernels whatever the
+    batch length. ``input_dtype`` is the IR's input element type (float32 normally, uint8 for a
+    model made by :mod:`harness.uint8_input`). ``info`` records what the device actually uses.
+    """
+
+    def __init__(self, compiled: Any, target: CompileTarget, num_classes: int, info: Mapping[str, Any]):
+        self._compiled = compiled
+        self._request = compiled.create_infer_request()
+        self._output = compiled.output(0)
+        self.batch_size = target.batch_size
+        self._shape = target.input_shape
+        self._num_classes = num_classes
+        element = compiled.input(0).get_element_type().to_string()
+        if element not in _NUMPY_DTYPES:
+            raise InferenceError(
+                f"openvino: the IR's input is {element}; this harness feeds f32 (normalized) or u8 "
+                "(raw pixels) images"
+            )
+        self.input_dtype = np.dtype(_NUMPY_DTYPES[element])
+        self.info: dict[str, Any] = dict(info)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        check_batch(batch, self.batch_size, self._shape, "openvino", self.input_dtype)
+        n = batch.shape[0]
+        if n < self.batch_size:
+            padded = np.zeros((self.batch_size, *self._shape), dtype=self.input_dtype)
+            padded[:n] = batch
+            batch = padded
+        try:
+            result = self._request.infer({0: np.ascontiguousarray(batch)})
+        except Exception as exc:  # OpenVINO raises RuntimeError subclasses without a stable type
+            raise InferenceError(f"openvino failed on a batch of shape {batch.shape}: {exc}") from exc
+        out = np.array(result[self._output][:n], dtype=np.float32, copy=True)
+        return check_logits(out, n, self._num_classes, "openvino")
+
+
+class OpenVinoBackend:
+    """OpenVINO, CPU device by default; IR compile, precision from the target, LATENCY hint.
+
+    Options (``backend_options`` in ``fixtures/chips.toml`` arrive as strings):
+
+    - ``threads``: ``INFERENCE_NUM_THREADS``; None lets OpenVINO use every core.
+    - ``device``: the OpenVINO device name (``CPU``).
+    - ``performance_hint``: ``LATENCY`` (default, see the module docstring) or ``THROUGHPUT``.
+    - ``allow_precision_fallback``: run when the device would use another precision than asked
+      (e.g. f16 requested, bf16 used) instead of refusing; what ran is recorded either way.
+    """
+
+    name: ClassVar[str] = "openvino"
+
+    def __init__(
+        self,
+        threads: int | str | None = None,
+        device: str = "CPU",
+        performance_hint: str = "LATENCY",
+        allow_precision_fallback: bool | str = False,
+    ):
+        self.threads = _threads(threads)
+        self.device = device
+        hint = str(performance_hint).upper()
+        if hint not in PERFORMANCE_HINTS:
+            raise ValueError(
+                f"openvino backend option performance_hint: expected one of {', '.join(PERFORMANCE_HINTS)}, "
+                f"found {performance_hint!r}"
+            )
+        self.performance_hint = hint
+        self.allow_precision_fallback = _flag("allow_precision_fallback", allow_precision_fallback)
+        self._core: Any = None
+        # requested INFERENCE_PRECISION_HINT -> the one the compiled models reported, per open().
+        self.opened: dict[str, dict[str, Any]] = {}
+
+    # -- availability and identity ----------------------------------------------------------------
+
+    def core(self) -> Any:
+        """The (lazily created, reused) ``openvino.Core``."""
+        if self._core is None:
+            self._core = _ov().Core()
+        return self._core
+
+    def unavailable_reason(self) -> str | None:
+        try:
+            core = self.core()
+        except BackendUnavailable as exc:
+            return str(exc)
+        devices = list(core.available_devices)
+        if self.device not in devices:
+            return (
+                f"OpenVINO {self.version()} has no device {self.device!r}; available: {', '.join(devices) or 'none'} "
+                "(set backend_options.device in fixtures/chips.toml)"
+            )
+        return None
+
+    def version(self) -> str:
+        return str(_ov().get_version())
+
+    def capabilities(self) -> list[str]:
+        """The device's ``OPTIMIZATION_CAPABILITIES`` (e.g. BF16, FP16, INT8)."""
+        return [str(c) for c in self.core().get_property(self.device, "OPTIMIZATION_CAPABILITIES")]
+
+    def compile_fields(self) -> Mapping[str, str]:
+        # Precision and batch come from the target, which the caller adds to the key itself.
+        return {
+            "openvino": self.version(),
+            "device": self.device,
+            "ir": "convert_model+save_model(compress_to_fp16=False), static batch",
+        }
+
+    # -- build ----------------------------------------------------------------------------------
+
+    def _check_precision(self, precision: str) -> str:
+        """The hint for ``precision``; refuses one the device cannot run natively (unless allowed)."""
+        hint = precision_hint(precision)
+        needed = _CAPABILITY.get(hint)
+        if needed and needed not in self.capabilities() and not self.allow_precision_fallback:
+            raise BackendUnavailable(
+                f"openvino {self.device} cannot run {precision} natively: its OPTIMIZATION_CAPABILITIES "
+                f"are {', '.join(self.capabilities())} (no {needed}), so OpenVINO would silently run "
+                f"another precision; use --precision fp32"
+                + (" or bf16" if "BF16" in self.capabilities() else "")
+                + ", or set backend_options allow_precision_fallback = \"true\" to run and record what it picks"
+            )
+        return hint
+
+    def compile(self, onnx_path: Path, target: CompileTarget, out_dir: Path) -> Path:
+        """Convert ``onnx_path`` to an IR with the batch fixed to ``target.batch_size``."""
+        self._check_precision(target.precision)
+        ov = _ov()
+        try:
+            model = ov.convert_model(str(onnx_path))
+        except Exception as exc:  # the frontends raise their own exception types
+            raise InferenceError(f"openvino could not convert {onnx_path}: {type(exc).__name__}: {exc}") from exc
+        if len(model.inputs) != 1:
+            raise InferenceError(
+                f"openvino: {onnx_path} has {len(model.inputs)} inputs "
+                f"({[sorted(i.get_names()) for i in model.inputs]}); expected one image input"
+            )
+        names = model.inputs[0].get_names()
+        if target.input_name not in names:
+            raise InferenceError(
+                f"openvino: {onnx_path} has input {sorted(names)}, expected {target.input_name!r} "
+                "(input_name in fixtures/models.toml)"
+            )
+        model.reshape({target.input_name: [target.batch_size, *target.input_shape]})
+        artifact = Path(out_dir) / ARTIFACT_NAME
+        ov.save_model(model, str(artifact), compress_to_fp16=False)
+        if not artifact.is_file() or not artifact.with_suffix(".bin").is_file():
+            raise InferenceError(f"openvino did not write the IR {artifact} and its .bin")
+        return artifact
+
+    # -- run ------------------------------------------------------------------------------------
+
+    def config(self, precision: str) -> dict[str, Any]:
+        """The properties ``open`` compiles with, by name (what the report records)."""
+        config: dict[str, Any] = {
+            "INFERENCE_PRECISION_HINT": precision_hint(precision),
+            "PERFORMANCE_HINT": self.performance_hint,
+        }
+        if self.threads:
+            config["INFERENCE_NUM_THREADS"] = self.threads
+        return config
+
+    @contextmanager
+    def open(
+        self, artifact: Path, target: CompileTarget, device_id: int = 0, num_classes: int = 1000
+    ) -> Iterator[OpenVinoSession]:
+        """Compile the IR on the device with the target's precision hint, refusing a silent swap."""
+        if device_id != 0:
+            raise BackendUnavailable(f"the openvino {self.device} backend has one device (0); asked for {device_id}")
+        hint = self._check_precision(target.precision)
+        core = self.core()
+        config = self.config(target.precision)
+        try:
+            compiled = core.compile_model(core.read_model(str(artifact)), self.device, config)
+        except Exception as exc:
+            raise InferenceError(f"openvino could not compile {artifact} for {self.device} with {config}: {exc}") from exc
+        used = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+        if used != hint and not self.allow_precision_fallback:
+            raise BackendUnavailable(
+                f"openvino {self.device} was asked for {hint} ({target.precision}) but compiled {used}; "
+                f"this device cannot run {hint} here (capabilities: {', '.join(self.capabilities())}); "
+                "use another --precision, or set backend_options allow_precision_fallback = \"true\""
+            )
+        info = {
+            "requested_precision": hint,
+            "inference_precision": used,
+            "performance_hint": str(compiled.get_property("PERFORMANCE_HINT")).rsplit(".", 1)[-1],
+            "num_streams": int(compiled.get_property("NUM_STREAMS")),
+            "inference_num_threads": int(compiled.get_property("INFERENCE_NUM_THREADS")),
+            "cpu_pinning": bool(compiled.get_property("ENABLE_CPU_PINNING")) if self.device == "CPU" else None,
+        }
+        self.opened[hint] = info
+        session = OpenVinoSession(compiled, target, num_classes, info)
+        try:
+            yield session
+        finally:
+            del session, compiled
+
+    def describe(self) -> dict[str, Any]:
+        """Backend, version, device and, per precision opened so far, what the device really ran."""
+        return {
+            "backend": self.name,
+            "version": self.version(),
+            "device": self.device,
+            "device_name": str(self.core().get_property(self.device, "FULL_DEVICE_NAME")),
+            "capabilities": self.capabilities(),
+            "performance_hint": self.performance_hint,
+            "threads": self.threads or os.cpu_count(),
+            "sessions": {k: dict(v) for k, v in self.opened.items()},
+        }
