@@ -39,6 +39,7 @@ def run_config(pytestconfig: pytest.Config) -> RunConfig:
         workers=opt("--workers"),
         threads=opt("--threads"),
         on_label_mismatch=opt("--on-label-mismatch"),
+        input_dtype=opt("input_dtype"),
     )
 
 

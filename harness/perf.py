@@ -74,7 +74,9 @@ class Sweep:
 def accuracy_mode_logits(session: Session, prepared: PreparedDataset, count: int) -> np.ndarray:
     """Logits of the first ``count`` images through the ordinary (accuracy-run) batching path."""
     chunks = []
-    for start, batch in prepared.batches(session.batch_size):
+    from harness.workbench import feed
+
+    for start, batch in feed(session, prepared, session.batch_size):
         if start >= count:
             break
         chunks.append(session.infer(batch))
@@ -86,7 +88,9 @@ def time_one(session: Session, prepared: PreparedDataset, policy: TimingPolicy) 
     indices = ring_indices(len(prepared), session.batch_size, policy.ring_images)
     ring = int(max(int(i.max()) for i in indices)) + 1
     spec = prepared.spec
-    batches = [normalize(np.asarray(prepared.images[idx]), spec.mean, spec.std) for idx in indices]
+    raw = np.dtype(getattr(session, "input_dtype", np.float32)) == np.uint8
+    batches = [np.asarray(prepared.images[idx]) if raw else normalize(np.asarray(prepared.images[idx]), spec.mean, spec.std)
+               for idx in indices]
     reference = accuracy_mode_logits(session, prepared, ring)
     timed = measure(session, batches, policy)
     expected = np.concatenate([reference[idx] for idx in indices[: len(timed.outputs)]], axis=0)
@@ -119,7 +123,7 @@ def run_sweep(workbench: Workbench, spec: ModelSpec, chip: ChipSpec, batch_sizes
             with backend.open(artifact, target, device_id=device_id, num_classes=spec.num_classes) as session:
                 points.append(time_one(session, prepared, workbench.policy.timing))
             bar.update(1)
-    describe = getattr(backend, "describe", None)
+    describe = getattr(backend, "describe", None)  # after open(): some backends learn what ran
     environment = dict(describe()) if callable(describe) else {"backend": backend.name}
     return Sweep(
         model=spec.name, chip=chip.name, backend=backend.name, backend_version=backend.version(),

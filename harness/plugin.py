@@ -10,12 +10,13 @@ import socket
 import time
 import uuid
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness.specs import ChipSpec, ModelSpec, SpecError, load_chips, load_models, load_policy, resolve_chip
+from harness.specs import PRECISIONS, ChipSpec, ModelSpec, SpecError, load_chips, load_models, load_policy, resolve_chip
 
 pytest_plugins = ["harness.fixtures"]
 
@@ -29,6 +30,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--limit", type=int, metavar="N", help="certify on a deterministic subset of N images")
     g.addoption("--models", metavar="A,B", help="comma-separated model names from fixtures/models.toml (default: all)")
     g.addoption("--chip", default="cpu", metavar="CHIP[,CHIP]", help="chip(s) from fixtures/chips.toml (default: cpu)")
+    g.addoption("--backend", metavar="NAME",
+                help="run the chip(s) on another backend (e.g. openvino on cpu); default: the chip's in chips.toml")
+    g.addoption("--precision", choices=list(PRECISIONS),
+                help="compile at this precision (fp32, fp16, bf16); default: the chip's in chips.toml")
+    g.addoption("--input", dest="input_dtype", choices=["float32", "uint8"], default="float32",
+                help="uint8: fold normalization into the model and feed the uint8 cache as is (4x less host-to-device traffic)")
     g.addoption("--batch-sizes", metavar="1,16",
                 help="batch sizes (default: accuracy: fixtures/policy.toml; perf: the model's sweep in models.toml)")
     g.addoption("--weights", choices=["pretrained", "random"], default="pretrained",
@@ -66,7 +73,7 @@ def pytest_configure(config: pytest.Config) -> None:
         unknown = [n for n in names if n not in registry]
         if unknown:
             raise SpecError(f"unknown model(s) {unknown}; known: {', '.join(registry)} (fixtures/models.toml)")
-        selected_chips = [resolve_chip(chips, c) for c in _csv(config.getoption("--chip")) or ["cpu"]]
+        selected_chips = [_override(resolve_chip(chips, c), config) for c in _csv(config.getoption("--chip")) or ["cpu"]]
         bs_text = _csv(config.getoption("--batch-sizes"))
         try:
             explicit_sizes = tuple(int(b) for b in bs_text)
@@ -98,6 +105,20 @@ def pytest_configure(config: pytest.Config) -> None:
     }
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(ResultsRecorder(config), "modelzoo-cert-results")
+
+
+def _override(chip: ChipSpec, config: pytest.Config) -> ChipSpec:
+    """The chip as --backend / --precision ask to run it (other backends get no chip options)."""
+    backend, precision = config.getoption("--backend"), config.getoption("--precision")
+    if backend and backend != chip.backend:
+        from harness.backends.base import known_backends
+
+        if backend not in known_backends():
+            raise SpecError(f"unknown --backend {backend!r}; known backends: {', '.join(known_backends())}")
+        chip = replace(chip, backend=backend, backend_options={})
+    if precision:
+        chip = replace(chip, precision=precision)
+    return chip
 
 
 def selection(config: pytest.Config) -> dict[str, Any]:

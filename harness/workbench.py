@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -23,6 +23,15 @@ from harness.specs import ChipSpec, CompileTarget, ModelSpec, Policy, Preprocess
 
 EMBEDDED_IMAGES = 32
 EMBEDDED_SEED = 20240101
+
+
+def feed(session: Session, prepared: data_mod.PreparedDataset, batch_size: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Batches in the session's input dtype: normalized float32, or the cache's uint8 as is."""
+    if np.dtype(getattr(session, "input_dtype", np.float32)) == np.uint8:
+        for start in range(0, len(prepared), batch_size):
+            yield start, np.ascontiguousarray(prepared.images[start : start + batch_size])
+    else:
+        yield from prepared.batches(batch_size)
 
 
 @dataclass(frozen=True)
@@ -41,6 +50,7 @@ class RunConfig:
     workers: int | None = None
     threads: int | None = None
     on_label_mismatch: str = "error"
+    input_dtype: str = "float32"  # "uint8": normalization folded into the model (harness.uint8_input)
     embedded_images: int = EMBEDDED_IMAGES
 
 
@@ -63,6 +73,9 @@ class Evaluation:
     chip: str
     backend: str
     backend_version: str
+    precision: str
+    input_dtype: str
+    environment: Mapping[str, Any]  # backend.describe(): providers, threads, precision that ran
     batch_size: int
     dataset: str
     dataset_key: str
@@ -143,9 +156,16 @@ class Workbench:
         return self._models[memo]
 
     def onnx(self, loaded: LoadedModel) -> Path:
+        """The exported model; with ``input_dtype == "uint8"`` its uint8-input version."""
         from harness import export
 
-        return export.cached_onnx(self.cache, loaded.spec, loaded.module, loaded.weights, opset=self.cfg.opset)
+        path = export.cached_onnx(self.cache, loaded.spec, loaded.module, loaded.weights, opset=self.cfg.opset)
+        if self.cfg.input_dtype == "uint8":
+            from harness.uint8_input import cached_uint8_onnx
+
+            pre = loaded.spec.preprocess_for(self.cfg.preprocess_variant)
+            path = cached_uint8_onnx(self.cache, path, pre.mean, pre.std)
+        return path
 
     def backend(self, chip: ChipSpec) -> Backend:
         backend = get_backend(chip.backend, threads=self.cfg.threads, **chip.backend_options)
@@ -180,7 +200,7 @@ class Workbench:
         """Logits for every image of ``prepared``, in its order (labels are joined by name there)."""
         chunks: list[np.ndarray] = []
         with progress(len(prepared), desc) as bar:
-            for _start, batch in prepared.batches(batch_size):
+            for _start, batch in feed(session, prepared, batch_size):
                 chunks.append(session.infer(batch))
                 bar.update(batch.shape[0])
         return np.concatenate(chunks, axis=0)
@@ -216,6 +236,7 @@ class Workbench:
         artifact = self.compiled(backend, onnx_path, target)
         with backend.open(artifact, target, device_id=0, num_classes=spec.num_classes) as session:
             logits = self.run(session, prepared, batch_size, f"{spec.name} on {chip.name} bs{batch_size}")
+        describe = getattr(backend, "describe", None)
         ref_logits = self.reference_logits(loaded, prepared)
         listing = prepared.listing
         return Evaluation(
@@ -223,6 +244,9 @@ class Workbench:
             chip=chip.name,
             backend=backend.name,
             backend_version=backend.version(),
+            precision=target.precision,
+            input_dtype=self.cfg.input_dtype,
+            environment=dict(describe()) if callable(describe) else {"backend": backend.name},
             batch_size=batch_size,
             dataset=str(listing.image_dir),
             dataset_key=prepared.key,
