@@ -27,8 +27,54 @@ MANIFEST = "manifest.json"
 DEFAULT_CACHE_ENV = "MZC_CACHE_DIR"
 
 
+# errno values that mean "no room": a full disk, or the user's quota on a shared one.
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+# A build that fails while less than this is free most likely failed because the disk filled up.
+_FULL_BELOW_BYTES = 1 << 20
+
+
 class CacheError(RuntimeError):
     """The cache directory cannot be used (permissions, full disk, corrupt entry)."""
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def _free_bytes(path: Path) -> int:
+    """Free bytes for unprivileged writers on the file system of ``path`` (or its nearest parent)."""
+    for candidate in (path, *path.parents):
+        try:
+            return shutil.disk_usage(candidate).free
+        except OSError:
+            continue
+    return 0
+
+
+def _tree_bytes(root: Path) -> int:
+    """Apparent size of every file under ``root``; 0 when it is gone or unreadable."""
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                continue
+    return total
+
+
+def _disk_full(
+    kind: str, key: str, kind_dir: Path, written: int | None, cause: BaseException | None = None
+) -> CacheError:
+    # Apparent sizes: a preallocated (sparse) file counts in full, so this is a lower bound of
+    # the room the entry needs, exact for the dataset's pixel file.
+    size = f"it needs at least {_mb(written)}, " if written else ""
+    own = f" (the build's own error: {type(cause).__name__}: {cause})" if cause is not None else ""
+    return CacheError(
+        f"disk full while writing cache entry {kind}/{key} under {kind_dir}: {size}"
+        f"{_mb(_free_bytes(kind_dir))} free there{own}; free space there or pass --cache-dir "
+        f"(or set ${DEFAULT_CACHE_ENV}) to a disk with room, then rerun: finished entries are reused"
+    )
 
 
 def default_cache_root() -> Path:
@@ -97,7 +143,8 @@ class ArtifactCache:
         """Return the entry for ``inputs``, calling ``build(tmp_dir)`` once if it is missing.
 
         ``build`` writes its files into ``tmp_dir`` and may return extra manifest fields. If it
-        raises, nothing is published and the exception propagates.
+        raises, nothing is published and the exception propagates; a full disk (or quota) is a
+        :class:`CacheError` naming the directory, the room the entry needs and the free space.
         """
         key = content_key(inputs)
         found = self._read(kind, key, built_here=False)
@@ -111,49 +158,74 @@ class ArtifactCache:
                 f"cannot create cache directory {kind_dir}: {exc.strerror}; "
                 f"pass --cache-dir to a writable place or set ${DEFAULT_CACHE_ENV}"
             ) from exc
-        with FileLock(str(kind_dir / f"{key}.lock"), timeout=lock_timeout):
-            found = self._read(kind, key, built_here=False)
-            if found is not None:
-                return found
-            for stale in kind_dir.glob(f".tmp-{key}-*"):
-                shutil.rmtree(stale, ignore_errors=True)
-            final = kind_dir / key
-            if final.exists():
-                # A directory without a manifest was never published by us (publishing renames a
-                # complete directory): someone deleted the manifest. Rebuild it from scratch.
-                shutil.rmtree(final)
-            tmp = kind_dir / f".tmp-{key}-{socket.gethostname()}-{os.getpid()}"
-            tmp.mkdir()
-            try:
-                extra = build(tmp) or {}
-                manifest = {
-                    "kind": kind,
-                    "key": key,
-                    "inputs": json.loads(canonical_json(inputs)),
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    "host": socket.gethostname(),
-                    "files": sorted(p.name for p in tmp.iterdir()),
-                    **extra,
-                }
-                _fsync_tree(tmp)
-                _write_json_durable(tmp / MANIFEST, manifest)
-                _fsync_dir(tmp)
-                os.rename(tmp, final)
-                _fsync_dir(kind_dir)
-            except OSError as exc:
-                shutil.rmtree(tmp, ignore_errors=True)
-                if exc.errno == errno.ENOSPC:
-                    raise CacheError(
-                        f"disk full while writing cache entry {kind}/{key} under {kind_dir}; "
-                        f"free space there or pass --cache-dir to a larger disk"
-                    ) from exc
-                raise
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+        try:
+            with FileLock(str(kind_dir / f"{key}.lock"), timeout=lock_timeout):
+                found = self._read(kind, key, built_here=False)
+                if found is not None:
+                    return found
+                self._build(kind, key, inputs, build, kind_dir)
+        except OSError as exc:
+            # Creating the lock file or the temp dir can hit a full disk too, before any build.
+            if exc.errno in _DISK_FULL:
+                raise _disk_full(kind, key, kind_dir, None) from exc
+            raise
         entry = self._read(kind, key, built_here=True)
         assert entry is not None
         return entry
+
+    def _build(
+        self,
+        kind: str,
+        key: str,
+        inputs: Mapping[str, Any],
+        build: Callable[[Path], Mapping[str, Any] | None],
+        kind_dir: Path,
+    ) -> None:
+        """Build ``kind/key`` in a temp dir and publish it; the caller holds the key's lock."""
+        for stale in kind_dir.glob(f".tmp-{key}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        final = kind_dir / key
+        if final.exists():
+            # A directory without a manifest was never published by us (publishing renames a
+            # complete directory): someone deleted the manifest. Rebuild it from scratch.
+            shutil.rmtree(final)
+        tmp = kind_dir / f".tmp-{key}-{socket.gethostname()}-{os.getpid()}"
+        tmp.mkdir()
+        try:
+            extra = build(tmp) or {}
+            manifest = {
+                "kind": kind,
+                "key": key,
+                "inputs": json.loads(canonical_json(inputs)),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "host": socket.gethostname(),
+                "files": sorted(p.name for p in tmp.iterdir()),
+                **extra,
+            }
+            _fsync_tree(tmp)
+            _write_json_durable(tmp / MANIFEST, manifest)
+            _fsync_dir(tmp)
+            os.rename(tmp, final)
+            _fsync_dir(kind_dir)
+        except OSError as exc:
+            written = _tree_bytes(tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+            if exc.errno in _DISK_FULL:
+                raise _disk_full(kind, key, kind_dir, written) from exc
+            raise
+        except Exception as exc:
+            # Compilers report a full disk in their own words (ONNX Runtime: "Protobuf
+            # serialization failed"); measured before the temp dir is removed, the free space
+            # tells whether that is what happened.
+            written = _tree_bytes(tmp)
+            full = _free_bytes(kind_dir) < _FULL_BELOW_BYTES
+            shutil.rmtree(tmp, ignore_errors=True)
+            if full and not isinstance(exc, CacheError):
+                raise _disk_full(kind, key, kind_dir, written, exc) from exc
+            raise
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
     def _read(self, kind: str, key: str, built_here: bool) -> Entry | None:
         path = self.entry_dir(kind, key)

@@ -122,6 +122,9 @@ def export_onnx(
                     output_names=[spec.output_name],
                     dynamic_axes={spec.input_name: {0: BATCH_DIM}, spec.output_name: {0: BATCH_DIM}},
                 )
+        except OSError:
+            # The disk, not the exporter (a full cache disk): the cache reports it with the fix.
+            raise
         except Exception as exc:
             raise ExportError(
                 f"torch.onnx.export of {spec.name} ({spec.arch.source}:{spec.arch.name}) at opset "
@@ -259,7 +262,13 @@ def cached_onnx(
 
 def onnx_input_output(path: Path) -> tuple[str, str, list[int | str]]:
     """(input name, output name, input shape) of an ONNX file; a symbolic dim is its name."""
-    model = onnx.load(str(path), load_external_data=False)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError, OSError: any failure here is about the file
+        raise ExportError(
+            f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc}); expected an ONNX "
+            "file: export it again, or delete the cache entry holding it and rerun"
+        ) from exc
     inputs, _ = _graph_io(model)
     if len(inputs) != 1 or len(model.graph.output) != 1:
         raise ExportError(

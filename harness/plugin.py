@@ -6,6 +6,7 @@ Hooks only; the work happens in harness.workbench, the fixtures in harness.fixtu
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 import uuid
@@ -162,9 +163,15 @@ class ResultsRecorder:
         self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
 
     def _append(self, record: dict[str, Any]) -> None:
+        """One ``write`` on an O_APPEND descriptor: a killed run cannot leave half a line behind
+        another process's record, and concurrent runs appending to one file do not interleave."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as fh:
-            fh.write(json.dumps(record, default=str) + "\n")
+        line = (json.dumps(record, default=str) + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when != "call" and not (report.skipped or report.failed):

@@ -7,6 +7,7 @@ the entry, the field, what was expected and what was found.
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -217,6 +218,9 @@ class Policy:
 
 class _Reader:
     def __init__(self, source: str, entry: str, table: Mapping[str, Any]):
+        if not isinstance(table, dict):
+            # e.g. `accuracy = 5` where [accuracy] belongs, or a variant that is not a table.
+            raise SpecError(f"{source}: [{entry}]: expected a table, found {table!r}")
         self.source, self.entry, self.table = source, entry, table
         self.used: set[str] = set()
 
@@ -251,7 +255,8 @@ class _Reader:
         value = self.get(key, (int, float), expected, default)
         if value is default and default is not ...:
             return value
-        if not lo <= float(value) <= hi:
+        # Compared before float(): TOML integers are unbounded and float(10**400) overflows.
+        if not lo <= value <= hi:
             raise self.fail(key, expected, value)
         return float(value)
 
@@ -277,12 +282,32 @@ class _Reader:
 
 
 def _triple(reader: _Reader, key: str, default: tuple[float, float, float]) -> tuple[float, float, float]:
-    value = reader.get(key, list, "a list of 3 numbers", default)
+    value = reader.get(key, list, "a list of 3 finite numbers", default)
     if value is default:
         return default
-    if len(value) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-        raise reader.fail(key, "a list of 3 numbers", value)
+    # Finite and of pixel scale: NaN passes every range check, and an unbounded TOML integer
+    # would overflow float().
+    if len(value) != 3 or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e6 and math.isfinite(v) for v in value
+    ):
+        raise reader.fail(key, "a list of 3 finite numbers", value)
     return (float(value[0]), float(value[1]), float(value[2]))
+
+
+def _plain(value: Any) -> bool:
+    """JSON-like: what may go into a cache key (TOML dates and times may not)."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    return isinstance(value, (str, int, float, bool))
+
+
+def _plain_table(reader: _Reader, key: str) -> dict[str, Any]:
+    value = reader.table_(key, {})
+    if not _plain(value):
+        raise reader.fail(key, "a table of strings, numbers, booleans, lists and tables (no dates)", value)
+    return dict(value)
 
 
 def _preprocess(source: str, entry: str, table: Mapping[str, Any], base: PreprocessSpec | None) -> PreprocessSpec:
@@ -335,8 +360,9 @@ def _model(source: str, name: str, table: Mapping[str, Any]) -> ModelSpec:
     arch = ArchSpec(
         source=a.text("source", choices=ARCH_SOURCES),
         name=a.text("name"),
-        kwargs=dict(a.table_("kwargs", {})),
-        random_init_kwargs=dict(a.table_("random_init_kwargs", {})),
+        # Both become part of cache keys (hashed as JSON): plain values only.
+        kwargs=_plain_table(a, "kwargs"),
+        random_init_kwargs=_plain_table(a, "random_init_kwargs"),
     )
     a.finish()
 
@@ -412,13 +438,17 @@ def _load_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except FileNotFoundError:
         raise SpecError(f"registry file not found: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SpecError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: not valid TOML for this suite: arrays or tables nested too deeply") from None
+    except OSError as exc:
+        raise SpecError(f"cannot read registry file {path}: {exc.strerror or exc}") from None
 
 
 def load_models(path: Path | None = None) -> dict[str, ModelSpec]:
     """Read and validate the model registry (``fixtures/models.toml`` by default)."""
-    path = path or FIXTURES_DIR / "models.toml"
+    path = Path(path) if path else FIXTURES_DIR / "models.toml"
     data = _load_toml(path)
     models = data.get("models")
     if not isinstance(models, dict) or not models:
@@ -435,7 +465,7 @@ def load_models(path: Path | None = None) -> dict[str, ModelSpec]:
 
 def load_chips(path: Path | None = None) -> dict[str, ChipSpec]:
     """Read and validate ``fixtures/chips.toml``."""
-    path = path or FIXTURES_DIR / "chips.toml"
+    path = Path(path) if path else FIXTURES_DIR / "chips.toml"
     data = _load_toml(path)
     chips = data.get("chips")
     if not isinstance(chips, dict) or not chips:
@@ -502,7 +532,7 @@ def resolve_chip(chips: Mapping[str, ChipSpec], name: str) -> ChipSpec:
 
 def load_policy(path: Path | None = None) -> Policy:
     """Read ``fixtures/policy.toml``: tolerances and seeds the gates use."""
-    path = path or FIXTURES_DIR / "policy.toml"
+    path = Path(path) if path else FIXTURES_DIR / "policy.toml"
     data = _load_toml(path)
     acc = _Reader(str(path), "accuracy", data.get("accuracy", {}))
     conv = _Reader(str(path), "conversion", data.get("conversion", {}))

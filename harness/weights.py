@@ -17,6 +17,7 @@ import importlib.resources
 import importlib.util
 import os
 import pickle
+import re
 import tempfile
 import urllib.error
 import urllib.request
@@ -56,6 +57,11 @@ class WeightsNotFound(WeightsError):
     def __init__(self, message: str, short: str):
         super().__init__(message)
         self.short = short
+
+    def __reduce__(self) -> tuple[type[WeightsNotFound], tuple[str, str]]:
+        # Exceptions cross process boundaries by pickling; the default would call
+        # WeightsNotFound(message) and fail for want of ``short``.
+        return (type(self), (str(self), self.short))
 
 
 @dataclass(frozen=True)
@@ -298,6 +304,18 @@ def _unwrap(obj: object, spec: ModelSpec, path: Path) -> dict[str, torch.Tensor]
     return state
 
 
+def _refusal(exc: Exception) -> str:
+    """What torch's weights-only unpickler refused, e.g. ``GLOBAL posix.system``.
+
+    Its message starts with generic advice (including how to load the file unsafely); the line
+    that names the refused global is the one worth showing.
+    """
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
+    lines = [line for line in lines if line]
+    named = [line for line in lines if "GLOBAL" in line or line.startswith("Unsupported")]
+    return (named or lines or [type(exc).__name__])[0].split(". ")[0].rstrip(".")
+
+
 def load_state_dict(
     path: Path, spec: ModelSpec, target: Mapping[str, torch.Tensor] | None = None
 ) -> dict[str, torch.Tensor]:
@@ -314,7 +332,7 @@ def load_state_dict(
     except pickle.UnpicklingError as exc:
         raise WeightsError(
             f"{path} is not a plain tensor checkpoint: loading it would run code or build "
-            f"objects other than tensors, so it was refused for safety ({str(exc).splitlines()[0]}); "
+            f"objects other than tensors, so it was refused for safety ({_refusal(exc)}); "
             "get the plain state_dict checkpoint the registry names"
         ) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:

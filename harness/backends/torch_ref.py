@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from harness.backends.base import check_batch, check_logits
+from harness.backends.base import InferenceError, check_batch, check_logits
 
 
 class TorchSession:
@@ -30,8 +30,13 @@ class TorchSession:
     def infer(self, batch: np.ndarray) -> np.ndarray:
         check_batch(batch, self.batch_size, self._shape, "torch")
         with self._torch.inference_mode():
-            out = self._module(self._torch.from_numpy(np.ascontiguousarray(batch))).numpy()
-        return check_logits(out, batch.shape[0], self._num_classes, "torch")
+            out = self._module(self._torch.from_numpy(np.ascontiguousarray(batch)))
+        if not isinstance(out, self._torch.Tensor):
+            raise InferenceError(
+                f"torch: the module returned a {type(out).__name__}, expected one logits tensor of shape "
+                f"({batch.shape[0]}, {self._num_classes}); is it in eval mode, or does it return auxiliary heads?"
+            )
+        return check_logits(out.numpy(), batch.shape[0], self._num_classes, "torch")
 
 
 def torch_version() -> str:

@@ -1,0 +1,1 @@
+"""Reliability tests: bad inputs, interruptions, concurrency, full disks, fuzzing (docs/reliability.md)."""
