@@ -15,6 +15,7 @@ def evaluation_properties(ev: Evaluation) -> dict[str, Any]:
         "backend_version": ev.backend_version,
         "precision": ev.precision,
         "input_dtype": ev.input_dtype,
+        "decode": ev.decode,
         **{f"env_{k}": v for k, v in ev.environment.items()},
         "batch_size": ev.batch_size,
         "dataset": ev.dataset,

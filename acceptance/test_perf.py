@@ -75,7 +75,7 @@ def _figures_under_test(
         pytest.skip(f"pretrained weights not available: {exc.short}; throughput does not depend on weight "
                     "values: pass --weights random to time seeded random weights")
     record(figures_from="measured here", backend=sweep.backend, backend_version=sweep.backend_version,
-           precision=sweep.precision, input_dtype=workbench.cfg.input_dtype, dataset=sweep.dataset, dataset_key=sweep.dataset_key,
+           precision=sweep.precision, input_dtype=workbench.cfg.input_dtype, decode=workbench.cfg.decode, dataset=sweep.dataset, dataset_key=sweep.dataset_key,
            ring_images=sweep.ring_images, weights=sweep.weights.get("kind"),
            weights_source=sweep.weights.get("source"),
            **{f"env_{k}": v for k, v in sweep.environment.items()})

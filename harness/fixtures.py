@@ -40,6 +40,7 @@ def run_config(pytestconfig: pytest.Config) -> RunConfig:
         threads=opt("--threads"),
         on_label_mismatch=opt("--on-label-mismatch"),
         input_dtype=opt("input_dtype"),
+        decode=opt("--decode"),
     )
 
 

@@ -37,6 +37,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="compile at this precision (fp32, fp16, bf16); default: the chip's in chips.toml")
     g.addoption("--input", dest="input_dtype", choices=["float32", "uint8"], default="float32",
                 help="uint8: fold normalization into the model and feed the uint8 cache as is (4x less host-to-device traffic)")
+    g.addoption("--decode", choices=["exact", "draft"], default="exact",
+                help="JPEG decoding for the preprocessing cache: exact (default, bit-identical with torchvision) or "
+                "draft (libjpeg DCT-domain downscaling of JPEGs at least twice the resize target: faster on large "
+                "photos, different pixels, cached separately and recorded)")
     g.addoption("--batch-sizes", metavar="1,16",
                 help="batch sizes (default: accuracy: fixtures/policy.toml; perf: the model's sweep in models.toml)")
     g.addoption("--weights", choices=["pretrained", "random"], default="pretrained",

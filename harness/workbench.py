@@ -31,7 +31,9 @@ def feed(session: Session, prepared: data_mod.PreparedDataset, batch_size: int) 
         for start in range(0, len(prepared), batch_size):
             yield start, np.ascontiguousarray(prepared.images[start : start + batch_size])
     else:
-        yield from prepared.batches(batch_size)
+        # Normalize the next batch in a thread while the session runs this one: in series, host
+        # normalization costs a quarter of a 4000 images/s device's time (benchmarks/bench_overhead.py).
+        yield from prepared.batches(batch_size, prefetch=True)
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class RunConfig:
     threads: int | None = None
     on_label_mismatch: str = "error"
     input_dtype: str = "float32"  # "uint8": normalization folded into the model (harness.uint8_input)
+    decode: str = "exact"  # "draft": libjpeg DCT-domain downscaling, other pixels, cached apart
     embedded_images: int = EMBEDDED_IMAGES
 
 
@@ -75,6 +78,7 @@ class Evaluation:
     backend_version: str
     precision: str
     input_dtype: str
+    decode: str
     environment: Mapping[str, Any]  # backend.describe(): providers, threads, precision that ran
     batch_size: int
     dataset: str
@@ -129,7 +133,9 @@ class Workbench:
         pre = spec.preprocess_for(self.cfg.preprocess_variant)
         memo = (source, pre)
         if memo not in self._datasets:
-            self._datasets[memo] = data_mod.prepare_dataset(self.listing(source), pre, self.cache, workers=self.cfg.workers)
+            self._datasets[memo] = data_mod.prepare_dataset(
+                self.listing(source), pre, self.cache, workers=self.cfg.workers, decode=self.cfg.decode
+            )
         return self._datasets[memo]
 
     def calibration(self, spec: ModelSpec, source: str) -> np.ndarray:
@@ -246,6 +252,7 @@ class Workbench:
             backend_version=backend.version(),
             precision=target.precision,
             input_dtype=self.cfg.input_dtype,
+            decode=prepared.decode,
             environment=dict(describe()) if callable(describe) else {"backend": backend.name},
             batch_size=batch_size,
             dataset=str(listing.image_dir),

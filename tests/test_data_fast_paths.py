@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Generator, cast
 
 import numpy as np
 import pytest
@@ -68,7 +69,7 @@ def test_prefetch_yields_what_the_plain_generator_yields(count: int, bs: int) ->
 
 def test_prefetch_stops_cleanly_when_the_consumer_stops_early() -> None:
     prepared = _prepared(40)
-    gen = prepared.batches(4, prefetch=True)
+    gen = cast(Generator[tuple[int, np.ndarray], None, None], prepared.batches(4, prefetch=True))
     start, first = next(gen)
     assert start == 0 and np.array_equal(first, normalize(prepared.images[:4], MEAN, STD))
     gen.close()

@@ -118,7 +118,8 @@ def test_prepare_dataset_keeps_exact_and_draft_apart(dataset: Path, tmp_path: Pa
     draft = prepare_dataset(listing, SPEC, cache, workers=workers, decode="draft")
     assert exact.decode == "exact" and draft.decode == "draft"
     assert exact.key != draft.key and exact.path != draft.path
-    assert cache.lookup("dataset", dataset_cache_inputs(listing, SPEC, "draft")).manifest["decode"] == "draft"
+    entry = cache.lookup("dataset", dataset_cache_inputs(listing, SPEC, "draft"))
+    assert entry is not None and entry.manifest["decode"] == "draft"
     for i, name in enumerate(listing.names):
         assert np.array_equal(exact.images[i], torchvision_pixels(dataset / name, SPEC)), name
         assert np.array_equal(draft.images[i], preprocess_image(dataset / name, SPEC, "draft")), name
