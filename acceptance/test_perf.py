@@ -15,7 +15,7 @@ from typing import Callable, Mapping
 
 import pytest
 
-from harness.backends.base import BackendUnavailable
+from harness.backends.base import BackendUnavailable, DeviceBusy
 from harness.baselines import BaselineError, Figure, baseline_path, best_figure, check_rule, load_baselines, read_measurements, save_baseline
 from harness.fixtures import PerfOptions
 from harness.specs import ChipSpec, ModelSpec, PerfRule
@@ -27,13 +27,14 @@ pytestmark = [pytest.mark.perf, pytest.mark.slow]
 _MEASURED: dict[str, list[Figure]] = {}
 
 
-def _refuse_shared_device(chip: ChipSpec) -> None:
+def _refuse_shared_device(chip: ChipSpec, device_ids: tuple[int, ...]) -> None:
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    if workers > 1:
+    if workers > len(device_ids):
         pytest.fail(
-            f"refusing to time {chip.name}: {workers} pytest-xdist workers share its device, so every "
-            "figure would be slowed by the others. Run the perf tests in one process: "
-            f"pytest -m perf --chip {chip.name} -p no:xdist (accuracy tests may keep -n)",
+            f"refusing to time {chip.name}: {workers} pytest-xdist workers share {len(device_ids)} device(s) "
+            f"({','.join(map(str, device_ids))}), so every figure would be slowed by the others. Run the perf "
+            f"tests in one process: pytest -m perf --chip {chip.name} -p no:xdist (accuracy tests may keep -n), "
+            f"or give each worker its own device: --device-ids with at least {workers} devices",
             pytrace=False,
         )
 
@@ -66,15 +67,17 @@ def _figures_under_test(
         record(figures_from=str(options.measurements),
                computed_check="not applicable: figures measured elsewhere (--measurements)")
         return figures
-    _refuse_shared_device(chip)
+    _refuse_shared_device(chip, workbench.cfg.device_ids)
     try:
         sweep = workbench.sweep(spec, chip, options.sizes_for(spec), _source(workbench))
     except BackendUnavailable as exc:
         pytest.skip(f"{chip.name} backend unavailable: {exc}")
+    except DeviceBusy as exc:
+        pytest.fail(str(exc), pytrace=False)
     except WeightsNotFound as exc:
         pytest.skip(f"pretrained weights not available: {exc.short}; throughput does not depend on weight "
                     "values: pass --weights random to time seeded random weights")
-    record(figures_from="measured here", backend=sweep.backend, backend_version=sweep.backend_version,
+    record(figures_from="measured here", device_id=workbench.device_id(), backend=sweep.backend, backend_version=sweep.backend_version,
            precision=sweep.precision, input_dtype=workbench.cfg.input_dtype, decode=workbench.cfg.decode, dataset=sweep.dataset, dataset_key=sweep.dataset_key,
            ring_images=sweep.ring_images, weights=sweep.weights.get("kind"),
            weights_source=sweep.weights.get("source"),

@@ -41,6 +41,7 @@ def run_config(pytestconfig: pytest.Config) -> RunConfig:
         on_label_mismatch=opt("--on-label-mismatch"),
         input_dtype=opt("input_dtype"),
         decode=opt("--decode"),
+        device_ids=selection(pytestconfig)["device_ids"],
     )
 
 

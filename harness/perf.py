@@ -114,7 +114,10 @@ def run_sweep(workbench: Workbench, spec: ModelSpec, chip: ChipSpec, batch_sizes
     backend = workbench.backend(chip)
     prepared = workbench.dataset(spec, source)
     loaded = workbench.model(spec, calibration_source=source)
-    onnx_path = workbench.onnx(loaded)
+    onnx_path = workbench.onnx(loaded, chip)
+    preflight = getattr(backend, "preflight", None)  # e.g. Ascend: refuse a busy device (npu-smi)
+    if callable(preflight):
+        preflight(device_id)
     points = []
     with progress(len(batch_sizes), f"{spec.name} on {chip.name}: batch sweep", unit="bs") as bar:
         for bs in batch_sizes:

@@ -61,6 +61,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--save-baseline", action="store_true",
                 help="perf: write this run's figures into <baselines-dir>/<chip>.csv (rows of the same model and batch replaced)")
     g.addoption("--baselines-dir", metavar="DIR", help="perf baselines, one <chip>.csv each (default: fixtures/baselines)")
+    g.addoption("--device-ids", metavar="0,1,2,3",
+                help="devices to run on (Ascend: the Device column of npu-smi info); under pytest-xdist worker gwN "
+                "takes the N-th (modulo), so perf runs may use -n up to the number of devices")
+    g.addoption("--predictions", metavar="DIR",
+                help="accuracy: certify an ais_bench output folder ({image}_0.txt|.npy|.bin per image) or a ModelZoo "
+                "result.json produced elsewhere, against the labels (--imagenet / --imagenet-labels); one model "
+                "(--models) or one sub-folder per model")
     g.addoption("--results", metavar="FILE", default="reports/results.jsonl",
                 help="JSON-lines record of every result (appended)")
 
@@ -92,6 +99,10 @@ def pytest_configure(config: pytest.Config) -> None:
             raise SpecError(f"--measurements {measurements}: no such file or directory")
         if measurements and config.getoption("--save-baseline"):
             raise SpecError("--save-baseline saves figures measured here; with --measurements nothing is measured")
+        device_ids = _device_ids(config.getoption("--device-ids"))
+        predictions = config.getoption("--predictions")
+        if predictions and not Path(predictions).is_dir():
+            raise SpecError(f"--predictions {predictions}: expected a directory (an ais_bench output folder), found none")
         limit = config.getoption("--limit")
         if limit is not None and limit <= 0:
             raise SpecError(f"--limit must be a positive number of images, got {limit}")
@@ -107,9 +118,20 @@ def pytest_configure(config: pytest.Config) -> None:
         "explicit_batch_sizes": explicit_sizes or None,
         "all_chips": chips,
         "policy": policy,
+        "device_ids": device_ids,
     }
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(ResultsRecorder(config), "modelzoo-cert-results")
+
+
+def _device_ids(text: str | None) -> tuple[int, ...]:
+    values = _csv(text) or ["0"]
+    if not all(v.isdigit() for v in values):
+        raise SpecError(f"--device-ids expects device numbers like 0,1,2,3 (npu-smi info's Device column); got {text!r}")
+    ids = tuple(int(v) for v in values)
+    if len(set(ids)) != len(ids):
+        raise SpecError(f"--device-ids lists a device twice: {text!r}")
+    return ids
 
 
 def _override(chip: ChipSpec, config: pytest.Config) -> ChipSpec:

@@ -7,6 +7,7 @@ the on-disk cache, which builds each artifact once.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -14,7 +15,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from harness import data as data_mod
-from harness.backends.base import Backend, BackendUnavailable, Session, get_backend
+from harness.backends.base import Backend, BackendUnavailable, Session, folds_uint8_input, get_backend
 from harness.backends.torch_ref import TorchSession, torch_version
 from harness.cache import ArtifactCache, file_sha256
 from harness.metrics import Accuracy, Parity, accuracy, parity
@@ -36,6 +37,16 @@ def feed(session: Session, prepared: data_mod.PreparedDataset, batch_size: int) 
         yield from prepared.batches(batch_size, prefetch=True)
 
 
+def worker_index() -> int:
+    """0 in a plain pytest run; N for pytest-xdist worker ``gwN``."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(name[2:]) if name.startswith("gw") and name[2:].isdigit() else 0
+
+
+def worker_device(device_ids: tuple[int, ...]) -> int:
+    return device_ids[worker_index() % len(device_ids)]
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """What the user asked for on the command line."""
@@ -55,6 +66,7 @@ class RunConfig:
     input_dtype: str = "float32"  # "uint8": normalization folded into the model (harness.uint8_input)
     decode: str = "exact"  # "draft": libjpeg DCT-domain downscaling, other pixels, cached apart
     embedded_images: int = EMBEDDED_IMAGES
+    device_ids: tuple[int, ...] = (0,)  # --device-ids: pytest-xdist worker N takes device_ids[N % len]
 
 
 @dataclass(frozen=True)
@@ -161,12 +173,13 @@ class Workbench:
             self._models[memo] = LoadedModel(spec=spec, module=module, weights=info)
         return self._models[memo]
 
-    def onnx(self, loaded: LoadedModel) -> Path:
-        """The exported model; with ``input_dtype == "uint8"`` its uint8-input version."""
+    def onnx(self, loaded: LoadedModel, chip: ChipSpec | None = None) -> Path:
+        """The exported model; with ``input_dtype == "uint8"`` its uint8-input version, unless the
+        chip's backend compiles normalization in itself (Ascend AIPP, see :meth:`target`)."""
         from harness import export
 
         path = export.cached_onnx(self.cache, loaded.spec, loaded.module, loaded.weights, opset=self.cfg.opset)
-        if self.cfg.input_dtype == "uint8":
+        if self.cfg.input_dtype == "uint8" and not (chip is not None and folds_uint8_input(chip.backend)):
             from harness.uint8_input import cached_uint8_onnx
 
             pre = loaded.spec.preprocess_for(self.cfg.preprocess_variant)
@@ -180,10 +193,18 @@ class Workbench:
             raise BackendUnavailable(reason)
         return backend
 
+    def device_id(self) -> int:
+        """This process's device: pytest-xdist worker ``gwN`` takes ``device_ids[N % len]``."""
+        return worker_device(self.cfg.device_ids)
+
     def target(self, spec: ModelSpec, chip: ChipSpec, batch_size: int) -> CompileTarget:
+        options: dict[str, str] = {}
+        if self.cfg.input_dtype == "uint8" and folds_uint8_input(chip.backend):
+            pre = spec.preprocess_for(self.cfg.preprocess_variant)
+            options = {"aipp": "static", "mean": ",".join(map(repr, pre.mean)), "std": ",".join(map(repr, pre.std))}
         return CompileTarget(
             chip=chip.name, batch_size=batch_size, input_shape=spec.input_shape,
-            input_name=spec.input_name, precision=chip.precision,
+            input_name=spec.input_name, precision=chip.precision, options=options,
         )
 
     def compiled(self, backend: Backend, onnx_path: Path, target: CompileTarget) -> Path:
@@ -193,9 +214,13 @@ class Workbench:
             "backend_fields": dict(backend.compile_fields()),
             "target": target.cache_fields(),
         }
+        compile_key = getattr(backend, "compile_key", None)  # e.g. ATC's full command and AIPP config
+        if callable(compile_key):
+            inputs["compile_key"] = compile_key(target)
+
         def build(tmp: Path) -> Mapping[str, Any]:
             artifact = backend.compile(onnx_path, target, tmp)
-            return {"artifact": artifact.name, "backend_version": backend.version()}
+            return {"artifact": artifact.name, "backend_version": backend.version(), **inputs.get("compile_key", {})}
 
         entry = self.cache.get_or_build(f"compiled-{backend.name}", inputs, build)
         return entry.path / str(entry.manifest["artifact"])
@@ -237,10 +262,10 @@ class Workbench:
         backend = self.backend(chip)
         prepared = self.dataset(spec, source)
         loaded = self.model(spec, calibration_source=source)
-        onnx_path = self.onnx(loaded)
+        onnx_path = self.onnx(loaded, chip)
         target = self.target(spec, chip, batch_size)
         artifact = self.compiled(backend, onnx_path, target)
-        with backend.open(artifact, target, device_id=0, num_classes=spec.num_classes) as session:
+        with backend.open(artifact, target, device_id=self.device_id(), num_classes=spec.num_classes) as session:
             logits = self.run(session, prepared, batch_size, f"{spec.name} on {chip.name} bs{batch_size}")
         describe = getattr(backend, "describe", None)
         ref_logits = self.reference_logits(loaded, prepared)
@@ -272,5 +297,5 @@ class Workbench:
 
         memo = (spec.name, chip.name, batch_sizes, source)
         if memo not in self._sweeps:
-            self._sweeps[memo] = perf.run_sweep(self, spec, chip, batch_sizes, source)
+            self._sweeps[memo] = perf.run_sweep(self, spec, chip, batch_sizes, source, device_id=self.device_id())
         return self._sweeps[memo]

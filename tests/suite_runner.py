@@ -11,9 +11,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_suite(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, dict[str, str]]]:
+def run_suite(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], dict[str, dict[str, str]]]:
+    """``env``: the subprocess environment (default: this one), e.g. tests.doubles.ascend_env()."""
     junit = tmp_path / "junit.xml"
-    env = {**os.environ, "MZC_PROGRESS": "0"}
+    env = {**(os.environ if env is None else env), "MZC_PROGRESS": "0"}
     env.setdefault("MZC_CACHE_DIR", str(tmp_path / "cache"))
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={junit}",

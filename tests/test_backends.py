@@ -56,7 +56,7 @@ def test_registry_knows_onnxruntime_and_refuses_unknown_names() -> None:
     backend = get_backend("onnxruntime")
     assert backend.unavailable_reason() is None
     assert backend.version().count(".") >= 1
-    with pytest.raises(BackendUnavailable, match="unknown backend 'tensorflow'; known backends: onnxruntime"):
+    with pytest.raises(BackendUnavailable, match="unknown backend 'tensorflow'; known backends: ascend, onnxruntime, openvino"):
         get_backend("tensorflow")
 
 

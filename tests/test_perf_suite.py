@@ -93,5 +93,6 @@ def test_timing_under_several_xdist_workers_is_refused_with_the_command_to_use(t
     proc, cases = run_suite(tmp_path, "acceptance", "-m", "perf", "--chip", "cpu", "--models", "efficientnet_lite0",
                             "--batch-sizes", "1", "-n", "2")
     assert proc.returncode == 1
-    assert "refusing to time cpu: 2 pytest-xdist workers share its device" in proc.stdout
+    assert "refusing to time cpu: 2 pytest-xdist workers share 1 device(s) (0)" in proc.stdout
+    assert "--device-ids with at least 2 devices" in proc.stdout
     assert "pytest -m perf --chip cpu -p no:xdist" in proc.stdout

@@ -20,6 +20,10 @@ class BackendUnavailable(RuntimeError):
     """The backend's SDK, tool or device is missing; the message says what to install."""
 
 
+class DeviceBusy(RuntimeError):
+    """The device is busy or unhealthy; timing it would not certify anything (the message says why)."""
+
+
 class InferenceError(RuntimeError):
     """A session was given input it cannot run, or produced output that is not logits."""
 
@@ -62,6 +66,7 @@ class Backend(Protocol):
 _BACKENDS: dict[str, str] = {
     "onnxruntime": "harness.backends.onnxruntime:OnnxRuntimeBackend",
     "openvino": "harness.backends.openvino:OpenVinoBackend",
+    "ascend": "harness.backends.ascend:AscendBackend",
 }
 
 
@@ -69,8 +74,8 @@ def known_backends() -> list[str]:
     return sorted(_BACKENDS)
 
 
-def get_backend(name: str, **options: object) -> Backend:
-    """Import the backend module lazily; an unknown name lists the known ones."""
+def backend_class(name: str) -> type:
+    """The backend's class, its module imported lazily; an unknown name lists the known ones."""
     try:
         target = _BACKENDS[name]
     except KeyError:
@@ -79,7 +84,18 @@ def get_backend(name: str, **options: object) -> Backend:
         ) from None
     module_name, cls_name = target.split(":")
     module = importlib.import_module(module_name)
-    return getattr(module, cls_name)(**options)
+    return getattr(module, cls_name)
+
+
+def get_backend(name: str, **options: object) -> Backend:
+    """An instance of the named backend with ``options`` (fixtures/chips.toml backend_options)."""
+    return backend_class(name)(**options)
+
+
+def folds_uint8_input(name: str) -> bool:
+    """True when the backend takes uint8 pixels by compiling normalization in (Ascend's AIPP), so the
+    float ONNX is kept and the target carries the mean and std instead."""
+    return bool(getattr(backend_class(name), "handles_uint8_input", False))
 
 
 def check_logits(out: np.ndarray, n: int, num_classes: int, where: str) -> np.ndarray:

@@ -1,0 +1,248 @@
+"""Certify results produced elsewhere: an ais_bench output folder, or a ModelZoo ``result.json``.
+
+ais_bench (``python -m ais_bench --model m.om --input prep_dataset/ --output out/ --outfmt TXT``)
+writes, for every input file ``<stem>.bin``, one file per model output: ``<stem>_<k>.txt``,
+``.npy`` or ``.bin`` (``k`` = output index), plus a ``*_summary.json`` of timings. Rules this
+reader applies (docs/ascend.md repeats them):
+
+- ``<stem>_0.*`` holds the image's logits; it is joined to ``val_label.txt`` by the image name's
+  stem (``ILSVRC2012_val_00000001.JPEG`` -> ``ILSVRC2012_val_00000001_0.txt``). Other outputs
+  (``_1``, ``_2``...) are ignored and counted.
+- ``.txt``: numbers separated by whitespace; ``.npy``: a numpy array (no pickles); ``.bin``: raw
+  little-endian float32, or float16 when the file is half that size. Each file must hold exactly
+  ``num_classes`` finite values: a file with a whole batch (``k x num_classes``, e.g. ais_bench
+  run on batched input files, padding included) is an error, since rows cannot be matched to
+  images by name.
+- ``*_summary.json``, ``sumary.json``, ``result.json``, ``*.log`` and dot files are not
+  predictions. Any other file is misnamed: an error naming it.
+- An image both as ``.txt`` and ``.npy`` (say) is an error. Labels without predictions and
+  predictions without labels are an error by default, or scored on the intersection with both
+  counts recorded (``--on-label-mismatch intersect``).
+- If the folder has no prediction files but exactly one sub-folder (ais_bench's timestamped
+  output folder), that sub-folder is read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from harness.metrics import Accuracy, accuracy
+
+PREDICTION_SUFFIXES = (".txt", ".npy", ".bin")
+RESULT_JSON = "result.json"
+_NAME = re.compile(r"^(?P<stem>.+)_(?P<k>\d+)$")
+
+
+class PredictionsError(ValueError):
+    """A predictions folder or result.json does not follow the documented layout."""
+
+
+@dataclass(frozen=True)
+class PredictionScore:
+    accuracy: Accuracy
+    folder: Path
+    formats: dict[str, int]
+    other_outputs_ignored: int
+    missing: int = 0  # labelled images without a prediction (scored on the intersection)
+    extra: int = 0  # predictions of images the label file does not list
+    missing_examples: tuple[str, ...] = field(default=())
+    extra_examples: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class ReportedAccuracy:
+    """What a ModelZoo ``result.json`` states (no logits: nothing can be re-scored)."""
+
+    top1: float
+    top5: float | None
+    count: int
+    classes: int | None
+    path: Path
+
+    def as_accuracy(self) -> Accuracy:
+        c1 = round(self.top1 * self.count / 100)
+        c5 = round((self.top5 if self.top5 is not None else self.top1) * self.count / 100)
+        return Accuracy(count=self.count, top1=self.top1, top5=self.top5 if self.top5 is not None else float("nan"),
+                        correct1=c1, correct5=c5)
+
+
+def _is_ignored(name: str) -> bool:
+    return (name.startswith(".") or name.endswith("summary.json") or name in ("sumary.json", RESULT_JSON)
+            or name.endswith(".log"))
+
+
+def prediction_folder(folder: Path) -> Path:
+    """``folder``, or its one sub-folder when ais_bench put its outputs in a timestamped one."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PredictionsError(f"predictions folder {folder} does not exist or is not a directory")
+    if any(p.suffix in PREDICTION_SUFFIXES and p.is_file() for p in folder.iterdir()):
+        return folder
+    subdirs = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    if len(subdirs) == 1 and any(p.suffix in PREDICTION_SUFFIXES for p in subdirs[0].iterdir()):
+        return subdirs[0]
+    return folder
+
+
+def _load_values(path: Path, num_classes: int) -> np.ndarray:
+    suffix = path.suffix
+    try:
+        if suffix == ".txt":
+            values = np.array(path.read_text().split(), dtype=np.float64)
+        elif suffix == ".npy":
+            values = np.load(path, allow_pickle=False).astype(np.float64, copy=False).ravel()
+        else:
+            raw = path.read_bytes()
+            if len(raw) == 2 * num_classes:
+                values = np.frombuffer(raw, dtype="<f2").astype(np.float64)
+            elif len(raw) % 4 == 0:
+                values = np.frombuffer(raw, dtype="<f4").astype(np.float64)
+            else:
+                raise PredictionsError(
+                    f"{path}: {len(raw)} bytes is neither {num_classes} float32 ({4 * num_classes} bytes) nor "
+                    f"{num_classes} float16 ({2 * num_classes} bytes) values"
+                )
+    except PredictionsError:
+        raise
+    except (ValueError, OSError) as exc:
+        raise PredictionsError(f"{path}: cannot read {suffix} logits: {exc}") from None
+    if values.size != num_classes:
+        rows = values.size / num_classes
+        if values.size % num_classes == 0 and rows > 1:
+            raise PredictionsError(
+                f"{path}: holds {int(rows)} rows of {num_classes} logits: ais_bench wrote a whole (possibly padded) "
+                "batch into one file, so its rows cannot be matched to images by name. Rerun ais_bench on one "
+                "input file per image (the ModelZoo layout) so that it writes <image>_0 files"
+            )
+        raise PredictionsError(f"{path}: expected {num_classes} logits (one per class), found {values.size} values")
+    if not np.isfinite(values).all():
+        raise PredictionsError(f"{path}: contains NaN or Inf logits")
+    return values.astype(np.float32)
+
+
+def read_ais_bench_folder(folder: Path, num_classes: int) -> tuple[dict[str, np.ndarray], dict[str, int], int]:
+    """``{image stem: logits}`` of an ais_bench output folder, the count per format, and the
+    number of other-output files ignored."""
+    folder = prediction_folder(folder)
+    found: dict[str, Path] = {}
+    formats: dict[str, int] = {}
+    other = 0
+    misnamed: list[str] = []
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or _is_ignored(path.name):
+            continue
+        m = _NAME.match(path.stem)
+        if path.suffix not in PREDICTION_SUFFIXES or m is None:
+            misnamed.append(path.name)
+            continue
+        if m.group("k") != "0":
+            other += 1
+            continue
+        stem = m.group("stem")
+        if stem in found:
+            raise PredictionsError(
+                f"{folder}: two predictions for image {stem!r}: {found[stem].name} and {path.name}; keep one format"
+            )
+        found[stem] = path
+    if misnamed:
+        raise PredictionsError(
+            f"{folder}: {len(misnamed)} file(s) do not follow ais_bench's <image>_<output index>.txt|.npy|.bin "
+            f"naming: {', '.join(misnamed[:5])}{' ...' if len(misnamed) > 5 else ''}; rename or remove them"
+        )
+    if not found:
+        raise PredictionsError(
+            f"{folder}: no prediction files (<image>_0.txt|.npy|.bin, as `python -m ais_bench --output` writes); "
+            "is this the ais_bench output folder?"
+        )
+    logits = {}
+    for stem, path in found.items():
+        logits[stem] = _load_values(path, num_classes)
+        formats[path.suffix.lstrip(".")] = formats.get(path.suffix.lstrip("."), 0) + 1
+    return logits, formats, other
+
+
+def _stems(labels: Mapping[str, int]) -> dict[str, str]:
+    stems: dict[str, str] = {}
+    for name in labels:
+        stem = Path(name).stem
+        if stem in stems:
+            raise PredictionsError(f"label file lists {stems[stem]!r} and {name!r}: both map to prediction {stem}_0")
+        stems[stem] = name
+    return stems
+
+
+def score_folder(folder: Path, labels: Mapping[str, int], num_classes: int, on_mismatch: str = "error") -> PredictionScore:
+    """Top-1/top-5 of an ais_bench output folder against ``labels`` (image name -> class)."""
+    logits, formats, other = read_ais_bench_folder(folder, num_classes)
+    stems = _stems(labels)
+    missing = sorted(s for s in stems if s not in logits)
+    extra = sorted(s for s in logits if s not in stems)
+    if (missing or extra) and on_mismatch != "intersect":
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} labelled image(s) have no prediction (e.g. {', '.join(missing[:3])})")
+        if extra:
+            parts.append(f"{len(extra)} prediction(s) have no label (e.g. {', '.join(extra[:3])})")
+        raise PredictionsError(
+            f"{folder}: {'; '.join(parts)}. Pass the label file of the images that were run (--imagenet-labels), "
+            "or --on-label-mismatch intersect to score the images present in both (counts are recorded)"
+        )
+    common = [s for s in stems if s in logits]
+    if not common:
+        raise PredictionsError(f"{folder}: no prediction matches a labelled image by name; is it the right label file?")
+    matrix = np.stack([logits[s] for s in common])
+    truth = np.array([labels[stems[s]] for s in common])
+    return PredictionScore(
+        accuracy=accuracy(matrix, truth), folder=Path(folder), formats=formats, other_outputs_ignored=other,
+        missing=len(missing), extra=len(extra), missing_examples=tuple(missing[:5]), extra_examples=tuple(extra[:5]),
+    )
+
+
+def _percent(value: object, where: str) -> float:
+    text = str(value).strip().rstrip("%")
+    try:
+        number = float(text)
+    except ValueError:
+        raise PredictionsError(f"{where}: expected a percentage like '77.62%', found {value!r}") from None
+    if not 0.0 <= number <= 100.0:
+        raise PredictionsError(f"{where}: a percentage must be within 0..100, found {value!r}")
+    return number
+
+
+def read_result_json(path: Path) -> ReportedAccuracy:
+    """The ModelZoo's ``result.json``: ``{"title": "Overall statistical evaluation", "value": [{"key":
+    "Number of images", "value": "50000"}, {"key": "Top1 accuracy", "value": "77.62%"}, ...]}``."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PredictionsError(f"{path}: not a readable JSON file ({exc})") from None
+    entries = data.get("value") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and "key" in e and "value" in e for e in entries):
+        raise PredictionsError(
+            f"{path}: expected the ModelZoo layout {{\"title\": \"Overall statistical evaluation\", \"value\": "
+            "[{\"key\": \"Top1 accuracy\", \"value\": \"77.62%\"}, ...]}"
+        )
+    found = {str(e["key"]).strip().lower(): e["value"] for e in entries}
+    if "top1 accuracy" not in found or "number of images" not in found:
+        raise PredictionsError(f"{path}: needs the keys 'Number of images' and 'Top1 accuracy'; found {sorted(found)}")
+    try:
+        count = int(str(found["number of images"]).strip())
+    except ValueError:
+        raise PredictionsError(f"{path}: 'Number of images' must be an integer, found {found['number of images']!r}") from None
+    if count <= 0:
+        raise PredictionsError(f"{path}: 'Number of images' must be positive, found {count}")
+    classes = found.get("number of classes")
+    return ReportedAccuracy(
+        top1=_percent(found["top1 accuracy"], f"{path}: Top1 accuracy"),
+        top5=_percent(found["top5 accuracy"], f"{path}: Top5 accuracy") if "top5 accuracy" in found else None,
+        count=count,
+        classes=int(classes) if classes is not None and str(classes).strip().isdigit() else None,
+        path=path,
+    )

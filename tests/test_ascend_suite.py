@@ -1,0 +1,76 @@
+"""The acceptance suite on an Ascend chip, run as a user runs it, with the tools replaced by the
+test doubles of tests/doubles/ (no NPU here): compile with `atc`, run through ais_bench, time with
+its compute-time list, certify. Figures measured this way are ONNX Runtime CPU figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.doubles import ascend_env
+from tests.suite_runner import run_suite
+
+VAL = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "imagenet-val-1300"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def imagenet() -> Path:
+    if not (VAL / "val_label.txt").is_file():
+        pytest.skip(f"real ImageNet validation images not found at {VAL}")
+    return VAL
+
+
+def test_accuracy_and_perf_through_atc_and_ais_bench(tmp_path: Path, imagenet: Path) -> None:
+    env = ascend_env(FAKE_ATC_LOG=str(tmp_path / "atc.jsonl"), MZC_CACHE_DIR=str(tmp_path / "cache"))
+    proc, cases = run_suite(
+        tmp_path, "-m", "accuracy or perf", "-p", "no:xdist", "--chip", "310P3", "--imagenet", str(imagenet),
+        "--limit", "48", "--models", "efficientnet_lite0", "--batch-sizes", "1,8", "--device-ids", "1",
+        "acceptance/test_accuracy.py", "acceptance/test_perf.py", env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    acc = cases["test_accuracy[efficientnet_lite0-Ascend310P3-bs8]"]
+    assert acc["outcome"] == "passed" and acc["backend"] == "ascend" and acc["precision"] == "fp16"
+    assert float(acc["top1_agreement"]) == 100.0
+    perf = cases["test_throughput[efficientnet_lite0-Ascend310P3]"]
+    assert perf["outcome"] == "passed" and perf["clock"] == "device_compute" and perf["device_id"] == "1"
+    for bs in (1, 8):  # ais_bench's figure (1000 * bs / mean compute ms) and the wall clock, side by side
+        assert float(perf[f"device_images_per_s_bs{bs}"]) > 0 and float(perf[f"wall_images_per_s_bs{bs}"]) > 0
+        assert perf[f"images_per_s_bs{bs}"] == perf[f"device_images_per_s_bs{bs}"]
+        assert float(perf[f"computed_top1_agreement_bs{bs}"]) == 100.0
+    assert "idle: 310P3" in perf["env_device_checks"]
+    calls = [json.loads(line) for line in (tmp_path / "atc.jsonl").read_text().splitlines()]
+    shapes = sorted(a for c in calls for a in c if a.startswith("--input_shape="))
+    assert shapes == ["--input_shape=input:1,3,224,224", "--input_shape=input:8,3,224,224"]  # each compiled once
+    manifests = [json.loads(p.read_text()) for p in (tmp_path / "cache").rglob("manifest.json")
+                 if "compiled-ascend" in str(p)]
+    assert manifests and all(m["atc_command"][0] == "atc" and m["inputs"]["compile_key"]["atc_command"] == m["atc_command"] for m in manifests), manifests[:1]
+
+
+def test_uint8_input_compiles_aipp_in(tmp_path: Path, imagenet: Path) -> None:
+    env = ascend_env(FAKE_ATC_LOG=str(tmp_path / "atc.jsonl"))
+    proc, cases = run_suite(
+        tmp_path, "-m", "accuracy", "-p", "no:xdist", "--chip", "310P3", "--imagenet", str(imagenet), "--limit", "32",
+        "--models", "efficientnet_lite0", "--input", "uint8", "acceptance/test_accuracy.py", env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    acc = cases["test_accuracy[efficientnet_lite0-Ascend310P3-bs8]"]
+    assert acc["input_dtype"] == "uint8" and float(acc["top1_agreement"]) == 100.0
+    (call,) = [json.loads(line) for line in (tmp_path / "atc.jsonl").read_text().splitlines()]
+    assert call[-1].startswith("--insert_op_conf=") and call[-1].endswith("aipp.cfg")
+
+
+def test_without_the_tools_every_ascend_test_skips_saying_what_to_install(tmp_path: Path, imagenet: Path) -> None:
+    proc, cases = run_suite(
+        tmp_path, "-m", "accuracy or perf", "-p", "no:xdist", "--chip", "310P3", "--imagenet", str(imagenet),
+        "--limit", "8", "--models", "efficientnet_lite0", "--batch-sizes", "8",
+        "acceptance/test_accuracy.py", "acceptance/test_perf.py",
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "ImportError" not in proc.stdout and "ModuleNotFoundError" not in proc.stdout
+    acc = cases["test_accuracy[efficientnet_lite0-Ascend310P3-bs8]"]
+    assert acc["outcome"] == "skipped"
+    assert "`atc` is not on PATH" in proc.stdout and "ais_bench is not installed" in proc.stdout

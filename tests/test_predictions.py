@@ -1,0 +1,166 @@
+"""Reading ais_bench output folders and ModelZoo result.json files produced on other machines.
+
+The folders are written here in ais_bench's documented layout (``<input stem>_<output index>``
+with ``--outfmt TXT|NPY|BIN``) from logits whose top-1/top-5 hits are known, joined to the real
+ImageNet label file's names.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.predictions import PredictionsError, read_result_json, score_folder
+from tests.suite_runner import run_suite
+
+LABELS_50K = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ilsvrc2012_val_label_50000.txt"
+CLASSES = 1000
+
+
+def _labels(n: int) -> dict[str, int]:
+    """The first ``n`` lines of the real 50,000-line val label file (synthetic names if absent)."""
+    if LABELS_50K.is_file():
+        lines = LABELS_50K.read_text().split("\n")[:n]
+        return {name: int(label) for name, label in (line.split() for line in lines)}
+    return {f"ILSVRC2012_val_{i + 1:08d}.JPEG": (i * 7) % CLASSES for i in range(n)}
+
+
+def _logits(labels: dict[str, int], top1_hits: int, top5_hits: int) -> dict[str, np.ndarray]:
+    """Logits: the first ``top1_hits`` images right at top-1, the next ones right within top-5, the rest wrong."""
+    out = {}
+    for i, (name, label) in enumerate(labels.items()):
+        wrong = [c for c in range(CLASSES) if c != label]
+        if i < top1_hits:
+            rank = 0
+        elif i < top5_hits:
+            rank = 3
+        else:
+            rank = 50
+        order = wrong[:rank] + [label] + wrong[rank:]
+        row = np.empty(CLASSES, dtype=np.float32)
+        row[order] = np.linspace(10.0, -10.0, CLASSES, dtype=np.float32)
+        out[Path(name).stem] = row
+    return out
+
+
+def _write(folder: Path, logits: dict[str, np.ndarray], fmt: str = "txt") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem, row in logits.items():
+        path = folder / f"{stem}_0.{fmt}"
+        if fmt == "txt":
+            path.write_text(" ".join(f"{v:.6f}" for v in row) + "\n")
+        elif fmt == "npy":
+            np.save(path, row.reshape(1, -1))
+        elif fmt == "bin":
+            path.write_bytes(row.astype("<f4").tobytes())
+        elif fmt == "bin16":
+            path.with_suffix(".bin").write_bytes(row.astype("<f2").tobytes())
+            path.unlink(missing_ok=True)
+    (folder / "20261123_010203_summary.json").write_text(json.dumps({"NPU_compute_time": {"mean": 1.0}}))
+    return folder
+
+
+@pytest.mark.parametrize("fmt", ["txt", "npy", "bin", "bin16"])
+def test_scores_each_output_format(tmp_path: Path, fmt: str) -> None:
+    labels = _labels(40)
+    folder = _write(tmp_path / "out", _logits(labels, top1_hits=30, top5_hits=36), fmt)
+    score = score_folder(folder, labels, CLASSES)
+    assert (score.accuracy.count, score.accuracy.top1, score.accuracy.top5) == (40, 75.0, 90.0)
+    assert score.formats == {"bin" if fmt == "bin16" else fmt: 40}
+
+
+def test_rules_for_missing_extra_other_outputs_and_timestamp_folder(tmp_path: Path) -> None:
+    labels = _labels(40)
+    logits = _logits(labels, 40, 40)
+    ts = tmp_path / "out" / "2026_11_23-01_02_03"  # ais_bench's timestamped output folder
+    _write(ts, {k: v for i, (k, v) in enumerate(logits.items()) if i != 3})
+    (ts / "ILSVRC2012_val_99999999_0.txt").write_text(" ".join(["0"] * CLASSES))  # an image with no label
+    (ts / f"{next(iter(logits))}_1.txt").write_text("1 2 3")  # a second model output: ignored, counted
+    with pytest.raises(PredictionsError, match=r"1 labelled image\(s\) have no prediction.*1 prediction\(s\) have no label"):
+        score_folder(tmp_path / "out", labels, CLASSES)
+    score = score_folder(tmp_path / "out", labels, CLASSES, on_mismatch="intersect")
+    assert (score.accuracy.count, score.missing, score.extra, score.other_outputs_ignored) == (39, 1, 1, 1)
+    assert score.accuracy.top1 == 100.0
+
+
+@pytest.mark.parametrize("case, match", [
+    ("padded", "holds 2 rows"),
+    ("misnamed", "do not follow ais_bench's"),
+    ("duplicate", "two predictions for image"),
+    ("short", "expected 1000 logits"),
+    ("nan", "NaN or Inf"),
+    ("odd_bin", "neither 1000 float32"),
+    ("empty", "no prediction files"),
+])
+def test_bad_folders_are_clear_errors(tmp_path: Path, case: str, match: str) -> None:
+    labels = _labels(4)
+    logits = _logits(labels, 4, 4)
+    folder = _write(tmp_path / "out", logits)
+    first = next(iter(logits))
+    if case == "padded":  # a whole batch of 2 (image + padding copy) in one file
+        (folder / f"{first}_0.txt").write_text(" ".join(["0.5"] * 2 * CLASSES))
+    elif case == "misnamed":
+        (folder / "predictions.txt").write_text("1")
+    elif case == "duplicate":
+        np.save(folder / f"{first}_0.npy", logits[first])
+    elif case == "short":
+        (folder / f"{first}_0.txt").write_text("1 2 3")
+    elif case == "nan":
+        (folder / f"{first}_0.txt").write_text(" ".join(["nan"] * CLASSES))
+    elif case == "odd_bin":
+        (folder / f"{first}_0.txt").unlink()
+        (folder / f"{first}_0.bin").write_bytes(b"\x00" * 4001)
+    elif case == "empty":
+        for p in folder.glob("*_0.txt"):
+            p.unlink()
+    with pytest.raises(PredictionsError, match=match):
+        score_folder(folder, labels, CLASSES)
+
+
+def _result_json(path: Path, top1: str = "77.62%", top5: str | None = "93.69%", images: str = "50000") -> Path:
+    value = [{"key": "Number of images", "value": images}, {"key": "Number of classes", "value": "1000"},
+             {"key": "Top1 accuracy", "value": top1}]
+    if top5 is not None:
+        value.append({"key": "Top5 accuracy", "value": top5})
+    path.write_text(json.dumps({"title": "Overall statistical evaluation", "value": value}))
+    return path
+
+
+def test_result_json(tmp_path: Path) -> None:
+    r = read_result_json(_result_json(tmp_path / "result.json"))
+    assert (r.top1, r.top5, r.count, r.classes) == (77.62, 93.69, 50000, 1000)
+    for bad, match in [("{", "not a readable JSON"), ('{"value": 3}', "ModelZoo layout"),
+                       ('{"value": [{"key": "Top1 accuracy", "value": "7%"}]}', "Number of images")]:
+        (tmp_path / "bad.json").write_text(bad)
+        with pytest.raises(PredictionsError, match=match):
+            read_result_json(tmp_path / "bad.json")
+    with pytest.raises(PredictionsError, match="within 0..100"):
+        read_result_json(_result_json(tmp_path / "r2.json", top1="177%"))
+
+
+def test_suite_certifies_predictions_made_elsewhere(tmp_path: Path) -> None:
+    """`pytest -m accuracy --predictions DIR`: one passing folder, one failing, one result.json."""
+    labels = _labels(200)
+    label_file = tmp_path / "val_label.txt"
+    label_file.write_text("".join(f"{k} {v}\n" for k, v in labels.items()))
+    root = tmp_path / "preds"
+    _write(root / "efficientnet_lite0", _logits(labels, top1_hits=152, top5_hits=186))  # 76.0 / 93.0: passes
+    _write(root / "ghostnet_100", _logits(labels, top1_hits=120, top5_hits=170))  # 60.0: fails by 13.98 points
+    (root / "resnext50_32x4d").mkdir()
+    _result_json(root / "resnext50_32x4d" / "result.json")  # seed 000's 310P figures
+    proc, cases = run_suite(
+        tmp_path, "-m", "accuracy", "-p", "no:xdist", "--predictions", str(root), "--imagenet-labels", str(label_file),
+        "--chip", "310P3", "--models", "efficientnet_lite0,ghostnet_100,resnext50_32x4d",
+        "acceptance/test_predictions.py",
+    )
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    ok = cases["test_predictions_accuracy[efficientnet_lite0-Ascend310P3]"]
+    assert ok["outcome"] == "passed" and float(ok["top1"]) == 76.0 and ok["gate_top1"] == "pass", ok
+    bad = cases["test_predictions_accuracy[ghostnet_100-Ascend310P3]"]
+    assert bad["outcome"] == "failed" and bad["gate_top1"] == "fail"
+    assert "delta -13.980 points" in proc.stdout
+    seed = cases["test_predictions_accuracy[resnext50_32x4d-Ascend310P3]"]
+    assert seed["outcome"] == "passed" and seed["source_format"] == "result.json" and float(seed["top1"]) == 77.62
