@@ -201,6 +201,18 @@ class TimingPolicy:
 
 
 @dataclass(frozen=True)
+class HistoryPolicy:
+    """When the report flags a run as worse than the previous one (fixtures/policy.toml [history]).
+
+    Separate from the gates: a nightly drift of half a point is worth a look long before it fails
+    the 1-point certification tolerance.
+    """
+
+    regression_top1_points: float = 0.5
+    regression_throughput_percent: float = 5.0
+
+
+@dataclass(frozen=True)
 class Policy:
     accuracy_tolerance_points: float
     agreement_min_top1: float
@@ -210,6 +222,7 @@ class Policy:
     calibration_images: int
     seed: int
     timing: TimingPolicy = TimingPolicy()
+    history: HistoryPolicy = HistoryPolicy()
 
 
 # --------------------------------------------------------------------------------------------
@@ -560,10 +573,18 @@ def load_policy(path: Path | None = None) -> Policy:
     perf.finish()
     if timing.max_seconds < timing.min_seconds:
         raise SpecError(f"{path}: [perf] max_seconds {timing.max_seconds} is below min_seconds {timing.min_seconds}")
-    extra = sorted(set(data) - {"accuracy", "conversion", "perf"})
+    hist = _Reader(str(path), "history", data.get("history", {}))
+    hist_defaults = HistoryPolicy()
+    history = HistoryPolicy(
+        regression_top1_points=hist.number("regression_top1_points", 0.0, 100.0, hist_defaults.regression_top1_points),
+        regression_throughput_percent=hist.number(
+            "regression_throughput_percent", 0.0, 100.0, hist_defaults.regression_throughput_percent),
+    )
+    hist.finish()
+    extra = sorted(set(data) - {"accuracy", "conversion", "perf", "history"})
     if extra:
-        raise SpecError(f"{path}: unknown table(s) {extra}; allowed: [accuracy], [conversion], [perf]")
-    return replace(policy, timing=timing)
+        raise SpecError(f"{path}: unknown table(s) {extra}; allowed: [accuracy], [conversion], [perf], [history]")
+    return replace(policy, timing=timing, history=history)
 
 
 def as_dict(obj: Any) -> Any:

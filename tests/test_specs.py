@@ -10,6 +10,7 @@ import pytest
 
 from harness.specs import (
     FIXTURES_DIR,
+    HistoryPolicy,
     SpecError,
     as_dict,
     load_chips,
@@ -187,4 +188,44 @@ def test_policy_loads_and_rejects_bad_values(tmp_path: Path) -> None:
     assert policy.timing.min_runs >= 1 and policy.timing.computed_rtol > 0
     path.write_text(text.replace("max_seconds = 30.0", "max_seconds = 0.5"))
     with pytest.raises(SpecError, match="max_seconds 0.5 is below min_seconds"):
+        load_policy(path)
+
+
+def test_history_policy_loads_from_the_shipped_policy() -> None:
+    history = load_policy().history
+    assert history == HistoryPolicy(regression_top1_points=0.5, regression_throughput_percent=5.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        history.regression_top1_points = 1.0  # type: ignore[misc]
+
+
+def _without_history(text: str) -> str:
+    return text.split("[history]")[0]
+
+
+def test_history_policy_defaults_when_the_section_is_missing(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text(_without_history((FIXTURES_DIR / "policy.toml").read_text()))
+    assert load_policy(path).history == HistoryPolicy()
+    path.write_text(path.read_text() + "\n[history]\nregression_throughput_percent = 10\n")
+    assert load_policy(path).history == HistoryPolicy(regression_top1_points=0.5, regression_throughput_percent=10.0)
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("regression_top1_points = -0.1", r"\[history\] field 'regression_top1_points': expected a number in \[0.0, 100.0\], found -0.1"),
+    ("regression_throughput_percent = 250", r"\[history\] field 'regression_throughput_percent': expected a number in \[0.0, 100.0\], found 250"),
+    ('regression_top1_points = "half"', r"field 'regression_top1_points': expected a number"),
+    ("regression_top1_points = true", r"field 'regression_top1_points': expected a number"),
+    ("regression_top5_points = 1.0", r"\[history\]: unknown field\(s\) 'regression_top5_points'"),
+])
+def test_history_policy_rejects_bad_values(tmp_path: Path, body: str, message: str) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text(_without_history((FIXTURES_DIR / "policy.toml").read_text()) + f"\n[history]\n{body}\n")
+    with pytest.raises(SpecError, match=message):
+        load_policy(path)
+
+
+def test_history_that_is_not_a_table_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text("history = 5\n" + _without_history((FIXTURES_DIR / "policy.toml").read_text()))
+    with pytest.raises(SpecError, match=r"\[history\]: expected a table, found 5"):
         load_policy(path)

@@ -1,0 +1,467 @@
+"""The report engine: results files of real runs (the seeds' 310P figures run through the suite)
+merged, rendered to Markdown / HTML / PNG, with the seeds' tables and ratios reproduced, history
+regressions flagged, bad input reported and the CLI's exit statuses."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.report import DASH, terminal_table, throughput_table, write_report
+from harness.results import ResultsError, all_regressions, load_results, model_history
+from harness.specs import HistoryPolicy, load_policy
+from suite_runner import ROOT, run_suite
+
+SEED_310P = ROOT / "fixtures" / "baselines" / "Ascend310P3.csv"
+TIME = "%Y-%m-%dT%H:%M:%S%z"
+TRUNCATED = 1e-4 + 1e-9  # seed 000 truncates to 4 decimals; the report rounds (and floats are floats)
+
+# Seed 000 section 7 (ResNeXt-50; its ratios are truncated, not rounded) and seed 003's 吞吐量
+# table (SE-ResNeXt-50; rounded): bs -> (310P, 310, T4, 310P/310, 310P/T4).
+SEED_000 = {
+    1: (1413.46, 642.98, 759.14, 2.1982, 1.8619), 4: (2886.57, 1248.2, 1028.36, 2.3125, 2.8069),
+    8: (3503.03, 1530.728, 1183.76, 2.2884, 2.9592), 16: (3861.76, 2070.524, 1259.39, 1.8651, 3.0663),
+    32: (4012.15, 1612.724, 1354.95, 2.4878, 2.9611), 64: (1985.7, 1492.348, 1451.07, 1.3305, 1.3684),
+}
+SEED_003 = {
+    1: (1006.47, 786.26, 549.747, 1.2801, 1.8308), 4: (1804.86, 941.04, 750.772, 1.9179, 2.4040),
+    8: (1507.69, 1030.82, 894.025, 1.4626, 1.6864), 16: (1396.36, 1113.52, 957.024, 1.2540, 1.4591),
+    32: (2001.78, 995.492, 1035.980, 2.0108, 1.9323), 64: (1198.41, 953.8, 1054.064, 1.2565, 1.1369),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Results of a real run, shared by the module (one subprocess, a few seconds)
+
+
+@pytest.fixture(scope="module")
+def seed_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """results.jsonl of `pytest -m perf --chip 310P3 --measurements <the seeds' 310P figures>`."""
+    tmp = tmp_path_factory.mktemp("seed-run")
+    proc, _ = run_suite(tmp, "-m", "perf", "--chip", "310P3", "--measurements", str(SEED_310P), "-q",
+                        "-p", "no:xdist", "acceptance/test_perf.py")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return tmp / "results.jsonl"
+
+
+@pytest.fixture(scope="module")
+def seed_report(seed_results: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("seed-report")
+    write_report(load_results(seed_results), out)
+    return out
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_records(path: Path, records: list[dict[str, Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def later_run(records: list[dict[str, Any]], run_id: str, days: int = 1) -> list[dict[str, Any]]:
+    """The same records as a run ``days`` later (new run_id, shifted times)."""
+    out = []
+    for r in copy.deepcopy(records):
+        r["run_id"] = run_id
+        for key in ("time", "started", "finished"):
+            if key in r:
+                r[key] = (datetime.strptime(r[key], TIME) + timedelta(days=days)).strftime(TIME)
+        out.append(r)
+    return out
+
+
+def accuracy_record(run_id: str, chip: str, top1: float, top5: float, *, when: str, host: str = "gpu-box",
+                    model: str = "resnext50_32x4d", backend: str = "onnxruntime", precision: str = "fp16") -> dict[str, Any]:
+    """An accuracy record with the fields acceptance/test_accuracy.py records (evaluation_properties)."""
+    return {
+        "run_id": run_id, "test": f"acceptance/test_accuracy.py::test_accuracy[{model}-{chip}-bs8]", "outcome": "passed",
+        "phase": "call", "duration_s": 812.3, "time": when, "host": host, "kind": "accuracy", "model": model,
+        "chip": chip, "batch_size": 8, "published_top1": 77.618, "published_top5": 93.698,
+        "published_source": "torchvision ResNeXt50_32X4D_Weights.IMAGENET1K_V1", "backend": backend,
+        "backend_version": "1.32.0", "precision": precision, "input_dtype": "float32", "decode": "exact",
+        "images": 50000, "weights": "pretrained", "weights_source": "https://download.pytorch.org/models/resnext50_32x4d-7cdf4587.pth",
+        "top1": top1, "top5": top5, "reference_top1": 77.618, "reference_top5": 93.698,
+        "delta_top1_vs_reference": round(top1 - 77.618, 4), "delta_top5_vs_reference": round(top5 - 93.698, 4),
+        "top1_agreement": 99.71, "max_abs_diff": 0.0123, "gate_top1": "pass", "gate_top5": "pass",
+        "gate_top1_agreement": "pass",
+    }
+
+
+def run_record(run_id: str, started: str, host: str, chips: list[str]) -> dict[str, Any]:
+    return {"kind": "run", "run_id": run_id, "started": started, "finished": started, "exit_status": 0,
+            "args": ["-m", "accuracy or perf", "--chip", chips[0]], "chips": chips, "outcomes": {"passed": 2},
+            "environment": {"host": host, "cpu": "Intel Xeon Gold 6248", "cores": 80, "usable_cores": 80,
+                            "machine": "x86_64", "os": "Linux-5.15", "python": "3.10.12",
+                            "packages": {"onnxruntime-gpu": "1.17.0", "torch": "2.2.0"}}}
+
+
+def table_rows(markdown: str, model: str) -> dict[str, list[str]]:
+    """The throughput table of ``model`` in report.md: row label -> cells."""
+    section = markdown.split(f"({model})", 1)[1].split("\n## ", 1)[0]
+    table = section.split("### Throughput", 1)[1]
+    rows = {}
+    for line in table.splitlines():
+        if re.match(r"\| (bs\d+|best) \|", line):
+            cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def number(cell: str) -> float:
+    return float(re.match(r"[\d.]+", cell).group(0))  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------------------------------
+# The seeds' tables
+
+
+def test_seed_000_resnext50_table_and_best_row(seed_report: Path) -> None:
+    rows = table_rows((seed_report / "report.md").read_text(), "resnext50_32x4d")
+    assert list(rows) == ["bs1", "bs4", "bs8", "bs16", "bs32", "bs64", "best"]
+    for bs, (p310p, p310, t4, r310, rt4) in SEED_000.items():
+        cells = rows[f"bs{bs}"]  # columns: Ascend310P3, Ascend310, T4, 310P3/310, 310P3/T4
+        assert [number(c) for c in cells[:3]] == [p310p, p310, t4]
+        assert number(cells[3]) == pytest.approx(r310, abs=TRUNCATED)
+        assert number(cells[4]) == pytest.approx(rt4, abs=TRUNCATED)
+    best = rows["best"]
+    assert best[:3] == ["4012.15 (bs32)", "2070.524 (bs16)", "1451.07 (bs64)"]
+    assert number(best[3]) == pytest.approx(1.9377, abs=TRUNCATED) and best[3].startswith("1.9377 (PASS")
+    assert number(best[4]) == pytest.approx(2.7649, abs=TRUNCATED)  # seed 000 truncates the exact 2.76496
+
+
+def test_seed_003_se_resnext50_every_ratio(seed_report: Path, seed_results: Path) -> None:
+    rows = table_rows((seed_report / "report.md").read_text(), "se_resnext50_32x4d")
+    for bs, (p710, p310, t4, r310, rt4) in SEED_003.items():
+        cells = rows[f"bs{bs}"]
+        assert [number(c) for c in cells[:3]] == [p710, p310, t4]
+        assert (cells[3], cells[4]) == (f"{r310:.4f}", f"{rt4:.4f}")  # seed 003 rounds: exact match
+    assert rows["bs4"][3:] == ["1.9179", "2.4040"]
+    assert number(rows["best"][3]) == 1.7977 and number(rows["best"][4]) == 1.8991
+    table = throughput_table(load_results(seed_results), "se_resnext50_32x4d")
+    assert table is not None
+    assert [c.chip for c in table.columns] == ["Ascend310P3", "Ascend310", "T4"]
+    assert [c.origin for c in table.columns] == ["measured", "baseline", "baseline"]
+    assert round(table.ratio("Ascend310P3", "T4").best, 4) == 1.8991  # type: ignore[arg-type]
+    assert "agrees with the table" in table.notes[0] and "agrees with the table" in table.notes[1]
+
+
+def test_headers_name_clock_unit_and_source(seed_report: Path) -> None:
+    md = (seed_report / "report.md").read_text()
+    header = next(line for line in md.split("(resnext50_32x4d)", 1)[1].splitlines() if line.startswith("| bs |"))
+    assert "Ascend310P3<br>device compute, per card<br>measured: Ascend310P3.csv (--measurements)" in header
+    assert "Ascend310<br>device compute, per card<br>baseline: Ascend310.csv (000_4d34db7f961b74c7.txt)" in header
+    assert "Ascend310P3/Ascend310<br>(>= 1.2)" in header and "Ascend310P3/T4<br>(>= 1.6)" in header
+
+
+def test_missing_data_are_dashes_with_the_reason(seed_report: Path) -> None:
+    md = (seed_report / "report.md").read_text()
+    rows = table_rows(md, "resnext101_32x8d")  # 310P3: none in the seeds; 310: per-chip x 4; T4: none
+    for bs, per_chip in {1: 144.766, 4: 167.46, 8: 167.521, 16: 165.952, 32: 108.28}.items():
+        cells = rows[f"bs{bs}"]
+        assert cells[0] == DASH and number(cells[1]) == pytest.approx(per_chip * 4) and cells[2] == DASH
+        assert cells[3] == DASH and cells[4] == DASH
+    assert rows["best"] == [DASH, "670.084 (bs8)", DASH, DASH, DASH]
+    assert "Ascend310: per-chip figures x 4 chips per card" in md
+    rows = table_rows(md, "resnest50")  # 310P3 measured; no 310 and no T4 baseline
+    assert rows["bs4"] == ["1704", DASH, DASH, DASH, DASH]
+    assert rows["best"] == ["1704 (bs4)", DASH, DASH, DASH, DASH]
+    assert re.search(r"T4: no T4 figures for resnest50 in \S*fixtures/baselines/T4.csv", md)
+    assert "Ascend310P3/Ascend310: gate skipped: no Ascend310 baseline for resnest50" in md
+
+
+def test_terminal_table_is_compact_and_complete(seed_results: Path) -> None:
+    text = terminal_table(load_results(seed_results))
+    lines = text.splitlines()
+    assert lines[0].split() == ["model", "chip", "kind", "key", "figure", "verdict"]
+    assert len(lines) == 2 + 18  # header, rule, the 18 tests of the run
+    assert re.search(r"resnext50_32x4d\s+Ascend310P3\s+perf_ratio\s+vs T4 2\.7650 \(need >= 1\.6\)\s+passed", text)
+    assert re.search(r"resnest50\s+Ascend310P3\s+perf_ratio\s+vs T4: not run\s+skipped", text)
+    assert max(len(line) for line in lines) < 120
+
+
+# --------------------------------------------------------------------------------------------
+# Merging machines, history and regressions
+
+
+def test_two_machines_merge_into_one_report(seed_results: Path, tmp_path: Path) -> None:
+    """Nightly artifacts: one directory per machine; a measured T4 replaces the T4 baseline column."""
+    (tmp_path / "artifacts" / "reports-ascend-310p3").mkdir(parents=True)
+    shutil.copy(seed_results, tmp_path / "artifacts" / "reports-ascend-310p3" / "results-310P3.jsonl")
+    started = datetime.strptime(read_records(seed_results)[0]["time"], TIME).strftime(TIME)
+    t4_perf = {
+        "run_id": "night1-gpu-box", "test": "acceptance/test_perf.py::test_throughput[resnext50_32x4d-T4]",
+        "outcome": "passed", "phase": "call", "time": started, "host": "gpu-box", "kind": "perf",
+        "model": "resnext50_32x4d", "chip": "T4", "figures_from": "measured here", "images_per_s_bs1": 800.0,
+        "images_per_s_bs64": 1500.0, "best_batch": 64, "best_images_per_s": 1500.0,
+        "best_images_per_s_per_card": 1500.0, "unit": "per_card", "clock": "device_compute", "devices_per_card": 1,
+    }
+    write_records(tmp_path / "artifacts" / "reports-nvidia-t4" / "results-T4.jsonl", [
+        accuracy_record("night1-gpu-box", "T4", 77.55, 93.66, when=started), t4_perf,
+        run_record("night1-gpu-box", started, "gpu-box", ["T4"]),
+    ])
+    results = load_results(tmp_path / "artifacts")
+    assert len(results.files) == 2 and len(results.runs) == 2 and not results.warnings
+    table = throughput_table(results, "resnext50_32x4d")
+    assert table is not None and table.column("T4").origin == "measured"
+    assert table.column("T4").figures == {1: 800.0, 64: 1500.0}
+    assert round(table.ratio("Ascend310P3", "T4").best, 4) == round(4012.15 / 1500.0, 4)  # type: ignore[arg-type]
+    paths = write_report(results, tmp_path / "report")
+    md = paths.markdown.read_text()
+    rows = table_rows(md, "resnext50_32x4d")
+    assert rows["bs1"][:3] == ["1413.46", "642.98", "800"] and rows["bs4"][2] == DASH
+    assert "T4<br>device compute, per card<br>measured: measured on gpu-box, run night1-gpu-box" in md
+    # The 310P3 machine's gate compared with the T4 CSV; the table with tonight's T4: both are said.
+    assert ("gate PASSED in run {}: recorded ratio 2.7650 (bs32 vs T4 bs64, need >= 1.6); the table's 2.6748 "
+            "compares with T4 as measured in these results, the gate compared with its baseline figure 1451.07 "
+            "(000_4d34db7f961b74c7.txt)").format(read_records(seed_results)[0]["run_id"]) in md
+    assert "DISAGREES" not in md
+    assert "| T4 | onnxruntime | fp16 | 8 | 50000 | 77.618 / 93.698 | 77.55 / 93.66 | 77.62 / 93.70 | -0.07 / -0.04 |" in md
+    assert "Intel Xeon Gold 6248, 80 (80 usable) cores" in md and "night1-gpu-box" in md
+    run_ids = {r.run_id for r in results.runs}
+    assert all(run_id in md for run_id in run_ids)
+    night = terminal_table(results.only(["night1-gpu-box"])).splitlines()  # one session's summary
+    assert len(night) == 2 + 2 and "top-1 77.55 top-5 93.66 (bs8)" in night[2] + night[3]
+
+
+def _two_nights(seed_results: Path, tmp_path: Path, top1_drop: float, perf_factor: float) -> Path:
+    night1 = read_records(seed_results)
+    run1 = night1[0]["run_id"]
+    night1.insert(0, accuracy_record(run1, "Ascend310P3", 77.60, 93.70, when=night1[0]["time"], backend="ascend"))
+    night2 = later_run(night1, "night2-vm")
+    night2[0]["top1"] = round(77.60 - top1_drop, 4)
+    for r in night2:
+        if r.get("kind") == "perf" and r.get("model") == "resnext50_32x4d":
+            for key in [k for k in r if k.startswith("images_per_s_bs") or k.startswith("best_images_per_s")]:
+                r[key] = round(r[key] * perf_factor, 4)
+        if r.get("kind") == "perf" and r.get("model") == "se_resnext50_32x4d":
+            r["images_per_s_bs32"] = round(r["images_per_s_bs32"] * 0.97, 4)  # -3%: within the 5% threshold
+    write_records(tmp_path / "results" / "night1.jsonl", night1)
+    write_records(tmp_path / "results" / "night2.jsonl", night2)
+    return tmp_path / "results"
+
+
+def test_history_flags_top1_and_throughput_regressions(seed_results: Path, tmp_path: Path) -> None:
+    results = load_results(_two_nights(seed_results, tmp_path, top1_drop=2.0, perf_factor=0.8))
+    assert [r.run_id for r in results.runs][1] == "night2-vm"
+    history = model_history(results, "resnext50_32x4d")
+    assert [p.throughput["Ascend310P3"] for p in history.points] == [(32, 4012.15), (32, 3209.72)]
+    found = all_regressions(results, load_policy().history)
+    assert [(r.model, r.what) for r in found] == [
+        ("resnext50_32x4d", "top-1 Ascend310P3 ascend fp16"), ("resnext50_32x4d", "images/s Ascend310P3")]
+    assert found[0].describe().startswith("REGRESSION resnext50_32x4d top-1 Ascend310P3 ascend fp16: 77.60 -> 75.60 (-2.00 points)")
+    assert "4012.15 -> 3209.72 images/s per card (-20.0%)" in found[1].describe()
+    paths = write_report(results, tmp_path / "report")
+    md, page = paths.markdown.read_text(), paths.html.read_text()
+    summary = md.split("## Regressions", 1)[1].split("\n## ", 1)[0]
+    assert summary.count("REGRESSION") == 2 and "threshold 0.5 points" in summary and "threshold 5%" in summary
+    history_table = md.split("(resnext50_32x4d)", 1)[1].split("### History", 1)[1].split("\n## ", 1)[0]
+    assert "75.60 / 93.70<br>REGRESSION" in history_table and "3209.72 (bs32)<br>REGRESSION" in history_table
+    assert "REGRESSION" not in md.split("(se_resnext50_32x4d)", 1)[1].split("\n## ", 1)[0]  # -3% is noise
+    assert page.count("REGRESSION") == md.count("REGRESSION")
+    assert '<td class="r bad">75.60 / 93.70<br>REGRESSION</td>' in page
+    assert len(paths.regressions) == 2
+
+
+def test_small_drops_and_looser_policy_are_not_regressions(seed_results: Path, tmp_path: Path) -> None:
+    results = load_results(_two_nights(seed_results, tmp_path, top1_drop=0.4, perf_factor=0.96))
+    assert all_regressions(results, load_policy().history) == []
+    results = load_results(tmp_path / "results")
+    assert all_regressions(results, HistoryPolicy(regression_top1_points=0.1, regression_throughput_percent=1.0))
+    md = write_report(results, tmp_path / "report").markdown.read_text()
+    assert "No regressions" in md and "REGRESSION" not in md
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input
+
+
+def test_malformed_lines_are_reported_with_file_and_line(seed_results: Path, tmp_path: Path) -> None:
+    lines = seed_results.read_text().splitlines()
+    bad = tmp_path / "night.jsonl"
+    bad.write_text("\n".join([lines[0], "", "{not json", "[1, 2]", '{"kind": "bogus", "run_id": "x"}',
+                              "   ", *lines[1:], lines[2][: len(lines[2]) // 2]]) + "\n")
+    results = load_results(bad)
+    assert results.malformed_lines == 4 and results.blank_lines == 2
+    assert any(w.startswith(f"{bad}:3: not JSON") for w in results.warnings)
+    assert f"{bad}:4: expected a JSON object (one record), found list" in results.warnings
+    assert any(w.startswith(f"{bad}:5: unknown record kind 'bogus'") for w in results.warnings)
+    assert any(w.startswith(f"{bad}:{len(lines) + 6}: not JSON") and "killed run" in w for w in results.warnings)
+    assert f"{bad}: 2 blank line(s) ignored (line 2, 6)" in results.warnings
+    assert len(results.runs) == 1 and len(results.runs[0].records) == len(lines) - 1
+    md = write_report(results, tmp_path / "report").markdown.read_text()
+    assert "4 malformed line(s), 2 blank line(s)" in md and f"{bad}:3: not JSON" in md
+
+
+def test_unreadable_paths_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ResultsError, match=r"nope: no such file or directory; expected a results file"):
+        load_results(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ResultsError, match=r"empty: no \*\.jsonl files under this directory"):
+        load_results(tmp_path / "empty")
+    garbage = tmp_path / "garbage.jsonl"
+    garbage.write_text("hello\n\n")
+    with pytest.raises(ResultsError, match=r"garbage.jsonl: holds no results records; expected JSON lines with a 'kind'"):
+        load_results(garbage)
+    assert issubclass(ResultsError, ValueError)
+
+
+def test_records_without_a_run_record_are_still_a_run(seed_results: Path, tmp_path: Path) -> None:
+    """A run killed before its `kind: run` line is reported, ordered by its first record's time."""
+    records = [r for r in read_records(seed_results) if r["kind"] != "run"]
+    results = load_results(write_records(tmp_path / "killed.jsonl", records))
+    (run,) = results.runs
+    assert not run.complete and run.started == records[0]["time"] and run.host == records[0]["host"]
+    md = write_report(results, tmp_path / "report").markdown.read_text()
+    assert "no run record: the session was killed before it finished" in md
+
+
+# --------------------------------------------------------------------------------------------
+# Plots
+
+
+def test_plot_is_a_real_png(seed_report: Path) -> None:
+    image_mod = pytest.importorskip("PIL.Image")
+    pytest.importorskip("matplotlib", reason="pip install -e '.[report]'")
+    path = seed_report / "plots" / "resnext50_32x4d.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with image_mod.open(path) as img:
+        img.load()
+        assert img.size[0] >= 600 and img.size[1] >= 300
+        colors = img.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colors is not None and len(colors) > 50  # lines, text, antialiasing: not a blank canvas
+    assert sorted(p.name for p in (seed_report / "plots").iterdir()) == [
+        "ghostnet_100.png", "resnest50.png", "resnext101_32x8d.png", "resnext50_32x4d.png", "se_resnext50_32x4d.png"]
+
+
+def test_without_matplotlib_the_tables_are_still_written(seed_results: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    paths = write_report(load_results(seed_results), tmp_path)
+    assert paths.plots == {} and not (tmp_path / "plots").exists()
+    md = paths.markdown.read_text()
+    assert "plots omitted: matplotlib is not installed (pip install -e '.[report]')" in md
+    assert "1.9377" in md and "<img" not in paths.html.read_text()
+
+
+def test_html_is_self_contained(seed_report: Path) -> None:
+    page = (seed_report / "report.html").read_text()
+    assert "<script" not in page and "<link" not in page
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert len(sources) == 5 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "1.9377 (PASS, need &gt;= 1.2)" in page and "2.7650 (PASS, need &gt;= 1.6)" in page
+
+
+# --------------------------------------------------------------------------------------------
+# The command line
+
+
+def harness_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_cli_writes_the_report_and_exits_by_regressions(seed_results: Path, tmp_path: Path) -> None:
+    results_dir = _two_nights(seed_results, tmp_path, top1_drop=2.0, perf_factor=0.8)
+    proc = harness_cli("report", str(results_dir))
+    assert proc.returncode == 0, proc.stderr
+    assert (results_dir / "report.md").is_file() and (results_dir / "report.html").is_file()  # default --out
+    assert f"report written: {results_dir / 'report.md'}" in proc.stdout
+    assert "2 regression(s):" in proc.stdout and "REGRESSION resnext50_32x4d images/s Ascend310P3" in proc.stdout
+    proc = harness_cli("report", str(results_dir), "--out", str(tmp_path / "out"), "--fail-on-regression")
+    assert proc.returncode == 1 and (tmp_path / "out" / "report.html").is_file()
+    proc = harness_cli("report", str(seed_results), "--out", str(tmp_path / "clean"), "--fail-on-regression")
+    assert proc.returncode == 0 and "no regressions" in proc.stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["missing-dir"], "missing-dir: no such file or directory; expected a results file"),
+    (["fixtures"], "fixtures: no *.jsonl files under this directory"),
+    (["README.md"], "README.md: holds no results records"),
+    (["fixtures/models.toml", "--baselines-dir", "nowhere"], "--baselines-dir nowhere: expected a directory"),
+])
+def test_cli_bad_input_is_one_line_and_status_2(args: list[str], message: str) -> None:
+    proc = harness_cli("report", *args)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("python -m harness report: error: ") and message in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------------------------
+# In a real browser
+
+
+def _browser() -> str | None:
+    return next((found for name in ("chromium", "chromium-browser", "google-chrome")
+                 if (found := shutil.which(name))), None)
+
+
+def test_report_renders_in_a_headless_browser(seed_report: Path, tmp_path: Path) -> None:
+    browser = _browser()
+    if browser is None:
+        pytest.skip("no chromium, chromium-browser or google-chrome on PATH; install chromium: apt-get install -y chromium")
+    image_mod = pytest.importorskip("PIL.Image")
+    url = (seed_report / "report.html").resolve().as_uri()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+    dom = subprocess.run([browser, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    text = dom.stdout
+    for ratio in ("1.9377 (PASS", "2.7650 (PASS", "1.7977 (PASS", "1.8991 (PASS", "1.9179", "2.4040"):
+        assert ratio in text
+    images = re.findall(r'<img[^>]*src="data:image/png;base64,([^"]+)"', text)
+    assert len(images) == 5
+    with image_mod.open(io.BytesIO(base64.b64decode(images[0]))) as img:
+        assert img.format == "PNG" and img.size[0] >= 600
+    shot = tmp_path / "report.png"
+    proc = subprocess.run([browser, *flags, "--hide-scrollbars", "--window-size=1400,2400", f"--screenshot={shot}", url],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and shot.is_file(), proc.stderr[-2000:]
+    with image_mod.open(shot) as img:
+        assert img.size == (1400, 2400)
+        assert len(img.convert("RGB").getcolors(maxcolors=1 << 20) or []) > 100  # text and a plot, not blank
+
+
+def test_a_changed_baseline_file_is_a_disagreement_with_the_gate(seed_results: Path, tmp_path: Path) -> None:
+    baselines = tmp_path / "baselines"
+    shutil.copytree(ROOT / "fixtures" / "baselines", baselines)
+    t4 = baselines / "T4.csv"
+    t4.write_text(t4.read_text().replace("resnext50_32x4d,64,1451.07,", "resnext50_32x4d,64,1500,"))
+    md = write_report(load_results(seed_results), tmp_path / "report", baselines_dir=baselines).markdown.read_text()
+    assert table_rows(md, "resnext50_32x4d")["best"][2] == "1500 (bs64)"
+    assert "recorded ratio 2.7650 (bs32 vs T4 bs64, need >= 1.6); DISAGREES with the table's 2.6748" in md
+
+
+def test_accuracy_rows_newest_per_configuration(tmp_path: Path) -> None:
+    """A "no ImageNet" skip does not linger once a newer run measured the same model, chip and batch."""
+    day1, day2 = "2026-01-01T02:00:00+0000", "2026-01-02T02:00:00+0000"
+    skip = {"run_id": "day1", "test": "acceptance/test_accuracy.py::test_accuracy[resnext50_32x4d-cpu-bs8]",
+            "outcome": "skipped", "time": day1, "host": "vm", "kind": "accuracy", "model": "resnext50_32x4d",
+            "chip": "cpu", "batch_size": 8, "published_top1": 77.618, "published_top5": 93.698,
+            "published_source": "torchvision", "reason": "accuracy not certified: no ImageNet given; pass --imagenet DIR"}
+    path = write_records(tmp_path / "r.jsonl", [skip])
+    (row,) = load_results(path).latest_accuracy().values()
+    assert row["outcome"] == "skipped"
+    md = write_report(load_results(path), tmp_path / "a").markdown.read_text()
+    assert ("| cpu | — | — | 8 | — | 77.618 / 93.698 | — | — | — | — | — | — | skipped: accuracy not certified: "
+            "no ImageNet given; pass --imagenet DIR |") in md
+    measured = accuracy_record("day2", "cpu", 77.61, 93.69, when=day2, backend="onnxruntime", precision="fp32")
+    write_records(path, [skip, measured, accuracy_record("day2", "cpu", 77.5, 93.6, when=day2, backend="openvino",
+                                                         precision="bf16")])
+    latest = load_results(path).latest_accuracy()
+    assert list(latest) == [("resnext50_32x4d", "cpu", "onnxruntime", "fp32", 8),
+                            ("resnext50_32x4d", "cpu", "openvino", "bf16", 8)]
+    history = model_history(load_results(path), "resnext50_32x4d")
+    assert history.accuracy_series == (("cpu", "onnxruntime", "fp32"), ("cpu", "openvino", "bf16"))
