@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import shutil
 import socket
 import sys
 from pathlib import Path
@@ -58,6 +59,21 @@ def _ascend() -> dict[str, str]:
     return found
 
 
+def _npu_chips() -> dict[str, Any] | None:
+    """What `npu-smi info` reports (chip names per device), or why it could not be read; None without npu-smi."""
+    if shutil.which("npu-smi") is None:
+        return None
+    from harness.npu_smi import NpuSmiError, discover
+    from harness.tools import ToolError, ToolNotFound
+
+    try:
+        chips = discover(timeout=30.0)
+    except (NpuSmiError, ToolError, ToolNotFound, OSError) as exc:
+        return {"error": str(exc)[:500]}
+    return {"chips": sorted({c.name for c in chips}),
+            "devices": [{"device_id": c.device_id, "name": c.name, "health": c.health} for c in chips]}
+
+
 def fingerprint() -> dict[str, Any]:
     """A JSON-ready description of the machine and software this run used."""
     try:
@@ -74,7 +90,10 @@ def fingerprint() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "packages": _versions(),
     }
-    ascend = _ascend()
+    ascend: dict[str, Any] = dict(_ascend())
+    npu = _npu_chips()
+    if npu is not None:
+        ascend["npu_smi"] = npu
     if ascend:
         env["ascend"] = ascend
     return env

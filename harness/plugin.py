@@ -70,6 +70,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 "(--models) or one sub-folder per model")
     g.addoption("--results", metavar="FILE", default="reports/results.jsonl",
                 help="JSON-lines record of every result (appended)")
+    g.addoption("--report-dir", metavar="DIR", default="reports",
+                help="where the end of the run writes report.md, report.html and plots/ from the whole --results "
+                "file (this run and the history before it); default: reports/")
+    g.addoption("--no-report", action="store_true", help="do not write the report at the end of the run")
 
 
 def _csv(value: str | None) -> list[str]:
@@ -187,6 +191,9 @@ class ResultsRecorder:
         self.records: list[dict[str, Any]] = []
         self.started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+        self.report: Any = None  # harness.report.ReportPaths once written
+        self.report_error: str | None = None
+        self.this_run: Any = None  # harness.results.Results of this run only
 
     def _append(self, record: dict[str, Any]) -> None:
         """One ``write`` on an O_APPEND descriptor: a killed run cannot leave half a line behind
@@ -243,12 +250,37 @@ class ResultsRecorder:
             "outcomes": dict(outcomes),
             "environment": fingerprint(),
         })
+        self._write_report()
+
+    def _write_report(self) -> None:
+        """The report of the whole results file; a problem with it is a warning, never a lost run."""
+        from harness.report import write_report
+        from harness.results import load_results
+
+        try:
+            results = load_results(self.path)
+            self.this_run = results.only([self.run_id])
+            if self.config.getoption("--no-report"):
+                return
+            out = Path(self.config.getoption("--report-dir"))
+            out = out if out.is_absolute() else Path(self.config.rootpath) / out
+            baselines = self.config.getoption("--baselines-dir")
+            state = selection(self.config)
+            self.report = write_report(results, out, baselines_dir=Path(baselines) if baselines else None,
+                                       chips=state["all_chips"], policy=state["policy"])
+        except Exception as exc:  # noqa: BLE001 - the run's results are already safe in the results file
+            self.report_error = f"{type(exc).__name__}: {exc}"
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.records:
             return
         tr = terminalreporter
         tr.write_sep("=", "certification summary")
+        if self.this_run is not None:
+            from harness.report import terminal_table
+
+            tr.write_line(terminal_table(self.this_run))
+            tr.write_line("")
         skipped: dict[str, list[str]] = defaultdict(list)
         for r in self.records:
             name = r["test"].split("::")[-1]
@@ -263,6 +295,15 @@ class ResultsRecorder:
                 tr.write_line(f"  {len(names)} x {reason}")
                 tr.write_line(f"      {', '.join(names[:6])}{' ...' if len(names) > 6 else ''}")
         tr.write_line(f"results appended to {self.path}")
+        if self.report is not None:
+            tr.write_line(f"report written: {self.report.html} (and report.md, {len(self.report.plots)} plot(s))")
+            for note in self.report.notes:
+                tr.write_line(f"  note: {note}")
+            for regression in self.report.regressions:
+                tr.write_line(f"  REGRESSION {regression.describe()}")
+        elif self.report_error is not None:
+            tr.write_line(f"warning: no report written ({self.report_error}); the results file is intact: "
+                          f"python -m harness report {self.path} writes it")
 
 
 def _summary(r: dict[str, Any]) -> str:

@@ -20,7 +20,8 @@ def run_suite(
     env.setdefault("MZC_CACHE_DIR", str(tmp_path / "cache"))
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={junit}",
-         f"--results={tmp_path / 'results.jsonl'}", *args],
+         f"--results={tmp_path / 'results.jsonl'}",
+         f"--report-dir={tmp_path / 'report'}", *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800,
     )
     cases: dict[str, dict[str, str]] = {}

@@ -1,0 +1,42 @@
+"""The environment fingerprint recorded once per run (issue 6 item 4)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.environment import fingerprint
+from tests.doubles import ascend_env
+
+
+def test_fingerprint_names_machine_and_packages():
+    env = fingerprint()
+    assert env["cores"] >= 1 and env["usable_cores"] >= 1
+    assert env["cpu"] and env["os"] and env["python"].count(".") == 2
+    assert {"torch", "onnx", "onnxruntime", "numpy"} <= set(env["packages"])
+    json.dumps(env)  # goes into the results file as is
+
+
+def test_fingerprint_records_npu_smi_chips_when_the_driver_is_there(monkeypatch: pytest.MonkeyPatch):
+    """Through the npu-smi TEST DOUBLE printing seed 002's table: two 310P3 devices."""
+    for key, value in ascend_env().items():
+        monkeypatch.setenv(key, value)
+    npu = fingerprint()["ascend"]["npu_smi"]
+    assert npu["chips"] == ["310P3"]
+    assert [d["device_id"] for d in npu["devices"]] == [0, 1]
+
+
+def test_fingerprint_keeps_going_when_npu_smi_prints_garbage(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    garbage = tmp_path / "npu-smi.txt"
+    garbage.write_text("dcmi module initialize failed. ret is -8005\n")
+    for key, value in ascend_env(FAKE_NPU_SMI_TEXT=str(garbage)).items():
+        monkeypatch.setenv(key, value)
+    npu = fingerprint()["ascend"]["npu_smi"]
+    assert "chips" not in npu and npu["error"]
+
+
+def test_fingerprint_has_no_ascend_section_without_the_driver(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    env = fingerprint()
+    assert "npu_smi" not in env.get("ascend", {})

@@ -1,0 +1,80 @@
+"""What one pytest run leaves behind under pytest-xdist: JUnit, the results file, the report and the
+terminal summary, each metric exactly once (issue 6)."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from suite_runner import ROOT, run_suite
+
+SEED_310P = ROOT / "fixtures" / "baselines" / "Ascend310P3.csv"
+
+
+@pytest.fixture(scope="module")
+def xdist_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
+    pytest.importorskip("xdist", reason="pip install pytest-xdist")
+    tmp = tmp_path_factory.mktemp("xdist-run")
+    proc, _ = run_suite(tmp, "acceptance", "-m", "perf", "--chip", "310P3", "--measurements", str(SEED_310P),
+                        "-n", "2")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    return proc, tmp
+
+
+def _junit_cases(path: Path) -> list[tuple[str, list[tuple[str, str]]]]:
+    return [(f"{case.get('classname')}::{case.get('name')}",
+             [(p.get("name", ""), p.get("value", "")) for p in case.iter("property")])
+            for case in ET.parse(path).getroot().iter("testcase")]
+
+
+def test_junit_and_results_hold_every_metric_exactly_once_under_xdist(xdist_run: tuple[Any, Path]) -> None:
+    proc, tmp = xdist_run
+    assert "2 workers" in proc.stdout or "gw1" in proc.stdout
+    cases = _junit_cases(tmp / "junit.xml")
+    assert len(cases) == 18
+    names = [name for name, _ in cases]
+    assert len(set(names)) == len(names), "a test case appears twice in JUnit"
+    records = [json.loads(line) for line in (tmp / "results.jsonl").read_text().splitlines()]
+    tests = [r for r in records if r["kind"] != "run"]
+    assert [r["kind"] for r in records].count("run") == 1
+    assert len(tests) == len(cases)
+    by_test = Counter(r["test"].split("::")[-1] for r in tests)
+    assert set(by_test.values()) == {1}, "a result was recorded twice"
+    records_by_name = {r["test"].split("::")[-1]: r for r in tests}
+    metric_count = 0
+    for name, props in cases:
+        keys = [k for k, _ in props]
+        assert len(set(keys)) == len(keys), f"{name}: a property repeats: {keys}"
+        record = records_by_name[name.split("::")[-1]]
+        for key, value in props:
+            assert str(record[key]) == value, f"{name}: {key} is {value} in JUnit, {record[key]} in the results"
+            metric_count += 1
+    assert metric_count > 100
+
+
+def test_the_end_of_the_run_writes_the_report_and_prints_the_summary_table(xdist_run: tuple[Any, Path]) -> None:
+    proc, tmp = xdist_run
+    report = tmp / "report"
+    html = (report / "report.html").read_text()
+    markdown = (report / "report.md").read_text()
+    for text in ("1.9377", "1.7977", "1.8991"):  # the seeds' ratios at the best batch
+        assert text in markdown and text in html
+    assert f"report written: {report / 'report.html'}" in proc.stdout
+    header = next(line for line in proc.stdout.splitlines() if line.startswith("model "))
+    assert header.split() == ["model", "chip", "kind", "key", "figure", "verdict"]
+    rows = {" ".join(line.split()) for line in proc.stdout.splitlines()}
+    assert "resnext50_32x4d Ascend310P3 perf_ratio vs Ascend310 1.9377 (need >= 1.2) passed" in rows
+    assert "resnest50 Ascend310P3 perf_ratio vs T4: not run skipped" in rows
+
+
+def test_no_report_keeps_the_summary_and_writes_no_report(tmp_path: Path) -> None:
+    proc, _ = run_suite(tmp_path, "acceptance", "-m", "perf", "--chip", "310P3", "--models", "resnext50_32x4d",
+                        "--measurements", str(SEED_310P), "--no-report")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert not (tmp_path / "report").exists()
+    assert "certification summary" in proc.stdout and "report written" not in proc.stdout
