@@ -45,18 +45,21 @@ def _versions() -> dict[str, str]:
     return found
 
 
+def version_from_file(path: Path) -> str | None:
+    """The value of the first ``...version...=VALUE`` line of a CANN / driver version file, if readable."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if "version" in line.lower() and "=" in line:
+            return line.split("=", 1)[1].strip()
+    return None
+
+
 def _ascend() -> dict[str, str]:
-    found = {}
-    for key, path in ASCEND_VERSION_FILES.items():
-        try:
-            text = path.read_text(errors="replace")
-        except OSError:
-            continue
-        for line in text.splitlines():
-            if "version" in line.lower() and "=" in line:
-                found[key] = line.split("=", 1)[1].strip()
-                break
-    return found
+    found = {key: version_from_file(path) for key, path in ASCEND_VERSION_FILES.items()}
+    return {key: value for key, value in found.items() if value is not None}
 
 
 def _npu_chips() -> dict[str, Any] | None:

@@ -436,10 +436,23 @@ def _run_row(run: Run) -> tuple[str, ...]:
         run.run_id, f"{run.started or '?'}\n{info.get('finished', '?')}", str(run.host or DASH),
         f"{env.get('cpu', '?')}, {cores} cores, {env.get('machine', '?')}",
         str(env.get("os", DASH)), str(env.get("python", DASH)), _packages(env) or DASH,
-        ", ".join(f"{k} {v}" for k, v in ascend.items()) if ascend else DASH,
+        _ascend_cell(ascend) if isinstance(ascend, dict) and ascend else DASH,
         f"{outcomes} (exit {info.get('exit_status', '?')})",
         "pytest " + " ".join(shlex.quote(str(a)) for a in args),
     )
+
+
+def _ascend_cell(ascend: Mapping[str, Any]) -> str:
+    """CANN / driver versions, and the chips npu-smi listed (or why it could not be read)."""
+    cells = [f"{k} {v}" for k, v in ascend.items() if k != "npu_smi"]
+    npu = ascend.get("npu_smi")
+    if isinstance(npu, dict):
+        devices = npu.get("devices") or []
+        if npu.get("chips"):
+            cells.append(f"npu-smi: {', '.join(map(str, npu['chips']))} ({len(devices)} device(s))")
+        else:
+            cells.append(f"npu-smi: unreadable ({_short(npu.get('error'), 120)})")
+    return ", ".join(cells) or DASH
 
 
 RUN_HEADERS = ("run", "started / finished", "host", "CPU", "OS", "Python", "packages", "Ascend", "outcomes", "args")

@@ -40,3 +40,14 @@ def test_fingerprint_has_no_ascend_section_without_the_driver(monkeypatch: pytes
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     env = fingerprint()
     assert "npu_smi" not in env.get("ascend", {})
+
+
+def test_cann_version_files_are_read_by_their_version_line(tmp_path):
+    from harness.environment import version_from_file
+
+    cfg = tmp_path / "version.cfg"
+    cfg.write_text("# CANN\npackage_name=Ascend-cann-toolkit\nversion=7.0.RC1\ninnerversion=V100R001C13\n")
+    assert version_from_file(cfg) == "7.0.RC1"
+    assert version_from_file(tmp_path / "absent.cfg") is None
+    (tmp_path / "empty.cfg").write_text("no versions here\n")
+    assert version_from_file(tmp_path / "empty.cfg") is None

@@ -188,6 +188,20 @@ def test_cpu_cache_fields_are_unchanged_and_gpu_fields_name_providers_and_option
     assert OnnxRuntimeBackend(providers=CUDA).compile_fields() != fields
 
 
+def test_gpu_cache_fields_name_the_gpu_model_and_tensorrt(fake_gpus: Path) -> None:
+    """A TensorRT engine built on a T4 is not valid on an A10: the GPU model is in the key.
+    The driver's documented /proc/driver/nvidia/gpus/<bus>/information format, written here."""
+    for bus in ("0000:01:00.0", "0000:02:00.0"):
+        (fake_gpus / bus / "information").write_text(
+            f"Model: \t\t Tesla T4\nIRQ:   \t\t 36\nGPU UUID: \t GPU-{bus}\nBus Location: \t {bus}\n")
+    t4 = OnnxRuntimeBackend(providers=T4_PROVIDERS).compile_fields()
+    assert t4["gpus"] == "Tesla T4" and "tensorrt" in t4
+    assert "tensorrt" not in OnnxRuntimeBackend(providers=CUDA).compile_fields()
+    (fake_gpus / "0000:02:00.0" / "information").write_text("Model: \t\t NVIDIA A10\n")
+    mixed = OnnxRuntimeBackend(providers=T4_PROVIDERS).compile_fields()
+    assert mixed["gpus"] == "NVIDIA A10,Tesla T4" and mixed != t4
+
+
 # --------------------------------------------------------------------------------------------
 # Availability
 

@@ -465,3 +465,22 @@ def test_accuracy_rows_newest_per_configuration(tmp_path: Path) -> None:
                             ("resnext50_32x4d", "cpu", "openvino", "bf16", 8)]
     history = model_history(load_results(path), "resnext50_32x4d")
     assert history.accuracy_series == (("cpu", "onnxruntime", "fp32"), ("cpu", "openvino", "bf16"))
+
+
+def test_runs_table_names_cann_driver_and_npu_smi_chips(tmp_path: Path) -> None:
+    started = "2026-11-20T01:00:00+0000"
+    ascend_run = run_record("night1-atlas", started, "atlas-300i", ["Ascend310P3"])
+    ascend_run["environment"]["ascend"] = {
+        "cann_toolkit": "7.0.RC1", "driver": "23.0.rc3",
+        "npu_smi": {"chips": ["310P3"], "devices": [{"device_id": 0, "name": "310P3", "health": "OK"},
+                                                    {"device_id": 1, "name": "310P3", "health": "OK"}]},
+    }
+    broken_run = run_record("night2-atlas", started.replace("20T", "21T"), "atlas-300i", ["Ascend310P3"])
+    broken_run["environment"]["ascend"] = {"npu_smi": {"error": "npu-smi info exited with status 8: dcmi init failed"}}
+    results = load_results(write_records(tmp_path / "r.jsonl", [
+        accuracy_record("night1-atlas", "Ascend310P3", 77.5, 93.6, when=started), ascend_run,
+        accuracy_record("night2-atlas", "Ascend310P3", 77.5, 93.6, when=started.replace("20T", "21T")), broken_run,
+    ]))
+    md = write_report(results, tmp_path / "report").markdown.read_text()
+    assert "cann_toolkit 7.0.RC1, driver 23.0.rc3, npu-smi: 310P3 (2 device(s))" in md
+    assert "npu-smi: unreadable (npu-smi info exited with status 8: dcmi init failed)" in md

@@ -37,6 +37,7 @@ import numpy as np
 
 from harness import atc
 from harness.backends.base import BackendUnavailable, DeviceBusy, InferenceError, check_batch, check_logits
+from harness.environment import version_from_file
 from harness.specs import CompileTarget
 from harness.tools import ToolNotFound, run_tool
 
@@ -56,15 +57,8 @@ _FINALIZE_REGISTERED = False
 
 
 def _cann_version() -> str:
-    for path in CANN_VERSION_FILES:
-        try:
-            text = path.read_text(errors="replace")
-        except OSError:
-            continue
-        for line in text.splitlines():
-            if "version" in line.lower() and "=" in line:
-                return line.split("=", 1)[1].strip()
-    return "unknown"
+    found = (version_from_file(path) for path in CANN_VERSION_FILES)
+    return next((v for v in found if v is not None), "unknown")
 
 
 def _ais_bench_version() -> str:

@@ -68,6 +68,7 @@ GPU_INSTALL_HINT = (
 TENSORRT_INSTALL_HINT = ", plus the TensorRT 10 libraries (pip install tensorrt, or NVIDIA's packages)"
 # Where the NVIDIA driver lists the GPUs it manages (one directory per GPU).
 NVIDIA_GPUS_DIR = Path("/proc/driver/nvidia/gpus")
+TENSORRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu12", "tensorrt-cu12-libs", "tensorrt-libs", "tensorrt-cu11")
 _DISTRIBUTIONS = ("onnxruntime-gpu", "onnxruntime", "onnxruntime-openvino", "onnxruntime-directml")
 _INPUT_DTYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -101,6 +102,39 @@ def nvidia_gpu_count() -> int:
     if visible is not None:
         count = min(count, len([v for v in visible.split(",") if v.strip() and v.strip() != "-1"]))
     return count
+
+
+def nvidia_gpu_models() -> tuple[str, ...]:
+    """The distinct GPU models the driver lists (``Model:`` of ``<gpus dir>/<bus id>/information``).
+
+    Part of a GPU artifact's cache key: a TensorRT engine is built for one GPU model and is not
+    valid on another. Empty without a driver.
+    """
+    models = set()
+    try:
+        entries = sorted(p for p in NVIDIA_GPUS_DIR.iterdir() if p.is_dir())
+    except OSError:
+        return ()
+    for entry in entries:
+        try:
+            text = (entry / "information").read_text(errors="replace")
+        except OSError:
+            models.add("unknown")
+            continue
+        model = next((line.split(":", 1)[1].strip() for line in text.splitlines()
+                      if line.lower().startswith("model:")), "unknown")
+        models.add(model or "unknown")
+    return tuple(sorted(models))
+
+
+def tensorrt_version() -> str:
+    """The TensorRT Python distribution's version (the libraries ORT's TensorRT provider loads)."""
+    for name in TENSORRT_DISTRIBUTIONS:
+        try:
+            return f"{name} {metadata.version(name)}"
+        except metadata.PackageNotFoundError:
+            continue
+    return "not installed as a Python package (system libraries)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -477,6 +511,9 @@ class OnnxRuntimeBackend:
             "optimization": "basic",
             "providers": ",".join(self.providers),
             "provider_options": json.dumps(self.provider_options, sort_keys=True),
+            # A TensorRT engine (and CUDA kernel choices) belong to one GPU model and TensorRT version.
+            "gpus": ",".join(nvidia_gpu_models()) or "none visible",
+            **({"tensorrt": tensorrt_version()} if TENSORRT in self.providers else {}),
         }
 
     def _options(self, ort: Any) -> Any:
