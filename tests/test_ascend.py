@@ -10,6 +10,7 @@ and certify. They prove nothing about Ascend hardware.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import sys
@@ -315,11 +316,27 @@ def test_wrong_device_and_wrong_model_are_clear(doubles: Path, tiny_onnx: Path, 
     backend = AscendBackend()
     target = CompileTarget(**TINY)
     om = backend.compile(tiny_onnx, target, tmp_path)
-    with pytest.raises(BackendUnavailable, match="device 7.*107001"):
+    with pytest.raises(InferenceError, match=r"device 7.*107001.*lists device\(s\) \[0, 1\], not 7: fix --device-ids"):
         with backend.open(om, target, device_id=7, num_classes=10):
             pass
     with pytest.raises(InferenceError, match="compiled for another batch size"):
         with backend.open(om, CompileTarget(**{**TINY, "batch_size": 8}), num_classes=10):
+            pass
+
+
+def test_without_a_driver_a_failed_load_is_unavailable(doubles: Path, tiny_onnx: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compile-only host: CANN's atc and ais_bench installed, no driver (no npu-smi, no device)."""
+    backend = AscendBackend()
+    target = CompileTarget(**TINY)
+    om = backend.compile(tiny_onnx, target, tmp_path)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "atc").symlink_to(DOUBLES / "bin" / "atc")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")
+    monkeypatch.setenv("FAKE_NPU_DEVICES", "")
+    with pytest.raises(BackendUnavailable, match="107001.*no Ascend driver on this host: install the Ascend driver"):
+        with backend.open(om, target, device_id=0, num_classes=10):
             pass
 
 

@@ -276,8 +276,8 @@ class AscendBackend:
         where = f"ascend {self.soc_version} device {device_id} {Path(artifact).name} bs{target.batch_size}"
         try:
             raw = InferSession(device_id, str(artifact))
-        except Exception as exc:  # no driver, no device, or an .om for another SoC
-            raise BackendUnavailable(f"{where}: ais_bench could not load the model: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # aclruntime raises RuntimeError with the ACL error code
+            raise _load_failure(where, device_id, f"ais_bench could not load the model: {type(exc).__name__}: {exc}") from exc
         _register_finalize(InferSession)
         try:
             yield AscendSession(raw, target, num_classes, target.options.get("aipp") == "static", where)
@@ -294,6 +294,28 @@ class AscendBackend:
             "precision_mode": self.precision_mode or "from precision",
             "device_checks": {str(k): v for k, v in self.device_checks.items()},
         }
+
+
+def _load_failure(where: str, device_id: int, detail: str) -> Exception:
+    """Why InferSession failed, told apart with `npu-smi info`.
+
+    No driver on this host (no npu-smi): the backend is unavailable, a skip. A driver that lists
+    other devices: a wrong --device-ids, a failure naming the devices. A device that exists: a real
+    failure (e.g. an .om for another SoC), never hidden as a skip.
+    """
+    from harness import npu_smi
+    from harness.tools import ToolError
+
+    try:
+        chips = npu_smi.discover()
+    except ToolNotFound:
+        return BackendUnavailable(f"{where}: {detail}; no Ascend driver on this host: {npu_smi.INSTALL_HINT}")
+    except (ToolError, npu_smi.NpuSmiError) as exc:
+        return InferenceError(f"{where}: {detail}; and the driver does not answer: {exc}")
+    ids = sorted(c.device_id for c in chips)
+    if device_id not in ids:
+        return InferenceError(f"{where}: {detail}; npu-smi info lists device(s) {ids}, not {device_id}: fix --device-ids")
+    return InferenceError(f"{where}: {detail}")
 
 
 def _register_finalize(infer_session_cls: Any) -> None:
