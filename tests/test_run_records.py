@@ -35,6 +35,7 @@ def _junit_cases(path: Path) -> list[tuple[str, list[tuple[str, str]]]]:
 def test_junit_and_results_hold_every_metric_exactly_once_under_xdist(xdist_run: tuple[Any, Path]) -> None:
     proc, tmp = xdist_run
     assert "2 workers" in proc.stdout or "gw1" in proc.stdout
+    assert "record_property is incompatible" not in proc.stdout  # per-case properties: xunit1 (pyproject.toml)
     cases = _junit_cases(tmp / "junit.xml")
     assert len(cases) == 18
     names = [name for name, _ in cases]
