@@ -20,16 +20,18 @@ def _reopen(listing: DatasetListing, cache: ArtifactCache) -> PreparedDataset:
     return prepare_dataset(listing, RESNEXT, cache)
 
 
+@pytest.mark.parametrize("reuse", [True, False], ids=["reused", "new-arrays"])
 @pytest.mark.parametrize("bs", [8, 64], ids=["bs8", "bs64"])
 def test_feed_normalized(
     benchmark: Any, board: Board, listing_1000: DatasetListing, prepared_1000: PreparedDataset,
-    bench_cache: ArtifactCache, bs: int,
+    bench_cache: ArtifactCache, bs: int, reuse: bool,
 ) -> None:
-    """PreparedDataset.batches: uint8 memmap -> normalized float32 (N, 3, 224, 224) batches."""
+    """PreparedDataset.batches: uint8 memmap -> normalized float32 (N, 3, 224, 224) batches, into
+    two reused buffers as Workbench.run takes them, or a new array per batch."""
 
     def feed(prepared: PreparedDataset) -> int:
         seen = 0
-        for _start, batch in prepared.batches(bs):
+        for _start, batch in prepared.batches(bs, reuse=reuse):
             seen += batch.shape[0]
         return seen
 
@@ -37,8 +39,8 @@ def test_feed_normalized(
         feed, setup=lambda: ((_reopen(listing_1000, bench_cache),), {}), rounds=15, warmup_rounds=1
     )
     assert seen == len(prepared_1000)
-    board.record(f"feed_f32_bs{bs}", f"feed cache -> normalized float32, bs{bs}", benchmark,
-                 len(prepared_1000), "one core")
+    name, what = (f"feed_f32_bs{bs}", "reused buffers") if reuse else (f"feed_f32_new_bs{bs}", "a new array each")
+    board.record(name, f"feed cache -> normalized float32, bs{bs}, {what}", benchmark, len(prepared_1000), "one core")
 
 
 @pytest.mark.parametrize("bs", [8, 64], ids=["bs8", "bs64"])

@@ -497,18 +497,25 @@ def preprocess_image(path: Path, spec: PreprocessSpec, decode: str = "exact") ->
 
 
 def normalize(
-    batch: np.ndarray, mean: Sequence[float], std: Sequence[float]
+    batch: np.ndarray, mean: Sequence[float], std: Sequence[float], out: np.ndarray | None = None
 ) -> np.ndarray:
     """(N, 3, H, W) uint8 -> float32, bit-exact with torchvision ``ToTensor()`` + ``Normalize``.
 
     Same operations in the same order and precision: divide by 255 in float32, then subtract
-    the float32 mean and divide by the float32 std per channel.
+    the float32 mean and divide by the float32 std per channel. ``out``: a float32 array of the
+    batch's shape to write into (returned), instead of a new one.
     """
     if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1] != 3:
         raise DataError(f"normalize expects an (N, 3, H, W) uint8 batch, found {batch.dtype} {batch.shape}")
     m = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
     s = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
-    x = np.empty(batch.shape, dtype=np.float32)
+    if out is None:
+        x = np.empty(batch.shape, dtype=np.float32)
+    elif out.dtype != np.float32 or out.shape != batch.shape or not out.flags.c_contiguous:
+        raise DataError(f"normalize: out must be a C-contiguous float32 array of shape {batch.shape}, "
+                        f"found {out.dtype} {out.shape}")
+    else:
+        x = out
     # Above glibc's largest mmap threshold (32 MiB, e.g. 64 images at 224) every batch is fresh,
     # zeroed memory; image by image, the three passes then run over pages still in the CPU
     # cache (~10% faster there, measured; smaller batches are fastest whole).
@@ -543,32 +550,46 @@ class PreparedDataset:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
-    def batches(self, batch_size: int, prefetch: bool = False) -> Iterator[tuple[int, np.ndarray]]:
+    def batches(self, batch_size: int, prefetch: bool = False, reuse: bool = False) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(start index, normalized float32 batch)``; the last batch may be short.
 
         ``prefetch=True`` normalizes the next batch in a background thread while the caller
         works on this one (numpy releases the GIL). Normalizing costs ~60 us per 224x224 image
         on one core: in series with an accelerator at 4000 images/s (250 us per image) the run
         reaches ~75% of the device's speed, overlapped ~97% (benchmarks/bench_overhead.py).
-        Every batch is still a new array.
+
+        ``reuse=True`` writes the batches into two buffers taken in turn, so **a batch is valid
+        only until the next one is requested**: for callers that run it and keep the outputs
+        (Workbench.run). A new 64 x 224 x 224 float32 batch is 38 MB, above glibc's mmap
+        threshold: every new array is fresh, zeroed memory whose page faults cost ~15% of the
+        feed (benchmarks/bench_feed.py). Default: every batch is a new array.
         """
         if batch_size <= 0:
             raise DataError(f"batch_size must be positive, found {batch_size}")
         starts = range(0, len(self), batch_size)
+        buffers: list[np.ndarray] = []
+        if reuse:
+            shape = (min(batch_size, len(self)), *self.images.shape[1:])
+            buffers = [np.empty(shape, np.float32) for _ in range(2 if len(starts) > 1 else 1)]
+
+        def make(i: int) -> np.ndarray:
+            start = starts[i]
+            out = buffers[i % len(buffers)][: min(batch_size, len(self) - start)] if buffers else None
+            return normalize(self.images[start : start + batch_size], self.spec.mean, self.spec.std, out=out)
+
         if not prefetch:
-            for start in starts:
-                yield start, self._normalized(start, batch_size)
+            for i, start in enumerate(starts):
+                yield start, make(i)
             return
+        # With reuse, batch i + 2 goes into batch i's buffer only once the caller has asked for
+        # batch i + 1, i.e. is done with batch i.
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="normalize") as pool:
-            ahead = [pool.submit(self._normalized, start, batch_size) for start in starts[:1]]
+            ahead = [pool.submit(make, 0)] if starts else []
             for i, start in enumerate(starts):
                 batch = ahead.pop().result()
                 if i + 1 < len(starts):
-                    ahead.append(pool.submit(self._normalized, starts[i + 1], batch_size))
+                    ahead.append(pool.submit(make, i + 1))
                 yield start, batch
-
-    def _normalized(self, start: int, batch_size: int) -> np.ndarray:
-        return normalize(self.images[start : start + batch_size], self.spec.mean, self.spec.std)
 
 
 def _names_sha256(names: Sequence[str]) -> str:

@@ -34,7 +34,8 @@ def feed(session: Session, prepared: data_mod.PreparedDataset, batch_size: int) 
     else:
         # Normalize the next batch in a thread while the session runs this one: in series, host
         # normalization costs a quarter of a 4000 images/s device's time (benchmarks/bench_overhead.py).
-        yield from prepared.batches(batch_size, prefetch=True)
+        # Two reused buffers: run() keeps the outputs, never the batch.
+        yield from prepared.batches(batch_size, prefetch=True, reuse=True)
 
 
 def worker_index() -> int:

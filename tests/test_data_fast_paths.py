@@ -79,3 +79,32 @@ def test_prefetch_stops_cleanly_when_the_consumer_stops_early() -> None:
 def test_prefetch_checks_the_batch_size_too() -> None:
     with pytest.raises(DataError, match="batch_size must be positive"):
         next(_prepared(4).batches(0, prefetch=True))
+
+
+@pytest.mark.parametrize("prefetch", [False, True], ids=["plain", "prefetch"])
+@pytest.mark.parametrize("count,bs", [(10, 3), (9, 3), (1, 4), (0, 2), (5, 5), (12, 2)])
+def test_reused_buffers_hold_each_batch_until_the_next_is_asked_for(count: int, bs: int, prefetch: bool) -> None:
+    """reuse=True: the same values, in two buffers taken in turn; the batch the caller holds is never
+    written while it holds it, even with the next batch being normalized in the background."""
+    prepared = _prepared(count)
+    expected = [b for _, b in prepared.batches(bs)]
+    bases = set()
+    got = 0
+    for i, (start, batch) in enumerate(prepared.batches(bs, reuse=True, prefetch=prefetch)):
+        assert start == i * bs and batch.flags.c_contiguous and batch.dtype == np.float32
+        threading.Event().wait(0.01)  # the consumer works; a prefetch thread fills the next batch meanwhile
+        assert np.array_equal(batch, expected[i])
+        bases.add(id(batch.base if batch.base is not None else batch))
+        got += 1
+    assert got == len(expected) and len(bases) <= 2
+    assert not _normalize_threads()
+
+
+def test_normalize_into_a_wrong_buffer_is_refused() -> None:
+    batch = np.zeros((2, 3, 8, 8), np.uint8)
+    out = np.empty((2, 3, 8, 8), np.float32)
+    assert normalize(batch, MEAN, STD, out=out) is out
+    for bad in (np.empty((3, 3, 8, 8), np.float32), np.empty((2, 3, 8, 8), np.float64),
+                np.empty((2, 3, 8, 16), np.float32)[..., ::2]):
+        with pytest.raises(DataError, match="out must be a C-contiguous float32 array of shape"):
+            normalize(batch, MEAN, STD, out=bad)
