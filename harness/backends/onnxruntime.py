@@ -82,14 +82,19 @@ def _ort() -> Any:
     return onnxruntime
 
 
-def ort_distribution() -> str:
-    """The installed ONNX Runtime distribution, e.g. ``onnxruntime 1.20.1`` or ``onnxruntime-gpu 1.20.1``."""
-    for dist in _DISTRIBUTIONS:
+def _first_installed(distributions: Sequence[str]) -> str | None:
+    """``"<name> <version>"`` of the first of ``distributions`` that is installed."""
+    for dist in distributions:
         try:
             return f"{dist} {metadata.version(dist)}"
         except metadata.PackageNotFoundError:
             continue
-    return "no onnxruntime distribution found"
+    return None
+
+
+def ort_distribution() -> str:
+    """The installed ONNX Runtime distribution, e.g. ``onnxruntime 1.20.1`` or ``onnxruntime-gpu 1.20.1``."""
+    return _first_installed(_DISTRIBUTIONS) or "no onnxruntime distribution found"
 
 
 def nvidia_gpu_count() -> int:
@@ -129,12 +134,7 @@ def nvidia_gpu_models() -> tuple[str, ...]:
 
 def tensorrt_version() -> str:
     """The TensorRT Python distribution's version (the libraries ORT's TensorRT provider loads)."""
-    for name in TENSORRT_DISTRIBUTIONS:
-        try:
-            return f"{name} {metadata.version(name)}"
-        except metadata.PackageNotFoundError:
-            continue
-    return "not installed as a Python package (system libraries)"
+    return _first_installed(TENSORRT_DISTRIBUTIONS) or "not installed as a Python package (system libraries)"
 
 
 # --------------------------------------------------------------------------------------------
