@@ -17,12 +17,14 @@ from typing import Any
 
 PACKAGES = ("torch", "torchvision", "timm", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "numpy",
             "pillow", "pytest", "ais_bench")
-# Where CANN and the Ascend driver write their version files (CANN install guide).
-ASCEND_VERSION_FILES = {
-    "cann_toolkit": Path("/usr/local/Ascend/ascend-toolkit/latest/version.cfg"),
-    "cann_toolkit_info": Path("/usr/local/Ascend/ascend-toolkit/latest/ascend_toolkit_install.info"),
-    "driver": Path("/usr/local/Ascend/driver/version.info"),
-}
+# Where CANN and the Ascend driver write their version files (CANN install guide); the first
+# readable CANN file gives the toolkit's version.
+CANN_VERSION_FILES = (
+    Path("/usr/local/Ascend/ascend-toolkit/latest/version.cfg"),
+    Path("/usr/local/Ascend/ascend-toolkit/latest/compiler/version.info"),
+    Path("/usr/local/Ascend/ascend-toolkit/latest/ascend_toolkit_install.info"),
+)
+DRIVER_VERSION_FILE = Path("/usr/local/Ascend/driver/version.info")
 
 
 def _cpu_model() -> str:
@@ -35,14 +37,19 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _versions() -> dict[str, str]:
-    found = {}
-    for name in PACKAGES:
+def installed_version(*distributions: str) -> tuple[str, str] | None:
+    """``(name, version)`` of the first of ``distributions`` that is installed, or None."""
+    for name in distributions:
         try:
-            found[name] = importlib.metadata.version(name)
+            return name, importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             continue
-    return found
+    return None
+
+
+def _versions() -> dict[str, str]:
+    found = (installed_version(name) for name in PACKAGES)
+    return dict(f for f in found if f is not None)
 
 
 def version_from_file(path: Path) -> str | None:
@@ -57,8 +64,13 @@ def version_from_file(path: Path) -> str | None:
     return None
 
 
+def cann_version() -> str | None:
+    """The CANN toolkit's version, from the first readable of its version files."""
+    return next((v for v in map(version_from_file, CANN_VERSION_FILES) if v is not None), None)
+
+
 def _ascend() -> dict[str, str]:
-    found = {key: version_from_file(path) for key, path in ASCEND_VERSION_FILES.items()}
+    found = {"cann_toolkit": cann_version(), "driver": version_from_file(DRIVER_VERSION_FILE)}
     return {key: value for key, value in found.items() if value is not None}
 
 

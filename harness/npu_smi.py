@@ -17,7 +17,7 @@ no process holds it (the seeds: "use npu-smi info to make sure the device is idl
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 from harness.tools import run_tool
@@ -45,11 +45,6 @@ class NpuChip:
     power_w: float | None = None
     temp_c: float | None = None
     processes: tuple[str, ...] = field(default=())  # "pid name memMB" of processes holding the chip
-
-    @property
-    def soc_version(self) -> str:
-        """The ATC ``--soc_version`` for this chip (the seeds: ``Ascend${chip_name}``)."""
-        return f"Ascend{self.name}"
 
     def busy_reason(self) -> str | None:
         if self.health.upper() != "OK":
@@ -87,7 +82,7 @@ def parse_npu_smi(text: str) -> list[NpuChip]:
             f"npu-smi); found {len(text.splitlines())} lines without it. First line: {text.strip().splitlines()[:1]}"
         )
     process_header = next((i for i, ln in enumerate(lines) if "Process id" in ln), len(lines))
-    chip_rows = [ln for ln in lines[header + 2 : process_header]]
+    chip_rows = lines[header + 2 : process_header]
     if len(chip_rows) % 2:
         raise NpuSmiError(f"npu-smi info: chip rows come in pairs (NPU/Name, Chip/Device); found {len(chip_rows)} rows")
     chips: list[NpuChip] = []
@@ -128,8 +123,6 @@ def _with_processes(chips: list[NpuChip], rows: Sequence[str]) -> list[NpuChip]:
         if len(npu_chip) != 2 or not all(p.isdigit() for p in npu_chip):
             continue  # the process table's own header repeated, or a separator
         held.setdefault((int(npu_chip[0]), int(npu_chip[1])), []).append(f"pid {cells[1]} {cells[2]} {cells[3]} MB")
-    from dataclasses import replace
-
     return [replace(c, processes=tuple(held.get((c.npu_id, c.chip_id), ()))) for c in chips]
 
 

@@ -9,6 +9,7 @@ tool's stderr (and stdout: ATC reports its errors there) in the error a user see
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -131,6 +132,4 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 def _display(argv: Sequence[str]) -> str:
     """The command as a user could paste it into a shell (quoted), for error messages only."""
-    import shlex
-
     return " ".join(shlex.quote(a) for a in argv)

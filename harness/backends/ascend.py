@@ -29,7 +29,6 @@ import importlib.util
 import json
 import shutil
 from contextlib import contextmanager
-from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping, Sequence
 
@@ -37,7 +36,7 @@ import numpy as np
 
 from harness import atc
 from harness.backends.base import BackendUnavailable, DeviceBusy, InferenceError, check_batch, check_logits
-from harness.environment import version_from_file
+from harness.environment import cann_version, installed_version
 from harness.specs import CompileTarget
 from harness.tools import ToolNotFound, run_tool
 
@@ -49,25 +48,16 @@ AIS_BENCH_HINT = (
     "(ais-bench_workload/tool/ais_bench), `pip install aclruntime-*.whl ais_bench-*.whl`, on a host with "
     "the Ascend driver and CANN"
 )
-CANN_VERSION_FILES = (
-    Path("/usr/local/Ascend/ascend-toolkit/latest/version.cfg"),
-    Path("/usr/local/Ascend/ascend-toolkit/latest/compiler/version.info"),
-)
 _FINALIZE_REGISTERED = False
 
 
 def _cann_version() -> str:
-    found = (version_from_file(path) for path in CANN_VERSION_FILES)
-    return next((v for v in found if v is not None), "unknown")
+    return cann_version() or "unknown"
 
 
 def _ais_bench_version() -> str:
-    for dist in ("ais_bench", "ais-bench"):
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return "unknown"
+    found = installed_version("ais_bench", "ais-bench")
+    return found[1] if found else "unknown"
 
 
 def _exec_times_ms(summary: Any) -> list[float]:

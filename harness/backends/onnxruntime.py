@@ -36,13 +36,13 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from harness.backends.base import BackendUnavailable, InferenceError, check_batch, check_logits
+from harness.environment import installed_version
 from harness.specs import CompileTarget
 
 ARTIFACT_NAME = "model.ort.onnx"
@@ -82,19 +82,10 @@ def _ort() -> Any:
     return onnxruntime
 
 
-def _first_installed(distributions: Sequence[str]) -> str | None:
-    """``"<name> <version>"`` of the first of ``distributions`` that is installed."""
-    for dist in distributions:
-        try:
-            return f"{dist} {metadata.version(dist)}"
-        except metadata.PackageNotFoundError:
-            continue
-    return None
-
-
 def ort_distribution() -> str:
     """The installed ONNX Runtime distribution, e.g. ``onnxruntime 1.20.1`` or ``onnxruntime-gpu 1.20.1``."""
-    return _first_installed(_DISTRIBUTIONS) or "no onnxruntime distribution found"
+    found = installed_version(*_DISTRIBUTIONS)
+    return " ".join(found) if found else "no onnxruntime distribution found"
 
 
 def nvidia_gpu_count() -> int:
@@ -134,7 +125,8 @@ def nvidia_gpu_models() -> tuple[str, ...]:
 
 def tensorrt_version() -> str:
     """The TensorRT Python distribution's version (the libraries ORT's TensorRT provider loads)."""
-    return _first_installed(TENSORRT_DISTRIBUTIONS) or "not installed as a Python package (system libraries)"
+    found = installed_version(*TENSORRT_DISTRIBUTIONS)
+    return " ".join(found) if found else "not installed as a Python package (system libraries)"
 
 
 # --------------------------------------------------------------------------------------------
