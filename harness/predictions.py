@@ -66,10 +66,10 @@ class ReportedAccuracy:
     path: Path
 
     def as_accuracy(self) -> Accuracy:
-        c1 = round(self.top1 * self.count / 100)
-        c5 = round((self.top5 if self.top5 is not None else self.top1) * self.count / 100)
-        return Accuracy(count=self.count, top1=self.top1, top5=self.top5 if self.top5 is not None else float("nan"),
-                        correct1=c1, correct5=c5)
+        """The stated figures; without a stated top-5 it is NaN (and its gate is not checked)."""
+        top5 = self.top5 if self.top5 is not None else float("nan")
+        return Accuracy(count=self.count, top1=self.top1, top5=top5, correct1=round(self.top1 * self.count / 100),
+                        correct5=round(top5 * self.count / 100) if self.top5 is not None else 0)
 
 
 def _is_ignored(name: str) -> bool:
@@ -77,17 +77,27 @@ def _is_ignored(name: str) -> bool:
             or name.endswith(".log"))
 
 
+def _has_predictions(folder: Path) -> bool:
+    return any(p.suffix in PREDICTION_SUFFIXES and p.is_file() for p in folder.iterdir())
+
+
 def prediction_folder(folder: Path) -> Path:
     """``folder``, or its one sub-folder when ais_bench put its outputs in a timestamped one."""
     folder = Path(folder)
     if not folder.is_dir():
         raise PredictionsError(f"predictions folder {folder} does not exist or is not a directory")
-    if any(p.suffix in PREDICTION_SUFFIXES and p.is_file() for p in folder.iterdir()):
+    if _has_predictions(folder):
         return folder
     subdirs = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    if len(subdirs) == 1 and any(p.suffix in PREDICTION_SUFFIXES for p in subdirs[0].iterdir()):
+    if len(subdirs) == 1 and _has_predictions(subdirs[0]):
         return subdirs[0]
     return folder
+
+
+def result_json_only(folder: Path) -> Path | None:
+    """``folder/result.json`` when the folder holds no prediction files (all a team kept), else None."""
+    path = Path(folder) / RESULT_JSON
+    return path if path.is_file() and not _has_predictions(prediction_folder(folder)) else None
 
 
 def _load_values(path: Path, num_classes: int) -> np.ndarray:

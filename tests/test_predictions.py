@@ -151,9 +151,11 @@ def test_suite_certifies_predictions_made_elsewhere(tmp_path: Path) -> None:
     _write(root / "ghostnet_100", _logits(labels, top1_hits=120, top5_hits=170))  # 60.0: fails by 13.98 points
     (root / "resnext50_32x4d").mkdir()
     _result_json(root / "resnext50_32x4d" / "result.json")  # seed 000's 310P figures
+    (root / "se_resnext50_32x4d").mkdir()
+    _result_json(root / "se_resnext50_32x4d" / "result.json", top1="79.06%", top5=None)  # states no top-5
     proc, cases = run_suite(
         tmp_path, "-m", "accuracy", "-p", "no:xdist", "--predictions", str(root), "--imagenet-labels", str(label_file),
-        "--chip", "310P3", "--models", "efficientnet_lite0,ghostnet_100,resnext50_32x4d",
+        "--chip", "310P3", "--models", "efficientnet_lite0,ghostnet_100,resnext50_32x4d,se_resnext50_32x4d",
         "acceptance/test_predictions.py",
     )
     assert proc.returncode == 1, proc.stdout[-3000:]
@@ -164,3 +166,7 @@ def test_suite_certifies_predictions_made_elsewhere(tmp_path: Path) -> None:
     assert "delta -13.980 points" in proc.stdout
     seed = cases["test_predictions_accuracy[resnext50_32x4d-Ascend310P3]"]
     assert seed["outcome"] == "passed" and seed["source_format"] == "result.json" and float(seed["top1"]) == 77.62
+    assert seed["gate_top5"] == "pass"
+    no_top5 = cases["test_predictions_accuracy[se_resnext50_32x4d-Ascend310P3]"]
+    assert no_top5["outcome"] == "passed" and no_top5["gate_top1"] == "pass"
+    assert no_top5["gate_top5"] == "not checked: result.json states no Top5 accuracy"
