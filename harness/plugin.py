@@ -193,7 +193,6 @@ class ResultsRecorder:
         self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self.report: Any = None  # harness.report.ReportPaths once written
         self.report_error: str | None = None
-        self.this_run: Any = None  # harness.results.Results of this run only
 
     def _append(self, record: dict[str, Any]) -> None:
         """One ``write`` on an O_APPEND descriptor: a killed run cannot leave half a line behind
@@ -250,7 +249,8 @@ class ResultsRecorder:
             "outcomes": dict(outcomes),
             "environment": fingerprint(),
         })
-        self._write_report()
+        if not self.config.getoption("--no-report"):
+            self._write_report()
 
     def _write_report(self) -> None:
         """The report of the whole results file; a problem with it is a warning, never a lost run."""
@@ -259,9 +259,6 @@ class ResultsRecorder:
 
         try:
             results = load_results(self.path)
-            self.this_run = results.only([self.run_id])
-            if self.config.getoption("--no-report"):
-                return
             out = Path(self.config.getoption("--report-dir"))
             out = out if out.is_absolute() else Path(self.config.rootpath) / out
             baselines = self.config.getoption("--baselines-dir")
@@ -274,20 +271,16 @@ class ResultsRecorder:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.records:
             return
+        from harness.report import terminal_table
+        from harness.results import results_of
+
         tr = terminalreporter
         tr.write_sep("=", "certification summary")
-        if self.this_run is not None:
-            from harness.report import terminal_table
-
-            tr.write_line(terminal_table(self.this_run))
-            tr.write_line("")
+        tr.write_line(terminal_table(results_of(self.records, self.path)))
         skipped: dict[str, list[str]] = defaultdict(list)
         for r in self.records:
-            name = r["test"].split("::")[-1]
             if r["outcome"] == "skipped":
-                skipped[r.get("reason", "")].append(name)
-                continue
-            tr.write_line(f"{r['outcome'].upper():7} {name}  {_summary(r)}")
+                skipped[r.get("reason", "")].append(r["test"].split("::")[-1])
         if skipped:
             tr.write_line("")
             tr.write_line("not run, and what to pass to run them:")
@@ -300,37 +293,8 @@ class ResultsRecorder:
             for note in self.report.notes:
                 tr.write_line(f"  note: {note}")
             for regression in self.report.regressions:
-                tr.write_line(f"  REGRESSION {regression.describe()}")
+                tr.write_line(f"  {regression.describe()}")
         elif self.report_error is not None:
             tr.write_line(f"warning: no report written ({self.report_error}); the results file is intact: "
                           f"python -m harness report {self.path} writes it")
 
-
-def _summary(r: dict[str, Any]) -> str:
-    kind = r.get("kind")
-    if kind == "accuracy":
-        return (
-            f"top1 {r.get('top1', float('nan')):.2f} (published {r.get('published_top1')}, torch {r.get('reference_top1', float('nan')):.2f})  "
-            f"top5 {r.get('top5', float('nan')):.2f}  agreement {r.get('top1_agreement', float('nan')):.2f}%  "
-            f"n={r.get('images')}  weights={r.get('weights_source')}"
-        )
-    if kind == "agreement":
-        return (
-            f"agreement {r.get('top1_agreement', float('nan')):.2f}%  max|diff| {r.get('max_abs_diff', float('nan')):.3g}  "
-            f"n={r.get('images')} ({r.get('dataset_name')})  weights={r.get('weights_source')}"
-        )
-    if kind == "conversion":
-        return (
-            f"opset {r.get('opset')}  max|diff| {r.get('max_abs_diff', float('nan')):.3g} "
-            f"(rel {r.get('max_rel_diff', float('nan')):.2g})  min cos {r.get('min_cosine', float('nan')):.9f}  top1 agree {r.get('top1_agreement', float('nan')):.1f}%"
-        )
-    if kind == "perf":
-        sizes = sorted(int(k.removeprefix("images_per_s_bs")) for k in r if k.startswith("images_per_s_bs"))
-        sweep = "  ".join(f"bs{b} {r[f'images_per_s_bs{b}']:.1f}" for b in sizes)
-        return (f"best bs{r.get('best_batch')} {r.get('best_images_per_s', float('nan')):.2f} images/s "
-                f"({r.get('clock')}; {r.get('figures_from')})  sweep: {sweep}")
-    if kind == "perf_ratio" and "ratio" in r:
-        return (f"{r.get('gate')} = {r['ratio']:.4f} (need >= {r.get('threshold')}): best bs{r.get('best_batch')} "
-                f"{r.get('best_images_per_s_per_card')} vs {r.get('baseline_chip')} bs{r.get('baseline_best_batch')} "
-                f"{r.get('baseline_images_per_s_per_card')} images/s per card ({r.get('baseline_source')})")
-    return ""

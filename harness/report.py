@@ -18,14 +18,13 @@ from __future__ import annotations
 import base64
 import html
 import io
-import math
 import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence, Union
 
-from harness.baselines import BaselineError, Figure, baseline_path, load_baselines
+from harness.baselines import BaselineError, Figure, baseline_path, best_figure, load_baselines
 from harness.cache import atomic_write_bytes
 from harness.results import (
     ModelHistory,
@@ -35,6 +34,7 @@ from harness.results import (
     Run,
     best_per_card,
     figures_per_card,
+    finite,
     find_regressions,
     model_history,
 )
@@ -94,28 +94,24 @@ Block = Union[Heading, Para, Bullets, Table, Image]
 # Formatting
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def fmt_figure(value: float | None) -> str:
     """Images/s as the seeds print them: up to 4 decimals, no trailing zeros."""
-    if value is None or not _finite(value):
+    if value is None or not finite(value):
         return DASH
     return f"{value:.4f}".rstrip("0").rstrip(".")
 
 
 def fmt_ratio(value: float | None) -> str:
     """Ratios to 4 decimals, rounded (seed 000 truncated: 2.7649 where this prints 2.7650)."""
-    return DASH if value is None or not _finite(value) else f"{value:.4f}"
+    return DASH if value is None or not finite(value) else f"{value:.4f}"
 
 
 def _pct(value: Any, digits: int = 2) -> str:
-    return f"{float(value):.{digits}f}" if _finite(value) else DASH
+    return f"{float(value):.{digits}f}" if finite(value) else DASH
 
 
 def _delta(a: Any, b: Any) -> str:
-    return f"{float(a) - float(b):+.2f}" if _finite(a) and _finite(b) else DASH
+    return f"{float(a) - float(b):+.2f}" if finite(a) and finite(b) else DASH
 
 
 def _pair(a: str, b: str) -> str:
@@ -153,12 +149,8 @@ class ChipColumn:
     source: str
     record: Record | None = None
     notes: tuple[str, ...] = ()
-
-    def best(self) -> tuple[int, float] | None:
-        if not self.figures:
-            return None
-        bs = max(self.figures, key=lambda b: (self.figures[b], -b))
-        return bs, self.figures[bs]
+    # (batch, images/s per card) at the best batch, as the perf gate chose it (baselines.best_figure)
+    best: tuple[int, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -208,7 +200,7 @@ def _measured_column(record: Record) -> ChipColumn:
     if record.get("outcome") != "passed":
         notes.append(verdict(record))
     return ChipColumn(chip=str(record.get("chip")), figures=figures_per_card(record), clock=str(record.get("clock") or ""),
-                      origin="measured", source=source, record=record, notes=tuple(notes))
+                      origin="measured", source=source, record=record, notes=tuple(notes), best=best_per_card(record))
 
 
 def _baseline_column(chip: ChipSpec, model: str, baselines_dir: Path | None) -> ChipColumn:
@@ -225,11 +217,13 @@ def _baseline_column(chip: ChipSpec, model: str, baselines_dir: Path | None) -> 
     notes = []
     if any(f.unit == "per_chip" for f in figures) and chip.devices_per_card > 1:
         notes.append(f"per-chip figures x {chip.devices_per_card} chips per card")
+    top = best_figure(figures)
     return ChipColumn(
         chip=chip.name,
         figures=dict(sorted((f.batch_size, f.per_card(chip)) for f in figures)),
         clock=clocks[0] if len(clocks) == 1 else "mixed: " + ", ".join(clocks),
         origin="baseline", source=f"{path.name} ({', '.join(sources)})", notes=tuple(notes),
+        best=(top.batch_size, top.per_card(chip)) if top is not None else None,
     )
 
 
@@ -240,7 +234,7 @@ def _ratio_column(chip: ChipColumn, base: ChipColumn, rule: PerfRule, gate: Reco
     for bs in sorted(set(chip.figures) | set(base.figures)):
         a, b = chip.figures.get(bs), base.figures.get(bs)
         per_batch[bs] = a / b if comparable and a is not None and b else None
-    top, bottom = chip.best(), base.best()
+    top, bottom = chip.best, base.best
     best = top[1] / bottom[1] if comparable and top and bottom and bottom[1] else None
     return RatioColumn(chip=chip.chip, baseline=base.chip, rule=rule, per_batch=per_batch, best=best,
                        comparable=comparable, gate=gate, baseline_measured=base.origin == "measured")
@@ -285,7 +279,7 @@ def _gate_note(r: RatioColumn) -> str:
     if gate is None:
         return (f"{r.name}: no gate record in the results; the table's ratio of bests is what "
                 f"test_throughput_ratio would compare with {r.rule.min_ratio:g}")
-    if gate.get("outcome") == "skipped" or not _finite(gate.get("ratio")):
+    if gate.get("outcome") == "skipped" or not finite(gate.get("ratio")):
         return f"{r.name}: gate {verdict(gate)}"
     recorded = float(gate["ratio"])
     head = (f"{r.name}: gate {str(gate.get('outcome')).upper()} in run {gate.get('run_id')}: recorded ratio "
@@ -329,7 +323,7 @@ def throughput_block(table: ThroughputTable) -> Table:
     for bs in table.batch_sizes:
         rows.append((f"bs{bs}", *(fmt_figure(c.figures.get(bs)) for c in table.columns),
                      *("n/a: clocks differ" if not r.comparable else fmt_ratio(r.per_batch.get(bs)) for r in table.ratios)))
-    bests = [c.best() for c in table.columns]
+    bests = [c.best for c in table.columns]
     rows.append(("best", *(f"{fmt_figure(b[1])} (bs{b[0]})" if b else DASH for b in bests),
                  *(_best_ratio_cell(r) for r in table.ratios)))
     return Table(headers=headers, rows=tuple(rows), align=("l",) + ("r",) * (len(headers) - 1), css="perf")
@@ -615,16 +609,16 @@ def key_figure(r: Mapping[str, Any]) -> str:
     kind = r.get("kind")
     if r.get("outcome") == "skipped":
         return f"vs {r.get('baseline_chip')}: not run" if kind == "perf_ratio" else "-"
-    if kind == "accuracy" and _finite(r.get("top1")):
+    if kind == "accuracy" and finite(r.get("top1")):
         return f"top-1 {_pct(r.get('top1'))} top-5 {_pct(r.get('top5'))} (bs{r.get('batch_size')})"
-    if kind == "agreement" and _finite(r.get("top1_agreement")):
+    if kind == "agreement" and finite(r.get("top1_agreement")):
         return f"agreement {_pct(r.get('top1_agreement'))}% (bs{r.get('batch_size')})"
-    if kind == "conversion" and _finite(r.get("max_abs_diff")):
+    if kind == "conversion" and finite(r.get("max_abs_diff")):
         return f"opset {r.get('opset')} max|diff| {float(r['max_abs_diff']):.3g}"
     if kind == "perf":
         best = best_per_card(r)
         return f"best {fmt_figure(best[1])} images/s per card (bs{best[0]})" if best else "-"
-    if kind == "perf_ratio" and _finite(r.get("ratio")):
+    if kind == "perf_ratio" and finite(r.get("ratio")):
         return f"vs {r.get('baseline_chip')} {float(r['ratio']):.4f} (need >= {r.get('threshold')})"
     return "-"
 

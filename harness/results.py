@@ -86,13 +86,6 @@ class Results:
         """Every model with a test record, sorted."""
         return sorted({str(r["model"]) for _, _, r in self.records() if r.get("model")})
 
-    def only(self, run_ids: Iterable[str]) -> Results:
-        """These runs alone (e.g. the session that just ended, for its terminal summary)."""
-        wanted = set(run_ids)
-        return Results(runs=[r for r in self.runs if r.run_id in wanted], files=self.files, warnings=self.warnings,
-                       blank_lines=self.blank_lines, malformed_lines=self.malformed_lines,
-                       duplicate_records=self.duplicate_records)
-
     def latest_accuracy(self, model: str | None = None) -> dict[AccuracyKey, Record]:
         """The newest accuracy record per (model, chip, backend, precision, batch size).
 
@@ -136,9 +129,6 @@ class Results:
             if r.get("kind") in TEST_KINDS:
                 latest[(str(r.get("test", "")), str(r.get("kind")))] = r
         return list(latest.values())
-
-    def history(self, model: str) -> ModelHistory:
-        return model_history(self, model)
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -309,6 +299,11 @@ def load_results(paths: Sequence[Path | str] | Path | str) -> Results:
                    duplicate_records=reading.duplicates)
 
 
+def results_of(records: Sequence[Record], source: Path | str) -> Results:
+    """Records already in memory (the session that just ended, for its summary) as Results."""
+    return Results(runs=_group((r, str(source)) for r in records), files=[Path(source)])
+
+
 # --------------------------------------------------------------------------------------------
 # Figures inside records
 
@@ -318,21 +313,19 @@ def figures_per_card(record: Mapping[str, Any]) -> dict[int, float]:
     factor = int(record.get("devices_per_card") or 1) if record.get("unit") == "per_chip" else 1
     out: dict[int, float] = {}
     for key, value in record.items():
-        if key.startswith(PER_S_PREFIX) and key[len(PER_S_PREFIX):].isdigit() and _finite(value):
+        if key.startswith(PER_S_PREFIX) and key[len(PER_S_PREFIX):].isdigit() and finite(value):
             out[int(key[len(PER_S_PREFIX):])] = float(value) * factor
     return dict(sorted(out.items()))
 
 
 def best_per_card(record: Mapping[str, Any]) -> tuple[int, float] | None:
-    """(batch size, images/s per card) of a perf record's best batch; ties go to the smaller batch."""
-    figures = figures_per_card(record)
-    if not figures:
-        return None
-    bs = max(figures, key=lambda b: (figures[b], -b))
-    return bs, figures[bs]
+    """(batch size, images/s per card) at the best batch, as the perf test chose and recorded it."""
+    bs, best = record.get("best_batch"), record.get("best_images_per_s_per_card")
+    return (int(bs), float(best)) if isinstance(bs, int) and finite(best) else None
 
 
-def _finite(value: Any) -> bool:
+def finite(value: Any) -> bool:
+    """A real, finite number (not a bool, None, text or NaN): a figure a table can show."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -380,19 +373,16 @@ class ModelHistory:
     accuracy_series: tuple[AccuracySeries, ...]
     throughput_chips: tuple[str, ...]
 
-    def regressions(self, policy: HistoryPolicy) -> list[Regression]:
-        return find_regressions(self, policy)
-
 
 def _accuracy_of(run: Run, model: str) -> dict[AccuracySeries, tuple[float, float | None]]:
     """Top-1/top-5 per series; with several batch sizes the worst top-1 counts (a regression at any
     batch size shows)."""
     out: dict[AccuracySeries, tuple[float, float | None]] = {}
     for r in run.of_kind("accuracy"):
-        if r.get("model") != model or r.get("outcome") == "skipped" or not _finite(r.get("top1")):
+        if r.get("model") != model or r.get("outcome") == "skipped" or not finite(r.get("top1")):
             continue
         series = (str(r.get("chip")), str(r.get("backend") or "?"), str(r.get("precision") or "?"))
-        top5 = float(r["top5"]) if _finite(r.get("top5")) else None
+        top5 = float(r["top5"]) if finite(r.get("top5")) else None
         if series not in out or float(r["top1"]) < out[series][0]:
             out[series] = (float(r["top1"]), top5)
     return out

@@ -79,3 +79,18 @@ def test_no_report_keeps_the_summary_and_writes_no_report(tmp_path: Path) -> Non
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert not (tmp_path / "report").exists()
     assert "certification summary" in proc.stdout and "report written" not in proc.stdout
+
+
+def test_a_slower_night_is_flagged_at_the_end_of_the_run(tmp_path: Path) -> None:
+    """Two runs appending to one results file: the second, 25% slower, ends with the regression."""
+    slower = tmp_path / "slower310P3.csv"
+    slower.write_text("model,batch_size,images_per_s,unit,clock,source,note\n"
+                      "resnext50_32x4d,32,3000,per_card,device_compute,lab night 2,\n")
+    args = ["acceptance", "-m", "perf", "--chip", "310P3", "--models", "resnext50_32x4d", "--measurements"]
+    first, _ = run_suite(tmp_path, *args, str(SEED_310P))
+    second, _ = run_suite(tmp_path, *args, str(slower))
+    assert first.returncode == second.returncode == 0, second.stdout[-3000:]
+    assert "REGRESSION" not in first.stdout
+    flagged = [line.strip() for line in second.stdout.splitlines() if "REGRESSION" in line]
+    assert len(flagged) == 1 and flagged[0].startswith("REGRESSION resnext50_32x4d images/s Ascend310P3: "
+                                                        "4012.15 -> 3000.00 images/s per card (-25.2%)"), flagged
