@@ -38,6 +38,16 @@ class Session(Protocol):
 
 
 class Backend(Protocol):
+    """What every backend has. Optional members, looked up where they are used:
+
+    - ``describe() -> dict``: what ran (threads, providers, precision), into the accuracy records;
+    - ``compile_key(target) -> dict``: target-dependent compile inputs (Ascend: the ATC command and
+      AIPP config), added to the compiled artifact's cache key and manifest (Workbench.compiled);
+    - ``preflight(device_id)``: raise :class:`DeviceBusy` before timing (Ascend: npu-smi; perf.run_sweep);
+    - ``handles_uint8_input: ClassVar[bool]``: compiles normalization in itself (:func:`folds_uint8_input`);
+    - sessions' ``compute_times_ms()`` and ``input_dtype``: the device clock and the batch dtype.
+    """
+
     name: ClassVar[str]
 
     def unavailable_reason(self) -> str | None:
