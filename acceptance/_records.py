@@ -20,6 +20,7 @@ def evaluation_properties(ev: Evaluation) -> dict[str, Any]:
         "batch_size": ev.batch_size,
         "dataset": ev.dataset,
         "dataset_key": ev.dataset_key,
+        "label_source": ev.label_source,
         "images": ev.accuracy.count,
         "skipped_unlabeled": ev.skipped_unlabeled,
         "skipped_missing": ev.skipped_missing,

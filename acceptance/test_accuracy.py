@@ -38,7 +38,7 @@ def test_accuracy(
            published_source=model_spec.published.source)
     if workbench.cfg.imagenet is None:
         pytest.skip("accuracy not certified: no ImageNet given; pass --imagenet DIR "
-                    "(a folder with val/ JPEGs and val_label.txt)")
+                    "(DIR/val/*.JPEG with DIR/val_label.txt, or an ImageFolder tree DIR/val/<wnid>/*.JPEG)")
     ev = _evaluate(workbench, model_spec, chip_spec, batch_size, "imagenet")
     record(**evaluation_properties(ev))
     gates = accuracy_gates(ev.accuracy, model_spec.published, policy)

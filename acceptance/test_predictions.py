@@ -1,10 +1,11 @@
 """Certify accuracy from results produced elsewhere: `pytest -m accuracy --predictions DIR`.
 
-DIR is an ais_bench output folder (``<image>_0.txt|.npy|.bin`` per image, see
-harness/predictions.py for the rules) or holds the ModelZoo's ``result.json``; with several
-models, one sub-folder per model name. The labels come from ``--imagenet-labels FILE`` (or the
-``val_label.txt`` of ``--imagenet DIR``). The gates are the accuracy gates of every run; there is
-no torch reference to agree with, so the agreement gate is recorded as not checked.
+DIR is an ais_bench output folder (``<image>_0.txt|.npy|.bin`` per image, or a multi-device run's
+``device<N>[_<i>]/`` folders; see harness/predictions.py for the rules) or holds the ModelZoo's
+``result.json``; with several models, one sub-folder per model name. The labels come from
+``--imagenet-labels FILE`` (or the ``val_label.txt`` of ``--imagenet DIR``). The gates are the
+accuracy gates of every run; there is no torch reference to agree with, so the agreement gate is
+recorded as not checked.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Callable
 
 import pytest
 
-from harness.data import DataError, find_dataset, read_labels
+from harness.data import DataError, list_dataset, read_labels
 from harness.gates import accuracy_gates, failures
 from harness.predictions import PredictionsError, read_result_json, result_json_only, score_folder
 from harness.specs import ChipSpec, ModelSpec, Policy
@@ -31,17 +32,18 @@ def _folder(root: Path, spec: ModelSpec, selected: int) -> Path:
                 f"{root / spec.name}")
 
 
-def _labels(workbench: Workbench, num_classes: int) -> tuple[Path, dict[str, int]]:
+def _labels(workbench: Workbench, num_classes: int) -> tuple[str, dict[str, int]]:
+    """Where the labels come from and the labels: --imagenet-labels FILE, else --imagenet DIR in
+    either layout (its val_label.txt, or an ImageFolder tree's wnid folders)."""
     cfg = workbench.cfg
     try:
         if cfg.imagenet_labels is not None:
-            path = cfg.imagenet_labels
-        elif cfg.imagenet is not None:
-            path = find_dataset(cfg.imagenet)[1]
-        else:
-            pytest.fail("--predictions needs the labels: pass --imagenet-labels FILE (a ModelZoo val_label.txt) "
-                        "or --imagenet DIR", pytrace=False)
-        return path, read_labels(path, num_classes)
+            return str(cfg.imagenet_labels), read_labels(cfg.imagenet_labels, num_classes)
+        if cfg.imagenet is not None:
+            listing = list_dataset(cfg.imagenet, num_classes=num_classes)
+            return listing.label_source, dict(zip(listing.names, listing.labels))
+        pytest.fail("--predictions needs the labels: pass --imagenet-labels FILE (a ModelZoo val_label.txt) "
+                    "or --imagenet DIR", pytrace=False)
     except DataError as exc:
         pytest.fail(str(exc), pytrace=False)
 
@@ -81,6 +83,8 @@ def test_predictions_accuracy(
                    labels=str(label_path), images=acc.count, top1=round(acc.top1, 4), top5=round(acc.top5, 4),
                    skipped_missing=score.missing, skipped_unlabeled=score.extra,
                    other_outputs_ignored=score.other_outputs_ignored)
+            if score.device_folders:  # a multi-device ais_bench run: its device<N>[_<i>] folders, read as one
+                record(device_folders=",".join(score.device_folders))
     except PredictionsError as exc:
         pytest.fail(str(exc), pytrace=False)
     gates = accuracy_gates(acc, published, policy)

@@ -3,12 +3,23 @@
 The command is the seeds' (``atc --framework=5 --model=x.onnx --output=x_bs16 --input_format=NCHW
 --input_shape="image:16,3,224,224" --log=info --soc_version=Ascend310P3``), built as an argument
 list: the input name, batch and shape come from the registry and the target, never from text a
-shell would read. ``precision_mode`` and ``insert_op_conf`` are added only when asked for.
+shell would read. ``precision_mode`` (or ``precision_mode_v2``), ``insert_op_conf`` and
+``enable_small_channel`` are added only when asked for.
 
 AIPP (``--insert_op_conf``) moves normalization onto the chip: the compiled model takes uint8
 RGB pixels, packed NHWC (``RGB888_U8``), and computes ``(x - mean_chn - min_chn) * var_reci_chn``
 per channel (CANN ATC guide, "AIPP configuration"). We write ``min_chn = 255 * mean`` and
 ``var_reci_chn = 1 / (255 * std)``, the torchvision normalization on 0..255 pixels.
+
+Precision: the accepted values are exactly ATC's own (its ``--help`` text and the validators
+``CheckPrecisionModeParamValid`` / ``CheckPrecisionModeV2ParamValid`` / ``CheckPrecisionModeV2Conflict``
+in github.com/hicann/ge ``compiler/api/aclgrph/option_utils.cc`` lines 1316-1372, help text in
+``api/atc/main_impl.cc`` lines 660-665; the CANN ATC guide's ``--precision_mode`` and
+``--precision_mode_v2`` pages give the same values and their meaning). Without a flag ATC compiles
+``force_fp16`` (the documented default), and even ``force_fp32`` feeds the 310/310P cube unit
+float16 inputs (the guide: for matrix operators it first picks float16 in, float32 out), so what a
+model was compiled with is recorded as the mode itself (:func:`compiled_precision`), never as
+"fp32".
 """
 
 from __future__ import annotations
@@ -20,12 +31,19 @@ from typing import Sequence
 from harness.specs import CompileTarget
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "null")
-# ATC --precision_mode values (CANN ATC guide). None: ATC's default, fp16 on Ascend 310 / 310P.
+# ATC --precision_mode values, exactly as ATC validates them (hicann/ge option_utils.cc:1316-1339).
+# Not accepted by ATC, although other Ascend front ends list them: force_lowerprecision and
+# allow_fp32_to_lowprecision (graph-engine internal / MindSpore values; ATC answers E10001).
 PRECISION_MODES = (
-    "force_fp16", "force_fp32", "cube_fp16in_fp32out", "allow_fp32_to_fp16", "must_keep_origin_dtype",
-    "allow_mix_precision", "allow_mix_precision_fp16", "allow_mix_precision_bf16", "allow_fp32_to_bf16",
-    "force_lowerprecision",
+    "force_fp16", "force_fp32", "cube_fp16in_fp32out", "allow_mix_precision", "allow_fp32_to_fp16",
+    "must_keep_origin_dtype", "allow_mix_precision_fp16", "allow_mix_precision_bf16", "allow_fp32_to_bf16",
 )
+# ATC --precision_mode_v2 values (option_utils.cc:1341-1357); it cannot be combined with --precision_mode.
+PRECISION_MODES_V2 = (
+    "fp16", "origin", "cube_fp16in_fp32out", "mixed_float16", "mixed_bfloat16", "cube_hif8", "mixed_hif8",
+)
+# What ATC compiles when neither flag is given (ATC --help: "force_fp16(default)"; the guide likewise).
+ATC_DEFAULT_PRECISION_MODE = "force_fp16"
 # What our precision names ask of ATC when the chip does not set precision_mode itself.
 PRECISION_TO_MODE: dict[str, str | None] = {"fp16": None, "fp32": "force_fp32"}
 INSTALL_HINT = (
@@ -48,10 +66,43 @@ def precision_mode_for(precision: str, explicit: str | None = None) -> str | Non
         return explicit
     if precision not in PRECISION_TO_MODE:
         raise AtcConfigError(
-            f"precision {precision!r} is not available on Ascend 310/310P through ATC; use fp16 (ATC's default) "
-            "or fp32 (--precision_mode=force_fp32)"
+            f"precision {precision!r} is not available on Ascend 310/310P through ATC; use fp16 (ATC's default "
+            "force_fp16) or fp32 (--precision_mode=force_fp32)"
         )
     return PRECISION_TO_MODE[precision]
+
+
+def precision_flags(
+    precision: str, precision_mode: str | None = None, precision_mode_v2: str | None = None
+) -> tuple[str | None, str | None]:
+    """``(--precision_mode, --precision_mode_v2)`` for a target: at most one is set, None = ATC's default.
+
+    A mode set in chips.toml (either flag) wins over the target precision; setting both is refused
+    as ATC refuses it (E10056, ``CheckPrecisionModeV2Conflict``).
+    """
+    if precision_mode and precision_mode_v2:
+        raise AtcConfigError(
+            f"precision_mode {precision_mode!r} and precision_mode_v2 {precision_mode_v2!r} are both set; ATC "
+            "accepts one of them (E10056): remove one from backend_options in fixtures/chips.toml"
+        )
+    if precision_mode_v2:
+        if precision_mode_v2 not in PRECISION_MODES_V2:
+            raise AtcConfigError(
+                f"unknown ATC precision_mode_v2 {precision_mode_v2!r}; ATC accepts {', '.join(PRECISION_MODES_V2)}"
+            )
+        return None, precision_mode_v2
+    return precision_mode_for(precision, precision_mode), None
+
+
+def compiled_precision(command: Sequence[str]) -> str:
+    """What an ATC command compiles: its ``--precision_mode`` value, ``precision_mode_v2=<value>``, or
+    ATC's default ``force_fp16`` when it names neither (the value every record shows as precision)."""
+    for arg in command:
+        if arg.startswith("--precision_mode="):
+            return arg.partition("=")[2]
+        if arg.startswith("--precision_mode_v2="):
+            return "precision_mode_v2=" + arg.partition("=")[2]
+    return ATC_DEFAULT_PRECISION_MODE
 
 
 def atc_command(
@@ -62,8 +113,14 @@ def atc_command(
     log_level: str = "error",
     precision_mode: str | None = None,
     aipp_config: Path | str | None = None,
+    precision_mode_v2: str | None = None,
+    small_channel: bool = False,
 ) -> list[str]:
-    """The ATC argument list for one static-batch model (the seeds' options, in the seeds' order)."""
+    """The ATC argument list for one static-batch model (the seeds' options, in the seeds' order).
+
+    ``small_channel`` adds ``--enable_small_channel=1`` (see docs/ascend.md: the ATC guide advises
+    it for inputs of <= 4 channels together with static AIPP).
+    """
     if not _NAME.match(target.input_name):
         raise AtcConfigError(
             f"ONNX input name {target.input_name!r} cannot be passed to ATC's --input_shape (it splits on ':', "
@@ -73,6 +130,8 @@ def atc_command(
         raise AtcConfigError(f"soc_version {soc_version!r} is not an Ascend SoC name like Ascend310P3")
     if log_level not in LOG_LEVELS:
         raise AtcConfigError(f"ATC --log {log_level!r}: expected one of {', '.join(LOG_LEVELS)}")
+    if precision_mode and precision_mode_v2:
+        raise AtcConfigError("ATC takes --precision_mode or --precision_mode_v2, not both (E10056)")
     c, h, w = target.input_shape
     args = [
         "atc",
@@ -86,8 +145,12 @@ def atc_command(
     ]
     if precision_mode:
         args.append(f"--precision_mode={precision_mode}")
+    if precision_mode_v2:
+        args.append(f"--precision_mode_v2={precision_mode_v2}")
     if aipp_config is not None:
         args.append(f"--insert_op_conf={aipp_config}")
+    if small_channel:
+        args.append("--enable_small_channel=1")
     return args
 
 

@@ -1,6 +1,7 @@
 """ImageNet listing, label files, and preprocessing into a content-addressed uint8 cache.
 
-The data path is: a directory of JPEGs plus a ModelZoo label file (``name label`` per line)
+The data path is: a directory of JPEGs plus a ModelZoo label file (``name label`` per line), or
+an ImageFolder tree (``val/<wnid>/*.JPEG``, the class given by the folder)
 -> :func:`list_dataset` (labels joined to files by name, never by order) -> :func:`prepare_dataset`
 (every image decoded and resized once, in parallel, into one raw uint8 NCHW file inside an
 :class:`~harness.cache.ArtifactCache` entry) -> :meth:`PreparedDataset.batches` (normalized to
@@ -15,10 +16,12 @@ processes, and the reference pipeline is only needed by the tests).
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import hashlib
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import threading
 import time
@@ -34,7 +37,7 @@ from PIL import Image, ImageDraw
 
 from harness.cache import DEFAULT_CACHE_ENV, ArtifactCache, CacheError, file_sha256
 from harness.progress import progress
-from harness.specs import RESIZE_METHODS, PreprocessSpec
+from harness.specs import FIXTURES_DIR, RESIZE_METHODS, PreprocessSpec
 
 # Bump when the layout of a "dataset" cache entry or the pixel pipeline changes: old entries then
 # stop matching instead of being misread.
@@ -42,6 +45,10 @@ CACHE_FORMAT = 1
 LABEL_FILE_NAME = "val_label.txt"
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 MISMATCH_POLICIES = ("error", "intersect")
+# The class order of an ImageFolder tree: ILSVRC2012's wnids sorted (fixtures/README.md).
+WNIDS_FILE = FIXTURES_DIR / "imagenet_wnids.txt"
+WNIDS_SOURCE = "fixtures/imagenet_wnids.txt"
+_WNID = re.compile(r"n[0-9]{8}")
 # How JPEGs are decoded. "exact" (default): the full decode torchvision does, bit for bit.
 # "draft": libjpeg's DCT-domain downscaling by 1/2, 1/4 or 1/8 (PIL ``Image.draft``) wherever the
 # file is at least twice the resize target; about twice as fast on such photos, but different
@@ -62,7 +69,8 @@ _RESAMPLING: dict[str, Image.Resampling] = {
 
 _LAYOUT_HELP = (
     "expected either DIR/val/*.JPEG with DIR/val_label.txt (the layout of imagenet-val-1300), "
-    "or DIR/*.JPEG with DIR/val_label.txt; pass it as --imagenet DIR, and add "
+    "or DIR/*.JPEG with DIR/val_label.txt, or an ImageFolder tree DIR/val/<wnid>/*.JPEG or "
+    "DIR/<wnid>/*.JPEG (wnids like n01440764); pass it as --imagenet DIR, and add "
     "--imagenet-labels FILE if the label file lives elsewhere"
 )
 
@@ -170,12 +178,57 @@ def _has_images(directory: Path) -> bool:
         return any(_is_image_name(e.name) and e.is_file() for e in it)
 
 
-def find_dataset(path: Path, label_file: Path | None = None) -> tuple[Path, Path]:
-    """Locate ``(image_dir, label_file)`` under ``path``.
+def _subfolders(directory: Path) -> list[str]:
+    # Hidden folders (.ipynb_checkpoints, .AppleDouble) are droppings, like hidden files.
+    with os.scandir(directory) as it:
+        return sorted(e.name for e in it if not e.name.startswith(".") and e.is_dir())
 
-    Accepted layouts: ``path/val/*.JPEG`` with ``path/val_label.txt``, or ``path/*.JPEG`` with
-    ``path/val_label.txt``. An explicit ``label_file`` overrides the one found in the directory.
+
+@functools.lru_cache(maxsize=None)
+def load_wnids(path: Path = WNIDS_FILE) -> tuple[str, ...]:
+    """The 1000 ILSVRC2012 wnids in class-index order (``fixtures/imagenet_wnids.txt``).
+
+    Class ``i`` of every ImageNet-1k model here is the ``i``-th wnid in sorted order, the order
+    torchvision's ``ImageFolder`` and timm give the ``val/<wnid>/`` folders. Raises
+    :class:`DataError` unless the file holds exactly 1000 unique, sorted ``nXXXXXXXX`` lines.
     """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").split()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(
+            f"cannot read the ILSVRC2012 wnid list {path} ({exc}); it ships with the suite "
+            f"(fixtures/imagenet_wnids.txt): restore it from the repository"
+        ) from exc
+    malformed = [w for w in lines if not _WNID.fullmatch(w)]
+    problem = ""
+    if len(lines) != 1000:
+        problem = f"{len(lines)} wnids"
+    elif malformed:
+        problem = f"malformed entries {_examples(malformed)}"
+    elif len(set(lines)) != 1000:
+        problem = f"{1000 - len(set(lines))} repeated wnid(s)"
+    elif lines != sorted(lines):
+        problem = "wnids out of sorted order"
+    if problem:
+        raise DataError(
+            f"{path}: expected the 1000 unique ILSVRC2012 wnids (nXXXXXXXX), sorted, one per line, "
+            f"found {problem}; restore fixtures/imagenet_wnids.txt from the repository"
+        )
+    return tuple(lines)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where the images are and, if any, the label file to join them with."""
+
+    image_dir: Path
+    label_file: Path | None
+    imagefolder: bool  # image_dir/<wnid>/*.JPEG rather than image_dir/*.JPEG
+
+
+def _locate(path: Path, label_file: Path | None) -> _Layout:
+    """Find the layout under ``path``: ModelZoo (flat JPEGs + label file) or ImageFolder."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"ImageNet directory {path} does not exist; {_LAYOUT_HELP}")
@@ -185,15 +238,30 @@ def find_dataset(path: Path, label_file: Path | None = None) -> tuple[Path, Path
         raise DataError(f"ImageNet directory {path} is empty; {_LAYOUT_HELP}")
 
     val = path / "val"
-    if val.is_dir() and _has_images(val):
-        image_dir = val
-    elif _has_images(path):
-        image_dir = path
-    else:
-        subdirs = sum(1 for p in path.iterdir() if p.is_dir())
+    candidates = [val, path] if val.is_dir() else [path]
+    image_dir: Path | None = None
+    imagefolder = False
+    for candidate in candidates:
+        has_images = _has_images(candidate)
+        wnid_like = [d for d in _subfolders(candidate) if _WNID.fullmatch(d)]
+        if has_images and wnid_like:
+            # Half of a valprep.sh run, or two copies in one folder: either reading would be wrong.
+            raise DataError(
+                f"{candidate} mixes both layouts: JPEGs directly inside and {len(wnid_like)} "
+                f"wnid folder(s) ({_examples(wnid_like, 3)}); expected one of them: move every "
+                f"image into its wnid folder (ImageFolder) or out of them (with {LABEL_FILE_NAME})"
+            )
+        if has_images or wnid_like:
+            image_dir, imagefolder = candidate, bool(wnid_like)
+            break
+    if image_dir is None:
         found = f"no .JPEG/.jpg/.png files in {path}" + (f" or {val}" if val.is_dir() else "")
+        subdirs = _subfolders(path)
         if subdirs:
-            found += f" ({subdirs} subdirectories: a per-class ImageFolder tree is not supported)"
+            found += (
+                f" ({len(subdirs)} subdirectories, none named after an ILSVRC2012 wnid: "
+                f"{_examples(subdirs, 3)})"
+            )
         raise DataError(f"{found}; {_LAYOUT_HELP}")
 
     if label_file is not None:
@@ -203,11 +271,15 @@ def find_dataset(path: Path, label_file: Path | None = None) -> tuple[Path, Path
                 f"label file {label_file} (from --imagenet-labels) does not exist or is not a "
                 f"file; expected a ModelZoo label file ('ILSVRC2012_val_00000001.JPEG 65' per line)"
             )
-        return image_dir, label_file
+        return _Layout(image_dir, label_file, imagefolder)
+    if imagefolder:
+        # The folders are the labels; a val_label.txt lying around is not read implicitly, so
+        # a subset of classes copied with the full label file is not a label mismatch.
+        return _Layout(image_dir, None, True)
 
     for candidate in (path / LABEL_FILE_NAME, image_dir / LABEL_FILE_NAME):
         if candidate.is_file():
-            return image_dir, candidate
+            return _Layout(image_dir, candidate, False)
     hint = ""
     if (path.parent / LABEL_FILE_NAME).is_file():
         hint = f" (there is one in the parent directory: did you mean --imagenet {path.parent}?)"
@@ -216,35 +288,115 @@ def find_dataset(path: Path, label_file: Path | None = None) -> tuple[Path, Path
     )
 
 
+def find_dataset(path: Path, label_file: Path | None = None) -> tuple[Path, Path]:
+    """Locate ``(image_dir, label_file)`` under ``path``.
+
+    Accepted layouts: ``path/val/*.JPEG`` with ``path/val_label.txt``, or ``path/*.JPEG`` with
+    ``path/val_label.txt``. An explicit ``label_file`` overrides the one found in the directory.
+    An ImageFolder tree (``path/val/<wnid>/`` or ``path/<wnid>/``) has its labels in the folder
+    names, not in a file: it is returned only with an explicit ``label_file``, and is otherwise
+    a :class:`DataError` (:func:`list_dataset` reads it without one).
+    """
+    layout = _locate(path, label_file)
+    if layout.label_file is None:
+        raise DataError(
+            f"{layout.image_dir} is an ImageFolder tree (<wnid>/*.JPEG): its labels are the folder "
+            f"names, not a {LABEL_FILE_NAME}; where a label file is needed, pass a ModelZoo one "
+            f"('ILSVRC2012_val_00000001.JPEG 65' per line) with --imagenet-labels FILE"
+        )
+    return layout.image_dir, layout.label_file
+
+
+@dataclass(frozen=True)
+class ImageFolderInfo:
+    """What an ImageFolder tree (``root/<wnid>/*.JPEG``) held, beyond its images.
+
+    Recorded with the results (:attr:`DatasetListing.label_source`), so that a subset of the
+    classes is never mistaken for the full validation set.
+    """
+
+    root: Path
+    folders: int  # wnid folders present (every one a known ILSVRC2012 wnid)
+    empty_folders: tuple[str, ...]  # wnid folders without any image (allowed, counted)
+    missing_wnids: tuple[str, ...]  # ILSVRC2012 classes without a folder
+    ignored_files: int  # non-image files beside the folders or inside them (skipped, counted)
+
+    @property
+    def full(self) -> bool:
+        """True when every one of the 1000 classes has a folder."""
+        return not self.missing_wnids
+
+    def describe(self) -> str:
+        """One line for the records, e.g. ``imagefolder: 725 of 1000 wnid folders (subset: ...)``."""
+        total = self.folders + len(self.missing_wnids)
+        text = f"imagefolder: {self.folders} wnid folders"
+        if not self.full:
+            text = (
+                f"imagefolder: {self.folders} of {total} wnid folders (subset: "
+                f"{len(self.missing_wnids)} classes absent)"
+            )
+        extras = []
+        if self.empty_folders:
+            extras.append(f"{len(self.empty_folders)} empty")
+        if self.ignored_files:
+            extras.append(f"{self.ignored_files} non-image files ignored")
+        extra = f", {', '.join(extras)}" if extras else ""
+        return f"{text}{extra} ({WNIDS_SOURCE} order)"
+
+
 @dataclass(frozen=True)
 class DatasetListing:
     """The images to score and their labels, joined by file name.
 
-    ``names`` are file names inside ``image_dir``, sorted; ``labels`` follow the same order.
-    ``skipped_unlabeled`` / ``skipped_missing`` count images without labels and labels without
-    images that ``on_mismatch="intersect"`` left out.
+    ``names`` are image file names, sorted and unique; ``labels`` follow the same order. In the
+    ModelZoo layout the files are ``image_dir/<name>`` and the labels come from ``label_file``;
+    in an ImageFolder tree they are ``image_dir/<folder>/<name>`` (``folders``, same order),
+    the labels come from the folder names (``imagefolder``) and ``label_file``, if given, was
+    checked to agree with them. ``skipped_unlabeled`` / ``skipped_missing`` count images
+    without labels and labels without images that ``on_mismatch="intersect"`` left out.
     """
 
     image_dir: Path
-    label_file: Path
+    label_file: Path | None
     names: tuple[str, ...]
     labels: tuple[int, ...]
     skipped_unlabeled: int = 0
     skipped_missing: int = 0
+    folders: tuple[str, ...] = ()  # ImageFolder only: each image's wnid folder
+    imagefolder: ImageFolderInfo | None = None
 
     def __len__(self) -> int:
         return len(self.names)
 
+    def image_paths(self) -> list[Path]:
+        """Every listed image's path, in ``names`` order."""
+        if self.folders:
+            return [self.image_dir / f / n for f, n in zip(self.folders, self.names)]
+        return [self.image_dir / n for n in self.names]
+
+    @property
+    def label_source(self) -> str:
+        """Where the labels came from, for the records: ``val_label.txt: PATH`` or ``imagefolder: ...``."""
+        if self.imagefolder is None:
+            return f"{LABEL_FILE_NAME}: {self.label_file}"
+        text = self.imagefolder.describe()
+        if self.label_file is not None:
+            text += f", agrees with {LABEL_FILE_NAME}: {self.label_file}"
+        return text
+
     def fingerprint(self) -> dict[str, Any]:
         """The content identity used in cache keys.
 
-        The label file is hashed byte for byte; images are identified by (name, size, mtime_ns)
-        from ``stat`` only, never by reading their bytes, so a warm rerun over 50,000 images
-        costs 50,000 stats rather than 6 GB of reads.
+        Images are identified by (name, size, mtime_ns) from ``stat`` only, never by reading
+        their bytes, so a warm rerun over 50,000 images costs 50,000 stats rather than 6 GB of
+        reads. The ModelZoo layout hashes its label file byte for byte (as it always has, so
+        existing cache entries stay valid); an ImageFolder tree hashes the labels themselves,
+        which is all of its labels that reach the entry (a label file it was checked against
+        adds nothing). The same images in both layouts are therefore cached apart, each
+        correctly: entries never mix, at the price of preprocessing such a copy once more.
         """
         digest = hashlib.sha256()
-        for name in self.names:
-            image = self.image_dir / name
+        for name, image in zip(self.names, self.image_paths()):
             try:
                 st = os.stat(image)
             except OSError as exc:
@@ -253,6 +405,14 @@ class DatasetListing:
                     f"did the dataset change during the run? rerun to list it again"
                 ) from exc
             digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        if self.imagefolder is not None:
+            return {
+                "count": len(self.names),
+                "labels": "imagefolder",
+                "labels_sha256": hashlib.sha256(np.asarray(self.labels, dtype="<i8").tobytes()).hexdigest(),
+                "images_stat_sha256": digest.hexdigest(),
+            }
+        assert self.label_file is not None  # the ModelZoo layout always has one
         try:
             labels_sha = file_sha256(self.label_file)
         except OSError as exc:
@@ -280,29 +440,77 @@ def _subset(names: Sequence[str], limit: int) -> list[str]:
     return sorted(by_hash[:limit])
 
 
-def list_dataset(
-    path: Path,
-    label_file: Path | None = None,
-    limit: int | None = None,
-    num_classes: int = 1000,
-    on_mismatch: str = "error",
-) -> DatasetListing:
-    """List the images under ``path`` and join them to their labels by file name.
+def _scan_imagefolder(root: Path, wnids: Sequence[str]) -> tuple[dict[str, str], ImageFolderInfo]:
+    """``{image name: wnid folder}`` of ``root/<wnid>/*``, with what else the tree held.
 
-    ``on_mismatch="error"`` (default) refuses images without labels or labels without images;
-    ``"intersect"`` scores only the images that have labels and records what it skipped.
-    ``limit`` takes a deterministic, unbiased subset (the first ``limit`` names ordered by the
-    SHA-256 of the name), returned sorted by name.
+    Refuses folders that are not ILSVRC2012 wnids, folders inside class folders and image names
+    present in two folders; non-image files are skipped and counted (torchvision's ImageFolder
+    skips them too: e.g. the ``valprep.sh`` or ``LOC_val_solution.csv`` beside the folders).
     """
-    if on_mismatch not in MISMATCH_POLICIES:
-        raise DataError(f"on_mismatch must be one of {', '.join(MISMATCH_POLICIES)}, found {on_mismatch!r}")
-    if limit is not None and limit <= 0:
-        raise DataError(f"limit must be a positive number of images, found {limit}; omit it to use all images")
-    image_dir, labels_path = find_dataset(path, label_file)
-    labels = read_labels(labels_path, num_classes)
-    with os.scandir(image_dir) as it:
-        images = {e.name for e in it if _is_image_name(e.name) and e.is_file()}
+    known = set(wnids)
+    folders = _subfolders(root)
+    unknown = [f for f in folders if f not in known]
+    if unknown:
+        raise DataError(
+            f"{root} is an ImageFolder tree, but {len(unknown)} folder(s) there are not ILSVRC2012 "
+            f"wnids: {_examples(unknown)}; expected only folders named after the 1000 classes "
+            f"(n01440764 ... n15075141, {WNIDS_SOURCE}): move or remove the others"
+        )
+    with os.scandir(root) as it:
+        ignored = sum(1 for e in it if not e.name.startswith(".") and not e.is_dir())
+    folder_of: dict[str, str] = {}
+    duplicates: list[str] = []
+    nested: list[str] = []
+    empty: list[str] = []
+    for folder in folders:
+        count = 0
+        with os.scandir(root / folder) as it:
+            for entry in it:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir():
+                    nested.append(f"{folder}/{entry.name}")
+                elif not (_is_image_name(entry.name) and entry.is_file()):
+                    ignored += 1
+                elif entry.name in folder_of:
+                    duplicates.append(f"{entry.name} (in {folder_of[entry.name]}/ and {folder}/)")
+                else:
+                    folder_of[entry.name] = folder
+                    count += 1
+        if count == 0:
+            empty.append(folder)
+    if nested:
+        # torchvision would read them recursively; silently skipping them would drop images.
+        raise DataError(
+            f"{root}: {len(nested)} folder(s) inside wnid folders: {_examples(nested)}; expected "
+            f"the images directly in each wnid folder (val/n01440764/*.JPEG): move them up"
+        )
+    if duplicates:
+        raise DataError(
+            f"{root}: {len(duplicates)} image name(s) appear in two wnid folders: "
+            f"{_examples(duplicates)}; expected each image once (labels are joined by file "
+            f"name): remove the copy in the wrong class folder"
+        )
+    if not folder_of:
+        raise DataError(
+            f"{root}: {len(folders)} wnid folder(s) but no .JPEG/.jpg/.png file in any of them; "
+            f"expected the images in val/<wnid>/; {_LAYOUT_HELP}"
+        )
+    present = set(folders)
+    info = ImageFolderInfo(
+        root=root,
+        folders=len(folders),
+        empty_folders=tuple(empty),
+        missing_wnids=tuple(w for w in wnids if w not in present),
+        ignored_files=ignored,
+    )
+    return folder_of, info
 
+
+def _join(
+    images: set[str], labels: Mapping[str, int], image_dir: Path, labels_path: Path, on_mismatch: str
+) -> tuple[list[str], int, int]:
+    """Names present in both, sorted, and the unlabeled / missing counts (or a DataError)."""
     unlabeled = sorted(images - labels.keys())
     missing = sorted(labels.keys() - images)
     if (unlabeled or missing) and on_mismatch == "error":
@@ -321,15 +529,87 @@ def list_dataset(
             f"{len(labels)} labels, e.g. images {_examples(sorted(images), 3)} vs labels "
             f"{_examples(sorted(labels), 3)}); pass the matching label file with --imagenet-labels FILE"
         )
+    return names, len(unlabeled), len(missing)
+
+
+def list_dataset(
+    path: Path,
+    label_file: Path | None = None,
+    limit: int | None = None,
+    num_classes: int = 1000,
+    on_mismatch: str = "error",
+) -> DatasetListing:
+    """List the images under ``path`` and join them to their labels by file name.
+
+    Layouts: ModelZoo (``path/val/*.JPEG`` or ``path/*.JPEG``, labels from ``val_label.txt``
+    there or ``label_file``) or ImageFolder (``path/val/<wnid>/*.JPEG`` or ``path/<wnid>/*.JPEG``,
+    class = position of the wnid in :func:`load_wnids`; a subset of the classes is allowed and
+    recorded in :attr:`DatasetListing.imagefolder`). An ImageFolder tree given a ``label_file``
+    too must agree with it image by image (a disagreement is a :class:`DataError` naming the
+    images and both labels); a ``val_label.txt`` inside the tree is not read implicitly.
+
+    ``on_mismatch="error"`` (default) refuses images without labels or labels without images;
+    ``"intersect"`` scores only the images that have labels and records what it skipped.
+    ``limit`` takes a deterministic, unbiased subset (the first ``limit`` names ordered by the
+    SHA-256 of the name), returned sorted by name.
+    """
+    if on_mismatch not in MISMATCH_POLICIES:
+        raise DataError(f"on_mismatch must be one of {', '.join(MISMATCH_POLICIES)}, found {on_mismatch!r}")
+    if limit is not None and limit <= 0:
+        raise DataError(f"limit must be a positive number of images, found {limit}; omit it to use all images")
+    layout = _locate(path, label_file)
+    image_dir = layout.image_dir
+    folder_of: dict[str, str] = {}
+    info: ImageFolderInfo | None = None
+    unlabeled = missing = 0
+    if layout.imagefolder:
+        wnids = load_wnids()
+        if num_classes != len(wnids):
+            raise DataError(
+                f"{image_dir} is an ImageFolder tree of ILSVRC2012's {len(wnids)} classes, but the "
+                f"model has {num_classes}; pass a ModelZoo label file for its classes with "
+                f"--imagenet-labels FILE and a flat folder of images"
+            )
+        folder_of, info = _scan_imagefolder(image_dir, wnids)
+        index = {w: i for i, w in enumerate(wnids)}
+        labels = {name: index[folder] for name, folder in folder_of.items()}
+        if layout.label_file is None:
+            names = sorted(labels)
+        else:
+            file_labels = read_labels(layout.label_file, num_classes)
+            names, unlabeled, missing = _join(set(labels), file_labels, image_dir, layout.label_file, on_mismatch)
+            disagree = [n for n in names if labels[n] != file_labels[n]]
+            if disagree:
+                shown = [
+                    f"{n} (folder {folder_of[n]} = {labels[n]}, file {file_labels[n]} = "
+                    f"{wnids[file_labels[n]]})"
+                    for n in disagree[:5]
+                ]
+                raise DataError(
+                    f"{image_dir} (ImageFolder) and {layout.label_file} disagree on "
+                    f"{len(disagree)} of {len(names)} images: {'; '.join(shown)}"
+                    f"{'; ...' if len(disagree) > 5 else ''}; expected the same class for every "
+                    f"image (class = position of the wnid in {WNIDS_SOURCE}); one of them is for "
+                    f"another dataset or another class order: pass the matching label file with "
+                    f"--imagenet-labels FILE, or omit it to take the labels from the folders"
+                )
+    else:
+        assert layout.label_file is not None  # _locate found or was given one
+        labels = read_labels(layout.label_file, num_classes)
+        with os.scandir(image_dir) as it:
+            images = {e.name for e in it if _is_image_name(e.name) and e.is_file()}
+        names, unlabeled, missing = _join(images, labels, image_dir, layout.label_file, on_mismatch)
     if limit is not None and limit < len(names):
         names = _subset(names, limit)
     return DatasetListing(
         image_dir=image_dir,
-        label_file=labels_path,
+        label_file=layout.label_file,
         names=tuple(names),
         labels=tuple(labels[n] for n in names),
-        skipped_unlabeled=len(unlabeled),
-        skipped_missing=len(missing),
+        skipped_unlabeled=unlabeled,
+        skipped_missing=missing,
+        folders=tuple(folder_of[n] for n in names) if layout.imagefolder else (),
+        imagefolder=info,
     )
 
 
@@ -663,7 +943,7 @@ def _default_workers() -> int:
 def _run_chunks(
     listing: DatasetListing, spec: PreprocessSpec, out_file: Path, workers: int, decode: str = "exact"
 ) -> None:
-    paths = [str(listing.image_dir / n) for n in listing.names]
+    paths = [str(p) for p in listing.image_paths()]
     count = len(paths)
     # Small datasets are split evenly so both cores still get work; large ones use CHUNK_SIZE.
     chunk = max(1, min(CHUNK_SIZE, -(-count // workers)))
@@ -754,8 +1034,9 @@ def prepare_dataset(
     """Preprocess every listed image once into the cache and memory-map the result.
 
     The entry (``images.u8`` raw uint8 NCHW, ``labels.npy``, ``names.txt``) is keyed by
-    :func:`dataset_cache_inputs`: preprocessing fields, label file bytes, every image's
-    (name, size, mtime), and the name list. ``workers`` defaults to the usable CPUs; ``1`` runs
+    :func:`dataset_cache_inputs`: preprocessing fields, the labels (see
+    :meth:`DatasetListing.fingerprint`), every image's (name, size, mtime), and the name list.
+    ``workers`` defaults to the usable CPUs; ``1`` runs
     in-process. A failing image raises :class:`DataError` and publishes nothing. A cache disk
     without room for the entry is a :class:`CacheError` before any image is decoded (the size is
     known in advance); a warm entry is reused however full the disk is. ``decode="draft"``
@@ -796,7 +1077,8 @@ def prepare_dataset(
             "preprocess": spec.describe(),
             "decode": decode,
             "image_dir": str(listing.image_dir),
-            "label_file": str(listing.label_file),
+            "label_file": None if listing.label_file is None else str(listing.label_file),
+            "label_source": listing.label_source,
             "skipped_unlabeled": listing.skipped_unlabeled,
             "skipped_missing": listing.skipped_missing,
             "workers": used_workers,

@@ -37,6 +37,25 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# The instruction-set flags that change what a CPU backend runs (OpenVINO picks bf16 on
+# AVX-512-BF16 and AMX; these machines alternate between CPUs with and without AVX-512).
+CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8", "amx_fp16")
+
+
+def cpu_features(cpuinfo: str | None = None) -> list[str]:
+    """The :data:`CPU_FEATURES` this CPU has, from /proc/cpuinfo's flags (x86; empty elsewhere)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return []
+    for line in cpuinfo.splitlines():
+        if line.lower().startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            return [f for f in CPU_FEATURES if f in flags]
+    return []
+
+
 def installed_version(*distributions: str) -> tuple[str, str] | None:
     """``(name, version)`` of the first of ``distributions`` that is installed, or None."""
     for name in distributions:
@@ -98,6 +117,7 @@ def fingerprint() -> dict[str, Any]:
     env: dict[str, Any] = {
         "host": socket.gethostname(),
         "cpu": _cpu_model(),
+        "cpu_features": cpu_features(),
         "cores": os.cpu_count(),
         "usable_cores": usable,
         "machine": platform.machine(),

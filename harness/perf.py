@@ -130,7 +130,8 @@ def run_sweep(workbench: Workbench, spec: ModelSpec, chip: ChipSpec, batch_sizes
     environment = dict(describe()) if callable(describe) else {"backend": backend.name}
     return Sweep(
         model=spec.name, chip=chip.name, backend=backend.name, backend_version=backend.version(),
-        environment=environment, precision=chip.precision, dataset=str(prepared.listing.image_dir),
+        environment=environment, precision=str(environment.get("precision", chip.precision)),  # Ascend: ATC mode
+        dataset=str(prepared.listing.image_dir),
         dataset_key=prepared.key, ring_images=min(workbench.policy.timing.ring_images, len(prepared)),
         weights=loaded.identity, points=tuple(points),
     )

@@ -23,10 +23,31 @@ pytest_plugins = ["harness.fixtures"]
 
 _STATE = pytest.StashKey[dict[str, Any]]()
 
+# Registered by the plugin, not an ini-file, so they hold wherever pytest finds its configuration.
+MARKERS = {
+    "accuracy": "certify a compiled model's top-1/top-5 on ImageNet val against the published numbers",
+    "conversion": "torch -> ONNX export and parity with torch (seeded random weights)",
+    "agreement": "compiled model agrees with the torch reference on the same images",
+    "perf": "throughput certification (batch sweep, ratio gates)",
+    "slow": "takes more than a few seconds (real models, real data)",
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) -> None:
+    """Before the first conftest loads: take this plugin's option values for values, not test paths.
+
+    Runs only when the plugin is loaded early (the ``pytest11`` entry point of the installed
+    package); loaded from conftest.py it is too late, and ``--option=value`` is needed.
+    """
+    from harness.rootdir import reroot
+
+    reroot(early_config, args)
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("modelzoo-cert", "model-zoo certification")
-    g.addoption("--imagenet", metavar="DIR", help="ImageNet val: a folder with val/ (JPEGs) and val_label.txt")
+    g.addoption("--imagenet", metavar="DIR", help="ImageNet val: DIR/val/*.JPEG + DIR/val_label.txt (ModelZoo), or DIR/val/<wnid>/*.JPEG (ImageFolder)")
     g.addoption("--imagenet-labels", metavar="FILE", help="label file if not DIR/val_label.txt")
     g.addoption("--limit", type=int, metavar="N", help="certify on a deterministic subset of N images")
     g.addoption("--models", metavar="A,B", help="comma-separated model names from fixtures/models.toml (default: all)")
@@ -81,6 +102,8 @@ def _csv(value: str | None) -> list[str]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    for name, description in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {description}")
     try:
         registry = load_models()
         chips = load_chips()

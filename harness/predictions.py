@@ -20,6 +20,16 @@ reader applies (docs/ascend.md repeats them):
   counts recorded (``--on-label-mismatch intersect``).
 - If the folder has no prediction files but exactly one sub-folder (ais_bench's timestamped
   output folder), that sub-folder is read.
+- Multi-device runs (``--device 0,1``) write one sub-folder per device under the timestamped
+  folder: ``<output>/<timestamp>/device<N>/`` in Ascend's tools ais_bench
+  (ais-bench_workload/tool/ais_bench/ais_bench/infer/__main__.py line 404) and
+  ``<output>/<timestamp>/device<N>_<i>/`` (``i`` = the device's index in ``--device``) in the
+  ait / msit benchmark (ait/components/benchmark/ais_bench/infer/benchmark_process.py lines
+  438-446). A folder whose sub-folders are all such device folders is read as one set: every
+  image must appear once; an image in two device folders is an error naming both files (ait runs
+  every input on every device unless ``--divide-input`` is given, main_cli.py lines 278-283).
+  ait takes the timestamp in each device's process, so one run's device folders can land in two
+  timestamped folders: that is refused with the layout named (move them under one folder).
 """
 
 from __future__ import annotations
@@ -37,6 +47,8 @@ from harness.metrics import Accuracy, accuracy
 PREDICTION_SUFFIXES = (".txt", ".npy", ".bin")
 RESULT_JSON = "result.json"
 _NAME = re.compile(r"^(?P<stem>.+)_(?P<k>\d+)$")
+# ais_bench's per-device output folders: device<N> (Ascend/tools), device<N>_<index> (ait / msit).
+DEVICE_FOLDER = re.compile(r"^device\d+(_\d+)?$")
 
 
 class PredictionsError(ValueError):
@@ -49,6 +61,7 @@ class PredictionScore:
     folder: Path
     formats: dict[str, int]
     other_outputs_ignored: int
+    device_folders: tuple[str, ...] = field(default=())  # multi-device layout: the device folders read
     missing: int = 0  # labelled images without a prediction (scored on the intersection)
     extra: int = 0  # predictions of images the label file does not list
     missing_examples: tuple[str, ...] = field(default=())
@@ -81,23 +94,62 @@ def _has_predictions(folder: Path) -> bool:
     return any(p.suffix in PREDICTION_SUFFIXES and p.is_file() for p in folder.iterdir())
 
 
-def prediction_folder(folder: Path) -> Path:
-    """``folder``, or its one sub-folder when ais_bench put its outputs in a timestamped one."""
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _device_folders(folder: Path) -> list[Path]:
+    """The sub-folders of ``folder`` when every one is an ais_bench device folder, else []."""
+    subdirs = _subfolders(folder)
+    return subdirs if subdirs and all(DEVICE_FOLDER.match(p.name) for p in subdirs) else []
+
+
+def _layout(folder: Path) -> list[Path] | None:
+    """``[folder]`` when it holds prediction files, its device folders for a multi-device run, else None."""
+    devices = _device_folders(folder)
+    if _has_predictions(folder):
+        if devices:
+            raise PredictionsError(
+                f"{folder} holds prediction files and device folders ({', '.join(p.name for p in devices)}); "
+                "pass one ais_bench output: a folder of <image>_0 files, or the timestamped folder of one "
+                "multi-device run (device<N>/ or device<N>_<i>/ folders only)"
+            )
+        return [folder]
+    return devices or None
+
+
+def prediction_folders(folder: Path) -> list[Path]:
+    """The folder(s) holding the prediction files under ``folder``.
+
+    ``folder`` itself; or its one (timestamped) sub-folder; or, for a multi-device run, every
+    ``device<N>[_<i>]`` folder of either (see the module docstring).
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise PredictionsError(f"predictions folder {folder} does not exist or is not a directory")
-    if _has_predictions(folder):
-        return folder
-    subdirs = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    if len(subdirs) == 1 and _has_predictions(subdirs[0]):
-        return subdirs[0]
-    return folder
+    found = _layout(folder)
+    if found is not None:
+        return found
+    subdirs = _subfolders(folder)
+    if len(subdirs) == 1:
+        found = _layout(subdirs[0])
+        if found is not None:
+            return found
+    spread = [p for p in subdirs if _device_folders(p)]
+    if len(spread) > 1:
+        raise PredictionsError(
+            f"{folder}: ais_bench multi-device output under {len(spread)} timestamped folders "
+            f"({', '.join(p.name for p in spread)}). One run is read as <output>/<timestamp>/device<N>[_<i>]/; "
+            "ait takes the timestamp in each device's process, so one run's device folders can be split over two "
+            "timestamps: move the device folders of the run to certify under one folder and pass that"
+        )
+    return [folder]
 
 
 def result_json_only(folder: Path) -> Path | None:
     """``folder/result.json`` when the folder holds no prediction files (all a team kept), else None."""
     path = Path(folder) / RESULT_JSON
-    return path if path.is_file() and not _has_predictions(prediction_folder(folder)) else None
+    return path if path.is_file() and not any(_has_predictions(f) for f in prediction_folders(folder)) else None
 
 
 def _load_values(path: Path, num_classes: int) -> np.ndarray:
@@ -137,37 +189,46 @@ def _load_values(path: Path, num_classes: int) -> np.ndarray:
 
 
 def read_ais_bench_folder(folder: Path, num_classes: int) -> tuple[dict[str, np.ndarray], dict[str, int], int]:
-    """``{image stem: logits}`` of an ais_bench output folder, the count per format, and the
-    number of other-output files ignored."""
-    folder = prediction_folder(folder)
+    """``{image stem: logits}`` of an ais_bench output folder (one device or several), the count per
+    format, and the number of other-output files ignored."""
+    folders = prediction_folders(folder)
     found: dict[str, Path] = {}
     formats: dict[str, int] = {}
     other = 0
     misnamed: list[str] = []
-    for path in sorted(folder.iterdir()):
-        if not path.is_file() or _is_ignored(path.name):
-            continue
-        m = _NAME.match(path.stem)
-        if path.suffix not in PREDICTION_SUFFIXES or m is None:
-            misnamed.append(path.name)
-            continue
-        if m.group("k") != "0":
-            other += 1
-            continue
-        stem = m.group("stem")
-        if stem in found:
-            raise PredictionsError(
-                f"{folder}: two predictions for image {stem!r}: {found[stem].name} and {path.name}; keep one format"
-            )
-        found[stem] = path
+    for sub in folders:
+        for path in sorted(sub.iterdir()):
+            if not path.is_file() or _is_ignored(path.name):
+                continue
+            m = _NAME.match(path.stem)
+            if path.suffix not in PREDICTION_SUFFIXES or m is None:
+                misnamed.append(str(path.relative_to(folder)) if len(folders) > 1 else path.name)
+                continue
+            if m.group("k") != "0":
+                other += 1
+                continue
+            stem = m.group("stem")
+            if stem in found:
+                first = found[stem]
+                if first.parent == path.parent:
+                    raise PredictionsError(
+                        f"{sub}: two predictions for image {stem!r}: {first.name} and {path.name}; keep one format"
+                    )
+                raise PredictionsError(
+                    f"{folder}: image {stem!r} has predictions in two device folders: {first} and {path}. Each image "
+                    "must be predicted once: ait runs every input on every device unless --divide-input is given; "
+                    f"certify one device folder (--predictions {first.parent}) or rerun with --divide-input"
+                )
+            found[stem] = path
+    where = folders[0] if len(folders) == 1 else Path(folder)
     if misnamed:
         raise PredictionsError(
-            f"{folder}: {len(misnamed)} file(s) do not follow ais_bench's <image>_<output index>.txt|.npy|.bin "
+            f"{where}: {len(misnamed)} file(s) do not follow ais_bench's <image>_<output index>.txt|.npy|.bin "
             f"naming: {', '.join(misnamed[:5])}{' ...' if len(misnamed) > 5 else ''}; rename or remove them"
         )
     if not found:
         raise PredictionsError(
-            f"{folder}: no prediction files (<image>_0.txt|.npy|.bin, as `python -m ais_bench --output` writes); "
+            f"{where}: no prediction files (<image>_0.txt|.npy|.bin, as `python -m ais_bench --output` writes); "
             "is this the ais_bench output folder?"
         )
     logits = {}
@@ -208,9 +269,12 @@ def score_folder(folder: Path, labels: Mapping[str, int], num_classes: int, on_m
         raise PredictionsError(f"{folder}: no prediction matches a labelled image by name; is it the right label file?")
     matrix = np.stack([logits[s] for s in common])
     truth = np.array([labels[stems[s]] for s in common])
+    read = prediction_folders(folder)
+    multi_device = read != [Path(folder)] and all(DEVICE_FOLDER.match(p.name) for p in read)
     return PredictionScore(
         accuracy=accuracy(matrix, truth), folder=Path(folder), formats=formats, other_outputs_ignored=other,
         missing=len(missing), extra=len(extra), missing_examples=tuple(missing[:5]), extra_examples=tuple(extra[:5]),
+        device_folders=tuple(p.name for p in read) if multi_device else (),
     )
 
 

@@ -96,6 +96,7 @@ class Evaluation:
     batch_size: int
     dataset: str
     dataset_key: str
+    label_source: str  # DatasetListing.label_source: the label file, or the ImageFolder's wnid folders
     weights: Mapping[str, Any]
     preprocess: PreprocessSpec
     accuracy: Accuracy
@@ -127,7 +128,7 @@ class Workbench:
         if source not in self._listings:
             if source == "imagenet":
                 if self.cfg.imagenet is None:
-                    raise data_mod.DataError("no ImageNet given: pass --imagenet DIR (JPEGs + val_label.txt)")
+                    raise data_mod.DataError("no ImageNet given: pass --imagenet DIR (DIR/val/*.JPEG + DIR/val_label.txt, or DIR/val/<wnid>/*.JPEG)")
                 self._listings[source] = data_mod.list_dataset(
                     self.cfg.imagenet, self.cfg.imagenet_labels, limit=self.cfg.limit,
                     on_mismatch=self.cfg.on_label_mismatch,
@@ -269,6 +270,7 @@ class Workbench:
         with backend.open(artifact, target, device_id=self.device_id(), num_classes=spec.num_classes) as session:
             logits = self.run(session, prepared, batch_size, f"{spec.name} on {chip.name} bs{batch_size}")
         describe = getattr(backend, "describe", None)
+        environment = dict(describe()) if callable(describe) else {"backend": backend.name}
         ref_logits = self.reference_logits(loaded, prepared)
         listing = prepared.listing
         return Evaluation(
@@ -276,13 +278,14 @@ class Workbench:
             chip=chip.name,
             backend=backend.name,
             backend_version=backend.version(),
-            precision=target.precision,
+            precision=str(environment.get("precision", target.precision)),  # Ascend: the ATC mode compiled
             input_dtype=self.cfg.input_dtype,
             decode=prepared.decode,
-            environment=dict(describe()) if callable(describe) else {"backend": backend.name},
+            environment=environment,
             batch_size=batch_size,
             dataset=str(listing.image_dir),
             dataset_key=prepared.key,
+            label_source=listing.label_source,
             weights=loaded.identity,
             preprocess=prepared.spec,
             accuracy=accuracy(logits, prepared.labels),

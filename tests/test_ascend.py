@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shlex
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -21,12 +22,12 @@ import numpy as np
 import pytest
 
 from harness import atc
-from harness.backends.ascend import AscendBackend, AscendSession, _exec_times_ms
+from harness.backends.ascend import AscendBackend, AscendSession, _AclFinalizer, _exec_times_ms, finalize_kind
 from harness.backends.base import BackendUnavailable, DeviceBusy, InferenceError
 from harness.npu_smi import NpuSmiError, check_device_free, parse_npu_smi
 from harness.specs import CompileTarget, load_chips, load_models, resolve_chip
 from harness.tools import ToolError
-from tests.doubles import DOUBLES, ascend_env
+from tests.doubles import AIS_BENCH_GENERATIONS, DOUBLES, ascend_env
 
 SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"
 SEED_MODELS = {"000": "resnext50_32x4d", "001": "resnext101_32x8d", "002": "resnest50",
@@ -119,13 +120,43 @@ def test_atc_command_is_an_argument_list_that_shell_text_cannot_escape(tmp_path:
 
 
 def test_precision_modes() -> None:
-    assert atc.precision_mode_for("fp16") is None  # ATC's default on 310 / 310P
+    assert atc.precision_mode_for("fp16") is None  # ATC's default on 310 / 310P: force_fp16
     assert atc.precision_mode_for("fp32") == "force_fp32"
     assert atc.precision_mode_for("fp16", "allow_mix_precision") == "allow_mix_precision"
     with pytest.raises(atc.AtcConfigError, match="bf16"):
         atc.precision_mode_for("bf16")
     with pytest.raises(atc.AtcConfigError, match="unknown ATC precision_mode"):
         atc.precision_mode_for("fp16", "fastest")
+
+
+def test_precision_mode_lists_are_atcs_own() -> None:
+    """Exactly what ATC validates (hicann/ge option_utils.cc CheckPrecisionMode[V2]ParamValid), no more."""
+    assert set(atc.PRECISION_MODES) == {
+        "force_fp16", "force_fp32", "cube_fp16in_fp32out", "allow_mix_precision", "allow_fp32_to_fp16",
+        "must_keep_origin_dtype", "allow_mix_precision_fp16", "allow_mix_precision_bf16", "allow_fp32_to_bf16"}
+    assert set(atc.PRECISION_MODES_V2) == {
+        "fp16", "origin", "cube_fp16in_fp32out", "mixed_float16", "mixed_bfloat16", "cube_hif8", "mixed_hif8"}
+    for not_atc in ("force_lowerprecision", "allow_fp32_to_lowprecision"):  # framework values ATC refuses
+        with pytest.raises(atc.AtcConfigError, match="unknown ATC precision_mode"):
+            atc.precision_mode_for("fp16", not_atc)
+    assert atc.precision_flags("fp32") == ("force_fp32", None)
+    assert atc.precision_flags("fp32", precision_mode_v2="origin") == (None, "origin")  # chips.toml wins
+    assert atc.precision_flags("bf16", precision_mode_v2="mixed_bfloat16") == (None, "mixed_bfloat16")
+    with pytest.raises(atc.AtcConfigError, match="E10056"):
+        atc.precision_flags("fp16", "force_fp32", "origin")
+    with pytest.raises(atc.AtcConfigError, match="unknown ATC precision_mode_v2 'force_fp32'"):
+        atc.precision_flags("fp16", precision_mode_v2="force_fp32")
+
+
+def test_the_compiled_mode_is_what_the_command_says_never_fp32() -> None:
+    target = CompileTarget(chip="Ascend310P3", batch_size=1, input_shape=(3, 224, 224), input_name="image")
+    assert atc.compiled_precision(atc.atc_command("m.onnx", "o", target, "Ascend310P3")) == "force_fp16"
+    assert atc.compiled_precision(atc.atc_command("m.onnx", "o", target, "Ascend310P3", precision_mode="force_fp32")) \
+        == "force_fp32"
+    v2 = atc.atc_command("m.onnx", "o", target, "Ascend310P3", precision_mode_v2="origin")
+    assert "--precision_mode_v2=origin" in v2 and atc.compiled_precision(v2) == "precision_mode_v2=origin"
+    with pytest.raises(atc.AtcConfigError, match="not both"):
+        atc.atc_command("m.onnx", "o", target, "Ascend310P3", precision_mode="force_fp16", precision_mode_v2="fp16")
 
 
 def test_aipp_config_encodes_torchvision_normalization() -> None:
@@ -154,17 +185,23 @@ def test_compile_key_changes_with_every_option() -> None:
         "log": (AscendBackend(log="info"), _target()),
         "precision": (AscendBackend(), _target(precision="fp32")),
         "precision_mode": (AscendBackend(precision_mode="allow_mix_precision"), _target()),
+        "precision_mode_v2": (AscendBackend(precision_mode_v2="origin"), _target()),
         "batch": (AscendBackend(), _target(batch_size=16)),
         "input_name": (AscendBackend(), _target(input_name="actual_input_1")),
         "shape": (AscendBackend(), _target(input_shape=(3, 256, 256))),
         "aipp": (AscendBackend(), _target(options=aipp)),
         "aipp_mean": (AscendBackend(), _target(options={**aipp, "mean": "0.5,0.5,0.5"})),
+        "aipp_no_small_channel": (AscendBackend(small_channel="false"), _target(options=aipp)),
     }
     keys = {name: json.dumps([b.compile_key(t), dict(b.compile_fields()), t.cache_fields()], sort_keys=True)
             for name, (b, t) in variants.items()}
     assert len(set(keys.values())) == len(keys), keys
     key = AscendBackend().compile_key(_target(options=aipp))
     assert "--insert_op_conf=<dir>/aipp.cfg" in key["atc_command"] and "min_chn_0" in key["aipp_config"]
+    assert key["atc_command"][-1] == "--enable_small_channel=1"  # the ATC guide's advice for static AIPP
+    assert "--enable_small_channel=1" not in AscendBackend().compile_key(_target())["atc_command"]  # no AIPP
+    assert "--enable_small_channel=1" not in AscendBackend(small_channel="false").compile_key(
+        _target(options=aipp))["atc_command"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,11 +261,14 @@ def test_npu_smi_malformed_text_is_a_clear_error(text: str, match: str) -> None:
 # The backend, end to end through the doubles
 
 
-@pytest.fixture
-def doubles(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """The fake atc / npu-smi on PATH and the fake ais_bench importable, for this test only."""
+@pytest.fixture(params=AIS_BENCH_GENERATIONS)
+def doubles(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest) -> Path:
+    """The fake atc / npu-smi on PATH and the fake ais_bench importable, for this test only, once per
+    published ais_bench API generation (Ascend/tools 2023 and ait / msit)."""
     log = tmp_path / "atc_calls.jsonl"
-    for key, value in ascend_env(FAKE_ATC_LOG=str(log)).items():
+    env = ascend_env(generation=request.param, FAKE_ATC_LOG=str(log),
+                     FAKE_AIS_BENCH_LOG=str(tmp_path / "ais_bench_calls.jsonl"))
+    for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.syspath_prepend(str(DOUBLES))
     for name in [m for m in sys.modules if m == "ais_bench" or m.startswith("ais_bench.")]:
@@ -286,6 +326,31 @@ def test_compile_run_pad_and_time_through_the_doubles(doubles: Path, tiny_onnx: 
         with pytest.raises(InferenceError, match="1..4"):
             session.infer(np.concatenate([x, x]))
     np.testing.assert_allclose(np.concatenate([full, short]), _ort_logits(tiny_onnx, x), rtol=1e-5, atol=1e-5)
+    described = backend.describe()  # what every record shows: the ATC mode compiled, ATC's default here
+    assert described["precision"] == "force_fp16" and described["precision_asked"] == "fp16"
+    assert described["ais_bench_api"] == {"tools-2023": "finalize instance, sumary",
+                                          "ait": "finalize static, summary, free_resource"}[os.environ[
+                                              "FAKE_AIS_BENCH_GENERATION"]]
+
+
+@pytest.mark.parametrize("options, precision, expected", [
+    ({}, "fp32", "force_fp32"),
+    ({"precision_mode": "cube_fp16in_fp32out"}, "fp32", "cube_fp16in_fp32out"),
+    ({"precision_mode_v2": "origin"}, "fp32", "precision_mode_v2=origin"),
+])
+def test_describe_names_the_mode_the_opened_om_was_compiled_with(
+    doubles: Path, tiny_onnx: Path, tmp_path: Path, options: dict[str, str], precision: str, expected: str
+) -> None:
+    backend = AscendBackend(**options)
+    target = CompileTarget(**{**TINY, "precision": precision})
+    om = backend.compile(tiny_onnx, target, tmp_path)
+    assert "precision" not in backend.describe()  # nothing opened yet: nothing to claim
+    with backend.open(om, target, num_classes=10):
+        pass
+    assert backend.describe()["precision"] == expected and backend.describe()["precision_asked"] == precision
+    ran = json.loads(doubles.read_text().splitlines()[-1])  # the argv the fake atc was given
+    assert [a for a in ran if a.startswith("--precision_mode")] == [
+        f"--precision_mode_v2={expected.partition('=')[2]}" if "=" in expected else f"--precision_mode={expected}"]
 
 
 def test_aipp_takes_uint8_pixels_and_matches_host_normalization(doubles: Path, tiny_onnx: Path, tmp_path: Path) -> None:
@@ -294,6 +359,7 @@ def test_aipp_takes_uint8_pixels_and_matches_host_normalization(doubles: Path, t
     target = CompileTarget(**TINY, options=options)
     om = backend.compile(tiny_onnx, target, tmp_path)
     assert atc.parse_aipp_config((tmp_path / "aipp.cfg").read_text())["input_format"] == "RGB888_U8"
+    assert json.loads(doubles.read_text().splitlines()[-1])[-1] == "--enable_small_channel=1"
     pixels = np.random.default_rng(1).integers(0, 256, (4, 3, 32, 32), dtype=np.uint8)
     with backend.open(om, target, num_classes=10) as session:
         assert session.input_dtype == np.uint8
@@ -357,6 +423,88 @@ def test_unavailable_without_the_tools_names_what_to_install(monkeypatch: pytest
     reason = AscendBackend().unavailable_reason()
     assert "`atc` is not on PATH" in reason and "set_env.sh" in reason
     assert "ais_bench is not installed" in reason and "aclruntime" in reason
+
+
+# --------------------------------------------------------------------------------------------
+# ACL finalize, in both ais_bench generations
+
+
+def _fake_interface(monkeypatch: pytest.MonkeyPatch, generation: str):
+    """The fake ais_bench interface module of ``generation``, freshly imported."""
+    monkeypatch.setenv("FAKE_AIS_BENCH_GENERATION", generation)
+    monkeypatch.syspath_prepend(str(DOUBLES))
+    for name in [m for m in sys.modules if m == "ais_bench" or m.startswith("ais_bench.")]:
+        monkeypatch.delitem(sys.modules, name)
+    import ais_bench.infer.interface as interface
+
+    return interface
+
+
+def test_finalize_kind_of_each_generation(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert finalize_kind(_fake_interface(monkeypatch, "tools-2023").InferSession) == "instance"
+    assert finalize_kind(_fake_interface(monkeypatch, "ait").InferSession) == "static"
+    assert finalize_kind(object) == "absent"
+
+
+def test_finalizer_calls_the_generations_finalize_once() -> None:
+    calls: list[str] = []
+
+    class Old:  # Ascend/tools: finalize(self)
+        def finalize(self) -> None:
+            calls.append(f"old {id(self)}")
+
+    class New:  # ait: @staticmethod finalize()
+        @staticmethod
+        def finalize() -> None:
+            calls.append("new")
+
+    finalizer = _AclFinalizer()
+    first, last = Old(), Old()
+    finalizer.track(Old, first)
+    finalizer.track(Old, last)  # the most recent session is the one finalized
+    finalizer.run()
+    finalizer.run()  # a second run has nothing left to do
+    assert calls == [f"old {id(last)}"]
+    finalizer.track(New, New())
+    finalizer.run()
+    assert calls[-1] == "new" and len(calls) == 2
+
+
+_OPEN_TWICE_AND_EXIT = """
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from harness.backends.ascend import AscendBackend
+from harness.specs import CompileTarget
+
+onnx, out = Path(sys.argv[1]), Path(sys.argv[2])
+backend = AscendBackend()
+target = CompileTarget(chip="Ascend310P3", batch_size=4, input_shape=(3, 32, 32), input_name="image", precision="fp16")
+om = backend.compile(onnx, target, out)
+for _ in range(2):  # a run opens many sessions: ACL must outlive each of them
+    with backend.open(om, target, num_classes=10) as session:
+        session.infer(np.zeros((4, 3, 32, 32), np.float32))
+"""
+
+
+@pytest.mark.parametrize("generation", AIS_BENCH_GENERATIONS)
+def test_a_process_that_opened_sessions_exits_cleanly_with_acl_finalized_once(
+    tiny_onnx: Path, tmp_path: Path, generation: str
+) -> None:
+    """Registering ``InferSession.finalize`` itself with atexit raises TypeError at exit with the
+    Ascend/tools generation (an instance method) and leaves ACL un-finalized: not any more."""
+    log = tmp_path / "ais_bench.jsonl"
+    env = ascend_env(generation=generation, FAKE_AIS_BENCH_LOG=str(log))
+    proc = subprocess.run([sys.executable, "-c", _OPEN_TWICE_AND_EXIT, str(tiny_onnx), str(tmp_path)],
+                          cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr[-3000:]
+    events = [json.loads(line)["event"] for line in log.read_text().splitlines()]
+    assert events.count("finalize") == 1 and events[-1] == "finalize", events
+    assert events == {"tools-2023": ["init", "init", "finalize"],  # no free_resource in this generation
+                      "ait": ["init", "free_resource", "init", "free_resource", "finalize"]}[generation]
 
 
 def test_exec_time_list_in_both_documented_forms() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.doubles import ascend_env
+from tests.doubles import AIS_BENCH_GENERATIONS, ascend_env
 from tests.suite_runner import run_suite
 
 VAL = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "imagenet-val-1300"
@@ -24,8 +24,13 @@ def imagenet() -> Path:
     return VAL
 
 
-def test_accuracy_and_perf_through_atc_and_ais_bench(tmp_path: Path, imagenet: Path) -> None:
-    env = ascend_env(FAKE_ATC_LOG=str(tmp_path / "atc.jsonl"), MZC_CACHE_DIR=str(tmp_path / "cache"))
+API_SHAPES = {"tools-2023": "finalize instance, sumary", "ait": "finalize static, summary, free_resource"}
+
+
+@pytest.mark.parametrize("generation", AIS_BENCH_GENERATIONS)
+def test_accuracy_and_perf_through_atc_and_ais_bench(tmp_path: Path, imagenet: Path, generation: str) -> None:
+    env = ascend_env(generation=generation, FAKE_ATC_LOG=str(tmp_path / "atc.jsonl"),
+                     MZC_CACHE_DIR=str(tmp_path / "cache"))
     proc, cases = run_suite(
         tmp_path, "-m", "accuracy or perf", "-p", "no:xdist", "--chip", "310P3", "--imagenet", str(imagenet),
         "--limit", "48", "--models", "efficientnet_lite0", "--batch-sizes", "1,8", "--device-ids", "1",
@@ -33,10 +38,14 @@ def test_accuracy_and_perf_through_atc_and_ais_bench(tmp_path: Path, imagenet: P
     )
     assert proc.returncode == 0, proc.stdout[-4000:]
     acc = cases["test_accuracy[efficientnet_lite0-Ascend310P3-bs8]"]
-    assert acc["outcome"] == "passed" and acc["backend"] == "ascend" and acc["precision"] == "fp16"
+    assert acc["outcome"] == "passed" and acc["backend"] == "ascend"
+    # the mode ATC compiled (its default for --precision fp16), never the bare "fp16"
+    assert acc["precision"] == "force_fp16" and acc["env_precision_asked"] == "fp16"
+    assert acc["env_ais_bench_api"] == API_SHAPES[generation]
     assert float(acc["top1_agreement"]) == 100.0
     perf = cases["test_throughput[efficientnet_lite0-Ascend310P3]"]
     assert perf["outcome"] == "passed" and perf["clock"] == "device_compute" and perf["device_id"] == "1"
+    assert perf["precision"] == "force_fp16"
     for bs in (1, 8):  # ais_bench's figure (1000 * bs / mean compute ms) and the wall clock, side by side
         assert float(perf[f"device_images_per_s_bs{bs}"]) > 0 and float(perf[f"wall_images_per_s_bs{bs}"]) > 0
         assert perf[f"images_per_s_bs{bs}"] == perf[f"device_images_per_s_bs{bs}"]
@@ -48,19 +57,26 @@ def test_accuracy_and_perf_through_atc_and_ais_bench(tmp_path: Path, imagenet: P
     manifests = [json.loads(p.read_text()) for p in (tmp_path / "cache").rglob("manifest.json")
                  if "compiled-ascend" in str(p)]
     assert manifests and all(m["atc_command"][0] == "atc" and m["inputs"]["compile_key"]["atc_command"] == m["atc_command"] for m in manifests), manifests[:1]
+    assert "force_fp16" in (tmp_path / "report" / "report.md").read_text()  # the report shows the mode too
 
 
-def test_uint8_input_compiles_aipp_in(tmp_path: Path, imagenet: Path) -> None:
-    env = ascend_env(FAKE_ATC_LOG=str(tmp_path / "atc.jsonl"))
+@pytest.mark.parametrize("generation", AIS_BENCH_GENERATIONS)
+def test_uint8_input_compiles_aipp_in_at_fp32(tmp_path: Path, imagenet: Path, generation: str) -> None:
+    env = ascend_env(generation=generation, FAKE_ATC_LOG=str(tmp_path / "atc.jsonl"),
+                     MZC_CACHE_DIR=str(tmp_path / "cache"))  # a fresh cache: ATC must run, to be checked
     proc, cases = run_suite(
         tmp_path, "-m", "accuracy", "-p", "no:xdist", "--chip", "310P3", "--imagenet", str(imagenet), "--limit", "32",
-        "--models", "efficientnet_lite0", "--input", "uint8", "acceptance/test_accuracy.py", env=env,
+        "--models", "efficientnet_lite0", "--input", "uint8", "--precision", "fp32", "acceptance/test_accuracy.py",
+        env=env,
     )
     assert proc.returncode == 0, proc.stdout[-4000:]
     acc = cases["test_accuracy[efficientnet_lite0-Ascend310P3-bs8]"]
     assert acc["input_dtype"] == "uint8" and float(acc["top1_agreement"]) == 100.0
+    assert acc["precision"] == "force_fp32" and acc["env_precision_asked"] == "fp32"  # cube inputs stay fp16
     (call,) = [json.loads(line) for line in (tmp_path / "atc.jsonl").read_text().splitlines()]
-    assert call[-1].startswith("--insert_op_conf=") and call[-1].endswith("aipp.cfg")
+    assert "--precision_mode=force_fp32" in call
+    assert call[-2].startswith("--insert_op_conf=") and call[-2].endswith("aipp.cfg")
+    assert call[-1] == "--enable_small_channel=1"  # static AIPP on a 3-channel input (docs/ascend.md)
 
 
 def test_without_the_tools_every_ascend_test_skips_saying_what_to_install(tmp_path: Path, imagenet: Path) -> None:

@@ -253,7 +253,7 @@ def test_find_dataset_errors(tmp_path: Path, synthetic: Path) -> None:
     write(tmp_path / "noimages" / "val_label.txt", "a.JPEG 1\n")
     cases.append((tmp_path / "noimages", None, "no .JPEG/.jpg/.png files"))
     write(tmp_path / "imagefolder" / "n01440764" / "x.JPEG", "x")
-    cases.append((tmp_path / "imagefolder", None, "ImageFolder tree is not supported"))
+    cases.append((tmp_path / "imagefolder", None, "is an ImageFolder tree (<wnid>/*.JPEG): its labels are"))
     nolabels = tmp_path / "nolabels"
     shutil.copytree(synthetic, nolabels)
     (nolabels / "val_label.txt").unlink()

@@ -51,3 +51,15 @@ def test_cann_version_files_are_read_by_their_version_line(tmp_path):
     assert version_from_file(tmp_path / "absent.cfg") is None
     (tmp_path / "empty.cfg").write_text("no versions here\n")
     assert version_from_file(tmp_path / "empty.cfg") is None
+
+
+def test_cpu_features_are_read_from_the_flags_line():
+    """The two CPUs these machines alternate between, as /proc/cpuinfo shows them."""
+    from harness.environment import cpu_features
+
+    bf16 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni avx512_bf16 avx512bw\n"
+    plain = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n"
+    assert cpu_features(bf16) == ["avx2", "avx512f", "avx512_vnni", "avx512_bf16"]
+    assert cpu_features(plain) == ["avx2"]
+    assert cpu_features("Hardware\t: some arm board\n") == []
+    assert isinstance(fingerprint()["cpu_features"], list)

@@ -120,6 +120,70 @@ def test_bad_folders_are_clear_errors(tmp_path: Path, case: str, match: str) -> 
         score_folder(folder, labels, CLASSES)
 
 
+def _write_devices(ts: Path, logits: dict[str, np.ndarray], names: tuple[str, ...], fmt: str = "txt") -> Path:
+    """A multi-device ais_bench output: the images dealt round-robin to ``ts/<name>/`` with each device's
+    ``<name>_summary.json`` beside its folder (summary.py writes ``output_prefix + "_summary.json"``)."""
+    for k, name in enumerate(names):
+        part = {stem: row for i, (stem, row) in enumerate(logits.items()) if i % len(names) == k}
+        _write(ts / name, part, fmt)
+        (ts / name / "20261123_010203_summary.json").unlink()
+        (ts / f"{name}_summary.json").write_text(json.dumps({"NPU_compute_time": {"mean": 1.0}}))
+    return ts
+
+
+# Ascend/tools ais_bench writes <output>/<timestamp>/device<N>/, ait / msit <output>/<timestamp>/device<N>_<i>/
+DEVICE_LAYOUTS = {"tools-2023": ("device0", "device1", "device3"), "ait": ("device0_0", "device1_1", "device3_2")}
+
+
+@pytest.mark.parametrize("generation", sorted(DEVICE_LAYOUTS))
+def test_multi_device_output_is_read_as_one_set(tmp_path: Path, generation: str) -> None:
+    labels = _labels(40)
+    names = DEVICE_LAYOUTS[generation]
+    ts = _write_devices(tmp_path / "out" / "2026_11_23-01_02_03", _logits(labels, 30, 36), names)
+    for given in (tmp_path / "out", ts):  # the --output folder, or the timestamped folder in it
+        score = score_folder(given, labels, CLASSES)
+        assert (score.accuracy.count, score.accuracy.top1, score.accuracy.top5) == (40, 75.0, 90.0)
+        assert score.device_folders == names and score.formats == {"txt": 40}
+    single = score_folder(ts / names[0], {k: v for i, (k, v) in enumerate(labels.items()) if i % 3 == 0}, CLASSES)
+    assert single.accuracy.count == 14 and single.device_folders == ()  # one device folder, given as such
+
+
+def test_an_image_in_two_device_folders_is_an_error_naming_both_files(tmp_path: Path) -> None:
+    labels = _labels(12)
+    logits = _logits(labels, 12, 12)
+    ts = _write_devices(tmp_path / "out" / "2026_11_23-01_02_03", logits, ("device0_0", "device1_1"))
+    stem = next(iter(logits))  # dealt to device0_0; ait without --divide-input runs it on device1_1 too
+    np.save(ts / "device1_1" / f"{stem}_0.npy", logits[stem])
+    with pytest.raises(PredictionsError) as info:
+        score_folder(tmp_path / "out", labels, CLASSES)
+    message = str(info.value)
+    assert f"image {stem!r} has predictions in two device folders" in message
+    assert str(ts / "device0_0" / f"{stem}_0.txt") in message and str(ts / "device1_1" / f"{stem}_0.npy") in message
+    assert "--divide-input" in message
+
+
+@pytest.mark.parametrize("case, match", [
+    ("spread", r"multi-device output under 2 timestamped folders .*<output>/<timestamp>/device<N>\[_<i>\]/"),
+    ("mixed", r"holds prediction files and device folders \(device1_1\)"),
+])
+def test_multi_device_layouts_that_cannot_be_read_are_refused_naming_the_layout(
+    tmp_path: Path, case: str, match: str
+) -> None:
+    labels = _labels(8)
+    logits = _logits(labels, 8, 8)
+    first = dict(list(logits.items())[:4])
+    second = dict(list(logits.items())[4:])
+    if case == "spread":  # ait takes the timestamp in each device's process: a second apart
+        _write_devices(tmp_path / "out" / "2026_11_23-01_02_03", first, ("device0_0",))
+        _write_devices(tmp_path / "out" / "2026_11_23-01_02_04", second, ("device1_1",))
+        given = tmp_path / "out"
+    else:
+        given = _write(tmp_path / "out", first)
+        _write(given / "device1_1", second)
+    with pytest.raises(PredictionsError, match=match):
+        score_folder(given, labels, CLASSES)
+
+
 def _result_json(path: Path, top1: str = "77.62%", top5: str | None = "93.69%", images: str = "50000") -> Path:
     value = [{"key": "Number of images", "value": images}, {"key": "Number of classes", "value": "1000"},
              {"key": "Top1 accuracy", "value": top1}]
@@ -147,7 +211,8 @@ def test_suite_certifies_predictions_made_elsewhere(tmp_path: Path) -> None:
     label_file = tmp_path / "val_label.txt"
     label_file.write_text("".join(f"{k} {v}\n" for k, v in labels.items()))
     root = tmp_path / "preds"
-    _write(root / "efficientnet_lite0", _logits(labels, top1_hits=152, top5_hits=186))  # 76.0 / 93.0: passes
+    _write_devices(root / "efficientnet_lite0" / "2026_11_23-01_02_03", _logits(labels, top1_hits=152, top5_hits=186),
+                   ("device0_0", "device1_1"))  # 76.0 / 93.0 from a two-device ait run: passes
     _write(root / "ghostnet_100", _logits(labels, top1_hits=120, top5_hits=170))  # 60.0: fails by 13.98 points
     (root / "resnext50_32x4d").mkdir()
     _result_json(root / "resnext50_32x4d" / "result.json")  # seed 000's 310P figures
@@ -161,6 +226,7 @@ def test_suite_certifies_predictions_made_elsewhere(tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stdout[-3000:]
     ok = cases["test_predictions_accuracy[efficientnet_lite0-Ascend310P3]"]
     assert ok["outcome"] == "passed" and float(ok["top1"]) == 76.0 and ok["gate_top1"] == "pass", ok
+    assert ok["device_folders"] == "device0_0,device1_1" and ok["images"] == "200"
     bad = cases["test_predictions_accuracy[ghostnet_100-Ascend310P3]"]
     assert bad["outcome"] == "failed" and bad["gate_top1"] == "fail"
     assert "delta -13.980 points" in proc.stdout

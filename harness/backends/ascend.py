@@ -6,12 +6,34 @@ and the AIPP config are part of the compiled model's cache key and manifest
 (:meth:`AscendBackend.compile_key`).
 
 Run: ``ais_bench.infer.interface.InferSession(device_id, model_path)``; ``infer([batch],
-mode="static")`` returns the outputs as numpy arrays; the session's summary
-(``summary()``, ``sumary()`` in older ais_bench) lists every run's NPU compute time in ms
-(``exec_time_list``), which :meth:`AscendSession.compute_times_ms` hands to the timing loop: the
-``device_compute`` clock is ais_bench's own throughput (``1000 * batch / mean compute ms``); the
-wall clock is recorded beside it. An .om has a static batch: a short last batch is padded by
-repeating its last image, and the padding's outputs are dropped.
+mode="static")`` returns the outputs as numpy arrays; the session's summary lists every run's NPU
+compute time in ms (``exec_time_list``), which :meth:`AscendSession.compute_times_ms` hands to the
+timing loop: the ``device_compute`` clock is ais_bench's own throughput (``1000 * batch / mean
+compute ms``); the wall clock is recorded beside it. An .om has a static batch: a short last batch
+is padded by repeating its last image, and the padding's outputs are dropped.
+
+Two generations of ais_bench are in use, with different shapes of the same API (read from their
+published sources; paths and lines below are of those repositories):
+
+- Ascend's tools repository (github.com/Ascend/tools, 2022-2023,
+  ``ais-bench_workload/tool/ais_bench/ais_bench/infer/interface.py``): ``sumary()`` only (line 106),
+  ``finalize(self)`` an INSTANCE method (lines 108-110), no ``free_resource``; ``exec_time_list``
+  is a list of float ms (``backend/base/include/Base/ModelInfer/ModelInferenceProcessor.h`` line
+  139, ``std::vector<float>``).
+- The ait / msit benchmark (github.com/Ascend/msit history, last at commit 42a9c807 2024-06,
+  ``ait/components/benchmark/ais_bench/infer/interface.py``): ``finalize()`` a STATICMETHOD
+  (lines 119-122), ``free_resource()`` (lines 509-511), ``summary()`` only (lines 649-650);
+  ``exec_time_list`` holds ``(start, end)`` ms pairs (``ModelInferenceProcessor.h`` line 141).
+
+In both, finalize ends ACL for the whole process (``TensorContext::Finalize`` -> ``DeviceManager::
+DestroyDevices`` -> ``aclFinalize``: tools ``backend/base/module/Tensor/TensorContext/TensorContext.cpp``
+lines 43-54 and ``DeviceManager/DeviceManager.cpp`` lines 88-121), and ACL is initialized only once,
+when the process-wide ``TensorContext`` singleton is built (TensorContext.cpp lines 26-41, 73-77):
+after a finalize no session can be opened again in that process. So finalize runs once, at exit
+(:class:`_AclFinalizer`), as the last act of the process the way both CLIs end (tools
+``ais_bench/infer/__main__.py`` line 351, ait ``benchmark_process.py`` line 566); a session is
+released when it closes with ``free_resource()`` where that exists (ait ``benchmark_process.py``
+line 562); the tools generation has no such call (its sessions are released when collected).
 
 With ``aipp`` in the target's options (``--input uint8`` on an Ascend chip) normalization is
 compiled in through ATC's AIPP: the .om takes uint8 RGB pixels packed NHWC, and the session
@@ -26,11 +48,12 @@ from __future__ import annotations
 
 import atexit
 import importlib.util
+import inspect
 import json
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 
@@ -48,7 +71,6 @@ AIS_BENCH_HINT = (
     "(ais-bench_workload/tool/ais_bench), `pip install aclruntime-*.whl ais_bench-*.whl`, on a host with "
     "the Ascend driver and CANN"
 )
-_FINALIZE_REGISTERED = False
 
 
 def _cann_version() -> str:
@@ -61,7 +83,7 @@ def _ais_bench_version() -> str:
 
 
 def _exec_times_ms(summary: Any) -> list[float]:
-    """``exec_time_list`` as milliseconds: floats, or (start, end) pairs in newer aclruntime."""
+    """``exec_time_list`` as milliseconds: floats (tools generation), or ``(start, end)`` ms pairs (ait)."""
     times = []
     for item in list(getattr(summary, "exec_time_list", [])):
         if isinstance(item, (tuple, list)):
@@ -70,6 +92,69 @@ def _exec_times_ms(summary: Any) -> list[float]:
         else:
             times.append(float(item))
     return times
+
+
+FinalizeKind = Literal["static", "instance", "absent"]
+
+
+def finalize_kind(infer_session_cls: Any) -> FinalizeKind:
+    """How this ais_bench's ``InferSession.finalize`` is called: on the class (ait: a staticmethod), on a
+    live session (Ascend/tools: an instance method), or not at all (absent)."""
+    raw = inspect.getattr_static(infer_session_cls, "finalize", None)
+    if raw is None:
+        return "absent"
+    if isinstance(raw, (staticmethod, classmethod)):
+        return "static"
+    return "instance" if callable(raw) else "absent"
+
+
+def api_shape(infer_session_cls: Any) -> str:
+    """The ais_bench API generation seen, for the records (e.g. ``finalize static, summary, free_resource``)."""
+    parts = [f"finalize {finalize_kind(infer_session_cls)}"]
+    parts += [name for name in ("summary", "sumary", "free_resource") if hasattr(infer_session_cls, name)]
+    return ", ".join(parts)
+
+
+class _AclFinalizer:
+    """Calls ais_bench's finalize once per process, at exit, in the form the installed generation has.
+
+    ait: ``InferSession.finalize()`` on the class. Ascend/tools: ``session.finalize()`` on a session,
+    so the most recently opened one is kept until exit (or until the next one replaces it). A weak
+    reference would not do: pytest tears its fixtures down before ``atexit`` runs, so the last session
+    would be gone and ACL never explicitly finalized. Finalizing each session as it closes would not
+    do either: it ends ACL, and the next InferSession of the run could not load (see the module
+    docstring). The cost: one closed model of the old generation stays loaded until the next opens.
+    """
+
+    def __init__(self) -> None:
+        self._registered = False
+        self._static: Callable[[], Any] | None = None
+        self._last_session: Any = None
+
+    def track(self, infer_session_cls: Any, session: Any) -> None:
+        """Remember how to finalize, after ``session`` of ``infer_session_cls`` was opened."""
+        kind = finalize_kind(infer_session_cls)
+        if kind == "absent":
+            return
+        if kind == "static":
+            self._static, self._last_session = infer_session_cls.finalize, None
+        else:
+            self._static, self._last_session = None, session
+        if not self._registered:
+            atexit.register(self.run)
+            self._registered = True
+
+    def run(self) -> None:
+        """Finalize now (at exit); nothing when no session was opened since the last run."""
+        static, last = self._static, self._last_session
+        self._static = self._last_session = None
+        if static is not None:
+            static()
+        elif last is not None:
+            last.finalize()
+
+
+_FINALIZER = _AclFinalizer()
 
 
 class AscendSession:
@@ -125,7 +210,10 @@ class AscendSession:
         return check_logits(out, n, self.num_classes, self.where)
 
     def compute_times_ms(self) -> Sequence[float]:
-        """NPU compute time of every run since the session opened (ais_bench's exec_time_list)."""
+        """NPU compute time of every run since the session opened (ais_bench's exec_time_list).
+
+        ``summary()`` in ait, ``sumary()`` in the Ascend/tools generation (see the module docstring).
+        """
         summary = getattr(self._s, "summary", None) or getattr(self._s, "sumary")
         return _exec_times_ms(summary())
 
@@ -135,10 +223,16 @@ class AscendBackend:
 
     - ``soc_version``: ATC ``--soc_version`` (``Ascend310``, ``Ascend310P3``).
     - ``precision_mode``: ATC ``--precision_mode``; default from the target precision
-      (fp16: ATC's default; fp32: ``force_fp32``).
+      (fp16: none, ATC's default ``force_fp16``; fp32: ``force_fp32``).
+    - ``precision_mode_v2``: ATC ``--precision_mode_v2`` instead (not together with ``precision_mode``).
+    - ``small_channel``: ``false`` leaves ``--enable_small_channel=1`` off the AIPP compile (default on,
+      as the ATC guide advises for static AIPP on a <= 4-channel input; docs/ascend.md).
     - ``log``: ATC ``--log`` level (default ``error``).
     - ``atc_timeout``: seconds before a hung ATC is killed (default 3600).
     - ``check_device``: ``false`` skips the npu-smi idle/health check before timing.
+
+    What every record shows as precision is the ATC mode the opened .om was compiled with
+    (``describe()["precision"]``, e.g. ``force_fp16``), read from the command that ran.
     """
 
     name: ClassVar[str] = "ascend"
@@ -152,13 +246,19 @@ class AscendBackend:
         log: str = "error",
         atc_timeout: float | str = 3600.0,
         check_device: bool | str = True,
+        precision_mode_v2: str | None = None,
+        small_channel: bool | str = True,
     ):
         self.soc_version = soc_version
         self.precision_mode = precision_mode or None
+        self.precision_mode_v2 = precision_mode_v2 or None
+        self.small_channel = _flag(small_channel)
         self.log = log
         self.atc_timeout = float(atc_timeout)
-        self.check_device = str(check_device).lower() not in ("0", "false", "no", "off")
+        self.check_device = _flag(check_device)
         self.device_checks: dict[int, str] = {}
+        self.compiled_precisions: dict[str, str] = {}  # target precision -> ATC mode of the opened .om
+        self.ais_bench_api: str | None = None
 
     # -- availability and identity ----------------------------------------------------------------
 
@@ -191,8 +291,19 @@ class AscendBackend:
         return atc.aipp_config(target.input_shape, mean, std)
 
     def _command(self, target: CompileTarget, onnx: str, output: str, aipp_path: str | None) -> list[str]:
-        mode = atc.precision_mode_for(target.precision, self.precision_mode)
-        return atc.atc_command(onnx, output, target, self.soc_version, self.log, mode, aipp_path)
+        mode, mode_v2 = atc.precision_flags(target.precision, self.precision_mode, self.precision_mode_v2)
+        return atc.atc_command(onnx, output, target, self.soc_version, self.log, mode, aipp_path,
+                               precision_mode_v2=mode_v2, small_channel=aipp_path is not None and self.small_channel)
+
+    def _compiled_precision(self, artifact: Path, target: CompileTarget) -> str:
+        """The ATC mode ``artifact`` was compiled with: from the command that ran (atc_command.json
+        beside it), else from the command this backend would run for ``target``."""
+        recorded = Path(artifact).parent / COMMAND_FILE
+        if recorded.is_file():
+            command = json.loads(recorded.read_text())["command"]
+        else:
+            command = self.compile_key(target)["atc_command"]
+        return atc.compiled_precision(command)
 
     def compile_key(self, target: CompileTarget) -> dict[str, Any]:
         """The full ATC command (paths as placeholders) and the AIPP config: cache key and manifest."""
@@ -264,26 +375,44 @@ class AscendBackend:
         except ImportError as exc:
             raise BackendUnavailable(f"ais_bench cannot be imported ({exc}); {AIS_BENCH_HINT}") from exc
         where = f"ascend {self.soc_version} device {device_id} {Path(artifact).name} bs{target.batch_size}"
+        compiled = self._compiled_precision(artifact, target)
         try:
             raw = InferSession(device_id, str(artifact))
         except Exception as exc:  # aclruntime raises RuntimeError with the ACL error code
             raise _load_failure(where, device_id, f"ais_bench could not load the model: {type(exc).__name__}: {exc}") from exc
-        _register_finalize(InferSession)
+        _FINALIZER.track(InferSession, raw)
+        self.ais_bench_api = api_shape(InferSession)
+        self.compiled_precisions[target.precision] = compiled
         try:
             yield AscendSession(raw, target, num_classes, target.options.get("aipp") == "static", where)
         finally:
-            free = getattr(raw, "free_resource", None)
+            free = getattr(raw, "free_resource", None)  # ait only; the tools generation has none
             if callable(free):
                 free()
 
     def describe(self) -> dict[str, Any]:
-        return {
+        """Backend, versions, the ais_bench API seen, device checks and, once a model was opened, the
+        ATC precision mode it was compiled with as ``precision`` (the record's precision)."""
+        described: dict[str, Any] = {
             "backend": self.name,
             "version": self.version(),
             "soc_version": self.soc_version,
-            "precision_mode": self.precision_mode or "from precision",
+            "precision_mode_option": (f"precision_mode={self.precision_mode}" if self.precision_mode else
+                                      f"precision_mode_v2={self.precision_mode_v2}" if self.precision_mode_v2 else
+                                      "none: from the target precision"),
+            "small_channel": self.small_channel,
+            "ais_bench_api": self.ais_bench_api or "not loaded",
             "device_checks": {str(k): v for k, v in self.device_checks.items()},
         }
+        if self.compiled_precisions:
+            described["precision"] = ", ".join(sorted(set(self.compiled_precisions.values())))
+            described["precision_asked"] = ", ".join(sorted(self.compiled_precisions))
+        return described
+
+
+def _flag(value: bool | str) -> bool:
+    """A chips.toml option string (or bool) as a bool: "0", "false", "no", "off" are False."""
+    return str(value).lower() not in ("0", "false", "no", "off")
 
 
 def _load_failure(where: str, device_id: int, detail: str) -> Exception:
@@ -306,12 +435,3 @@ def _load_failure(where: str, device_id: int, detail: str) -> Exception:
     if device_id not in ids:
         return InferenceError(f"{where}: {detail}; npu-smi info lists device(s) {ids}, not {device_id}: fix --device-ids")
     return InferenceError(f"{where}: {detail}")
-
-
-def _register_finalize(infer_session_cls: Any) -> None:
-    """ACL is finalized once per process, at exit (ais_bench: ``InferSession.finalize()``)."""
-    global _FINALIZE_REGISTERED
-    finalize = getattr(infer_session_cls, "finalize", None)
-    if callable(finalize) and not _FINALIZE_REGISTERED:
-        atexit.register(finalize)
-        _FINALIZE_REGISTERED = True

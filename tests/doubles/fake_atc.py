@@ -12,12 +12,13 @@ import fake_om  # noqa: E402
 
 SOCS = {"Ascend310", "Ascend310P3", "Ascend310B1", "Ascend910", "Ascend910B"}
 LOGS = {"debug", "info", "warning", "error", "null"}
-MODES = {"force_fp16", "force_fp32", "cube_fp16in_fp32out", "allow_fp32_to_fp16", "must_keep_origin_dtype",
-         "allow_mix_precision", "allow_mix_precision_fp16", "allow_mix_precision_bf16", "allow_fp32_to_bf16",
-         "force_lowerprecision"}
+# ATC's own lists (hicann/ge compiler/api/aclgrph/option_utils.cc CheckPrecisionModeParamValid /
+# CheckPrecisionModeV2ParamValid); the two flags exclude each other (CheckPrecisionModeV2Conflict, E10056).
+MODES = {"force_fp16", "force_fp32", "cube_fp16in_fp32out", "allow_mix_precision", "allow_fp32_to_fp16",
+         "must_keep_origin_dtype", "allow_mix_precision_fp16", "allow_mix_precision_bf16", "allow_fp32_to_bf16"}
+MODES_V2 = {"fp16", "origin", "cube_fp16in_fp32out", "mixed_float16", "mixed_bfloat16", "cube_hif8", "mixed_hif8"}
 KNOWN = {"framework", "model", "output", "input_format", "input_shape", "soc_version", "log", "precision_mode",
-         "insert_op_conf"}
-
+         "precision_mode_v2", "insert_op_conf", "enable_small_channel"}
 
 def fail(code: str, message: str) -> None:
     print("ATC run failed, Please check the detail log, Try 'atc --help' for more information", file=sys.stdout)
@@ -45,7 +46,7 @@ def main(argv: list[str]) -> None:
             fh.write(json.dumps(argv) + "\n")
     opts = {}
     for arg in argv:
-        m = re.fullmatch(r"--([a-z_]+)=(.*)", arg, re.S)
+        m = re.fullmatch(r"--([a-z0-9_]+)=(.*)", arg, re.S)
         if not m:
             fail("E10001", f"Value [{arg}] for parameter is invalid: options are --name=value")
         if m.group(1) not in KNOWN:
@@ -65,6 +66,12 @@ def main(argv: list[str]) -> None:
         fail("E10001", f"[--log] {opts['log']!r} invalid")
     if "precision_mode" in opts and opts["precision_mode"] not in MODES:
         fail("E10001", f"[--precision_mode] {opts['precision_mode']!r} invalid")
+    if "precision_mode_v2" in opts and opts["precision_mode_v2"] not in MODES_V2:
+        fail("E10001", f"[--precision_mode_v2] {opts['precision_mode_v2']!r} invalid")
+    if "precision_mode" in opts and "precision_mode_v2" in opts:
+        fail("E10056", "[--precision_mode] and [--precision_mode_v2] cannot be configured at the same time")
+    if opts.get("enable_small_channel", "0") not in ("0", "1"):
+        fail("E10001", f"[--enable_small_channel] {opts['enable_small_channel']!r}: expected 0 or 1")
     if opts.get("input_format", "NCHW") != "NCHW":
         fail("E10001", "[--input_format] this double takes NCHW")
     import onnx
@@ -92,7 +99,8 @@ def main(argv: list[str]) -> None:
             fail("E10043", f"AIPP src_image_size {aipp.get('src_image_size_w')}x{aipp.get('src_image_size_h')} "
                  f"differs from the model input {dims[3]}x{dims[2]} (no crop configured)")
     header = {"input_name": name, "input_shape": dims, "soc_version": opts["soc_version"],
-              "precision_mode": opts.get("precision_mode"), "aipp": aipp}
+              "precision_mode": opts.get("precision_mode"), "precision_mode_v2": opts.get("precision_mode_v2"),
+              "enable_small_channel": opts.get("enable_small_channel", "0"), "aipp": aipp}
     fake_om.write(Path(opts["output"] + ".om"), header, model.read_bytes())
     print("ATC start working now, please wait for a moment.")
     print("ATC run success, welcome to the next use.")

@@ -1,7 +1,8 @@
 """TEST DOUBLE: the container the fake `atc` writes and the fake ais_bench reads.
 
 Layout: ``b"FAKEOM01"``, a 4-byte little-endian header length, a JSON header (input name and
-static shape, soc_version, precision_mode, parsed AIPP config or null), then the ONNX bytes.
+static shape, soc_version, precision_mode / precision_mode_v2, enable_small_channel, parsed AIPP config
+or null), then the ONNX bytes.
 """
 
 from __future__ import annotations
