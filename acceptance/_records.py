@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.workbench import Evaluation
+from harness.run.workbench import Evaluation
 
 
 def evaluation_properties(ev: Evaluation) -> dict[str, Any]:

@@ -13,10 +13,10 @@ import pytest
 
 from acceptance._records import evaluation_properties
 from harness.backends.base import BackendUnavailable
-from harness.gates import accuracy_gates, agreement_gate, failures
+from harness.judge.gates import accuracy_gates, agreement_gate, failures
+from harness.model.weights import WeightsNotFound
+from harness.run.workbench import Workbench
 from harness.specs import ChipSpec, ModelSpec, Policy
-from harness.weights import WeightsNotFound
-from harness.workbench import Workbench
 
 pytestmark = pytest.mark.slow
 

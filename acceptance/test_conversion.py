@@ -14,10 +14,10 @@ import pytest
 
 from harness.backends.onnxruntime import OnnxRuntimeBackend
 from harness.backends.torch_ref import TorchSession
-from harness.gates import conversion_gates, failures
-from harness.metrics import parity
+from harness.judge.gates import conversion_gates, failures
+from harness.judge.metrics import parity
+from harness.run.workbench import Workbench
 from harness.specs import CompileTarget, ModelSpec, Policy
-from harness.workbench import Workbench
 
 pytestmark = [pytest.mark.conversion, pytest.mark.slow]
 

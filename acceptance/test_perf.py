@@ -16,11 +16,21 @@ from typing import Callable, Mapping
 import pytest
 
 from harness.backends.base import BackendUnavailable, DeviceBusy
-from harness.baselines import BaselineError, Figure, baseline_path, best_figure, check_rule, load_baselines, read_measurements, save_baseline
-from harness.fixtures import PerfOptions
+from harness.judge.baselines import (
+    BaselineError,
+    Figure,
+    baseline_path,
+    best_figure,
+    check_rule,
+    load_baselines,
+    read_measurements,
+    save_baseline,
+)
+from harness.model.weights import WeightsNotFound
+from harness.pytest.fixtures import PerfOptions
+from harness.run.sweep import session_sweep
+from harness.run.workbench import Workbench
 from harness.specs import ChipSpec, ModelSpec, PerfRule
-from harness.weights import WeightsNotFound
-from harness.workbench import Workbench
 
 pytestmark = [pytest.mark.perf, pytest.mark.slow]
 
@@ -69,7 +79,7 @@ def _figures_under_test(
         return figures
     _refuse_shared_device(chip, workbench.cfg.device_ids)
     try:
-        sweep = workbench.sweep(spec, chip, options.sizes_for(spec), _source(workbench))
+        sweep = session_sweep(workbench, spec, chip, options.sizes_for(spec), _source(workbench))
     except BackendUnavailable as exc:
         pytest.skip(f"{chip.name} backend unavailable: {exc}")
     except DeviceBusy as exc:

@@ -1,7 +1,7 @@
 """Certify accuracy from results produced elsewhere: `pytest -m accuracy --predictions DIR`.
 
 DIR is an ais_bench output folder (``<image>_0.txt|.npy|.bin`` per image, or a multi-device run's
-``device<N>[_<i>]/`` folders; see harness/predictions.py for the rules) or holds the ModelZoo's
+``device<N>[_<i>]/`` folders; see harness/judge/predictions.py for the rules) or holds the ModelZoo's
 ``result.json``; with several models, one sub-folder per model name. The labels come from
 ``--imagenet-labels FILE`` (or the ``val_label.txt`` of ``--imagenet DIR``). The gates are the
 accuracy gates of every run; there is no torch reference to agree with, so the agreement gate is
@@ -17,10 +17,15 @@ from typing import Callable
 import pytest
 
 from harness.data import DataError, list_dataset, read_labels
-from harness.gates import accuracy_gates, failures
-from harness.predictions import PredictionsError, read_result_json, result_json_only, score_folder
+from harness.judge.gates import accuracy_gates, failures
+from harness.judge.predictions import (
+    PredictionsError,
+    read_result_json,
+    result_json_only,
+    score_folder,
+)
+from harness.run.workbench import Workbench
 from harness.specs import ChipSpec, ModelSpec, Policy
-from harness.workbench import Workbench
 
 
 def _folder(root: Path, spec: ModelSpec, selected: int) -> Path:
@@ -57,7 +62,7 @@ def test_predictions_accuracy(
     root = pytestconfig.getoption("--predictions")
     if not root:
         pytest.skip("no --predictions DIR given (an ais_bench output folder or a ModelZoo result.json to certify)")
-    from harness.plugin import selection
+    from harness.pytest.plugin import selection
 
     folder = _folder(Path(root).resolve(), model_spec, len(selection(pytestconfig)["models"]))
     record(kind="accuracy", model=model_spec.name, chip=chip_spec.name, figures_from=f"predictions {folder}",

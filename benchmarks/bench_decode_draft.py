@@ -20,7 +20,13 @@ import numpy as np
 from benchlib import MODEL_BATCH, Board, Compiled
 
 from harness.cache import ArtifactCache
-from harness.data import DatasetListing, PreparedDataset, list_dataset, normalize, prepare_dataset
+from harness.data import (
+    DatasetListing,
+    PreparedDataset,
+    list_dataset,
+    normalize,
+    prepare_dataset,
+)
 from harness.specs import load_models
 
 SPEC = load_models()["efficientnet_lite0"].preprocess

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from benchlib import Board
 
-from harness.metrics import accuracy
+from harness.judge.metrics import accuracy
 
 IMAGES, CLASSES = 50_000, 1000
 
@@ -24,7 +24,7 @@ def logits_and_labels() -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_score_50000(benchmark: Any, board: Board, logits_and_labels: tuple[np.ndarray, np.ndarray]) -> None:
-    """harness.metrics.accuracy on (50000, 1000) float32 logits, as after a full val run."""
+    """harness.judge.metrics.accuracy on (50000, 1000) float32 logits, as after a full val run."""
     logits, labels = logits_and_labels
     result = benchmark.pedantic(accuracy, args=(logits, labels), rounds=5, warmup_rounds=1)
     # Not timed: the scores agree with a plain argsort.

@@ -23,8 +23,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from harness.backends.base import Backend
 from harness.data import PreparedDataset, normalize
+from harness.run.timing import measure, ring_indices
 from harness.specs import CompileTarget, TimingPolicy, load_chips, resolve_chip
-from harness.timing import measure, ring_indices
 
 ort = pytest.importorskip("onnxruntime", reason="the overhead benchmarks run ONNX Runtime")
 
@@ -161,7 +161,7 @@ def test_accuracy_run_overhead(
 def test_perf_loop_overhead(
     benchmark: Any, board: Board, model: Model, sessions: tuple[Any, Any], prepared_effnet: PreparedDataset,
 ) -> None:
-    """harness.timing.measure over the ring of real batches against a bare loop making the same runs."""
+    """harness.run.timing.measure over the ring of real batches against a bare loop making the same runs."""
     session, bare = sessions
     spec = prepared_effnet.spec
     runs = model.perf_runs

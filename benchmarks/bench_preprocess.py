@@ -14,12 +14,19 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
 from benchlib import RESNEXT, Board
 from modelzoo_baseline import MEAN, STD, modelzoo_preprocess, read_bin
+from PIL import Image
 
 from harness.cache import ArtifactCache
-from harness.data import DatasetListing, PreparedDataset, list_dataset, normalize, prepare_dataset, preprocess_image
+from harness.data import (
+    DatasetListing,
+    PreparedDataset,
+    list_dataset,
+    normalize,
+    prepare_dataset,
+    preprocess_image,
+)
 
 torch = pytest.importorskip("torch", reason="the ModelZoo baseline runs torchvision's transforms")
 

@@ -23,7 +23,18 @@ from typing import Any, Iterator
 
 import pytest
 from benchlib import (
-    ABSENT, BOARD, MODEL_BATCH, ORDER, RATIOS, RESNEXT, SAMPLE_1000, TARGETS, VAL_1300, Board, Compiled, verdict,
+    ABSENT,
+    BOARD,
+    MODEL_BATCH,
+    ORDER,
+    RATIOS,
+    RESNEXT,
+    SAMPLE_1000,
+    TARGETS,
+    VAL_1300,
+    Board,
+    Compiled,
+    verdict,
 )
 
 from harness.cache import ArtifactCache

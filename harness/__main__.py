@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from harness.baselines import BaselineError
-from harness.results import ResultsError
+from harness.judge.baselines import BaselineError
+from harness.records.results import ResultsError
 from harness.specs import SpecError
 
 DEFAULT_RESULTS = Path("reports")
@@ -47,8 +47,8 @@ def _out_dir(paths: Sequence[Path], out: Path | None) -> Path:
 
 
 def report_command(args: argparse.Namespace) -> int:
-    from harness.report import terminal_table, write_report
-    from harness.results import load_results
+    from harness.records.results import load_results
+    from harness.report.build import terminal_table, write_report
 
     paths = list(args.paths) or [DEFAULT_RESULTS]
     if args.baselines_dir is not None and not args.baselines_dir.is_dir():

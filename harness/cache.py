@@ -23,6 +23,8 @@ from typing import Any, Callable, Mapping
 
 from filelock import FileLock
 
+from harness.errors import HarnessError
+
 MANIFEST = "manifest.json"
 DEFAULT_CACHE_ENV = "MZC_CACHE_DIR"
 
@@ -33,7 +35,7 @@ _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 _FULL_BELOW_BYTES = 1 << 20
 
 
-class CacheError(RuntimeError):
+class CacheError(HarnessError, RuntimeError):
     """The cache directory cannot be used (permissions, full disk, corrupt entry)."""
 
 

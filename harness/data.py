@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from harness.cache import DEFAULT_CACHE_ENV, ArtifactCache, CacheError, file_sha256
+from harness.errors import UsageError
 from harness.progress import progress
 from harness.specs import FIXTURES_DIR, RESIZE_METHODS, PreprocessSpec
 
@@ -75,7 +76,7 @@ _LAYOUT_HELP = (
 )
 
 
-class DataError(ValueError):
+class DataError(UsageError, ValueError):
     """Bad input data: the message says what was expected, what was found and how to fix it."""
 
 

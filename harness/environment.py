@@ -97,8 +97,8 @@ def _npu_chips() -> dict[str, Any] | None:
     """What `npu-smi info` reports (chip names per device), or why it could not be read; None without npu-smi."""
     if shutil.which("npu-smi") is None:
         return None
-    from harness.npu_smi import NpuSmiError, discover
-    from harness.tools import ToolError, ToolNotFound
+    from harness.backends.ascend_tools.npu_smi import NpuSmiError, discover
+    from harness.backends.ascend_tools.tools import ToolError, ToolNotFound
 
     try:
         chips = discover(timeout=30.0)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from harness.errors import UsageError
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
@@ -27,7 +29,7 @@ KEY_MAPPINGS = ("none", "by_position")
 PRECISIONS = ("fp32", "fp16", "bf16")
 
 
-class SpecError(ValueError):
+class SpecError(UsageError, ValueError):
     """A fixtures file is malformed: the message names file, entry, field and the fix."""
 
 

@@ -21,12 +21,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import atc
-from harness.backends.ascend import AscendBackend, AscendSession, _AclFinalizer, _exec_times_ms, finalize_kind
+from harness.backends.ascend import (
+    AscendBackend,
+    AscendSession,
+    _AclFinalizer,
+    _exec_times_ms,
+    finalize_kind,
+)
+from harness.backends.ascend_tools import atc
+from harness.backends.ascend_tools.npu_smi import (
+    NpuSmiError,
+    check_device_free,
+    parse_npu_smi,
+)
+from harness.backends.ascend_tools.tools import ToolError
 from harness.backends.base import BackendUnavailable, DeviceBusy, InferenceError
-from harness.npu_smi import NpuSmiError, check_device_free, parse_npu_smi
 from harness.specs import CompileTarget, load_chips, load_models, resolve_chip
-from harness.tools import ToolError
 from tests.doubles import AIS_BENCH_GENERATIONS, DOUBLES, ascend_env
 
 SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"
@@ -313,7 +323,7 @@ def test_compile_run_pad_and_time_through_the_doubles(doubles: Path, tiny_onnx: 
     assert om == tmp_path / "model.om"
     recorded = json.loads((tmp_path / "atc_command.json").read_text())["command"]
     assert recorded[1:] == json.loads(doubles.read_text().splitlines()[-1])  # what ran is what we recorded
-    assert f"--input_shape=image:4,3,32,32" in recorded and "--soc_version=Ascend310P3" in recorded
+    assert "--input_shape=image:4,3,32,32" in recorded and "--soc_version=Ascend310P3" in recorded
     x = np.random.default_rng(0).standard_normal((7, 3, 32, 32)).astype(np.float32)
     with backend.open(om, target, device_id=1, num_classes=10) as session:
         assert isinstance(session, AscendSession) and session.input_dtype == np.float32

@@ -13,7 +13,13 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from harness.backends.base import BackendUnavailable, InferenceError, check_logits, get_backend, known_backends
+from harness.backends.base import (
+    BackendUnavailable,
+    InferenceError,
+    check_logits,
+    get_backend,
+    known_backends,
+)
 from harness.backends.onnxruntime import OnnxRuntimeBackend
 from harness.backends.torch_ref import TorchSession
 from harness.specs import CompileTarget

@@ -11,8 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from harness.baselines import (
-    BaselineError, Figure, check_rule, load_baselines, parse_ais_bench_summary, parse_csv, read_measurements,
+from harness.judge.baselines import (
+    BaselineError,
+    Figure,
+    check_rule,
+    load_baselines,
+    parse_ais_bench_summary,
+    parse_csv,
+    read_measurements,
     save_baseline,
 )
 from harness.specs import PerfRule, load_chips, load_models

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+from suite_runner import ROOT, run_suite
 
 from harness.specs import load_policy
-from suite_runner import ROOT, run_suite
 
 VAL1300 = ROOT.parent / "shared" / "datasets" / "imagenet-val-1300"
 

@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from suite_runner import ROOT, run_suite
+from test_backends import CLASSES, SHAPE, expected, tiny_onnx
 
 from harness.backends.base import BackendUnavailable
 from harness.specs import CompileTarget
-from suite_runner import ROOT, run_suite
-from test_backends import CLASSES, SHAPE, expected, tiny_onnx
 
 ov = pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install 'openvino>=2024.0'")
 

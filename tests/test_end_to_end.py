@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from suite_runner import ROOT, run_suite
 
 VAL1300 = ROOT.parent / "shared" / "datasets" / "imagenet-val-1300"

@@ -14,12 +14,19 @@ import pytest
 import torch
 from torch import nn
 
-import harness.export as export_mod
+import harness.model.export as export_mod
 from harness.cache import ArtifactCache, content_key
-from harness.export import ExportError, cached_onnx, export_onnx, onnx_cache_inputs, onnx_input_output, validate_onnx
-from harness.metrics import parity
+from harness.judge.metrics import parity
+from harness.model.export import (
+    ExportError,
+    cached_onnx,
+    export_onnx,
+    onnx_cache_inputs,
+    onnx_input_output,
+    validate_onnx,
+)
+from harness.model.weights import WeightsInfo, load_pretrained
 from harness.specs import ModelSpec, Policy, PreprocessSpec, load_models, load_policy
-from harness.weights import WeightsInfo, load_pretrained
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 VAL_DIR = DATASETS / "imagenet-val-1300" / "val"

@@ -17,6 +17,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pytest
 from PIL import Image
+from suite_runner import ROOT, run_suite
 
 from harness.cache import ArtifactCache
 from harness.data import (
@@ -29,7 +30,6 @@ from harness.data import (
     read_labels,
 )
 from harness.specs import PreprocessSpec
-from suite_runner import ROOT, run_suite
 
 VAL_1300 = ROOT.parent / "shared" / "datasets" / "imagenet-val-1300"
 ABSENT = "(CI keeps ../shared/datasets beside the checkout; a user's machine may not have it)"

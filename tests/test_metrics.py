@@ -5,8 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.gates import accuracy_gates, agreement_gate, conversion_gates, failures
-from harness.metrics import MetricsError, accuracy, parity, topk_predictions, wilson_interval
+from harness.judge.gates import (
+    accuracy_gates,
+    agreement_gate,
+    conversion_gates,
+    failures,
+)
+from harness.judge.metrics import (
+    MetricsError,
+    accuracy,
+    parity,
+    topk_predictions,
+    wilson_interval,
+)
 from harness.specs import AccuracyRef, load_policy
 
 

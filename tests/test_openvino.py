@@ -12,10 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from harness.backends.base import BackendUnavailable, InferenceError, get_backend, known_backends
-from harness.specs import CompileTarget
 from test_backends import CLASSES, SHAPE, expected, tiny_onnx
+
+from harness.backends.base import (
+    BackendUnavailable,
+    InferenceError,
+    get_backend,
+    known_backends,
+)
+from harness.specs import CompileTarget
 
 ov = pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install 'openvino>=2024.0'")
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from test_backends import CLASSES, SHAPE, expected, tiny_onnx
 
 import harness.backends.onnxruntime as ort_mod
 from harness.backends.base import BackendUnavailable, InferenceError, get_backend
@@ -30,9 +31,8 @@ from harness.backends.onnxruntime import (
     parse_providers,
     provider_list,
 )
+from harness.run.timing import DEVICE_COMPUTE, measure
 from harness.specs import CompileTarget, TimingPolicy, load_chips
-from harness.timing import DEVICE_COMPUTE, measure
-from test_backends import CLASSES, SHAPE, expected, tiny_onnx
 
 T4_PROVIDERS = "TensorrtExecutionProvider,CUDAExecutionProvider"
 

@@ -8,9 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from harness.baselines import load_baselines
 from suite_runner import ROOT, run_suite
+
+from harness.judge.baselines import load_baselines
 
 SEED_310P = ROOT / "fixtures" / "baselines" / "Ascend310P3.csv"
 

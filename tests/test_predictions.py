@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.predictions import PredictionsError, read_result_json, score_folder
+from harness.judge.predictions import PredictionsError, read_result_json, score_folder
 from tests.suite_runner import run_suite
 
 LABELS_50K = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ilsvrc2012_val_label_50000.txt"

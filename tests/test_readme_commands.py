@@ -6,7 +6,7 @@ workflow's ``run:`` steps, its placeholders (``/data/imagenet``, ``$IMAGENET``, 
 with ``--collect-only``. It fails on a usage error, on an unknown-marker warning, on a rootdir or
 ini-file other than the repository's, and when the collected node ids differ from the same command
 written with ``--option=value``: pytest takes the value of an option it does not know yet for a test
-path (harness/rootdir.py), and only the space form shows it.
+path (harness/pytest/rootdir.py), and only the space form shows it.
 """
 
 from __future__ import annotations

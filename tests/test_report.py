@@ -18,11 +18,17 @@ from typing import Any
 
 import pytest
 from PIL import Image
-
-from harness.report import DASH, terminal_table, throughput_table, write_report
-from harness.results import ResultsError, all_regressions, load_results, model_history, results_of
-from harness.specs import HistoryPolicy, load_policy
 from suite_runner import ROOT, run_suite
+
+from harness.records.results import (
+    ResultsError,
+    all_regressions,
+    load_results,
+    model_history,
+    results_of,
+)
+from harness.report.build import DASH, terminal_table, throughput_table, write_report
+from harness.specs import HistoryPolicy, load_policy
 
 SEED_310P = ROOT / "fixtures" / "baselines" / "Ascend310P3.csv"
 TIME = "%Y-%m-%dT%H:%M:%S%z"

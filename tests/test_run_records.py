@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from suite_runner import ROOT, run_suite
 
 SEED_310P = ROOT / "fixtures" / "baselines" / "Ascend310P3.csv"

@@ -11,16 +11,29 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-import onnx
 
 from harness.backends.onnxruntime import OnnxRuntimeBackend
 from harness.cache import ArtifactCache
-from harness.data import PreparedDataset, list_dataset, make_synthetic_dataset, prepare_dataset
-from harness.perf import NotComputedError, accuracy_mode_logits, time_one
+from harness.data import (
+    PreparedDataset,
+    list_dataset,
+    make_synthetic_dataset,
+    prepare_dataset,
+)
+from harness.run.sweep import NotComputedError, accuracy_mode_logits, time_one
+from harness.run.timing import (
+    DEVICE_COMPUTE,
+    WALL,
+    Measurement,
+    TimingError,
+    best,
+    measure,
+    ring_indices,
+)
 from harness.specs import CompileTarget, PreprocessSpec, TimingPolicy
-from harness.timing import DEVICE_COMPUTE, WALL, Measurement, TimingError, best, measure, ring_indices
 
 SPEC = PreprocessSpec(resize=40, crop=32)
 SHAPE = (3, 32, 32)

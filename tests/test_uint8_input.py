@@ -14,17 +14,23 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
+from test_backends import CLASSES, SHAPE, tiny_onnx
 
 from harness import data
 from harness.backends.base import InferenceError
 from harness.backends.onnxruntime import OnnxRuntimeBackend
 from harness.cache import ArtifactCache
-from harness.export import export_onnx, onnx_input_output
-from harness.metrics import parity
+from harness.judge.metrics import parity
+from harness.model.export import export_onnx, onnx_input_output
+from harness.model.uint8_input import (
+    METADATA_KEY,
+    Uint8InputError,
+    cached_uint8_onnx,
+    make_uint8_input,
+    uint8_input_model,
+)
+from harness.model.weights import load_model
 from harness.specs import CompileTarget, ModelSpec, load_models, load_policy
-from harness.uint8_input import METADATA_KEY, Uint8InputError, cached_uint8_onnx, make_uint8_input, uint8_input_model
-from harness.weights import load_model
-from test_backends import CLASSES, SHAPE, tiny_onnx
 
 RecordProperty = Callable[[str, object], None]
 VAL_1300 = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "imagenet-val-1300"

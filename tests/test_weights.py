@@ -17,9 +17,8 @@ import pytest
 import torch
 import torchvision
 
-from harness.architectures import ArchitectureError, build_module
-from harness.specs import ArchSpec, ModelSpec, WeightsSpec, load_models
-from harness.weights import (
+from harness.model.architectures import ArchitectureError, build_module
+from harness.model.weights import (
     WeightsError,
     WeightsInfo,
     calibration_sha256,
@@ -30,6 +29,7 @@ from harness.weights import (
     random_model,
     verify_checksum,
 )
+from harness.specs import ArchSpec, ModelSpec, WeightsSpec, load_models
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 VAL_DIR = DATASETS / "imagenet-val-1300" / "val"

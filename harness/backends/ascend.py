@@ -1,6 +1,6 @@
 """Huawei Ascend 310 / 310P3: ATC compiles the ONNX to an .om, ais_bench's Python API runs it.
 
-Compile: the seeds' ATC command (:mod:`harness.atc`) as an argument list, run with a time limit;
+Compile: the seeds' ATC command (:mod:`harness.backends.ascend_tools.atc`) as an argument list, run with a time limit;
 its output goes into the error when it fails, and the command (with placeholders for the paths)
 and the AIPP config are part of the compiled model's cache key and manifest
 (:meth:`AscendBackend.compile_key`).
@@ -57,11 +57,17 @@ from typing import Any, Callable, ClassVar, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 
-from harness import atc
-from harness.backends.base import BackendUnavailable, DeviceBusy, InferenceError, check_batch, check_logits
+from harness.backends.ascend_tools import atc
+from harness.backends.ascend_tools.tools import ToolNotFound, run_tool
+from harness.backends.base import (
+    BackendUnavailable,
+    DeviceBusy,
+    InferenceError,
+    check_batch,
+    check_logits,
+)
 from harness.environment import cann_version, installed_version
 from harness.specs import CompileTarget
-from harness.tools import ToolNotFound, run_tool
 
 OM_STEM = "model"
 AIPP_FILE = "aipp.cfg"
@@ -350,7 +356,7 @@ class AscendBackend:
         if not self.check_device:
             self.device_checks[device_id] = "skipped (check_device = false)"
             return
-        from harness import npu_smi
+        from harness.backends.ascend_tools import npu_smi
 
         try:
             chips = npu_smi.discover()
@@ -422,8 +428,8 @@ def _load_failure(where: str, device_id: int, detail: str) -> Exception:
     other devices: a wrong --device-ids, a failure naming the devices. A device that exists: a real
     failure (e.g. an .om for another SoC), never hidden as a skip.
     """
-    from harness import npu_smi
-    from harness.tools import ToolError
+    from harness.backends.ascend_tools import npu_smi
+    from harness.backends.ascend_tools.tools import ToolError
 
     try:
         chips = npu_smi.discover()

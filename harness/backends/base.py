@@ -13,18 +13,19 @@ from typing import ClassVar, ContextManager, Mapping, Protocol, runtime_checkabl
 
 import numpy as np
 
+from harness.errors import HarnessError, NotApplicable
 from harness.specs import CompileTarget
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(NotApplicable, RuntimeError):
     """The backend's SDK, tool or device is missing; the message says what to install."""
 
 
-class DeviceBusy(RuntimeError):
+class DeviceBusy(HarnessError, RuntimeError):
     """The device is busy or unhealthy; timing it would not certify anything (the message says why)."""
 
 
-class InferenceError(RuntimeError):
+class InferenceError(HarnessError, RuntimeError):
     """A session was given input it cannot run, or produced output that is not logits."""
 
 
@@ -141,7 +142,7 @@ def check_batch(
 ) -> None:
     """Refuse a batch a session cannot run: wrong shape, 0 or more than ``batch_size`` images, or
     a dtype other than ``input_dtype`` (float32 normalized images; uint8 raw pixels for models
-    whose input was made uint8 by :mod:`harness.uint8_input`)."""
+    whose input was made uint8 by :mod:`harness.model.uint8_input`)."""
     if batch.ndim != 4 or tuple(batch.shape[1:]) != tuple(shape):
         raise InferenceError(
             f"{where}: expected input of shape (N, {', '.join(map(str, shape))}), got {tuple(batch.shape)}"

@@ -41,8 +41,14 @@ from typing import Any, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from harness.backends.base import BackendUnavailable, InferenceError, check_batch, check_logits
+from harness.backends.base import (
+    BackendUnavailable,
+    InferenceError,
+    check_batch,
+    check_logits,
+)
 from harness.environment import installed_version
+from harness.errors import UsageError
 from harness.specs import CompileTarget
 
 ARTIFACT_NAME = "model.ort.onnx"
@@ -133,7 +139,7 @@ def tensorrt_version() -> str:
 # Configuration: providers, options, precision
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """A backend option is malformed; the message names the option, what was expected and found."""
 
 
@@ -326,7 +332,7 @@ def _input_dtype(session: Any, where: str) -> np.dtype:
 
 class OnnxRuntimeSession:
     """One ORT InferenceSession; ``infer`` takes (N<=batch_size, 3, H, W) of the model's input dtype
-    (float32 normally, uint8 for a model made by :mod:`harness.uint8_input`)."""
+    (float32 normally, uint8 for a model made by :mod:`harness.model.uint8_input`)."""
 
     def __init__(self, session: Any, target: CompileTarget, num_classes: int):
         self._session = session

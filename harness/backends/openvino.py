@@ -45,7 +45,12 @@ from typing import Any, ClassVar, Iterator, Mapping
 
 import numpy as np
 
-from harness.backends.base import BackendUnavailable, InferenceError, check_batch, check_logits
+from harness.backends.base import (
+    BackendUnavailable,
+    InferenceError,
+    check_batch,
+    check_logits,
+)
 from harness.specs import CompileTarget
 
 ARTIFACT_NAME = "model.xml"
@@ -111,7 +116,7 @@ class OpenVinoSession:
     The IR has a static batch: a short batch is zero-padded to ``batch_size`` and the padding's
     rows are dropped from the output, so every row is computed by the same kernels whatever the
     batch length. ``input_dtype`` is the IR's input element type (float32 normally, uint8 for a
-    model made by :mod:`harness.uint8_input`). ``info`` records what the device actually uses.
+    model made by :mod:`harness.model.uint8_input`). ``info`` records what the device actually uses.
     """
 
     def __init__(self, compiled: Any, target: CompileTarget, num_classes: int, info: Mapping[str, Any]):

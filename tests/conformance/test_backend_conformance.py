@@ -27,13 +27,18 @@ import pytest
 from torch import nn
 
 from harness import data
-from harness.backends.base import BackendUnavailable, InferenceError, Session, get_backend
+from harness.backends.base import (
+    BackendUnavailable,
+    InferenceError,
+    Session,
+    get_backend,
+)
 from harness.backends.torch_ref import TorchSession
 from harness.cache import ArtifactCache
-from harness.export import export_onnx
-from harness.metrics import parity
+from harness.judge.metrics import parity
+from harness.model.export import export_onnx
+from harness.model.weights import WeightsNotFound, load_pretrained
 from harness.specs import CompileTarget, ModelSpec, load_models, load_policy
-from harness.weights import WeightsNotFound, load_pretrained
 
 RecordProperty = Callable[[str, object], None]
 VAL_1300 = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "imagenet-val-1300"

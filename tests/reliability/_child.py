@@ -122,7 +122,7 @@ class RecordingCache(ArtifactCache):
 def _install_torch_side_hooks() -> None:
     """Stall hooks for the stages after preprocessing (main process only: they import torch)."""
     if STALL == "export":
-        from harness import export
+        from harness.model import export
 
         def stalling_simplify(model: Any, spec: Any) -> Any:
             stall_here()
@@ -189,9 +189,9 @@ def run_pipeline(root: Path, image_dir: Path, workers: int) -> dict[str, Any]:
     """
     import dataclasses
 
+    from harness.model.weights import WeightsInfo
+    from harness.run.workbench import LoadedModel, RunConfig, Workbench
     from harness.specs import ChipSpec, load_models, load_policy
-    from harness.weights import WeightsInfo
-    from harness.workbench import LoadedModel, RunConfig, Workbench
 
     _install_torch_side_hooks()
     cache = RecordingCache(root)

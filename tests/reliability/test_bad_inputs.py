@@ -27,10 +27,16 @@ from PIL import Image
 
 from harness.backends.base import BackendUnavailable, InferenceError
 from harness.cache import ArtifactCache, CacheError
-from harness.data import DataError, list_dataset, prepare_dataset, preprocess_image, read_labels
-from harness.export import ExportError, onnx_input_output, validate_onnx
+from harness.data import (
+    DataError,
+    list_dataset,
+    prepare_dataset,
+    preprocess_image,
+    read_labels,
+)
+from harness.model.export import ExportError, onnx_input_output, validate_onnx
+from harness.model.weights import WeightsError, WeightsNotFound, load_pretrained
 from harness.specs import CompileTarget, PreprocessSpec, SpecError, load_models
-from harness.weights import WeightsError, WeightsNotFound, load_pretrained
 
 from ._support import leftovers, published
 
@@ -81,8 +87,8 @@ def test_label_mismatch_names_the_option_and_intersect_counts_reach_the_result(o
     """Two labelled images deleted and three unlabelled ones added: the default refuses and names
     --on-label-mismatch; with intersect (the CLI option, through the Workbench) the 22 remaining
     labelled images are scored and the counts travel into the listing and the cache manifest."""
+    from harness.run.workbench import RunConfig, Workbench
     from harness.specs import load_policy
-    from harness.workbench import RunConfig, Workbench
 
     names = sorted(p.name for p in own_real_images.glob("*.JPEG"))
     for name in names[:2]:

@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from ._support import child_env, copy_real_images, finish, kill9, leftovers, spawn, start_together
+from ._support import (
+    child_env,
+    copy_real_images,
+    finish,
+    kill9,
+    leftovers,
+    spawn,
+    start_together,
+)
 
 RACE_INPUTS = {"onnx_sha256": "cd" * 32, "target": {"chip": "cpu", "batch_size": 4}}
 

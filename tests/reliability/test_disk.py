@@ -194,8 +194,8 @@ def test_a_full_disk_during_export_is_the_cache_disk_error_not_an_exporter_failu
     """torch.onnx.export hitting ENOSPC used to surface as 'torch.onnx.export of X failed:
     OSError ...', blaming the exporter; it is now the cache's disk-full error with the fix, and
     the half-written file is gone."""
-    from harness.export import ExportError, cached_onnx
-    from harness.weights import WeightsInfo
+    from harness.model.export import ExportError, cached_onnx
+    from harness.model.weights import WeightsInfo
 
     root = small_disk(64) / "cache"
     weights = WeightsInfo(kind="random", source="reliability tests", sha256=None, seed=0)
@@ -213,7 +213,7 @@ def test_a_full_disk_during_onnxruntime_compile_is_reported_as_a_full_disk(
     which points at the model; the cache sees the disk is full when the build fails and says so,
     keeping ONNX Runtime's own words."""
     from harness.backends.base import get_backend
-    from harness.export import export_onnx
+    from harness.model.export import export_onnx
 
     spec = _tiny_spec()
     onnx_path = tmp_path / "wide.onnx"

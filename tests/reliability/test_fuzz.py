@@ -26,7 +26,14 @@ from hypothesis import strategies as st
 
 from harness.cache import canonical_json
 from harness.data import DataError, read_labels
-from harness.specs import FIXTURES_DIR, SpecError, as_dict, load_chips, load_models, load_policy
+from harness.specs import (
+    FIXTURES_DIR,
+    SpecError,
+    as_dict,
+    load_chips,
+    load_models,
+    load_policy,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -23,7 +23,15 @@ from harness.data import list_dataset, prepare_dataset
 from harness.specs import PreprocessSpec
 
 from . import _child
-from ._support import descendants, kill9, leftovers, published, running, spawn, wait_for_flag
+from ._support import (
+    descendants,
+    kill9,
+    leftovers,
+    published,
+    running,
+    spawn,
+    wait_for_flag,
+)
 
 # Pipeline order: which cached kinds exist before each stall point.
 ORDER = ("preprocess", "export", "compile", "infer", "reference")

@@ -1,4 +1,4 @@
-"""External tools (atc, npu-smi, the ais_bench CLI) run through harness.tools.run_tool: argument
+"""External tools (atc, npu-smi, the ais_bench CLI) run through harness.backends.ascend_tools.tools.run_tool: argument
 lists only, a time limit that kills the tool and its children, and the tool's output kept in the
 error. Model names and paths from data files reach the tool as single arguments, never a shell."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.tools import ToolError, ToolNotFound, run_tool
+from harness.backends.ascend_tools.tools import ToolError, ToolNotFound, run_tool
 
 
 def _script(tmp_path: Path, name: str, body: str) -> Path:

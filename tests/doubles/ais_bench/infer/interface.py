@@ -23,9 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 import fake_om
+import numpy as np
 
 GENERATIONS = ("tools-2023", "ait")
 GENERATION = os.environ.get("FAKE_AIS_BENCH_GENERATION", "ait")

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness.architectures import build_module
+from harness.errors import HarnessError, NotApplicable
+from harness.model.architectures import build_module
 from harness.progress import progress
 from harness.specs import ModelSpec, WeightsSpec
 
@@ -43,11 +44,11 @@ _COMMON_WRAPPERS = ("state_dict", "model")
 _EXAMPLES = 3
 
 
-class WeightsError(RuntimeError):
+class WeightsError(HarnessError, RuntimeError):
     """Weights are missing, corrupt, unsafe or do not fit: the message says what to do."""
 
 
-class WeightsNotFound(WeightsError):
+class WeightsNotFound(WeightsError, NotApplicable):
     """The checkpoint is nowhere to be had (not installed, not in the weights dir, no download).
 
     Distinct from a wrong or corrupt checkpoint, which is always an error: tests that only make

@@ -2,7 +2,7 @@
 
 Nothing here downloads: torchvision gets ``weights=None`` and timm ``pretrained=False``, so the
 module comes back with the library's own initialisation and the caller loads a checksum-verified
-checkpoint (``harness.weights``) or keeps the seeded random init for conversion checks.
+checkpoint (``harness.model.weights``) or keeps the seeded random init for conversion checks.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from harness.errors import UsageError
 from harness.specs import ModelSpec
 
 
-class ArchitectureError(ValueError):
+class ArchitectureError(UsageError, ValueError):
     """The registry names an architecture (or keyword) its source library does not have."""
 
 

@@ -30,6 +30,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from harness.cache import ArtifactCache, file_sha256
+from harness.errors import HarnessError
 
 UINT8_ONNX_FILENAME = "model.u8.onnx"
 # Bump when the inserted nodes change: cached uint8 models then stop matching.
@@ -37,7 +38,7 @@ FORMAT = 1
 METADATA_KEY = "modelzoo_cert.uint8_input"
 
 
-class Uint8InputError(ValueError):
+class Uint8InputError(HarnessError, ValueError):
     """The model cannot be given a uint8 input: the message says what was expected and found."""
 
 

@@ -21,15 +21,16 @@ import torch
 from torch import nn
 
 from harness.cache import ArtifactCache, file_sha256
+from harness.errors import HarnessError
+from harness.model.weights import WeightsInfo
 from harness.specs import ModelSpec, as_dict
-from harness.weights import WeightsInfo
 
 ONNX_FILENAME = "model.onnx"
 BATCH_DIM = "batch"
 EXPORTER = "torch.onnx.export(dynamo=False)"
 
 
-class ExportError(RuntimeError):
+class ExportError(HarnessError, RuntimeError):
     """Export, simplification or validation of an ONNX file failed."""
 
 

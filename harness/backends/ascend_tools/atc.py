@@ -28,6 +28,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
+from harness.errors import UsageError
 from harness.specs import CompileTarget
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "null")
@@ -54,7 +55,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_.\-/]+$")
 _SOC = re.compile(r"^Ascend[0-9A-Za-z]+$")
 
 
-class AtcConfigError(ValueError):
+class AtcConfigError(UsageError, ValueError):
     """An ATC option cannot be expressed (unsafe input name, unknown soc, unsupported precision)."""
 
 

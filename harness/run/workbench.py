@@ -10,32 +10,33 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from harness import data as data_mod
-from harness.backends.base import Backend, BackendUnavailable, Session, folds_uint8_input, get_backend
+from harness.backends.base import (
+    Backend,
+    BackendUnavailable,
+    Session,
+    folds_uint8_input,
+    get_backend,
+)
 from harness.backends.torch_ref import TorchSession, torch_version
 from harness.cache import ArtifactCache, file_sha256
-from harness.metrics import Accuracy, Parity, accuracy, parity
-from harness.progress import progress
-from harness.specs import ChipSpec, CompileTarget, ModelSpec, Policy, PreprocessSpec, as_dict
+from harness.judge.metrics import Accuracy, Parity, accuracy, parity
+from harness.run.infer import run_all
+from harness.specs import (
+    ChipSpec,
+    CompileTarget,
+    ModelSpec,
+    Policy,
+    PreprocessSpec,
+    as_dict,
+)
 
 EMBEDDED_IMAGES = 32
 EMBEDDED_SEED = 20240101
-
-
-def feed(session: Session, prepared: data_mod.PreparedDataset, batch_size: int) -> Iterator[tuple[int, np.ndarray]]:
-    """Batches in the session's input dtype: normalized float32, or the cache's uint8 as is."""
-    if np.dtype(getattr(session, "input_dtype", np.float32)) == np.uint8:
-        for start in range(0, len(prepared), batch_size):
-            yield start, np.ascontiguousarray(prepared.images[start : start + batch_size])
-    else:
-        # Normalize the next batch in a thread while the session runs this one: in series, host
-        # normalization costs a quarter of a 4000 images/s device's time (benchmarks/bench_overhead.py).
-        # Two reused buffers: run() keeps the outputs, never the batch.
-        yield from prepared.batches(batch_size, prefetch=True, reuse=True)
 
 
 def worker_index() -> int:
@@ -64,7 +65,7 @@ class RunConfig:
     workers: int | None = None
     threads: int | None = None
     on_label_mismatch: str = "error"
-    input_dtype: str = "float32"  # "uint8": normalization folded into the model (harness.uint8_input)
+    input_dtype: str = "float32"  # "uint8": normalization folded into the model (harness.model.uint8_input)
     decode: str = "exact"  # "draft": libjpeg DCT-domain downscaling, other pixels, cached apart
     embedded_images: int = EMBEDDED_IMAGES
     device_ids: tuple[int, ...] = (0,)  # --device-ids: pytest-xdist worker N takes device_ids[N % len]
@@ -74,7 +75,7 @@ class RunConfig:
 class LoadedModel:
     spec: ModelSpec
     module: Any
-    weights: Any  # harness.weights.WeightsInfo
+    weights: Any  # harness.model.weights.WeightsInfo
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -116,7 +117,8 @@ class Workbench:
     _models: dict[tuple[str, str], LoadedModel] = field(default_factory=dict, init=False)
     _datasets: dict[tuple[str, PreprocessSpec], data_mod.PreparedDataset] = field(default_factory=dict, init=False)
     _listings: dict[str, data_mod.DatasetListing] = field(default_factory=dict, init=False)
-    _sweeps: dict[tuple[str, str, tuple[int, ...], str], Any] = field(default_factory=dict, init=False)
+    # harness.run.sweep.session_sweep's memo: one sweep per (model, chip, batch sizes, source) and session
+    sweeps: dict[tuple[str, str, tuple[int, ...], str], Any] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.cache = ArtifactCache(self.cfg.cache_dir)
@@ -162,7 +164,7 @@ class Workbench:
     # -- model, ONNX, compiled artifact -------------------------------------------------------
 
     def model(self, spec: ModelSpec, weights: str | None = None, calibration_source: str = "embedded") -> LoadedModel:
-        from harness import weights as weights_mod
+        from harness.model import weights as weights_mod
 
         mode = weights or self.cfg.weights
         memo = (spec.name, mode)
@@ -178,11 +180,11 @@ class Workbench:
     def onnx(self, loaded: LoadedModel, chip: ChipSpec | None = None) -> Path:
         """The exported model; with ``input_dtype == "uint8"`` its uint8-input version, unless the
         chip's backend compiles normalization in itself (Ascend AIPP, see :meth:`target`)."""
-        from harness import export
+        from harness.model import export
 
         path = export.cached_onnx(self.cache, loaded.spec, loaded.module, loaded.weights, opset=self.cfg.opset)
         if self.cfg.input_dtype == "uint8" and not (chip is not None and folds_uint8_input(chip.backend)):
-            from harness.uint8_input import cached_uint8_onnx
+            from harness.model.uint8_input import cached_uint8_onnx
 
             pre = loaded.spec.preprocess_for(self.cfg.preprocess_variant)
             path = cached_uint8_onnx(self.cache, path, pre.mean, pre.std)
@@ -231,12 +233,7 @@ class Workbench:
 
     def run(self, session: Session, prepared: data_mod.PreparedDataset, batch_size: int, desc: str) -> np.ndarray:
         """Logits for every image of ``prepared``, in its order (labels are joined by name there)."""
-        chunks: list[np.ndarray] = []
-        with progress(len(prepared), desc) as bar:
-            for _start, batch in feed(session, prepared, batch_size):
-                chunks.append(session.infer(batch))
-                bar.update(batch.shape[0])
-        return np.concatenate(chunks, axis=0)
+        return run_all(session, prepared, batch_size, desc)
 
     def reference_logits(self, loaded: LoadedModel, prepared: data_mod.PreparedDataset) -> np.ndarray:
         """The torch reference's logits on ``prepared``, cached by weights + data + torch version."""
@@ -294,12 +291,3 @@ class Workbench:
             skipped_unlabeled=listing.skipped_unlabeled,
             skipped_missing=listing.skipped_missing,
         )
-
-    def sweep(self, spec: ModelSpec, chip: ChipSpec, batch_sizes: tuple[int, ...], source: str) -> Any:
-        """The batch-size sweep of ``spec`` on ``chip`` (harness.perf.Sweep), once per session."""
-        from harness import perf
-
-        memo = (spec.name, chip.name, batch_sizes, source)
-        if memo not in self._sweeps:
-            self._sweeps[memo] = perf.run_sweep(self, spec, chip, batch_sizes, source, device_id=self.device_id())
-        return self._sweeps[memo]

@@ -13,19 +13,21 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from harness.baselines import Figure
 from harness.data import normalize
-from harness.metrics import Parity, parity
+from harness.errors import NotCertified
+from harness.judge.baselines import Figure
+from harness.judge.metrics import Parity, parity
+from harness.run.infer import feed
+from harness.run.timing import Measurement, best, measure, ring_indices
 from harness.specs import ChipSpec, ModelSpec, TimingPolicy
-from harness.timing import Measurement, best, measure, ring_indices
 
 if TYPE_CHECKING:
     from harness.backends.base import Session
     from harness.data import PreparedDataset
-    from harness.workbench import Workbench
+    from harness.run.workbench import Workbench
 
 
-class NotComputedError(AssertionError):
+class NotComputedError(NotCertified, AssertionError):
     """The timed runs' outputs differ from the accuracy-mode outputs on the same images."""
 
 
@@ -74,8 +76,6 @@ class Sweep:
 def accuracy_mode_logits(session: Session, prepared: PreparedDataset, count: int) -> np.ndarray:
     """Logits of the first ``count`` images through the ordinary (accuracy-run) batching path."""
     chunks = []
-    from harness.workbench import feed
-
     for start, batch in feed(session, prepared, session.batch_size):
         if start >= count:
             break
@@ -135,3 +135,11 @@ def run_sweep(workbench: Workbench, spec: ModelSpec, chip: ChipSpec, batch_sizes
         dataset_key=prepared.key, ring_images=min(workbench.policy.timing.ring_images, len(prepared)),
         weights=loaded.identity, points=tuple(points),
     )
+
+
+def session_sweep(workbench: Workbench, spec: ModelSpec, chip: ChipSpec, batch_sizes: Sequence[int], source: str) -> Sweep:
+    """The batch-size sweep of ``spec`` on ``chip``, measured once per session (several ratio tests share it)."""
+    memo = (spec.name, chip.name, tuple(batch_sizes), source)
+    if memo not in workbench.sweeps:
+        workbench.sweeps[memo] = run_sweep(workbench, spec, chip, batch_sizes, source, device_id=workbench.device_id())
+    return workbench.sweeps[memo]

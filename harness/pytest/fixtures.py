@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import pytest
 
 from harness.cache import default_cache_root
-from harness.plugin import selection
+from harness.pytest.plugin import selection
 from harness.specs import ChipSpec, ModelSpec, Policy
 
 if TYPE_CHECKING:  # the workbench pulls in numpy, PIL and (lazily) torch: not at plugin load
-    from harness.workbench import RunConfig, Workbench
+    from harness.run.workbench import RunConfig, Workbench
 
 
 def _path(value: str | None) -> Path | None:
@@ -22,7 +22,7 @@ def _path(value: str | None) -> Path | None:
 
 @pytest.fixture(scope="session")
 def run_config(pytestconfig: pytest.Config) -> RunConfig:
-    from harness.workbench import RunConfig
+    from harness.run.workbench import RunConfig
 
     opt = pytestconfig.getoption
     cache_dir = _path(opt("--cache-dir")) or default_cache_root()
@@ -52,7 +52,7 @@ def policy(pytestconfig: pytest.Config) -> Policy:
 
 @pytest.fixture(scope="session")
 def workbench(run_config: RunConfig, policy: Policy) -> Workbench:
-    from harness.workbench import Workbench
+    from harness.run.workbench import Workbench
 
     return Workbench(cfg=run_config, policy=policy)
 

@@ -20,14 +20,15 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
-from harness.tools import run_tool
+from harness.backends.ascend_tools.tools import run_tool
+from harness.errors import HarnessError
 
 INSTALL_HINT = "install the Ascend driver (npu-smi ships with it, in /usr/local/sbin)"
 _PAIR = re.compile(r"(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)")
 _NUMBER = re.compile(r"^-?\d+(?:\.\d+)?$")
 
 
-class NpuSmiError(ValueError):
+class NpuSmiError(HarnessError, ValueError):
     """`npu-smi info` printed something this parser does not recognise."""
 
 

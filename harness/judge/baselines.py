@@ -21,8 +21,9 @@ from typing import Iterable, Mapping, Sequence
 from filelock import FileLock
 
 from harness.cache import atomic_write_bytes
+from harness.errors import UsageError
+from harness.run.timing import CLOCKS, DEVICE_COMPUTE
 from harness.specs import FIXTURES_DIR, ChipSpec, PerfRule
-from harness.timing import CLOCKS, DEVICE_COMPUTE
 
 BASELINES_DIR = FIXTURES_DIR / "baselines"
 COLUMNS = ("model", "batch_size", "images_per_s", "unit", "clock", "source", "note")
@@ -30,7 +31,7 @@ UNITS = ("per_chip", "per_card")
 _SUMMARY_BS = re.compile(r"(?:^|[_\-/])bs_?(\d+)(?=$|[_\-./])", re.IGNORECASE)
 
 
-class BaselineError(ValueError):
+class BaselineError(UsageError, ValueError):
     """A baseline or measurements file is malformed, or two figures cannot be compared."""
 
 

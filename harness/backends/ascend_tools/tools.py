@@ -18,14 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from harness.errors import HarnessError, NotApplicable
+
 TAIL_LINES = 30
 
 
-class ToolNotFound(RuntimeError):
+class ToolNotFound(NotApplicable, RuntimeError):
     """The executable is not on PATH; the message says how to install or enable it."""
 
 
-class ToolError(RuntimeError):
+class ToolError(HarnessError, RuntimeError):
     """The tool ran and failed (non-zero exit or time limit); the message holds its output's tail."""
 
     def __init__(self, message: str, command: Sequence[str], returncode: int | None, stderr: str, stdout: str):

@@ -22,6 +22,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from harness.backends.base import Session
+from harness.errors import HarnessError
 from harness.specs import TimingPolicy
 
 WALL = "wall"
@@ -29,7 +30,7 @@ DEVICE_COMPUTE = "device_compute"
 CLOCKS = (WALL, DEVICE_COMPUTE)
 
 
-class TimingError(RuntimeError):
+class TimingError(HarnessError, RuntimeError):
     """The loop cannot measure what was asked (no batches, a wrong batch size, a failing run)."""
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.metrics import Accuracy, Parity
+from harness.judge.metrics import Accuracy, Parity
 from harness.specs import AccuracyRef, Policy
 
 

@@ -1,6 +1,6 @@
 """The pytest plugin: options, parametrization from the registry, results file, terminal summary.
 
-Hooks only; the work happens in harness.workbench, the fixtures in harness.fixtures.
+Hooks only; the work happens in harness.run.workbench, the fixtures in harness.pytest.fixtures.
 """
 
 from __future__ import annotations
@@ -17,9 +17,19 @@ from typing import Any
 
 import pytest
 
-from harness.specs import PRECISIONS, ChipSpec, ModelSpec, SpecError, load_chips, load_models, load_policy, resolve_chip
+from harness.errors import UsageError
+from harness.specs import (
+    PRECISIONS,
+    ChipSpec,
+    ModelSpec,
+    SpecError,
+    load_chips,
+    load_models,
+    load_policy,
+    resolve_chip,
+)
 
-pytest_plugins = ["harness.fixtures"]
+pytest_plugins = ["harness.pytest.fixtures", "harness.pytest.outcomes"]
 
 _STATE = pytest.StashKey[dict[str, Any]]()
 
@@ -40,7 +50,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) 
     Runs only when the plugin is loaded early (the ``pytest11`` entry point of the installed
     package); loaded from conftest.py it is too late, and ``--option=value`` is needed.
     """
-    from harness.rootdir import reroot
+    from harness.pytest.rootdir import reroot
 
     reroot(early_config, args)
 
@@ -135,7 +145,7 @@ def pytest_configure(config: pytest.Config) -> None:
             raise SpecError(f"--limit must be a positive number of images, got {limit}")
         if config.getoption("--opset") < 7:
             raise SpecError(f"--opset {config.getoption('--opset')} is too old; ATC supports 11")
-    except SpecError as exc:
+    except UsageError as exc:  # SpecError, and any other option or fixtures/ data the harness refuses
         raise pytest.UsageError(str(exc)) from None
     config.stash[_STATE] = {
         "registry": registry,
@@ -214,7 +224,7 @@ class ResultsRecorder:
         self.records: list[dict[str, Any]] = []
         self.started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
-        self.report: Any = None  # harness.report.ReportPaths once written
+        self.report: Any = None  # harness.report.build.ReportPaths once written
         self.report_error: str | None = None
 
     def _append(self, record: dict[str, Any]) -> None:
@@ -277,8 +287,8 @@ class ResultsRecorder:
 
     def _write_report(self) -> None:
         """The report of the whole results file; a problem with it is a warning, never a lost run."""
-        from harness.report import write_report
-        from harness.results import load_results
+        from harness.records.results import load_results
+        from harness.report.build import write_report
 
         try:
             results = load_results(self.path)
@@ -294,8 +304,8 @@ class ResultsRecorder:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.records:
             return
-        from harness.report import terminal_table
-        from harness.results import results_of
+        from harness.records.results import results_of
+        from harness.report.build import terminal_table
 
         tr = terminalreporter
         tr.write_sep("=", "certification summary")

@@ -42,7 +42,8 @@ from typing import Mapping
 
 import numpy as np
 
-from harness.metrics import Accuracy, accuracy
+from harness.errors import UsageError
+from harness.judge.metrics import Accuracy, accuracy
 
 PREDICTION_SUFFIXES = (".txt", ".npy", ".bin")
 RESULT_JSON = "result.json"
@@ -51,7 +52,7 @@ _NAME = re.compile(r"^(?P<stem>.+)_(?P<k>\d+)$")
 DEVICE_FOLDER = re.compile(r"^device\d+(_\d+)?$")
 
 
-class PredictionsError(ValueError):
+class PredictionsError(UsageError, ValueError):
     """A predictions folder or result.json does not follow the documented layout."""
 
 

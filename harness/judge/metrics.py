@@ -7,8 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harness.errors import HarnessError
 
-class MetricsError(ValueError):
+
+class MetricsError(HarnessError, ValueError):
     """Logits and labels do not fit together."""
 
 

@@ -1,7 +1,7 @@
 """Reading the results records of one or many runs back: the input of the report.
 
 Every pytest run appends one JSON line per test outcome to its ``--results`` file (see
-``harness.plugin.ResultsRecorder``) and, when it finishes, one ``kind: "run"`` record with the
+``harness.pytest.plugin.ResultsRecorder``) and, when it finishes, one ``kind: "run"`` record with the
 environment fingerprint. Nightly runs on several machines each leave their own file; this module
 merges any number of them (files, or directories searched recursively for ``*.jsonl``), groups the
 records by ``run_id``, orders runs by start time, and answers the questions the report asks: the
@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+from harness.errors import UsageError
 from harness.specs import HistoryPolicy
 
 TEST_KINDS = ("accuracy", "agreement", "conversion", "perf", "perf_ratio")
@@ -32,7 +33,7 @@ Record = dict[str, Any]
 AccuracyKey = tuple[str, str, "str | None", "str | None", "int | None"]  # model, chip, backend, precision, bs
 
 
-class ResultsError(ValueError):
+class ResultsError(UsageError, ValueError):
     """Results cannot be read at all: a path that does not exist, or holds no records."""
 
 

@@ -24,9 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence, Union
 
-from harness.baselines import BaselineError, Figure, baseline_path, best_figure, load_baselines
 from harness.cache import atomic_write_bytes
-from harness.results import (
+from harness.judge.baselines import (
+    BaselineError,
+    Figure,
+    baseline_path,
+    best_figure,
+    load_baselines,
+)
+from harness.records.results import (
     ModelHistory,
     Record,
     Regression,
@@ -34,11 +40,20 @@ from harness.results import (
     Run,
     best_per_card,
     figures_per_card,
-    finite,
     find_regressions,
+    finite,
     model_history,
 )
-from harness.specs import ChipSpec, HistoryPolicy, PerfRule, Policy, SpecError, load_chips, load_models, load_policy
+from harness.specs import (
+    ChipSpec,
+    HistoryPolicy,
+    PerfRule,
+    Policy,
+    SpecError,
+    load_chips,
+    load_models,
+    load_policy,
+)
 
 DASH = "\u2014"  # a cell without data: the source gives no figure
 CLOCK_NAMES = {"device_compute": "device compute", "wall": "wall"}
