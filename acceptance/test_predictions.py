@@ -19,7 +19,6 @@ import pytest
 from harness.data import DataError, list_dataset, read_labels
 from harness.judge.gates import accuracy_gates, failures
 from harness.judge.predictions import (
-    PredictionsError,
     read_result_json,
     result_json_only,
     score_folder,
@@ -41,16 +40,13 @@ def _labels(workbench: Workbench, num_classes: int) -> tuple[str, dict[str, int]
     """Where the labels come from and the labels: --imagenet-labels FILE, else --imagenet DIR in
     either layout (its val_label.txt, or an ImageFolder tree's wnid folders)."""
     cfg = workbench.cfg
-    try:
-        if cfg.imagenet_labels is not None:
-            return str(cfg.imagenet_labels), read_labels(cfg.imagenet_labels, num_classes)
-        if cfg.imagenet is not None:
-            listing = list_dataset(cfg.imagenet, num_classes=num_classes)
-            return listing.label_source, dict(zip(listing.names, listing.labels))
-        pytest.fail("--predictions needs the labels: pass --imagenet-labels FILE (a ModelZoo val_label.txt) "
-                    "or --imagenet DIR", pytrace=False)
-    except DataError as exc:
-        pytest.fail(str(exc), pytrace=False)
+    if cfg.imagenet_labels is not None:
+        return str(cfg.imagenet_labels), read_labels(cfg.imagenet_labels, num_classes)
+    if cfg.imagenet is not None:
+        listing = list_dataset(cfg.imagenet, num_classes=num_classes)
+        return listing.label_source, dict(zip(listing.names, listing.labels))
+    raise DataError("--predictions needs the labels: pass --imagenet-labels FILE (a ModelZoo val_label.txt) "
+                    "or --imagenet DIR")
 
 
 @pytest.mark.accuracy
@@ -70,28 +66,25 @@ def test_predictions_accuracy(
            published_source=model_spec.published.source, gate_top1_agreement="not checked: no torch reference "
            "for predictions made elsewhere")
     published = model_spec.published
-    try:
-        stated = result_json_only(folder)
-        if stated is not None:
-            reported = read_result_json(stated)
-            acc = reported.as_accuracy()
-            record(source_format="result.json", images=reported.count, top1=reported.top1, top5=reported.top5,
-                   note="figures as stated by result.json: no logits to re-score")
-            if reported.top5 is None:
-                published = replace(published, top5=None)  # no top-5 gate
-                record(gate_top5="not checked: result.json states no Top5 accuracy")
-        else:
-            label_path, labels = _labels(workbench, model_spec.num_classes)
-            score = score_folder(folder, labels, model_spec.num_classes, workbench.cfg.on_label_mismatch)
-            acc = score.accuracy
-            record(source_format="ais_bench " + ",".join(f"{k}:{v}" for k, v in sorted(score.formats.items())),
-                   labels=str(label_path), images=acc.count, top1=round(acc.top1, 4), top5=round(acc.top5, 4),
-                   skipped_missing=score.missing, skipped_unlabeled=score.extra,
-                   other_outputs_ignored=score.other_outputs_ignored)
-            if score.device_folders:  # a multi-device ais_bench run: its device<N>[_<i>] folders, read as one
-                record(device_folders=",".join(score.device_folders))
-    except PredictionsError as exc:
-        pytest.fail(str(exc), pytrace=False)
+    stated = result_json_only(folder)
+    if stated is not None:
+        reported = read_result_json(stated)
+        acc = reported.as_accuracy()
+        record(source_format="result.json", images=reported.count, top1=reported.top1, top5=reported.top5,
+               note="figures as stated by result.json: no logits to re-score")
+        if reported.top5 is None:
+            published = replace(published, top5=None)  # no top-5 gate
+            record(gate_top5="not checked: result.json states no Top5 accuracy")
+    else:
+        label_path, labels = _labels(workbench, model_spec.num_classes)
+        score = score_folder(folder, labels, model_spec.num_classes, workbench.cfg.on_label_mismatch)
+        acc = score.accuracy
+        record(source_format="ais_bench " + ",".join(f"{k}:{v}" for k, v in sorted(score.formats.items())),
+               labels=str(label_path), images=acc.count, top1=round(acc.top1, 4), top5=round(acc.top5, 4),
+               skipped_missing=score.missing, skipped_unlabeled=score.extra,
+               other_outputs_ignored=score.other_outputs_ignored)
+        if score.device_folders:  # a multi-device ais_bench run: its device<N>[_<i>] folders, read as one
+            record(device_folders=",".join(score.device_folders))
     gates = accuracy_gates(acc, published, policy)
     record(**{f"gate_{g.name}": "pass" if g.passed else "fail" for g in gates})
     problems = failures(gates)

@@ -35,14 +35,14 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from harness.cache import DEFAULT_CACHE_ENV, ArtifactCache, CacheError, file_sha256
+from harness.cache import DEFAULT_CACHE_ENV, ArtifactCache, CacheError
 from harness.errors import UsageError
 from harness.progress import progress
 from harness.specs import FIXTURES_DIR, RESIZE_METHODS, PreprocessSpec
 
 # Bump when the layout of a "dataset" cache entry or the pixel pipeline changes: old entries then
 # stop matching instead of being misread.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: keyed by the listed labels, not the label file's bytes
 LABEL_FILE_NAME = "val_label.txt"
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 MISMATCH_POLICIES = ("error", "intersect")
@@ -220,7 +220,7 @@ def load_wnids(path: Path = WNIDS_FILE) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class _Layout:
+class DatasetLayout:
     """Where the images are and, if any, the label file to join them with."""
 
     image_dir: Path
@@ -228,8 +228,11 @@ class _Layout:
     imagefolder: bool  # image_dir/<wnid>/*.JPEG rather than image_dir/*.JPEG
 
 
-def _locate(path: Path, label_file: Path | None) -> _Layout:
-    """Find the layout under ``path``: ModelZoo (flat JPEGs + label file) or ImageFolder."""
+def locate_dataset(path: Path, label_file: Path | None = None) -> DatasetLayout:
+    """Find the layout under ``path``: ModelZoo (``path/val/*.JPEG`` or ``path/*.JPEG`` with a
+    ``val_label.txt`` there, or ``label_file``) or ImageFolder (``path/val/<wnid>/`` or
+    ``path/<wnid>/``, labels from the folders: a ``val_label.txt`` there is not read implicitly).
+    A :class:`DataError` says what was expected and how to pass it."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"ImageNet directory {path} does not exist; {_LAYOUT_HELP}")
@@ -272,40 +275,21 @@ def _locate(path: Path, label_file: Path | None) -> _Layout:
                 f"label file {label_file} (from --imagenet-labels) does not exist or is not a "
                 f"file; expected a ModelZoo label file ('ILSVRC2012_val_00000001.JPEG 65' per line)"
             )
-        return _Layout(image_dir, label_file, imagefolder)
+        return DatasetLayout(image_dir, label_file, imagefolder)
     if imagefolder:
         # The folders are the labels; a val_label.txt lying around is not read implicitly, so
         # a subset of classes copied with the full label file is not a label mismatch.
-        return _Layout(image_dir, None, True)
+        return DatasetLayout(image_dir, None, True)
 
     for candidate in (path / LABEL_FILE_NAME, image_dir / LABEL_FILE_NAME):
         if candidate.is_file():
-            return _Layout(image_dir, candidate, False)
+            return DatasetLayout(image_dir, candidate, False)
     hint = ""
     if (path.parent / LABEL_FILE_NAME).is_file():
         hint = f" (there is one in the parent directory: did you mean --imagenet {path.parent}?)"
     raise DataError(
         f"found images in {image_dir} but no {LABEL_FILE_NAME} in {path}{hint}; {_LAYOUT_HELP}"
     )
-
-
-def find_dataset(path: Path, label_file: Path | None = None) -> tuple[Path, Path]:
-    """Locate ``(image_dir, label_file)`` under ``path``.
-
-    Accepted layouts: ``path/val/*.JPEG`` with ``path/val_label.txt``, or ``path/*.JPEG`` with
-    ``path/val_label.txt``. An explicit ``label_file`` overrides the one found in the directory.
-    An ImageFolder tree (``path/val/<wnid>/`` or ``path/<wnid>/``) has its labels in the folder
-    names, not in a file: it is returned only with an explicit ``label_file``, and is otherwise
-    a :class:`DataError` (:func:`list_dataset` reads it without one).
-    """
-    layout = _locate(path, label_file)
-    if layout.label_file is None:
-        raise DataError(
-            f"{layout.image_dir} is an ImageFolder tree (<wnid>/*.JPEG): its labels are the folder "
-            f"names, not a {LABEL_FILE_NAME}; where a label file is needed, pass a ModelZoo one "
-            f"('ILSVRC2012_val_00000001.JPEG 65' per line) with --imagenet-labels FILE"
-        )
-    return layout.image_dir, layout.label_file
 
 
 @dataclass(frozen=True)
@@ -329,13 +313,10 @@ class ImageFolderInfo:
 
     def describe(self) -> str:
         """One line for the records, e.g. ``imagefolder: 725 of 1000 wnid folders (subset: ...)``."""
-        total = self.folders + len(self.missing_wnids)
         text = f"imagefolder: {self.folders} wnid folders"
         if not self.full:
-            text = (
-                f"imagefolder: {self.folders} of {total} wnid folders (subset: "
-                f"{len(self.missing_wnids)} classes absent)"
-            )
+            total = self.folders + len(self.missing_wnids)
+            text = f"imagefolder: {self.folders} of {total} wnid folders (subset: {len(self.missing_wnids)} classes absent)"
         extras = []
         if self.empty_folders:
             extras.append(f"{len(self.empty_folders)} empty")
@@ -390,11 +371,9 @@ class DatasetListing:
 
         Images are identified by (name, size, mtime_ns) from ``stat`` only, never by reading
         their bytes, so a warm rerun over 50,000 images costs 50,000 stats rather than 6 GB of
-        reads. The ModelZoo layout hashes its label file byte for byte (as it always has, so
-        existing cache entries stay valid); an ImageFolder tree hashes the labels themselves,
-        which is all of its labels that reach the entry (a label file it was checked against
-        adds nothing). The same images in both layouts are therefore cached apart, each
-        correctly: entries never mix, at the price of preprocessing such a copy once more.
+        reads. The labels are hashed as the entry stores them (the listed images' classes), so
+        the same images with the same labels share one entry whichever layout or label file gave
+        them, and a label that changes for a listed image changes the key.
         """
         digest = hashlib.sha256()
         for name, image in zip(self.names, self.image_paths()):
@@ -406,24 +385,9 @@ class DatasetListing:
                     f"did the dataset change during the run? rerun to list it again"
                 ) from exc
             digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        if self.imagefolder is not None:
-            return {
-                "count": len(self.names),
-                "labels": "imagefolder",
-                "labels_sha256": hashlib.sha256(np.asarray(self.labels, dtype="<i8").tobytes()).hexdigest(),
-                "images_stat_sha256": digest.hexdigest(),
-            }
-        assert self.label_file is not None  # the ModelZoo layout always has one
-        try:
-            labels_sha = file_sha256(self.label_file)
-        except OSError as exc:
-            raise DataError(
-                f"label file {self.label_file} was read earlier but cannot be read now "
-                f"({exc.strerror}); rerun, or pass it with --imagenet-labels FILE"
-            ) from exc
         return {
             "count": len(self.names),
-            "label_file_sha256": labels_sha,
+            "labels_sha256": hashlib.sha256(np.asarray(self.labels, dtype="<i8").tobytes()).hexdigest(),
             "images_stat_sha256": digest.hexdigest(),
         }
 
@@ -558,7 +522,7 @@ def list_dataset(
         raise DataError(f"on_mismatch must be one of {', '.join(MISMATCH_POLICIES)}, found {on_mismatch!r}")
     if limit is not None and limit <= 0:
         raise DataError(f"limit must be a positive number of images, found {limit}; omit it to use all images")
-    layout = _locate(path, label_file)
+    layout = locate_dataset(path, label_file)
     image_dir = layout.image_dir
     folder_of: dict[str, str] = {}
     info: ImageFolderInfo | None = None
@@ -595,7 +559,7 @@ def list_dataset(
                     f"--imagenet-labels FILE, or omit it to take the labels from the folders"
                 )
     else:
-        assert layout.label_file is not None  # _locate found or was given one
+        assert layout.label_file is not None  # locate_dataset found or was given one
         labels = read_labels(layout.label_file, num_classes)
         with os.scandir(image_dir) as it:
             images = {e.name for e in it if _is_image_name(e.name) and e.is_file()}

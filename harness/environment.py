@@ -27,13 +27,18 @@ CANN_VERSION_FILES = (
 DRIVER_VERSION_FILE = Path("/usr/local/Ascend/driver/version.info")
 
 
-def _cpu_model() -> str:
+def _cpuinfo() -> str:
+    """/proc/cpuinfo's text, or "" where there is none (not Linux)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.lower().startswith(("model name", "cpu model", "hardware")):
-                return line.split(":", 1)[1].strip()
+        return Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:
-        pass
+        return ""
+
+
+def _cpu_model(cpuinfo: str) -> str:
+    for line in cpuinfo.splitlines():
+        if line.lower().startswith(("model name", "cpu model", "hardware")):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
 
 
@@ -42,13 +47,8 @@ def _cpu_model() -> str:
 CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8", "amx_fp16")
 
 
-def cpu_features(cpuinfo: str | None = None) -> list[str]:
-    """The :data:`CPU_FEATURES` this CPU has, from /proc/cpuinfo's flags (x86; empty elsewhere)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
-        except OSError:
-            return []
+def cpu_features(cpuinfo: str) -> list[str]:
+    """The :data:`CPU_FEATURES` in ``cpuinfo``'s flags line (x86; empty elsewhere)."""
     for line in cpuinfo.splitlines():
         if line.lower().startswith("flags"):
             flags = set(line.split(":", 1)[1].split())
@@ -114,10 +114,11 @@ def fingerprint() -> dict[str, Any]:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         usable = os.cpu_count() or 1
+    cpuinfo = _cpuinfo()
     env: dict[str, Any] = {
         "host": socket.gethostname(),
-        "cpu": _cpu_model(),
-        "cpu_features": cpu_features(),
+        "cpu": _cpu_model(cpuinfo),
+        "cpu_features": cpu_features(cpuinfo),
         "cores": os.cpu_count(),
         "usable_cores": usable,
         "machine": platform.machine(),

@@ -29,12 +29,16 @@ from typing import Any
 import numpy as np
 import pytest
 from suite_runner import ROOT, run_suite
-from test_backends import CLASSES, SHAPE, expected, tiny_onnx
+from test_backends import CLASSES, SHAPE, expected
 
 from harness.backends.base import BackendUnavailable
-from harness.specs import CompileTarget
 
 ov = pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install 'openvino>=2024.0'")
+
+import test_openvino  # noqa: E402
+
+# The same tiny model, weights and targets as test_openvino.py (fixtures bound here to be found).
+onnx_path, weight, target = test_openvino.onnx_path, test_openvino.weight, test_openvino.target
 
 from harness.backends.openvino import ISA_CAP_VARIABLES, OpenVinoBackend  # noqa: E402
 
@@ -57,21 +61,6 @@ class CoreOfACpuWithoutAvx512:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._core, name)
-
-
-def target(precision: str) -> CompileTarget:
-    return CompileTarget(chip="cpu-openvino", batch_size=4, input_shape=SHAPE, input_name="input",
-                         precision=precision)
-
-
-@pytest.fixture(scope="module")
-def weight() -> np.ndarray:
-    return np.random.default_rng(0).normal(size=(CLASSES, 3)).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def onnx_path(tmp_path_factory: pytest.TempPathFactory, weight: np.ndarray) -> Path:
-    return tiny_onnx(tmp_path_factory.mktemp("tiny") / "m.onnx", weight)
 
 
 @pytest.fixture
@@ -191,7 +180,7 @@ def test_the_openvino_suites_skip_bf16_with_the_reason_and_error_nowhere(tmp_pat
     assert bf16 and len(bf16) == len(f32)
     for name, (outcome, message) in bf16.items():
         assert outcome == "skipped", name
-        assert "openvino-bf16: openvino CPU cannot run bf16 natively" in message and "no BF16" in message, message
+        assert "openvino CPU cannot run bf16 natively" in message and "no BF16" in message, message
     # f32 runs on that CPU: the whole contract, agreement with torch included.
     assert {outcome for outcome, _ in f32.values()} == {"passed"}
     outcome, message = results["test_the_precision_hint_is_set_explicitly_and_what_ran_is_recorded"]

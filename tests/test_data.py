@@ -26,8 +26,8 @@ from harness.data import (
     DatasetListing,
     PreparedDataset,
     dataset_cache_inputs,
-    find_dataset,
     list_dataset,
+    locate_dataset,
     make_synthetic_dataset,
     normalize,
     prepare_dataset,
@@ -77,6 +77,12 @@ def mutable_dataset(tmp_path: Path, synthetic: Path) -> Path:
     out = tmp_path / "ds"
     shutil.copytree(synthetic, out)
     return out
+
+
+def located(path: Path, label_file: Path | None = None) -> tuple[Path, Path | None]:
+    """Where locate_dataset found the images and the label file."""
+    layout = locate_dataset(path, label_file)
+    return layout.image_dir, layout.label_file
 
 
 def write(path: Path, text: str) -> Path:
@@ -222,29 +228,29 @@ def test_read_labels_round_trips(mapping: dict[str, int]) -> None:
 # Dataset layouts
 
 
-def test_find_dataset_val_subdir_layout(val_1300: Path) -> None:
-    assert find_dataset(val_1300) == (val_1300 / "val", val_1300 / "val_label.txt")
+def test_locate_dataset_val_subdir_layout(val_1300: Path) -> None:
+    assert located(val_1300) == (val_1300 / "val", val_1300 / "val_label.txt")
 
 
-def test_find_dataset_flat_layout(synthetic: Path) -> None:
-    assert find_dataset(synthetic) == (synthetic, synthetic / "val_label.txt")
+def test_locate_dataset_flat_layout(synthetic: Path) -> None:
+    assert located(synthetic) == (synthetic, synthetic / "val_label.txt")
 
 
-def test_find_dataset_explicit_label_file_overrides(tmp_path: Path, synthetic: Path) -> None:
+def test_locate_dataset_explicit_label_file_overrides(tmp_path: Path, synthetic: Path) -> None:
     elsewhere = write(tmp_path / "other" / "labels.txt", "x.JPEG 1\n")
-    assert find_dataset(synthetic, elsewhere) == (synthetic, elsewhere)
+    assert located(synthetic, elsewhere) == (synthetic, elsewhere)
     nested = tmp_path / "nested"
     shutil.copytree(synthetic, nested / "val")
     (nested / "val" / "val_label.txt").unlink()
-    assert find_dataset(nested, elsewhere) == (nested / "val", elsewhere)
+    assert located(nested, elsewhere) == (nested / "val", elsewhere)
 
 
-def test_find_dataset_label_file_inside_val_dir(tmp_path: Path, synthetic: Path) -> None:
+def test_locate_dataset_label_file_inside_val_dir(tmp_path: Path, synthetic: Path) -> None:
     shutil.copytree(synthetic, tmp_path / "root" / "val")
-    assert find_dataset(tmp_path / "root") == (tmp_path / "root" / "val", tmp_path / "root" / "val" / "val_label.txt")
+    assert located(tmp_path / "root") == (tmp_path / "root" / "val", tmp_path / "root" / "val" / "val_label.txt")
 
 
-def test_find_dataset_errors(tmp_path: Path, synthetic: Path) -> None:
+def test_locate_dataset_errors(tmp_path: Path, synthetic: Path) -> None:
     cases: list[tuple[Path, Path | None, str]] = []
     cases.append((tmp_path / "missing", None, "does not exist"))
     cases.append((write(tmp_path / "file.txt", "x"), None, "is a file, not a directory"))
@@ -252,8 +258,8 @@ def test_find_dataset_errors(tmp_path: Path, synthetic: Path) -> None:
     cases.append((tmp_path / "empty", None, "is empty"))
     write(tmp_path / "noimages" / "val_label.txt", "a.JPEG 1\n")
     cases.append((tmp_path / "noimages", None, "no .JPEG/.jpg/.png files"))
-    write(tmp_path / "imagefolder" / "n01440764" / "x.JPEG", "x")
-    cases.append((tmp_path / "imagefolder", None, "is an ImageFolder tree (<wnid>/*.JPEG): its labels are"))
+    write(tmp_path / "classnames" / "tench" / "x.JPEG", "x")
+    cases.append((tmp_path / "classnames", None, "none named after an ILSVRC2012 wnid: tench"))
     nolabels = tmp_path / "nolabels"
     shutil.copytree(synthetic, nolabels)
     (nolabels / "val_label.txt").unlink()
@@ -261,17 +267,17 @@ def test_find_dataset_errors(tmp_path: Path, synthetic: Path) -> None:
     cases.append((synthetic, tmp_path / "absent.txt", "does not exist or is not a file"))
     for path, labels, fragment in cases:
         with pytest.raises(DataError) as err:
-            find_dataset(path, labels)
+            located(path, labels)
         message = str(err.value)
         assert fragment in message, (path, message)
         assert "--imagenet" in message, (path, message)
 
 
-def test_find_dataset_points_to_parent_when_given_the_val_dir(tmp_path: Path, synthetic: Path) -> None:
+def test_locate_dataset_points_to_parent_when_given_the_val_dir(tmp_path: Path, synthetic: Path) -> None:
     shutil.copytree(synthetic, tmp_path / "root" / "val")
     shutil.move(tmp_path / "root" / "val" / "val_label.txt", tmp_path / "root" / "val_label.txt")
     with pytest.raises(DataError, match=f"did you mean --imagenet {tmp_path / 'root'}"):
-        find_dataset(tmp_path / "root" / "val")
+        located(tmp_path / "root" / "val")
 
 
 # --------------------------------------------------------------------------------------------

@@ -23,9 +23,9 @@ from harness.cache import ArtifactCache
 from harness.data import (
     WNIDS_FILE,
     DataError,
-    find_dataset,
     list_dataset,
     load_wnids,
+    locate_dataset,
     prepare_dataset,
     read_labels,
 )
@@ -269,7 +269,8 @@ def test_a_label_file_that_agrees_is_recorded(small: Path, tmp_path: Path) -> No
     listing = list_dataset(small, label_file=labels)
     assert listing.labels == (0, 2, 0) and listing.label_file == labels
     assert listing.label_source.endswith(f"order), agrees with val_label.txt: {labels}")
-    assert find_dataset(small, labels) == (small / "val", labels)
+    layout = locate_dataset(small, labels)
+    assert (layout.image_dir, layout.label_file) == (small / "val", labels)
 
 
 def test_a_label_file_that_disagrees_is_an_error_naming_image_and_both_labels(small: Path, tmp_path: Path) -> None:
@@ -298,22 +299,19 @@ def test_images_missing_from_the_label_file_follow_the_mismatch_policy(small: Pa
 
 def test_a_val_label_txt_inside_the_tree_is_not_read_implicitly(small: Path) -> None:
     """A subset of classes copied with the full label file is not a label mismatch."""
-    label_file(small / "val_label.txt", {"ILSVRC2012_val_00000001.JPEG": 0, "ILSVRC2012_val_50000.JPEG": 3})
+    label_file(small / "val_label.txt", {"ILSVRC2012_val_00000001.JPEG": 999, "ILSVRC2012_val_50000.JPEG": 3})
+    layout = locate_dataset(small)
+    assert (layout.image_dir, layout.label_file, layout.imagefolder) == (small / "val", None, True)
     listing = list_dataset(small)
-    assert listing.label_file is None and len(listing) == 3
-
-
-def test_find_dataset_needs_a_label_file_for_an_imagefolder(small: Path) -> None:
-    with pytest.raises(DataError, match="is an ImageFolder tree .* --imagenet-labels FILE"):
-        find_dataset(small)
+    assert listing.label_file is None and listing.labels == (0, 2, 0)  # the folders', not the file's 999
 
 
 # --------------------------------------------------------------------------------------------
 # The prepared cache
 
 
-def test_both_layouts_prepare_the_same_pixels_and_labels_in_separate_entries(small: Path, tmp_path: Path) -> None:
-    """The ModelZoo key hashes the label file, the ImageFolder key the labels: two correct entries."""
+def test_both_layouts_of_the_same_images_and_labels_share_one_entry(small: Path, tmp_path: Path) -> None:
+    """The key hashes the listed labels, whatever layout or label file gave them."""
     flat = tmp_path / "flat"
     flat.mkdir()
     listing = list_dataset(small)
@@ -324,7 +322,7 @@ def test_both_layouts_prepare_the_same_pixels_and_labels_in_separate_entries(sma
     a = prepare_dataset(listing, TINY, cache, workers=1)
     b = prepare_dataset(list_dataset(flat), TINY, cache, workers=1)
     assert a.names == b.names and np.array_equal(a.labels, b.labels) and np.array_equal(a.images, b.images)
-    assert a.key != b.key
+    assert a.key == b.key and a.path == b.path
     manifest = json.loads((a.path / "manifest.json").read_text())
     assert json.dumps(listing.label_source) in json.dumps(manifest)
 

@@ -355,8 +355,7 @@ def test_xdist_workers_take_the_repository_as_rootdir(outside: Path, tmp_path: P
         assert "rootdir" not in proc.stderr, proc.stderr
         cases = {}
         for case in ET.parse(junit).getroot().iter("testcase"):
-            props = {p.get("name"): p.get("value") for p in case.iter("property")}
-            cases[(case.get("classname"), case.get("name"))] = {k: v for k, v in props.items() if k not in ("worker",)}
+            cases[(case.get("classname"), case.get("name"))] = {p.get("name"): p.get("value") for p in case.iter("property")}
         reports[form] = cases
     assert reports["typed"] and set(reports["typed"]) == set(reports["joined"])
     for key, props in reports["typed"].items():

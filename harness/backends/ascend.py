@@ -60,6 +60,7 @@ import numpy as np
 from harness.backends.ascend_tools import atc
 from harness.backends.ascend_tools.tools import ToolNotFound, run_tool
 from harness.backends.base import (
+    Backend,
     BackendUnavailable,
     DeviceBusy,
     InferenceError,
@@ -224,7 +225,7 @@ class AscendSession:
         return _exec_times_ms(summary())
 
 
-class AscendBackend:
+class AscendBackend(Backend):
     """ATC + ais_bench. Options (``backend_options`` in fixtures/chips.toml, strings):
 
     - ``soc_version``: ATC ``--soc_version`` (``Ascend310``, ``Ascend310P3``).
@@ -237,8 +238,8 @@ class AscendBackend:
     - ``atc_timeout``: seconds before a hung ATC is killed (default 3600).
     - ``check_device``: ``false`` skips the npu-smi idle/health check before timing.
 
-    What every record shows as precision is the ATC mode the opened .om was compiled with
-    (``describe()["precision"]``, e.g. ``force_fp16``), read from the command that ran.
+    What every record shows as precision is the ATC mode the .om is compiled with
+    (:meth:`compiled_precision`, e.g. ``force_fp16``).
     """
 
     name: ClassVar[str] = "ascend"
@@ -263,7 +264,6 @@ class AscendBackend:
         self.atc_timeout = float(atc_timeout)
         self.check_device = _flag(check_device)
         self.device_checks: dict[int, str] = {}
-        self.compiled_precisions: dict[str, str] = {}  # target precision -> ATC mode of the opened .om
         self.ais_bench_api: str | None = None
 
     # -- availability and identity ----------------------------------------------------------------
@@ -301,15 +301,11 @@ class AscendBackend:
         return atc.atc_command(onnx, output, target, self.soc_version, self.log, mode, aipp_path,
                                precision_mode_v2=mode_v2, small_channel=aipp_path is not None and self.small_channel)
 
-    def _compiled_precision(self, artifact: Path, target: CompileTarget) -> str:
-        """The ATC mode ``artifact`` was compiled with: from the command that ran (atc_command.json
-        beside it), else from the command this backend would run for ``target``."""
-        recorded = Path(artifact).parent / COMMAND_FILE
-        if recorded.is_file():
-            command = json.loads(recorded.read_text())["command"]
-        else:
-            command = self.compile_key(target)["atc_command"]
-        return atc.compiled_precision(command)
+    def compiled_precision(self, target: CompileTarget) -> str:
+        """The ATC mode a model for ``target`` is compiled with (``force_fp16``, ``force_fp32``,
+        ``precision_mode_v2=<v>``): what every record shows as precision, never plain "fp32"."""
+        mode, mode_v2 = atc.precision_flags(target.precision, self.precision_mode, self.precision_mode_v2)
+        return atc.precision_label(mode, mode_v2)
 
     def compile_key(self, target: CompileTarget) -> dict[str, Any]:
         """The full ATC command (paths as placeholders) and the AIPP config: cache key and manifest."""
@@ -381,14 +377,12 @@ class AscendBackend:
         except ImportError as exc:
             raise BackendUnavailable(f"ais_bench cannot be imported ({exc}); {AIS_BENCH_HINT}") from exc
         where = f"ascend {self.soc_version} device {device_id} {Path(artifact).name} bs{target.batch_size}"
-        compiled = self._compiled_precision(artifact, target)
         try:
             raw = InferSession(device_id, str(artifact))
         except Exception as exc:  # aclruntime raises RuntimeError with the ACL error code
             raise _load_failure(where, device_id, f"ais_bench could not load the model: {type(exc).__name__}: {exc}") from exc
         _FINALIZER.track(InferSession, raw)
         self.ais_bench_api = api_shape(InferSession)
-        self.compiled_precisions[target.precision] = compiled
         try:
             yield AscendSession(raw, target, num_classes, target.options.get("aipp") == "static", where)
         finally:
@@ -397,8 +391,7 @@ class AscendBackend:
                 free()
 
     def describe(self) -> dict[str, Any]:
-        """Backend, versions, the ais_bench API seen, device checks and, once a model was opened, the
-        ATC precision mode it was compiled with as ``precision`` (the record's precision)."""
+        """Backend, versions, the ais_bench API seen and the device checks."""
         described: dict[str, Any] = {
             "backend": self.name,
             "version": self.version(),
@@ -410,9 +403,6 @@ class AscendBackend:
             "ais_bench_api": self.ais_bench_api or "not loaded",
             "device_checks": {str(k): v for k, v in self.device_checks.items()},
         }
-        if self.compiled_precisions:
-            described["precision"] = ", ".join(sorted(set(self.compiled_precisions.values())))
-            described["precision_asked"] = ", ".join(sorted(self.compiled_precisions))
         return described
 
 

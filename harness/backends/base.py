@@ -1,4 +1,4 @@
-"""The Backend and Session protocols every inference runtime implements.
+"""The Backend base class and Session protocol every inference runtime implements.
 
 Build is separate from run: ``compile`` is pure and cached by the caller (its output depends only
 on the ONNX file, the target and ``version()``); ``open`` owns the device and yields a Session.
@@ -8,8 +8,9 @@ Timing never lives inside a backend.
 from __future__ import annotations
 
 import importlib
+from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import ClassVar, ContextManager, Mapping, Protocol, runtime_checkable
+from typing import Any, ClassVar, ContextManager, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -38,40 +39,61 @@ class Session(Protocol):
         ...
 
 
-class Backend(Protocol):
-    """What every backend has. Optional members, looked up where they are used:
+class Backend(ABC):
+    """What every backend is; subclasses implement the abstract members and override the defaults.
 
-    - ``describe() -> dict``: what ran (threads, providers, precision), into the accuracy records;
-    - ``compile_key(target) -> dict``: target-dependent compile inputs (Ascend: the ATC command and
-      AIPP config), added to the compiled artifact's cache key and manifest (Workbench.compiled);
-    - ``preflight(device_id)``: raise :class:`DeviceBusy` before timing (Ascend: npu-smi; perf.run_sweep);
-    - ``handles_uint8_input: ClassVar[bool]``: compiles normalization in itself (:func:`folds_uint8_input`);
-    - sessions' ``compute_times_ms()`` and ``input_dtype``: the device clock and the batch dtype.
+    Defaults (override where the backend has more to say):
+
+    - :meth:`describe`: what ran (threads, providers, precision), into the records;
+    - :meth:`compile_key`: target-dependent compile inputs (Ascend: the ATC command and AIPP config),
+      added to the compiled artifact's cache key and manifest (``Workbench.compiled``);
+    - :meth:`preflight`: raise :class:`DeviceBusy` before timing (Ascend: npu-smi);
+    - :meth:`compiled_precision`: the precision the records show for a target (Ascend: the ATC mode);
+    - ``handles_uint8_input``: compiles normalization in itself (:func:`folds_uint8_input`).
+
+    Sessions' optional ``compute_times_ms()`` and ``input_dtype`` give the device clock and the
+    batch dtype.
     """
 
     name: ClassVar[str]
+    handles_uint8_input: ClassVar[bool] = False
 
+    @abstractmethod
     def unavailable_reason(self) -> str | None:
         """None when usable; otherwise what is missing and the command that installs it."""
-        ...
 
+    @abstractmethod
     def version(self) -> str:
         """Runtime version string: part of every compiled-artifact cache key and every result."""
-        ...
 
+    @abstractmethod
     def compile_fields(self) -> Mapping[str, str]:
         """Extra inputs that decide compiled artifacts (tool versions, options)."""
-        ...
 
+    @abstractmethod
     def compile(self, onnx_path: Path, target: CompileTarget, out_dir: Path) -> Path:
         """Write the compiled artifact for ``target`` into ``out_dir`` and return its path."""
-        ...
 
+    @abstractmethod
     def open(
         self, artifact: Path, target: CompileTarget, device_id: int = 0, num_classes: int = 1000
     ) -> ContextManager[Session]:
         """Load ``artifact`` on ``device_id``; the context manager releases the device."""
-        ...
+
+    def describe(self) -> dict[str, Any]:
+        """What ran, for the records (call after :meth:`open`: some backends learn it there)."""
+        return {"backend": self.name}
+
+    def compile_key(self, target: CompileTarget) -> dict[str, Any]:
+        """Target-dependent compile inputs beyond :meth:`compile_fields` and the target itself."""
+        return {}
+
+    def preflight(self, device_id: int) -> None:
+        """Before timing on ``device_id``: raise :class:`DeviceBusy` if it cannot be timed now."""
+
+    def compiled_precision(self, target: CompileTarget) -> str:
+        """The precision the records show for a model compiled for ``target``."""
+        return target.precision
 
 
 _BACKENDS: dict[str, str] = {
@@ -85,7 +107,7 @@ def known_backends() -> list[str]:
     return sorted(_BACKENDS)
 
 
-def backend_class(name: str) -> type:
+def backend_class(name: str) -> type[Backend]:
     """The backend's class, its module imported lazily; an unknown name lists the known ones."""
     try:
         target = _BACKENDS[name]
@@ -106,7 +128,7 @@ def get_backend(name: str, **options: object) -> Backend:
 def folds_uint8_input(name: str) -> bool:
     """True when the backend takes uint8 pixels by compiling normalization in (Ascend's AIPP), so the
     float ONNX is kept and the target carries the mean and std instead."""
-    return bool(getattr(backend_class(name), "handles_uint8_input", False))
+    return bool(backend_class(name).handles_uint8_input)
 
 
 def check_logits(out: np.ndarray, n: int, num_classes: int, where: str) -> np.ndarray:

@@ -42,6 +42,7 @@ from typing import Any, ClassVar, Iterator, Mapping, Sequence
 import numpy as np
 
 from harness.backends.base import (
+    Backend,
     BackendUnavailable,
     InferenceError,
     check_batch,
@@ -412,7 +413,7 @@ class _Plan:
     io_binding: bool
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(Backend):
     """ONNX Runtime on the CPU provider, or on GPU providers where ``onnxruntime-gpu`` and a GPU are.
 
     Options (``backend_options`` in ``fixtures/chips.toml`` arrive as strings):

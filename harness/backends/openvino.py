@@ -46,6 +46,7 @@ from typing import Any, ClassVar, Iterator, Mapping
 import numpy as np
 
 from harness.backends.base import (
+    Backend,
     BackendUnavailable,
     InferenceError,
     check_batch,
@@ -150,7 +151,7 @@ class OpenVinoSession:
         return check_logits(out, n, self._num_classes, "openvino")
 
 
-class OpenVinoBackend:
+class OpenVinoBackend(Backend):
     """OpenVINO, CPU device by default; IR compile, precision from the target, LATENCY hint.
 
     Options (``backend_options`` in ``fixtures/chips.toml`` arrive as strings):

@@ -189,9 +189,25 @@ def _load_values(path: Path, num_classes: int) -> np.ndarray:
     return values.astype(np.float32)
 
 
-def read_ais_bench_folder(folder: Path, num_classes: int) -> tuple[dict[str, np.ndarray], dict[str, int], int]:
-    """``{image stem: logits}`` of an ais_bench output folder (one device or several), the count per
-    format, and the number of other-output files ignored."""
+@dataclass(frozen=True)
+class AisBenchOutput:
+    """What an ais_bench output folder held: ``{image stem: logits}``, the count per file format,
+    the other-output files ignored, and the folders read (several for a multi-device run)."""
+
+    logits: dict[str, np.ndarray]
+    formats: dict[str, int]
+    other_outputs_ignored: int
+    folders: tuple[Path, ...]
+
+    def device_folders(self, root: Path) -> tuple[str, ...]:
+        """The device folders read, when ``root`` was a multi-device run; else ()."""
+        if list(self.folders) == [Path(root)] or not all(DEVICE_FOLDER.match(p.name) for p in self.folders):
+            return ()
+        return tuple(p.name for p in self.folders)
+
+
+def read_ais_bench_folder(folder: Path, num_classes: int) -> AisBenchOutput:
+    """The predictions of an ais_bench output folder (one device or several)."""
     folders = prediction_folders(folder)
     found: dict[str, Path] = {}
     formats: dict[str, int] = {}
@@ -236,7 +252,7 @@ def read_ais_bench_folder(folder: Path, num_classes: int) -> tuple[dict[str, np.
     for stem, path in found.items():
         logits[stem] = _load_values(path, num_classes)
         formats[path.suffix.lstrip(".")] = formats.get(path.suffix.lstrip("."), 0) + 1
-    return logits, formats, other
+    return AisBenchOutput(logits, formats, other, tuple(folders))
 
 
 def _stems(labels: Mapping[str, int]) -> dict[str, str]:
@@ -251,7 +267,8 @@ def _stems(labels: Mapping[str, int]) -> dict[str, str]:
 
 def score_folder(folder: Path, labels: Mapping[str, int], num_classes: int, on_mismatch: str = "error") -> PredictionScore:
     """Top-1/top-5 of an ais_bench output folder against ``labels`` (image name -> class)."""
-    logits, formats, other = read_ais_bench_folder(folder, num_classes)
+    output = read_ais_bench_folder(folder, num_classes)
+    logits = output.logits
     stems = _stems(labels)
     missing = sorted(s for s in stems if s not in logits)
     extra = sorted(s for s in logits if s not in stems)
@@ -270,12 +287,11 @@ def score_folder(folder: Path, labels: Mapping[str, int], num_classes: int, on_m
         raise PredictionsError(f"{folder}: no prediction matches a labelled image by name; is it the right label file?")
     matrix = np.stack([logits[s] for s in common])
     truth = np.array([labels[stems[s]] for s in common])
-    read = prediction_folders(folder)
-    multi_device = read != [Path(folder)] and all(DEVICE_FOLDER.match(p.name) for p in read)
     return PredictionScore(
-        accuracy=accuracy(matrix, truth), folder=Path(folder), formats=formats, other_outputs_ignored=other,
-        missing=len(missing), extra=len(extra), missing_examples=tuple(missing[:5]), extra_examples=tuple(extra[:5]),
-        device_folders=tuple(p.name for p in read) if multi_device else (),
+        accuracy=accuracy(matrix, truth), folder=Path(folder), formats=output.formats,
+        other_outputs_ignored=output.other_outputs_ignored, missing=len(missing), extra=len(extra),
+        missing_examples=tuple(missing[:5]), extra_examples=tuple(extra[:5]),
+        device_folders=output.device_folders(folder),
     )
 
 

@@ -68,13 +68,8 @@ def reroot(config: pytest.Config, args: list[str]) -> bool:
     parser.extra_info["rootdir"] = str(rootpath)
     parser.extra_info["inifile"] = str(inipath)
     args[:0] = [str(a) for a in config.getini("addopts")]
-    explicit_confcutdir = config.known_args_namespace.confcutdir if _confcutdir_given(args) else None
     config.known_args_namespace = parser.parse_known_args(args, namespace=copy.copy(config.option))
-    if explicit_confcutdir is None:
+    if config.known_args_namespace.confcutdir is None:  # not given: derived from the setup, as pytest does
         config.known_args_namespace.confcutdir = str(inipath.parent if inipath is not None else rootpath)
     return True
-
-
-def _confcutdir_given(args: list[str]) -> bool:
-    return any(a == "--confcutdir" or a.startswith("--confcutdir=") for a in args)
 

@@ -115,23 +115,21 @@ def run_sweep(workbench: Workbench, spec: ModelSpec, chip: ChipSpec, batch_sizes
     prepared = workbench.dataset(spec, source)
     loaded = workbench.model(spec, calibration_source=source)
     onnx_path = workbench.onnx(loaded, chip)
-    preflight = getattr(backend, "preflight", None)  # e.g. Ascend: refuse a busy device (npu-smi)
-    if callable(preflight):
-        preflight(device_id)
+    backend.preflight(device_id)  # e.g. Ascend: refuse a busy device (npu-smi)
     points = []
+    precisions = set()
     with progress(len(batch_sizes), f"{spec.name} on {chip.name}: batch sweep", unit="bs") as bar:
         for bs in batch_sizes:
             target = workbench.target(spec, chip, bs)
             artifact = workbench.compiled(backend, onnx_path, target)
+            precisions.add(backend.compiled_precision(target))
             with backend.open(artifact, target, device_id=device_id, num_classes=spec.num_classes) as session:
                 points.append(time_one(session, prepared, workbench.policy.timing))
             bar.update(1)
-    describe = getattr(backend, "describe", None)  # after open(): some backends learn what ran
-    environment = dict(describe()) if callable(describe) else {"backend": backend.name}
     return Sweep(
         model=spec.name, chip=chip.name, backend=backend.name, backend_version=backend.version(),
-        environment=environment, precision=str(environment.get("precision", chip.precision)),  # Ascend: ATC mode
-        dataset=str(prepared.listing.image_dir),
+        environment=backend.describe(),  # after open(): some backends learn what ran
+        precision=", ".join(sorted(precisions)), dataset=str(prepared.listing.image_dir),
         dataset_key=prepared.key, ring_images=min(workbench.policy.timing.ring_images, len(prepared)),
         weights=loaded.identity, points=tuple(points),
     )

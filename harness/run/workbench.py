@@ -218,9 +218,9 @@ class Workbench:
             "backend_fields": dict(backend.compile_fields()),
             "target": target.cache_fields(),
         }
-        compile_key = getattr(backend, "compile_key", None)  # e.g. ATC's full command and AIPP config
-        if callable(compile_key):
-            inputs["compile_key"] = compile_key(target)
+        compile_key = backend.compile_key(target)  # e.g. ATC's full command and AIPP config
+        if compile_key:  # absent, not empty, where a backend has none: cache keys stay as they were
+            inputs["compile_key"] = compile_key
 
         def build(tmp: Path) -> Mapping[str, Any]:
             artifact = backend.compile(onnx_path, target, tmp)
@@ -266,8 +266,7 @@ class Workbench:
         artifact = self.compiled(backend, onnx_path, target)
         with backend.open(artifact, target, device_id=self.device_id(), num_classes=spec.num_classes) as session:
             logits = self.run(session, prepared, batch_size, f"{spec.name} on {chip.name} bs{batch_size}")
-        describe = getattr(backend, "describe", None)
-        environment = dict(describe()) if callable(describe) else {"backend": backend.name}
+        environment = backend.describe()
         ref_logits = self.reference_logits(loaded, prepared)
         listing = prepared.listing
         return Evaluation(
@@ -275,7 +274,7 @@ class Workbench:
             chip=chip.name,
             backend=backend.name,
             backend_version=backend.version(),
-            precision=str(environment.get("precision", target.precision)),  # Ascend: the ATC mode compiled
+            precision=backend.compiled_precision(target),
             input_dtype=self.cfg.input_dtype,
             decode=prepared.decode,
             environment=environment,

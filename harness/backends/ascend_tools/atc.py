@@ -18,7 +18,7 @@ in github.com/hicann/ge ``compiler/api/aclgrph/option_utils.cc`` lines 1316-1372
 ``--precision_mode_v2`` pages give the same values and their meaning). Without a flag ATC compiles
 ``force_fp16`` (the documented default), and even ``force_fp32`` feeds the 310/310P cube unit
 float16 inputs (the guide: for matrix operators it first picks float16 in, float32 out), so what a
-model was compiled with is recorded as the mode itself (:func:`compiled_precision`), never as
+model was compiled with is recorded as the mode itself (:func:`precision_label`), never as
 "fp32".
 """
 
@@ -95,15 +95,12 @@ def precision_flags(
     return precision_mode_for(precision, precision_mode), None
 
 
-def compiled_precision(command: Sequence[str]) -> str:
-    """What an ATC command compiles: its ``--precision_mode`` value, ``precision_mode_v2=<value>``, or
-    ATC's default ``force_fp16`` when it names neither (the value every record shows as precision)."""
-    for arg in command:
-        if arg.startswith("--precision_mode="):
-            return arg.partition("=")[2]
-        if arg.startswith("--precision_mode_v2="):
-            return "precision_mode_v2=" + arg.partition("=")[2]
-    return ATC_DEFAULT_PRECISION_MODE
+def precision_label(precision_mode: str | None, precision_mode_v2: str | None) -> str:
+    """What :func:`precision_flags` compiles, as the records show it: the ``--precision_mode`` value,
+    ``precision_mode_v2=<value>``, or ATC's default ``force_fp16`` when neither flag is passed."""
+    if precision_mode_v2:
+        return f"precision_mode_v2={precision_mode_v2}"
+    return precision_mode or ATC_DEFAULT_PRECISION_MODE
 
 
 def atc_command(
