@@ -19,12 +19,11 @@ from harness.backends.base import BackendUnavailable, DeviceBusy
 from harness.judge.baselines import (
     Figure,
     baseline_path,
-    best_figure,
-    check_rule,
     load_baselines,
     read_measurements,
     save_baseline,
 )
+from harness.judge.gates import best_batch, ratio_gate
 from harness.model.weights import WeightsNotFound
 from harness.pytest.fixtures import PerfOptions
 from harness.run.sweep import session_sweep
@@ -104,7 +103,7 @@ def test_throughput(
     """The batch sweep: images/s and latency per batch size, and the best batch."""
     record(kind="perf", model=model_spec.name, chip=chip_spec.name)
     figures = _figures_under_test(workbench, perf_options, model_spec, chip_spec, list(registry), record)
-    top = best_figure(figures)
+    top = best_batch(figures)
     assert top is not None
     record(**{f"images_per_s_bs{f.batch_size}": round(f.images_per_s, 4) for f in figures},
            best_batch=top.batch_size, best_images_per_s=round(top.images_per_s, 4),
@@ -137,7 +136,7 @@ def test_throughput_ratio(
             f"on a machine with a {perf_rule.baseline}"
         )
     measured = _figures_under_test(workbench, perf_options, model_spec, chip_spec, models, record)
-    check = check_rule(perf_rule, measured, chip_spec, baseline, chips[perf_rule.baseline])
+    check = ratio_gate(perf_rule, measured, chip_spec, baseline, chips[perf_rule.baseline])
     record(**{gate: round(check.ratio, 4)}, ratio=round(check.ratio, 6),
            best_batch=check.measured.batch_size, best_images_per_s_per_card=round(check.measured_per_card, 4),
            baseline_best_batch=check.baseline.batch_size,

@@ -14,13 +14,13 @@ import pytest
 from harness.judge.baselines import (
     BaselineError,
     Figure,
-    check_rule,
     load_baselines,
     parse_ais_bench_summary,
     parse_csv,
     read_measurements,
     save_baseline,
 )
+from harness.judge.gates import ratio_gate
 from harness.specs import PerfRule, load_chips, load_models
 
 CHIPS = load_chips()
@@ -38,7 +38,7 @@ def ratio(chip: str, baseline: str, model: str, bs: int | None = None) -> float:
     mine, theirs = figures(chip, model), figures(baseline, model)
     if bs is not None:
         mine, theirs = [f for f in mine if f.batch_size == bs], [f for f in theirs if f.batch_size == bs]
-    return check_rule(rule, mine, CHIPS[chip], theirs, CHIPS[baseline]).ratio
+    return ratio_gate(rule, mine, CHIPS[chip], theirs, CHIPS[baseline]).ratio
 
 
 def test_every_seed_figure_is_in_the_baselines() -> None:
@@ -83,7 +83,7 @@ def test_per_chip_figures_become_per_card_figures() -> None:
     assert fig.per_card(CHIPS["Ascend310"]) == pytest.approx(579.064)  # "144.766x4=579.064" in seed 001
     rule = PerfRule(baseline="Ascend310", min_ratio=1.2)
     mine = [Figure("Ascend310P3", "resnext101_32x8d", 1, 700.0, "per_card", "device_compute", "lab")]
-    check = check_rule(rule, mine, CHIPS["Ascend310P3"], figures("Ascend310", "resnext101_32x8d"), CHIPS["Ascend310"])
+    check = ratio_gate(rule, mine, CHIPS["Ascend310P3"], figures("Ascend310", "resnext101_32x8d"), CHIPS["Ascend310"])
     assert check.baseline.batch_size == 8 and check.baseline_per_card == pytest.approx(670.084)
     assert check.ratio == pytest.approx(700.0 / 670.084) and not check.passed
     assert "FAIL ratio_vs_Ascend310" in check.line() and "need >= 1.2" in check.line() and "001_" in check.line()
@@ -93,7 +93,7 @@ def test_mixed_clocks_are_refused() -> None:
     rule = PerfRule(baseline="T4", min_ratio=1.6)
     wall = [Figure("Ascend310P3", "resnext50_32x4d", 8, 5000.0, "per_card", "wall", "lab")]
     with pytest.raises(BaselineError, match="mix clocks"):
-        check_rule(rule, wall, CHIPS["Ascend310P3"], figures("T4", "resnext50_32x4d"), CHIPS["T4"])
+        ratio_gate(rule, wall, CHIPS["Ascend310P3"], figures("T4", "resnext50_32x4d"), CHIPS["T4"])
 
 
 @pytest.mark.parametrize(("text", "message"), [

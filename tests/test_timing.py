@@ -23,13 +23,13 @@ from harness.data import (
     make_synthetic_dataset,
     prepare_dataset,
 )
+from harness.judge.gates import best_batch
 from harness.run.sweep import NotComputedError, accuracy_mode_logits, time_one
 from harness.run.timing import (
     DEVICE_COMPUTE,
     WALL,
     Measurement,
     TimingError,
-    best,
     measure,
     ring_indices,
 )
@@ -155,9 +155,9 @@ def test_best_prefers_the_highest_rate_then_the_smaller_batch() -> None:
     def m(bs: int, ips: float) -> Measurement:
         return Measurement(bs, 10, 1, 1.0, ips, WALL, ips, None, 1.0, 1.0, 1.0, 1.0, 0.0)
 
-    assert best([m(1, 100.0), m(8, 300.0), m(16, 300.0), m(32, 250.0)]).batch_size == 8
-    with pytest.raises(TimingError):
-        best([])
+    chosen = best_batch([m(1, 100.0), m(8, 300.0), m(16, 300.0), m(32, 250.0)])
+    assert chosen is not None and chosen.batch_size == 8
+    assert best_batch([]) is None
 
 
 @pytest.mark.parametrize("bs", [1, 4, 16])

@@ -1,10 +1,10 @@
-"""Throughput figures as data: baseline files, figures measured elsewhere, and the ratio rules.
+"""Throughput figures as data: baseline files and figures measured elsewhere (reading, writing).
 
 A figure (:class:`Figure`) is one model x batch size on one chip with its unit (per chip or per
 card) and its clock (device compute time or wall time). Baselines live in
 ``fixtures/baselines/<chip>.csv``; a lab's own figures for the chip under test come from the
-same CSV format or from ais_bench ``*_summary.json`` files (``--measurements``). Ratios compare
-per-card figures of one clock at each chip's best batch size, as the seed guides do.
+same CSV format or from ais_bench ``*_summary.json`` files (``--measurements``). The rules that
+compare figures (best batch, ratios) are in :mod:`harness.judge.gates`.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ import math
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Sequence
 
 from filelock import FileLock
 
 from harness.cache import atomic_write_bytes
 from harness.errors import UsageError
 from harness.run.timing import CLOCKS, DEVICE_COMPUTE
-from harness.specs import FIXTURES_DIR, ChipSpec, PerfRule
+from harness.specs import FIXTURES_DIR, ChipSpec
 
 BASELINES_DIR = FIXTURES_DIR / "baselines"
 COLUMNS = ("model", "batch_size", "images_per_s", "unit", "clock", "source", "note")
@@ -54,29 +54,6 @@ class Figure:
 
     def describe(self) -> str:
         return f"{self.images_per_s:g} images/s at bs{self.batch_size} ({self.unit}, {self.clock}; {self.source})"
-
-
-@dataclass(frozen=True)
-class RatioCheck:
-    """One rule evaluated: the chip under test's best vs the baseline chip's best, per card."""
-
-    rule: PerfRule
-    measured: Figure
-    measured_per_card: float
-    baseline: Figure
-    baseline_per_card: float
-    ratio: float  # exact; printed with 4 decimals (seed 000 truncates its ratios, seed 003 rounds)
-    passed: bool
-
-    def line(self) -> str:
-        mark = "PASS" if self.passed else "FAIL"
-        m, b = self.measured, self.baseline
-        return (
-            f"{mark} ratio_vs_{self.rule.baseline}: {m.chip} best {self.measured_per_card:.4f} images/s per card "
-            f"(bs{m.batch_size}, {m.clock}; {m.source}) / {b.chip} best {self.baseline_per_card:.4f} images/s "
-            f"per card (bs{b.batch_size}, {b.clock}; {b.source}{', ' + b.note if b.note else ''}) = "
-            f"{self.ratio:.4f}, need >= {self.rule.min_ratio:g}"
-        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,37 +203,6 @@ def read_measurements(path: Path, chip: str, known_models: Sequence[str]) -> lis
 
 
 # --------------------------------------------------------------------------------------------
-# Comparing
-
-
-def best_figure(figures: Iterable[Figure]) -> Figure | None:
-    """The highest-throughput figure (ties: the smaller batch), or None."""
-    figures = list(figures)
-    if not figures:
-        return None
-    return max(figures, key=lambda f: (f.images_per_s, -f.batch_size))
-
-
-def check_rule(rule: PerfRule, measured: Sequence[Figure], chip: ChipSpec, baseline: Sequence[Figure],
-               baseline_chip: ChipSpec) -> RatioCheck:
-    """Evaluate ``rule`` on the best batch of each side, per card, refusing to mix clocks."""
-    m_best, b_best = best_figure(measured), best_figure(baseline)
-    if m_best is None or b_best is None:
-        raise BaselineError("check_rule needs figures on both sides")
-    clocks = {f.clock for f in (*measured, *baseline)}
-    if len(clocks) > 1:
-        raise BaselineError(
-            f"cannot compare {m_best.model} on {chip.name} with {baseline_chip.name}: the figures mix clocks "
-            f"({', '.join(sorted(clocks))}); a device-compute figure and a wall-time figure measure different "
-            "things. Measure the chip under test with the baseline's clock, or supply a baseline of the same clock"
-        )
-    m_card, b_card = m_best.per_card(chip), b_best.per_card(baseline_chip)
-    ratio = m_card / b_card
-    return RatioCheck(rule=rule, measured=m_best, measured_per_card=m_card, baseline=b_best,
-                      baseline_per_card=b_card, ratio=ratio, passed=ratio >= rule.min_ratio)
-
-
-# --------------------------------------------------------------------------------------------
 # Writing
 
 
@@ -284,9 +230,3 @@ def save_baseline(figures: Sequence[Figure], chip: str, directory: Path | None =
         atomic_write_bytes(path, _render(merged))
     return path
 
-
-def group_by_model(figures: Iterable[Figure]) -> Mapping[str, list[Figure]]:
-    grouped: dict[str, list[Figure]] = {}
-    for f in figures:
-        grouped.setdefault(f.model, []).append(f)
-    return grouped

@@ -1,11 +1,21 @@
-"""Certification gates: each compares one measured figure with a threshold taken from fixtures/."""
+"""Every certification gate and verdict rule: each compares measured figures with a threshold
+taken from fixtures/ (policy.toml, models.toml, chips.toml).
+
+Accuracy (top-1/top-5 against the published figures), agreement with the framework reference,
+conversion parity, the throughput-ratio rules of a chip, the computed-check of a timing run
+(MLPerf TEST01: the timed outputs equal the accuracy-mode outputs) and the one best-batch rule
+live here and nowhere else; records store their outcome, the report shows what was recorded.
+Every threshold is inclusive: a figure exactly at the threshold passes.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable, Protocol, Sequence, TypeVar
 
+from harness.judge.baselines import BaselineError, Figure
 from harness.judge.metrics import Accuracy, Parity
-from harness.specs import AccuracyRef, Policy
+from harness.specs import AccuracyRef, ChipSpec, PerfRule, Policy, TimingPolicy
 
 
 @dataclass(frozen=True)
@@ -81,3 +91,87 @@ def failures(gates: list[Gate]) -> str:
         return ""
     ordered = sorted(gates, key=lambda g: g.passed)
     return "\n".join(g.line() for g in ordered)
+
+
+def computed_check(computed: Parity, policy: TimingPolicy, batch_size: int, ring: int) -> Gate:
+    """The timed runs' outputs vs the accuracy-mode outputs on the same images: every top-1 class
+    equal, and the largest relative logit difference within ``policy.computed_rtol``."""
+    agree = computed.top1_agreement >= 100.0
+    close = computed.max_rel_diff <= policy.computed_rtol
+    return Gate(
+        name="computed",
+        measured=computed.max_rel_diff,
+        threshold=policy.computed_rtol,
+        passed=agree and close,
+        detail=(
+            f"bs{batch_size}: the timed runs' outputs vs the accuracy-mode outputs on the same {ring} images: "
+            f"top-1 agreement {computed.top1_agreement:.2f}% (need 100%), max relative diff "
+            f"{computed.max_rel_diff:.3g} (allowed {policy.computed_rtol:g})"
+        ),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Throughput: the best batch and the ratio rules
+
+
+class _Rated(Protocol):
+    @property
+    def batch_size(self) -> int: ...
+
+    @property
+    def images_per_s(self) -> float: ...
+
+
+R = TypeVar("R", bound=_Rated)
+
+
+def best_batch(items: Iterable[R]) -> R | None:
+    """The highest-throughput item (a figure or a measurement); ties go to the smaller batch.
+    None when there is nothing to choose from."""
+    items = list(items)
+    if not items:
+        return None
+    return max(items, key=lambda i: (i.images_per_s, -i.batch_size))
+
+
+@dataclass(frozen=True)
+class RatioCheck:
+    """One rule evaluated: the chip under test's best vs the baseline chip's best, per card."""
+
+    rule: PerfRule
+    measured: Figure
+    measured_per_card: float
+    baseline: Figure
+    baseline_per_card: float
+    ratio: float  # exact; printed with 4 decimals (seed 000 truncates its ratios, seed 003 rounds)
+    passed: bool
+
+    def line(self) -> str:
+        mark = "PASS" if self.passed else "FAIL"
+        m, b = self.measured, self.baseline
+        return (
+            f"{mark} ratio_vs_{self.rule.baseline}: {m.chip} best {self.measured_per_card:.4f} images/s per card "
+            f"(bs{m.batch_size}, {m.clock}; {m.source}) / {b.chip} best {self.baseline_per_card:.4f} images/s "
+            f"per card (bs{b.batch_size}, {b.clock}; {b.source}{', ' + b.note if b.note else ''}) = "
+            f"{self.ratio:.4f}, need >= {self.rule.min_ratio:g}"
+        )
+
+
+def ratio_gate(rule: PerfRule, measured: Sequence[Figure], chip: ChipSpec, baseline: Sequence[Figure],
+               baseline_chip: ChipSpec) -> RatioCheck:
+    """Evaluate ``rule`` on the best batch of each side, per card, refusing to mix clocks."""
+    m_best, b_best = best_batch(measured), best_batch(baseline)
+    if m_best is None or b_best is None:
+        raise BaselineError("a ratio rule needs figures on both sides")
+    clocks = {f.clock for f in (*measured, *baseline)}
+    if len(clocks) > 1:
+        raise BaselineError(
+            f"cannot compare {m_best.model} on {chip.name} with {baseline_chip.name}: the figures mix clocks "
+            f"({', '.join(sorted(clocks))}); a device-compute figure and a wall-time figure measure different "
+            "things. Measure the chip under test with the baseline's clock, or supply a baseline of the same clock"
+        )
+    m_card, b_card = m_best.per_card(chip), b_best.per_card(baseline_chip)
+    ratio = m_card / b_card
+    return RatioCheck(rule=rule, measured=m_best, measured_per_card=m_card, baseline=b_best,
+                      baseline_per_card=b_card, ratio=ratio, passed=ratio >= rule.min_ratio)

@@ -34,10 +34,6 @@ class Accuracy:
     correct1: int
     correct5: int
 
-    def interval95(self, which: int = 1) -> tuple[float, float]:
-        """Wilson 95% interval (percent) of top-1 or top-5: how much a subset can tell."""
-        return wilson_interval(self.correct1 if which == 1 else self.correct5, self.count)
-
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> Accuracy:
     labels = np.asarray(labels)

@@ -29,9 +29,9 @@ from harness.judge.baselines import (
     BaselineError,
     Figure,
     baseline_path,
-    best_figure,
     load_baselines,
 )
+from harness.judge.gates import best_batch
 from harness.records.results import (
     ModelHistory,
     Record,
@@ -164,7 +164,7 @@ class ChipColumn:
     source: str
     record: Record | None = None
     notes: tuple[str, ...] = ()
-    # (batch, images/s per card) at the best batch, as the perf gate chose it (baselines.best_figure)
+    # (batch, images/s per card) at the best batch, as the perf gate chose it (gates.best_batch)
     best: tuple[int, float] | None = None
 
 
@@ -232,7 +232,7 @@ def _baseline_column(chip: ChipSpec, model: str, baselines_dir: Path | None) -> 
     notes = []
     if any(f.unit == "per_chip" for f in figures) and chip.devices_per_card > 1:
         notes.append(f"per-chip figures x {chip.devices_per_card} chips per card")
-    top = best_figure(figures)
+    top = best_batch(figures)
     return ChipColumn(
         chip=chip.name,
         figures=dict(sorted((f.batch_size, f.per_card(chip)) for f in figures)),

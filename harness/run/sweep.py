@@ -16,9 +16,10 @@ import numpy as np
 from harness.data import normalize
 from harness.errors import NotCertified
 from harness.judge.baselines import Figure
+from harness.judge.gates import computed_check
 from harness.judge.metrics import Parity, parity
 from harness.run.infer import feed
-from harness.run.timing import Measurement, best, measure, ring_indices
+from harness.run.timing import Measurement, measure, ring_indices
 from harness.specs import ChipSpec, ModelSpec, TimingPolicy
 
 if TYPE_CHECKING:
@@ -59,10 +60,6 @@ class Sweep:
     def measurements(self) -> list[Measurement]:
         return [p.measurement for p in self.points]
 
-    @property
-    def best(self) -> Measurement:
-        return best(self.measurements)
-
     def figures(self, source: str) -> list[Figure]:
         """This sweep as baseline-format figures (per chip: one device was timed)."""
         return [
@@ -96,12 +93,11 @@ def time_one(session: Session, prepared: PreparedDataset, policy: TimingPolicy) 
     expected = np.concatenate([reference[idx] for idx in indices[: len(timed.outputs)]], axis=0)
     got = np.concatenate(timed.outputs, axis=0)
     computed = parity(expected, got)
-    if computed.top1_agreement < 100.0 or computed.max_rel_diff > policy.computed_rtol:
+    check = computed_check(computed, policy, session.batch_size, ring)
+    if not check.passed:
         raise NotComputedError(
-            f"bs{session.batch_size}: the timed runs' outputs differ from the accuracy-mode outputs on the same "
-            f"{ring} images (top-1 agreement {computed.top1_agreement:.2f}%, max relative diff "
-            f"{computed.max_rel_diff:.3g} > {policy.computed_rtol:g}): the timing loop did not compute what "
-            "the accuracy run computes, so its throughput would not be a certification figure"
+            f"{check.line()}: the timing loop did not compute what the accuracy run computes, so its "
+            "throughput would not be a certification figure"
         )
     return Point(measurement=timed.measurement, computed=computed)
 

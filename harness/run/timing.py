@@ -173,9 +173,3 @@ def ring_indices(dataset_size: int, batch_size: int, ring_images: int) -> list[n
     flat = np.arange(count * batch_size) % ring
     return [flat[i * batch_size : (i + 1) * batch_size] for i in range(count)]
 
-
-def best(measurements: Sequence[Measurement]) -> Measurement:
-    """The batch size with the highest throughput (ties: the smaller batch)."""
-    if not measurements:
-        raise TimingError("no measurements to choose the best batch size from")
-    return max(measurements, key=lambda m: (m.images_per_s, -m.batch_size))
