@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchlib import MODEL_BATCH, Board, Compiled
+from benchlib import MODEL_BATCH, Board
 
 from harness.cache import ArtifactCache
 from harness.data import (
@@ -27,6 +27,7 @@ from harness.data import (
     normalize,
     prepare_dataset,
 )
+from harness.run.workbench import Compiled
 from harness.specs import load_models
 
 SPEC = load_models()["efficientnet_lite0"].preprocess
@@ -39,7 +40,7 @@ def _changed(exact: PreparedDataset, draft: PreparedDataset) -> np.ndarray:
 
 
 def _top1(effnet: Compiled, images: np.ndarray) -> np.ndarray:
-    with effnet.backend.open(effnet.artifact, effnet.target, num_classes=1000) as session:
+    with effnet.open() as session:
         out = [session.infer(normalize(images[s : s + MODEL_BATCH], SPEC.mean, SPEC.std))
                for s in range(0, len(images), MODEL_BATCH)]
     return np.concatenate(out).argmax(axis=1) if out else np.zeros(0, dtype=np.int64)

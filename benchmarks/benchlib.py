@@ -18,15 +18,6 @@ RESNEXT = PreprocessSpec(resize=256, crop=224)
 MODEL_BATCH = 8
 
 
-@dataclass(frozen=True)
-class Compiled:
-    """A compiled model ready to open: ``backend.open(artifact, target)``."""
-
-    backend: Any
-    artifact: Path
-    target: Any
-
-
 # --------------------------------------------------------------------------------------------
 # The board: figures and ratios printed at the end
 

@@ -33,13 +33,13 @@ from benchlib import (
     TARGETS,
     VAL_1300,
     Board,
-    Compiled,
     verdict,
 )
 
 from harness.cache import ArtifactCache
 from harness.data import DatasetListing, PreparedDataset, list_dataset, prepare_dataset
-from harness.specs import CompileTarget, load_chips, load_models, resolve_chip
+from harness.run.workbench import Compiled
+from harness.specs import load_chips, load_models, resolve_chip
 
 # Progress bars are off: their cost is not what is measured, and they would interleave with output.
 os.environ.setdefault("MZC_PROGRESS", "0")
@@ -168,11 +168,7 @@ def effnet(workbench: Any) -> Compiled:
     CPU at bs8, through the harness's own cached export and compile (``--cache-dir`` applies)."""
     pytest.importorskip("onnxruntime", reason="the model benchmarks run ONNX Runtime")
     chip = resolve_chip(load_chips(), "cpu")
-    backend = workbench.backend(chip)
-    spec = load_models()["efficientnet_lite0"]
-    loaded = workbench.model(spec, "pretrained")
-    target: CompileTarget = workbench.target(spec, chip, MODEL_BATCH)
-    return Compiled(backend, workbench.compiled(backend, workbench.onnx(loaded), target), target)
+    return workbench.compile(load_models()["efficientnet_lite0"], chip, MODEL_BATCH, "embedded", weights="pretrained")
 
 
 @pytest.fixture

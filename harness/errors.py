@@ -10,6 +10,9 @@ place, :mod:`harness.pytest.outcomes`, by these classes alone:
   timed runs did not compute). A failure whose message is the verdict, without a traceback.
 - :class:`UsageError`: the command line or a fixtures/ file asks for something impossible. At
   start-up a pytest usage error (exit 4); inside a test a failure with the message only.
+- :class:`NotReady`: the hardware is here but not in a state to be measured (a busy or unhealthy
+  device). A failure with the message only: never a skip, or a nightly on a busy machine would
+  turn green without measuring anything.
 - any other :class:`HarnessError`: the harness or a tool broke (an inference error, a corrupt
   cache entry, a tool that crashed). A failure with the message first and the traceback kept.
 
@@ -33,3 +36,7 @@ class NotCertified(HarnessError):
 
 class UsageError(HarnessError):
     """The user's options or fixtures/ data ask for something impossible (a usage error)."""
+
+
+class NotReady(HarnessError):
+    """The device exists but cannot be measured now (busy, unhealthy); a failure, no traceback."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 TESTS = '''
 import pytest
-from harness.errors import HarnessError, NotApplicable, NotCertified, UsageError
+from harness.errors import HarnessError, NotApplicable, NotCertified, NotReady, UsageError
 from harness.backends.base import BackendUnavailable
 
 
@@ -38,6 +38,10 @@ def test_not_certified():
 
 def test_usage_error():
     raise UsageError("--limit must be positive, got 0")
+
+
+def test_not_ready():
+    raise NotReady("device 0 is busy: process 4242 runs on it")
 
 
 def test_other_harness_error():
@@ -74,7 +78,8 @@ def test_each_family_has_its_outcome(tmp_path: Path) -> None:
     assert "no Ascend driver here: install CANN" in skipped("test_not_applicable_in_a_fixture")
     assert cases["test_not_applicable_in_a_fixture"].find("error") is None  # a skip, not a setup error
     for name, message in (("test_not_certified", "NotCertified: top-1 73.1 < floor 76.618"),
-                          ("test_usage_error", "UsageError: --limit must be positive, got 0")):
+                          ("test_usage_error", "UsageError: --limit must be positive, got 0"),
+                          ("test_not_ready", "NotReady: device 0 is busy: process 4242 runs on it")):
         text = failure(name)
         assert text.strip() == message, text  # the verdict alone: no traceback
     assert "def deep_helper" in failure("test_other_harness_error")  # a broken tool keeps its traceback

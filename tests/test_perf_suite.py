@@ -84,7 +84,7 @@ def test_cpu_sweep_measures_records_and_saves_a_baseline(tmp_path: Path) -> None
     assert case["backend"] == "onnxruntime" and case["weights"] == "pretrained"
     saved = load_baselines("cpu", baselines)
     assert sorted(f.batch_size for f in saved) == [1, 4]
-    assert [f.images_per_s for f in sorted(saved, key=lambda f: f.batch_size)] == pytest.approx([rates[1], rates[4]], rel=1e-6)
+    assert [f.images_per_s for f in sorted(saved, key=lambda f: f.batch_size)] == pytest.approx([rates[1], rates[4]], abs=5.1e-5)  # the record rounds to 4 decimals
 
 
 @pytest.mark.slow

@@ -2,8 +2,8 @@
 
 A :class:`~harness.errors.NotApplicable` raised anywhere in a test or its fixtures is a skip with
 the exception's message as the reason; a :class:`~harness.errors.NotCertified` or
-:class:`~harness.errors.UsageError` is a failure whose text is the message, without a traceback
-(it is a verdict or a wrong option, not a bug). Any other exception keeps pytest's report.
+:class:`~harness.errors.UsageError` or :class:`~harness.errors.NotReady` is a failure whose text
+is the message, without a traceback (a verdict, a wrong option or a busy device, not a bug). Any other exception keeps pytest's report.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any, Generator
 
 import pytest
 
-from harness.errors import HarnessError, NotApplicable, NotCertified, UsageError
+from harness.errors import HarnessError, NotApplicable, NotCertified, NotReady, UsageError
 
 
 @pytest.hookimpl(wrapper=True)
@@ -26,6 +26,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
         path, lineno, _name = item.location
         report.outcome = "skipped"
         report.longrepr = (str(path), (lineno or 0) + 1, f"Skipped: {error}")
-    elif isinstance(error, (NotCertified, UsageError)):
+    elif isinstance(error, (NotCertified, UsageError, NotReady)):
         report.longrepr = f"{type(error).__name__}: {error}"
     return report

@@ -109,17 +109,16 @@ def run_sweep(workbench: Workbench, spec: ModelSpec, chip: ChipSpec, batch_sizes
 
     backend = workbench.backend(chip)
     prepared = workbench.dataset(spec, source)
-    loaded = workbench.model(spec, calibration_source=source)
-    onnx_path = workbench.onnx(loaded, chip)
     backend.preflight(device_id)  # e.g. Ascend: refuse a busy device (npu-smi)
     points = []
     precisions = set()
+    weights: dict[str, Any] = {}
     with progress(len(batch_sizes), f"{spec.name} on {chip.name}: batch sweep", unit="bs") as bar:
         for bs in batch_sizes:
-            target = workbench.target(spec, chip, bs)
-            artifact = workbench.compiled(backend, onnx_path, target)
-            precisions.add(backend.compiled_precision(target))
-            with backend.open(artifact, target, device_id=device_id, num_classes=spec.num_classes) as session:
+            compiled = workbench.compile(spec, chip, bs, source, backend=backend)
+            weights = compiled.loaded.identity
+            precisions.add(compiled.precision)
+            with compiled.open(device_id) as session:
                 points.append(time_one(session, prepared, workbench.policy.timing))
             bar.update(1)
     return Sweep(
@@ -127,7 +126,7 @@ def run_sweep(workbench: Workbench, spec: ModelSpec, chip: ChipSpec, batch_sizes
         environment=backend.describe(),  # after open(): some backends learn what ran
         precision=", ".join(sorted(precisions)), dataset=str(prepared.listing.image_dir),
         dataset_key=prepared.key, ring_images=min(workbench.policy.timing.ring_images, len(prepared)),
-        weights=loaded.identity, points=tuple(points),
+        weights=weights, points=tuple(points),
     )
 
 

@@ -23,7 +23,7 @@ from harness.backends.base import (
     get_backend,
 )
 from harness.backends.torch_ref import TorchSession, torch_version
-from harness.cache import ArtifactCache, file_sha256
+from harness.cache import ArtifactCache, default_cache_root, file_sha256
 from harness.judge.metrics import Accuracy, Parity, accuracy, parity
 from harness.run.infer import run_all
 from harness.specs import (
@@ -57,8 +57,8 @@ class RunConfig:
     imagenet_labels: Path | None = None
     limit: int | None = None
     weights: str = "pretrained"
-    weights_dir: Path = Path.home() / ".cache" / "modelzoo-cert" / "weights"
-    cache_dir: Path = Path.home() / ".cache" / "modelzoo-cert"
+    weights_dir: Path | None = None  # None: <cache_dir>/weights
+    cache_dir: Path = field(default_factory=default_cache_root)  # $MZC_CACHE_DIR, else the user's cache
     allow_download: bool = True
     preprocess_variant: str | None = None
     opset: int = 11
@@ -70,6 +70,10 @@ class RunConfig:
     embedded_images: int = EMBEDDED_IMAGES
     device_ids: tuple[int, ...] = (0,)  # --device-ids: pytest-xdist worker N takes device_ids[N % len]
 
+    def __post_init__(self) -> None:
+        if self.weights_dir is None:
+            object.__setattr__(self, "weights_dir", self.cache_dir / "weights")
+
 
 @dataclass(frozen=True)
 class LoadedModel:
@@ -80,6 +84,26 @@ class LoadedModel:
     @property
     def identity(self) -> dict[str, Any]:
         return self.weights.as_record()
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A model compiled for one chip and batch size, ready to open: the one way from the registry
+    to a session (accuracy runs, the batch sweep and the benchmarks all come through here)."""
+
+    loaded: LoadedModel
+    backend: Backend
+    artifact: Path
+    target: CompileTarget
+
+    def open(self, device_id: int = 0) -> Session:
+        return self.backend.open(self.artifact, self.target, device_id=device_id,
+                                 num_classes=self.loaded.spec.num_classes)
+
+    @property
+    def precision(self) -> str:
+        """The precision the artifact computes in (e.g. ATC's precision mode), as recorded."""
+        return self.backend.compiled_precision(self.target)
 
 
 @dataclass(frozen=True)
@@ -194,7 +218,7 @@ class Workbench:
         backend = get_backend(chip.backend, threads=self.cfg.threads, **chip.backend_options)
         reason = backend.unavailable_reason()
         if reason:
-            raise BackendUnavailable(reason)
+            raise BackendUnavailable(f"{chip.name} backend unavailable: {reason}")
         return backend
 
     def device_id(self) -> int:
@@ -229,6 +253,16 @@ class Workbench:
         entry = self.cache.get_or_build(f"compiled-{backend.name}", inputs, build)
         return entry.path / str(entry.manifest["artifact"])
 
+    def compile(self, spec: ModelSpec, chip: ChipSpec, batch_size: int, source: str,
+                backend: Backend | None = None, weights: str | None = None) -> Compiled:
+        """``spec`` compiled for ``chip`` at ``batch_size`` with ``weights`` (default: the run's
+        ``--weights``; random weights calibrate on ``source``)."""
+        backend = backend or self.backend(chip)
+        loaded = self.model(spec, weights, calibration_source=source)
+        target = self.target(spec, chip, batch_size)
+        return Compiled(loaded=loaded, backend=backend, artifact=self.compiled(backend, self.onnx(loaded, chip), target),
+                        target=target)
+
     # -- inference ----------------------------------------------------------------------------
 
     def run(self, session: Session, prepared: data_mod.PreparedDataset, batch_size: int, desc: str) -> np.ndarray:
@@ -258,13 +292,10 @@ class Workbench:
 
     def evaluate(self, spec: ModelSpec, chip: ChipSpec, batch_size: int, source: str) -> Evaluation:
         """Compile, run on ``source`` and compare with the torch reference on the same images."""
-        backend = self.backend(chip)
         prepared = self.dataset(spec, source)
-        loaded = self.model(spec, calibration_source=source)
-        onnx_path = self.onnx(loaded, chip)
-        target = self.target(spec, chip, batch_size)
-        artifact = self.compiled(backend, onnx_path, target)
-        with backend.open(artifact, target, device_id=self.device_id(), num_classes=spec.num_classes) as session:
+        compiled = self.compile(spec, chip, batch_size, source)
+        backend, loaded = compiled.backend, compiled.loaded
+        with compiled.open(self.device_id()) as session:
             logits = self.run(session, prepared, batch_size, f"{spec.name} on {chip.name} bs{batch_size}")
         environment = backend.describe()
         ref_logits = self.reference_logits(loaded, prepared)
@@ -274,7 +305,7 @@ class Workbench:
             chip=chip.name,
             backend=backend.name,
             backend_version=backend.version(),
-            precision=backend.compiled_precision(target),
+            precision=compiled.precision,
             input_dtype=self.cfg.input_dtype,
             decode=prepared.decode,
             environment=environment,
