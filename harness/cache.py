@@ -43,7 +43,7 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
-def _free_bytes(path: Path) -> int:
+def free_bytes(path: Path) -> int:
     """Free bytes for unprivileged writers on the file system of ``path`` (or its nearest parent)."""
     for candidate in (path, *path.parents):
         try:
@@ -74,7 +74,7 @@ def _disk_full(
     own = f" (the build's own error: {type(cause).__name__}: {cause})" if cause is not None else ""
     return CacheError(
         f"disk full while writing cache entry {kind}/{key} under {kind_dir}: {size}"
-        f"{_mb(_free_bytes(kind_dir))} free there{own}; free space there or pass --cache-dir "
+        f"{_mb(free_bytes(kind_dir))} free there{own}; free space there or pass --cache-dir "
         f"(or set ${DEFAULT_CACHE_ENV}) to a disk with room, then rerun: finished entries are reused"
     )
 
@@ -144,9 +144,11 @@ class ArtifactCache:
     ) -> Entry:
         """Return the entry for ``inputs``, calling ``build(tmp_dir)`` once if it is missing.
 
-        ``build`` writes its files into ``tmp_dir`` and may return extra manifest fields. If it
-        raises, nothing is published and the exception propagates; a full disk (or quota) is a
-        :class:`CacheError` naming the directory, the room the entry needs and the free space.
+        ``build`` writes its files into ``tmp_dir`` and may return extra manifest fields; every
+        file it wrote is flushed to disk before the entry is published, so it needs no fsync of
+        its own. If it raises, nothing is published and the exception propagates; a full disk
+        (or quota) is a :class:`CacheError` naming the directory, the room the entry needs and
+        the free space.
         """
         key = content_key(inputs)
         found = self._read(kind, key, built_here=False)
@@ -220,7 +222,7 @@ class ArtifactCache:
             # serialization failed"); measured before the temp dir is removed, the free space
             # tells whether that is what happened.
             written = _tree_bytes(tmp)
-            full = _free_bytes(kind_dir) < _FULL_BELOW_BYTES
+            full = free_bytes(kind_dir) < _FULL_BELOW_BYTES
             shutil.rmtree(tmp, ignore_errors=True)
             if full and not isinstance(exc, CacheError):
                 raise _disk_full(kind, key, kind_dir, written, exc) from exc

@@ -20,10 +20,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from harness.cache import ArtifactCache, Entry, content_key
+from harness.cache import ArtifactCache, CacheError, Entry, content_key
 from harness.data import (
     DataError,
     DatasetListing,
+    NoRoomForDataset,
     PreparedDataset,
     dataset_cache_inputs,
     list_dataset,
@@ -33,7 +34,9 @@ from harness.data import (
     prepare_dataset,
     preprocess_image,
     read_labels,
+    synthetic_dataset,
 )
+from harness.errors import UsageError
 from harness.specs import INTERPOLATIONS, PreprocessSpec, load_models
 
 torch = pytest.importorskip("torch", reason="torch is the reference for normalization parity")
@@ -635,7 +638,7 @@ def test_prepare_dataset_in_process_and_warm_rerun_skips_build(
     def must_not_run(*args: object, **kwargs: object) -> None:
         raise AssertionError("a warm prepare_dataset must not preprocess anything")
 
-    monkeypatch.setattr("harness.data._preprocess_chunk", must_not_run)
+    monkeypatch.setattr("harness.data.prepared._preprocess_chunk", must_not_run)
     warm = prepare_dataset(list_dataset(synthetic), BASE, cache, workers=1)
     assert cache.entries[-1].built_here is False and warm.key == prepared.key
     np.testing.assert_array_equal(warm.images, prepared.images)
@@ -663,6 +666,19 @@ def test_prepare_dataset_rejects_bad_arguments(tmp_path: Path, synthetic: Path) 
     with pytest.raises(DataError, match="batch_size must be positive"):
         next(prepared.batches(0))
     assert isinstance(prepared, PreparedDataset)
+
+
+def test_a_dataset_that_cannot_fit_is_a_usage_error_of_the_cache(
+    tmp_path: Path, synthetic: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Known before any decode: the user's to fix (--cache-dir), so a DataError (a usage error,
+    reported without traceback), and a CacheError like the cache's other no-room errors."""
+    real_usage = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real_usage(p)._replace(free=1000))
+    with pytest.raises(NoRoomForDataset, match=r"needs 1\.9 MB at .*, 0\.0 MB free") as err:
+        prepare_dataset(list_dataset(synthetic), BASE, ArtifactCache(tmp_path / "cache"), workers=1)
+    assert isinstance(err.value, DataError) and isinstance(err.value, UsageError)
+    assert isinstance(err.value, CacheError)
 
 
 def test_cache_key_is_stable_for_identical_listings(synthetic: Path) -> None:
@@ -764,3 +780,34 @@ def test_make_synthetic_dataset_reuses_and_refuses(tmp_path: Path) -> None:
         make_synthetic_dataset(tmp_path / "user", 3)
     with pytest.raises(DataError, match="must be positive"):
         make_synthetic_dataset(tmp_path / "none", 0)
+
+
+def test_synthetic_dataset_is_a_cache_entry_built_once(
+    tmp_path: Path, synthetic: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The embedded images are a "synthetic" entry of the cache (its lock, its atomic publish):
+    the same files as make_synthetic_dataset, listed like any dataset, reused by the next call,
+    and a leftover of a killed build is removed by the next build of that entry."""
+    cache = RecordingCache(tmp_path / "cache")
+    (cache.root / "synthetic").mkdir(parents=True)
+    key = content_key({"version": 1, "count": 12, "seed": 0})
+    stale = cache.root / "synthetic" / f".tmp-{key}-otherhost-1"
+    stale.mkdir()
+    path = synthetic_dataset(cache, 12)
+    assert cache.entries[-1].built_here and path == cache.root / "synthetic" / key
+    assert not stale.exists()
+    for name in sorted(p.name for p in synthetic.iterdir() if p.suffix == ".JPEG"):
+        assert (path / name).read_bytes() == (synthetic / name).read_bytes(), name
+    assert (path / "val_label.txt").read_text() == (synthetic / "val_label.txt").read_text()
+    listing = list_dataset(path)
+    assert len(listing) == 12 and listing.labels == tuple(range(12))
+
+    def must_not_run(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a finished synthetic entry must not be generated again")
+
+    monkeypatch.setattr("harness.data.synthetic._write_images", must_not_run)
+    assert synthetic_dataset(cache, 12) == path and cache.entries[-1].built_here is False
+    with pytest.raises(AssertionError, match="generated again"):
+        synthetic_dataset(cache, 12, seed=1)
+    with pytest.raises(DataError, match="must be positive"):
+        synthetic_dataset(cache, 0)

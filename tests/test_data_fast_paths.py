@@ -11,7 +11,8 @@ from typing import Generator, cast
 import numpy as np
 import pytest
 
-from harness.data import _NORMALIZE_BLOCK_BYTES, DataError, PreparedDataset, normalize
+from harness.data import DataError, PreparedDataset, normalize
+from harness.data.normalization import _NORMALIZE_BLOCK_BYTES
 from harness.specs import PreprocessSpec
 
 torch = pytest.importorskip("torch", reason="torch is the reference for normalization parity")

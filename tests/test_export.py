@@ -150,6 +150,19 @@ def test_cached_onnx_builds_once(spec: ModelSpec, lite0: tuple[nn.Module, Weight
     assert manifest.manifest["weights_record"]["sha256"] == weights.sha256
 
 
+def test_the_cache_key_holds_the_weights_export_key_fields_and_the_tool_versions(spec: ModelSpec) -> None:
+    weights = WeightsInfo("pretrained", "/a/w.pth", "ab" * 32, None)
+    inputs = onnx_cache_inputs(spec, weights)
+    assert inputs["weights"] == weights.export_key_fields() == {"kind": "pretrained", "sha256": "ab" * 32}
+    assert set(inputs["versions"]) == {"torch", "torchvision", "timm", "onnx", "onnxslim"}
+
+
+def test_a_missing_tool_is_recorded_as_not_installed() -> None:
+    """The string cache keys have always held for an absent package."""
+    assert export_mod._version("surely-no-such-distribution-mzc") == "not installed"
+    assert export_mod._version("onnx") == onnx.__version__
+
+
 def test_cache_key_changes_with_opset_weights_and_calibration(spec: ModelSpec) -> None:
     pretrained = WeightsInfo("pretrained", "/a/w.pth", "ab" * 32, None)
     moved = dataclasses.replace(pretrained, source="/elsewhere/w.pth")
@@ -161,7 +174,7 @@ def test_cache_key_changes_with_opset_weights_and_calibration(spec: ModelSpec) -
     def key(weights: WeightsInfo, **kw: Any) -> str:
         return content_key(onnx_cache_inputs(spec, weights, **kw))
 
-    assert key(pretrained) == key(moved), "the path of a checkpoint is not part of its identity"
+    assert key(pretrained) == key(moved), "the path of a checkpoint is not part of its export key"
     distinct = {
         key(pretrained),
         key(pretrained, opset=13),

@@ -19,6 +19,7 @@ import torchvision
 
 from harness.model.architectures import ArchitectureError, build_module
 from harness.model.weights import (
+    CALIBRATION_BATCH,
     WeightsError,
     WeightsInfo,
     calibration_sha256,
@@ -401,7 +402,7 @@ def test_batchnorm_calibration_is_deterministic_and_sets_real_statistics(specs: 
     b, _ = random_model(spec, 0, images)
     assert _same(a.state_dict(), b.state_dict())
     assert info.calibration_sha256 == calibration_sha256(images)
-    assert info.identity() != WeightsInfo("random", "random(seed=0)", None, 0).identity()
+    assert info.export_key_fields() != WeightsInfo("random", "random(seed=0)", None, 0).export_key_fields()
     bn_raw, bn_cal = _bn(raw, "bn1"), _bn(a, "bn1")
     (mean_raw, var_raw), (mean_cal, var_cal) = _stats(bn_raw), _stats(bn_cal)
     assert torch.equal(mean_raw, torch.zeros_like(mean_raw)) and torch.equal(var_raw, torch.ones_like(var_raw))
@@ -455,7 +456,7 @@ def test_load_model_never_falls_back_to_random(specs: dict[str, ModelSpec], tmp_
 
 def test_load_model_random(specs: dict[str, ModelSpec], tmp_path: Path) -> None:
     _, info = load_model(specs["efficientnet_lite0"], "random", tmp_path, 7, None)
-    assert info.kind == "random" and info.seed == 7 and info.as_record()["source"] == "random(seed=7)"
+    assert info.kind == "random" and info.seed == 7 and info.provenance()["source"] == "random(seed=7)"
 
 
 def test_unknown_architecture_names_close_matches_and_the_fix(specs: dict[str, ModelSpec]) -> None:
@@ -471,3 +472,18 @@ def test_rejected_keyword_names_the_registry_field(specs: dict[str, ModelSpec]) 
     build_module(spec)  # the keyword is only used for random init
     with pytest.raises(ArchitectureError, match="arch.random_init_kwargs"):
         build_module(spec, random_init=True)
+
+
+def test_export_key_fields_leave_out_where_the_weights_came_from_and_provenance_keeps_it() -> None:
+    """The two views of WeightsInfo, pinned: their values are in cache keys that must not move."""
+    pretrained = WeightsInfo("pretrained", "/a/w.pth", "ab" * 32, None)
+    seeded = WeightsInfo("random", "random(seed=3)", None, 3)
+    calibrated = dataclasses.replace(seeded, calibration_sha256="ef" * 32)
+    assert pretrained.export_key_fields() == {"kind": "pretrained", "sha256": "ab" * 32}
+    assert seeded.export_key_fields() == {"kind": "random", "seed": 3, "calibration_sha256": None}
+    assert calibrated.export_key_fields() == {
+        "kind": "random", "seed": 3, "calibration_sha256": "ef" * 32, "calibration_batch": CALIBRATION_BATCH}
+    assert pretrained.provenance() == {
+        "kind": "pretrained", "source": "/a/w.pth", "sha256": "ab" * 32, "seed": None, "calibration_sha256": None}
+    assert calibrated.provenance() == dataclasses.asdict(calibrated)
+

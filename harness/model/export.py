@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from harness.cache import ArtifactCache, file_sha256
+from harness.environment import installed_version
 from harness.errors import HarnessError
 from harness.model.weights import WeightsInfo
 from harness.specs import ModelSpec, as_dict
@@ -35,10 +35,9 @@ class ExportError(HarnessError, RuntimeError):
 
 
 def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
+    """``dist``'s installed version, or ``"not installed"`` (the string cache keys have always held)."""
+    found = installed_version(dist)
+    return found[1] if found is not None else "not installed"
 
 
 def tool_versions() -> dict[str, str]:
@@ -226,7 +225,7 @@ def onnx_cache_inputs(
         "output_name": spec.output_name,
         "num_classes": spec.num_classes,
         "input_shape": list(spec.input_shape),
-        "weights": weights.identity(),
+        "weights": weights.export_key_fields(),
         "opset": opset,
         "simplify": simplify,
         "exporter": EXPORTER,
@@ -244,15 +243,15 @@ def cached_onnx(
 ) -> Path:
     """The exported ONNX of ``module`` from ``cache``, exporting it only if no entry exists.
 
-    The key covers the architecture, names, shapes, ``weights.identity()`` (checkpoint SHA-256,
-    or seed plus calibration-set hash), opset, simplification and tool versions. The caller
-    guarantees that ``module`` carries the weights ``weights`` describes.
+    The key covers the architecture, names, shapes, ``weights.export_key_fields()`` (checkpoint
+    SHA-256, or seed plus calibration-set hash; not its path), opset, simplification and tool
+    versions. The caller guarantees that ``module`` carries the weights ``weights`` describes.
     """
     inputs = onnx_cache_inputs(spec, weights, opset, simplify)
 
     def build(tmp_dir: Path) -> dict[str, Any]:
         info = export_onnx(module, spec, tmp_dir / ONNX_FILENAME, opset=opset, simplify=simplify)
-        return {"model": spec.name, "weights_record": weights.as_record(), "export": info}
+        return {"model": spec.name, "weights_record": weights.provenance(), "export": info}
 
     entry = cache.get_or_build("onnx", inputs, build)
     path = entry.path / ONNX_FILENAME

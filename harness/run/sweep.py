@@ -116,7 +116,7 @@ def run_sweep(workbench: Workbench, spec: ModelSpec, chip: ChipSpec, batch_sizes
     with progress(len(batch_sizes), f"{spec.name} on {chip.name}: batch sweep", unit="bs") as bar:
         for bs in batch_sizes:
             compiled = workbench.compile(spec, chip, bs, source, backend=backend)
-            weights = compiled.loaded.identity
+            weights = compiled.loaded.provenance
             precisions.add(compiled.precision)
             with compiled.open(device_id) as session:
                 points.append(time_one(session, prepared, workbench.policy.timing))

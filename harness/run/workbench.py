@@ -82,8 +82,9 @@ class LoadedModel:
     weights: Any  # harness.model.weights.WeightsInfo
 
     @property
-    def identity(self) -> dict[str, Any]:
-        return self.weights.as_record()
+    def provenance(self) -> dict[str, Any]:
+        """What the weights are and where they came from: recorded, and keys the reference logits."""
+        return self.weights.provenance()
 
 
 @dataclass(frozen=True)
@@ -160,10 +161,7 @@ class Workbench:
                     on_mismatch=self.cfg.on_label_mismatch,
                 )
             elif source == "embedded":
-                root = data_mod.make_synthetic_dataset(
-                    self.cfg.cache_dir / "embedded" / f"synthetic-{self.cfg.embedded_images}-{EMBEDDED_SEED}",
-                    self.cfg.embedded_images, seed=EMBEDDED_SEED,
-                )
+                root = data_mod.synthetic_dataset(self.cache, self.cfg.embedded_images, seed=EMBEDDED_SEED)
                 self._listings[source] = data_mod.list_dataset(root)
             else:
                 raise ValueError(f"unknown data source {source!r}")
@@ -275,7 +273,7 @@ class Workbench:
         inputs = {
             "arch": as_dict(spec.arch),
             "num_classes": spec.num_classes,
-            "weights": loaded.identity,
+            "weights": loaded.provenance,
             "dataset": prepared.key,
             "normalize": {"mean": list(prepared.spec.mean), "std": list(prepared.spec.std)},
             "torch": torch_version(),
@@ -313,7 +311,7 @@ class Workbench:
             dataset=str(listing.image_dir),
             dataset_key=prepared.key,
             label_source=listing.label_source,
-            weights=loaded.identity,
+            weights=loaded.provenance,
             preprocess=prepared.spec,
             accuracy=accuracy(logits, prepared.labels),
             reference=accuracy(ref_logits, prepared.labels),

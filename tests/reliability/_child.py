@@ -34,6 +34,7 @@ import numpy as np
 
 from harness import data
 from harness.cache import ArtifactCache, Entry
+from harness.data import prepared as prepared_mod
 from harness.specs import PreprocessSpec
 
 STALL = os.environ.get("RELIABILITY_STALL", "")
@@ -86,7 +87,7 @@ def _claim_stall() -> bool:
 if STALL == "preprocess":
     # Installed at import, so that it is also active in pool workers: the forkserver imports this
     # main module before forking them.
-    _preprocess = data.preprocess_image
+    _preprocess = prepared_mod.preprocess_image
     _decoded = 0
 
     def _stalling_preprocess(path: Path, spec: PreprocessSpec, *args: Any, **kwargs: Any) -> np.ndarray:
@@ -97,7 +98,7 @@ if STALL == "preprocess":
             stall_here()
         return out
 
-    data.preprocess_image = _stalling_preprocess  # type: ignore[assignment]
+    prepared_mod.preprocess_image = _stalling_preprocess  # type: ignore[assignment]
 
 
 class RecordingCache(ArtifactCache):

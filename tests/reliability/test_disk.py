@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from harness import data
 from harness.cache import ArtifactCache, CacheError
 from harness.data import list_dataset, prepare_dataset
+from harness.data import prepared as prepared_mod
 from harness.specs import CompileTarget, PreprocessSpec
 
 from ._support import copy_real_images, leftovers, published
@@ -74,13 +74,13 @@ def fill(disk: Path) -> None:
 def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """Record every image the in-process preprocessing decodes."""
     decoded: list[Path] = []
-    original = data.preprocess_image
+    original = prepared_mod.preprocess_image
 
     def counting(path: Path, spec: PreprocessSpec, *args: Any, **kwargs: Any) -> np.ndarray:
         decoded.append(path)
         return original(path, spec, *args, **kwargs)
 
-    monkeypatch.setattr(data, "preprocess_image", counting)
+    monkeypatch.setattr(prepared_mod, "preprocess_image", counting)
     return decoded
 
 
@@ -126,7 +126,7 @@ def test_a_disk_that_fills_up_mid_preprocessing_is_a_clean_cache_error(
     space comes back) and a dataset that fits builds fine on the same disk afterwards."""
     disk = small_disk(1024)
     root = disk / "cache"
-    monkeypatch.setattr(data, "_check_free_space", lambda *args: None)
+    monkeypatch.setattr(prepared_mod, "_check_free_space", lambda *args: None)
     with pytest.raises(CacheError) as err:
         prepare_dataset(list_dataset(real_images), SPEC, ArtifactCache(root), workers=workers)
     message = str(err.value)
@@ -284,7 +284,7 @@ def test_a_compiler_error_is_reported_as_a_full_disk_only_when_the_disk_is_full(
     cache = ArtifactCache(tmp_path / "cache")
     with pytest.raises(CompilerFailed):
         cache.get_or_build("compiled-x", {"v": 1}, build)
-    monkeypatch.setattr("harness.cache._free_bytes", lambda path: 4096)
+    monkeypatch.setattr("harness.cache.free_bytes", lambda path: 4096)
     with pytest.raises(CacheError, match=r"0\.0 MB free there \(the build's own error: CompilerFailed: serialization failed\)"):
         cache.get_or_build("compiled-x", {"v": 1}, build)
     assert leftovers(tmp_path / "cache") == []

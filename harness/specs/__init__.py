@@ -1,0 +1,64 @@
+"""Frozen specifications loaded from ``fixtures/*.toml`` and validated on load.
+
+Every number the suite certifies against lives in ``fixtures/``; this package turns those files
+into typed, immutable objects and rejects anything malformed with a message that names the file,
+the entry, the field, what was expected and what was found.
+
+- ``model``: ModelSpec and its parts (architecture, weights, preprocessing, published accuracy)
+- ``chip``: ChipSpec, its PerfRules, and the CompileTarget a backend compiles for
+- ``policy``: Policy with its TimingPolicy and HistoryPolicy
+- ``reader``: SpecError, reading TOML, the field checks every loader uses
+- ``load``: load_models / load_chips / load_policy, resolve_chip, as_dict, FIXTURES_DIR
+
+Import from here (``from harness.specs import ModelSpec, load_models``); the modules are the
+layout, this namespace is the interface.
+"""
+
+from harness.specs.chip import PRECISIONS, ChipSpec, CompileTarget, PerfRule
+from harness.specs.load import (
+    FIXTURES_DIR,
+    as_dict,
+    load_chips,
+    load_models,
+    load_policy,
+    resolve_chip,
+)
+from harness.specs.model import (
+    ARCH_SOURCES,
+    INTERPOLATIONS,
+    KEY_MAPPINGS,
+    RESIZE_METHODS,
+    AccuracyRef,
+    ArchSpec,
+    ModelSpec,
+    PreprocessSpec,
+    WeightsSpec,
+)
+from harness.specs.policy import HistoryPolicy, Policy, TimingPolicy
+from harness.specs.reader import SpecError
+
+__all__ = [
+    "ARCH_SOURCES",
+    "FIXTURES_DIR",
+    "INTERPOLATIONS",
+    "KEY_MAPPINGS",
+    "PRECISIONS",
+    "RESIZE_METHODS",
+    "AccuracyRef",
+    "ArchSpec",
+    "ChipSpec",
+    "CompileTarget",
+    "HistoryPolicy",
+    "ModelSpec",
+    "PerfRule",
+    "Policy",
+    "PreprocessSpec",
+    "SpecError",
+    "TimingPolicy",
+    "WeightsSpec",
+    "as_dict",
+    "load_chips",
+    "load_models",
+    "load_policy",
+    "resolve_chip",
+]

@@ -1,0 +1,285 @@
+"""The loaders of ``fixtures/*.toml``: models, chips and policy, validated into frozen specs;
+finding a chip by alias; a JSON-ready view of any spec.
+
+Each loader reads its file with ``harness.specs.reader`` and refuses anything malformed with a
+SpecError naming the file, the entry, the field, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from harness.specs.chip import PRECISIONS, ChipSpec, PerfRule
+from harness.specs.model import (
+    ARCH_SOURCES,
+    INTERPOLATIONS,
+    KEY_MAPPINGS,
+    RESIZE_METHODS,
+    AccuracyRef,
+    ArchSpec,
+    ModelSpec,
+    PreprocessSpec,
+    WeightsSpec,
+)
+from harness.specs.policy import HistoryPolicy, Policy, TimingPolicy
+from harness.specs.reader import (
+    Reader,
+    SpecError,
+    batch_sizes,
+    check_name,
+    hex_string,
+    load_toml,
+    plain_table,
+    triple,
+)
+
+# The repository's fixtures/: harness/specs/load.py -> harness/specs -> harness -> the repository.
+FIXTURES_DIR = Path(__file__).resolve().parents[2] / "fixtures"
+
+
+# --------------------------------------------------------------------------------------------
+# fixtures/models.toml
+
+
+def _preprocess(source: str, entry: str, table: Mapping[str, Any], base: PreprocessSpec | None) -> PreprocessSpec:
+    r = Reader(source, entry, table)
+    b = base
+    spec = PreprocessSpec(
+        resize=r.integer("resize", 1, 4096, *((b.resize,) if b else ())),
+        crop=r.integer("crop", 1, 4096, *((b.crop,) if b else ())),
+        interpolation=r.text("interpolation", b.interpolation if b else "bilinear", INTERPOLATIONS),
+        method=r.text("method", b.method if b else "resize_crop", RESIZE_METHODS),
+        mean=triple(r, "mean", b.mean if b else PreprocessSpec.mean),
+        std=triple(r, "std", b.std if b else PreprocessSpec.std),
+    )
+    r.finish()
+    if spec.crop > spec.resize:
+        raise SpecError(f"{source}: [{entry}]: crop {spec.crop} is larger than resize {spec.resize}")
+    if any(s <= 0 for s in spec.std):
+        raise SpecError(f"{source}: [{entry}]: std must be positive, found {list(spec.std)}")
+    return spec
+
+
+def _model(source: str, name: str, table: Mapping[str, Any]) -> ModelSpec:
+    if not isinstance(table, dict):
+        raise SpecError(f"{source}: [models.{name}]: expected a table, found {table!r}")
+    r = Reader(source, f"models.{name}", table)
+
+    a = Reader(source, f"models.{name}.arch", r.table_("arch"))
+    arch = ArchSpec(
+        source=a.text("source", choices=ARCH_SOURCES),
+        name=a.text("name"),
+        # Both become part of cache keys (hashed as JSON): plain values only.
+        kwargs=plain_table(a, "kwargs"),
+        random_init_kwargs=plain_table(a, "random_init_kwargs"),
+    )
+    a.finish()
+
+    w = Reader(source, f"models.{name}.weights", r.table_("weights"))
+    weights = WeightsSpec(
+        filename=w.text("filename"),
+        url=w.text("url", None),
+        md5=hex_string(w, "md5", (32,)),
+        sha256=hex_string(w, "sha256", (64,)),
+        sha256_prefix=hex_string(w, "sha256_prefix", tuple(range(6, 65))),
+        package=w.text("package", None),
+        package_path=w.text("package_path", None),
+        key_mapping=w.text("key_mapping", "none", KEY_MAPPINGS),
+        state_dict_key=w.text("state_dict_key", None),
+    )
+    w.finish()
+    if "/" in weights.filename or "\\" in weights.filename or weights.filename.startswith("."):
+        raise w.fail("filename", "a plain file name (no directories)", weights.filename)
+    if not weights.has_checksum:
+        raise w.fail("md5/sha256/sha256_prefix", "at least one checksum", "<none>")
+    if bool(weights.package) != bool(weights.package_path):
+        raise w.fail("package/package_path", "both or neither", (weights.package, weights.package_path))
+
+    pre = _preprocess(source, f"models.{name}.preprocess", r.table_("preprocess"), None)
+    variants = {
+        vname: _preprocess(source, f"models.{name}.preprocess_variants.{vname}", vtable, pre)
+        for vname, vtable in r.table_("preprocess_variants", {}).items()
+    }
+
+    p = Reader(source, f"models.{name}.published", r.table_("published"))
+    published = AccuracyRef(
+        top1=p.number("top1", 0.0, 100.0),
+        top5=p.number("top5", 0.0, 100.0, None),
+        source=p.text("source"),
+    )
+    p.finish()
+    if published.top5 is not None and published.top5 < published.top1:
+        raise p.fail("top5", f"top5 >= top1 ({published.top1})", published.top5)
+
+    sizes = batch_sizes(r, "batch_sizes")
+
+    spec = ModelSpec(
+        name=name,
+        title=r.text("title"),
+        seed=r.text("seed"),
+        arch=arch,
+        weights=weights,
+        input_name=r.text("input_name"),
+        output_name=r.text("output_name", "output"),
+        num_classes=r.integer("num_classes", 2, 100000, 1000),
+        preprocess=pre,
+        preprocess_variants=variants,
+        published=published,
+        batch_sizes=tuple(sizes),
+        fixed_input_size=r.get("fixed_input_size", bool, "true or false", False),
+        notes=r.text("notes", ""),
+    )
+    r.finish()
+    return spec
+
+
+def load_models(path: Path | None = None) -> dict[str, ModelSpec]:
+    """Read and validate the model registry (``fixtures/models.toml`` by default)."""
+    path = Path(path) if path else FIXTURES_DIR / "models.toml"
+    data = load_toml(path)
+    models = data.get("models")
+    if not isinstance(models, dict) or not models:
+        raise SpecError(f"{path}: expected one or more [models.<name>] tables, found none")
+    extra = sorted(set(data) - {"models"})
+    if extra:
+        raise SpecError(f"{path}: unknown top-level table(s) {extra}; only [models.<name>] is allowed")
+    out = {}
+    for name, table in models.items():
+        check_name(str(path), "model", name)
+        out[name] = _model(str(path), name, table)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# fixtures/chips.toml
+
+
+def load_chips(path: Path | None = None) -> dict[str, ChipSpec]:
+    """Read and validate ``fixtures/chips.toml``."""
+    path = Path(path) if path else FIXTURES_DIR / "chips.toml"
+    data = load_toml(path)
+    chips = data.get("chips")
+    if not isinstance(chips, dict) or not chips:
+        raise SpecError(f"{path}: expected one or more [chips.<name>] tables, found none")
+    out: dict[str, ChipSpec] = {}
+    for name, table in chips.items():
+        check_name(str(path), "chip", name)
+        if not isinstance(table, dict):
+            raise SpecError(f"{path}: [chips.{name}]: expected a table, found {table!r}")
+        r = Reader(str(path), f"chips.{name}", table)
+        aliases = r.get("aliases", list, "a list of strings", [])
+        if not all(isinstance(a, str) and a for a in aliases):
+            raise r.fail("aliases", "a list of strings", aliases)
+        options = r.get("backend_options", dict, "a table of strings", {})
+        if not all(isinstance(v, str) for v in options.values()):
+            raise r.fail("backend_options", "a table of strings", options)
+        out[name] = ChipSpec(
+            name=name,
+            backend=r.text("backend"),
+            aliases=tuple(aliases),
+            devices_per_card=r.integer("devices_per_card", 1, 64, 1),
+            precision=r.text("precision", "fp32", PRECISIONS),
+            description=r.text("description", ""),
+            backend_options=dict(options),
+            rules=_rules(str(path), name, r.get("rules", list, "a list of {baseline, min_ratio} tables", [])),
+        )
+        r.finish()
+    for chip in out.values():
+        for rule in chip.rules:
+            if rule.baseline not in out:
+                raise SpecError(
+                    f"{path}: [chips.{chip.name}] rule against {rule.baseline!r}: no such chip; "
+                    f"known chips: {', '.join(out)}"
+                )
+    seen: dict[str, str] = {}
+    for chip in out.values():
+        for alias in (chip.name, *chip.aliases):
+            if alias.lower() in seen and seen[alias.lower()] != chip.name:
+                raise SpecError(f"{path}: name {alias!r} is used by both {seen[alias.lower()]} and {chip.name}")
+            seen[alias.lower()] = chip.name
+    return out
+
+
+def _rules(source: str, chip: str, raw: list[Any]) -> tuple[PerfRule, ...]:
+    rules = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise SpecError(f"{source}: [chips.{chip}] rules[{i}]: expected a table {{baseline, min_ratio}}, found {item!r}")
+        r = Reader(source, f"chips.{chip}.rules[{i}]", item)
+        rules.append(PerfRule(baseline=r.text("baseline"), min_ratio=r.number("min_ratio", 0.0, 1000.0),
+                              source=r.text("source", "")))
+        r.finish()
+    return tuple(rules)
+
+
+def resolve_chip(chips: Mapping[str, ChipSpec], name: str) -> ChipSpec:
+    """Find a chip by name or alias, case-insensitively (``310P3``, ``Ascend710``...)."""
+    for chip in chips.values():
+        if name.lower() in (n.lower() for n in (chip.name, *chip.aliases)):
+            return chip
+    known = ", ".join(f"{c.name} ({', '.join(c.aliases)})" if c.aliases else c.name for c in chips.values())
+    raise SpecError(f"unknown chip {name!r}; known chips: {known} (fixtures/chips.toml)")
+
+
+# --------------------------------------------------------------------------------------------
+# fixtures/policy.toml
+
+
+def load_policy(path: Path | None = None) -> Policy:
+    """Read ``fixtures/policy.toml``: tolerances and seeds the gates use."""
+    path = Path(path) if path else FIXTURES_DIR / "policy.toml"
+    data = load_toml(path)
+    acc = Reader(str(path), "accuracy", data.get("accuracy", {}))
+    conv = Reader(str(path), "conversion", data.get("conversion", {}))
+    policy = Policy(
+        accuracy_tolerance_points=acc.number("tolerance_points", 0.0, 100.0),
+        agreement_min_top1=acc.number("agreement_min_top1", 0.0, 100.0),
+        accuracy_batch_sizes=batch_sizes(acc, "batch_sizes"),
+        conversion_rtol=conv.number("rtol", 0.0, 1.0),
+        conversion_min_cosine=conv.number("min_cosine", -1.0, 1.0),
+        calibration_images=conv.integer("calibration_images", 0, 100000),
+        seed=conv.integer("seed", 0, 2**31 - 1),
+    )
+    acc.finish()
+    conv.finish()
+    perf = Reader(str(path), "perf", data.get("perf", {}))
+    defaults = TimingPolicy()
+    timing = TimingPolicy(
+        warmup_runs=perf.integer("warmup_runs", 0, 10000, defaults.warmup_runs),
+        min_runs=perf.integer("min_runs", 1, 10**6, defaults.min_runs),
+        min_seconds=perf.number("min_seconds", 0.0, 3600.0, defaults.min_seconds),
+        max_seconds=perf.number("max_seconds", 0.0, 86400.0, defaults.max_seconds),
+        ring_images=perf.integer("ring_images", 1, 10**6, defaults.ring_images),
+        computed_rtol=perf.number("computed_rtol", 0.0, 1.0, defaults.computed_rtol),
+    )
+    perf.finish()
+    if timing.max_seconds < timing.min_seconds:
+        raise SpecError(f"{path}: [perf] max_seconds {timing.max_seconds} is below min_seconds {timing.min_seconds}")
+    hist = Reader(str(path), "history", data.get("history", {}))
+    hist_defaults = HistoryPolicy()
+    history = HistoryPolicy(
+        regression_top1_points=hist.number("regression_top1_points", 0.0, 100.0, hist_defaults.regression_top1_points),
+        regression_throughput_percent=hist.number(
+            "regression_throughput_percent", 0.0, 100.0, hist_defaults.regression_throughput_percent),
+    )
+    hist.finish()
+    extra = sorted(set(data) - {"accuracy", "conversion", "perf", "history"})
+    if extra:
+        raise SpecError(f"{path}: unknown table(s) {extra}; allowed: [accuracy], [conversion], [perf], [history]")
+    return replace(policy, timing=timing, history=history)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def as_dict(obj: Any) -> Any:
+    """A JSON-ready view of a spec dataclass (for manifests and result records)."""
+    if hasattr(obj, "__dataclass_fields__"):
+        return {f.name: as_dict(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): as_dict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [as_dict(v) for v in obj]
+    return obj
