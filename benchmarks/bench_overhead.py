@@ -127,7 +127,7 @@ def _interleaved(benchmark: Any, harness: Callable[[], Any], bare: Callable[[], 
 @pytest.fixture
 def sessions(model: Model) -> Iterator[tuple[Any, Any]]:
     with model.backend.open(model.artifact, model.target, num_classes=1000) as session:
-        yield session, bare_session(model.artifact, getattr(model.backend, "threads", None))
+        yield session, bare_session(model.artifact, model.backend.threads)
 
 
 def test_accuracy_run_overhead(

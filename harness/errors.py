@@ -29,6 +29,10 @@ class HarnessError(Exception):
 class NotApplicable(HarnessError):
     """Cannot run here; the message says what is missing and how to get it (a skip)."""
 
+    def reason(self) -> str:
+        """The skip reason: one line a run summary can group by (default: the message)."""
+        return str(self)
+
 
 class NotCertified(HarnessError):
     """Ran, and the certification failed; the message is the verdict (a failure, no traceback)."""

@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.backends.ascend import (
-    AscendBackend,
+from harness.backends.ascend import AscendBackend
+from harness.backends.ascend_tools import atc
+from harness.backends.ascend_tools.infer_session import (
+    AclFinalizer,
     AscendSession,
-    _AclFinalizer,
-    _exec_times_ms,
+    exec_times_ms,
     finalize_kind,
 )
-from harness.backends.ascend_tools import atc
 from harness.backends.ascend_tools.npu_smi import (
     NpuSmiError,
     check_device_free,
@@ -464,7 +464,7 @@ def test_finalizer_calls_the_generations_finalize_once() -> None:
         def finalize() -> None:
             calls.append("new")
 
-    finalizer = _AclFinalizer()
+    finalizer = AclFinalizer()
     first, last = Old(), Old()
     finalizer.track(Old, first)
     finalizer.track(Old, last)  # the most recent session is the one finalized
@@ -520,5 +520,5 @@ def test_exec_time_list_in_both_documented_forms() -> None:
     class Pairs:
         exec_time_list = [(100.0, 101.5), (200.0, 202.0)]
 
-    assert _exec_times_ms(S()) == [1.5, 2.5]
-    assert _exec_times_ms(Pairs()) == [1.5, 2.0]
+    assert exec_times_ms(S()) == [1.5, 2.5]
+    assert exec_times_ms(Pairs()) == [1.5, 2.0]

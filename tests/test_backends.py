@@ -14,15 +14,20 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from harness.backends.base import (
+    Backend,
     BackendUnavailable,
     InferenceError,
+    Session,
+    backend_class,
     check_logits,
     get_backend,
     known_backends,
 )
 from harness.backends.onnxruntime import OnnxRuntimeBackend
+from harness.backends.options import BackendOptionError, OptionReader
 from harness.backends.torch_ref import TorchSession
-from harness.specs import CompileTarget
+from harness.errors import UsageError
+from harness.specs import CompileTarget, load_chips
 
 CLASSES = 10
 SHAPE = (3, 8, 8)
@@ -133,3 +138,99 @@ def test_torch_reference_matches_the_onnx_graph(tmp_path: Path, weight: np.ndarr
         np.testing.assert_allclose(session.infer(batch), ort.infer(batch), rtol=1e-5, atol=1e-6)
     with pytest.raises(InferenceError, match="takes 1..4"):
         session.infer(np.zeros((5, *SHAPE), np.float32))
+
+
+# --------------------------------------------------------------------------------------------
+# Backend options: one parser, one error, the same message on every backend
+
+
+@pytest.mark.parametrize(
+    "backend, name",
+    [("onnxruntime", "io_binding"), ("openvino", "allow_precision_fallback"), ("ascend", "check_device"),
+     ("ascend", "small_channel")],
+)
+def test_a_non_boolean_for_a_boolean_reads_the_same_on_every_backend(backend: str, name: str) -> None:
+    with pytest.raises(BackendOptionError) as err:
+        get_backend(backend, **{name: "maybe"})
+    assert str(err.value) == f"{backend} backend option {name}: expected true or false, found 'maybe'"
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+@pytest.mark.parametrize("value", ["0", "two", "-3"])
+def test_a_bad_thread_count_reads_the_same_on_every_backend(backend: str, value: str) -> None:
+    with pytest.raises(BackendOptionError) as err:
+        get_backend(backend, threads=value)
+    assert str(err.value) == f"{backend} backend option threads: expected an integer >= 1, found {value!r}"
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "ascend"])
+def test_an_unknown_option_name_lists_the_accepted_ones(backend: str) -> None:
+    accepted = backend_class(backend).option_names()
+    with pytest.raises(BackendOptionError) as err:
+        get_backend(backend, thread="2")
+    assert str(err.value) == (f"{backend} backend option thread: unknown option name; expected one of "
+                              f"{', '.join(accepted)} (backend_options in fixtures/chips.toml)")
+    with pytest.raises(BackendOptionError, match=f"^{backend} backend options thread, devise: unknown option names"):
+        get_backend(backend, thread="2", devise="x")
+
+
+def test_option_names_are_the_constructor_keywords() -> None:
+    assert OnnxRuntimeBackend.option_names() == ("device_id", "io_binding", "provider_options", "providers", "threads")
+    assert backend_class("openvino").option_names() == ("allow_precision_fallback", "device", "performance_hint",
+                                                        "threads")
+    assert "soc_version" in backend_class("ascend").option_names()
+
+
+def test_every_chip_in_chips_toml_gives_options_its_backend_takes() -> None:
+    for chip in load_chips().values():
+        backend = get_backend(chip.backend, threads=None, **chip.backend_options)
+        assert backend.name == chip.backend
+
+
+def test_a_bad_option_is_a_usage_error_and_a_value_error() -> None:
+    """A failure without traceback inside a test, exit 4 at start-up; callers catching ValueError still do."""
+    assert issubclass(BackendOptionError, UsageError) and issubclass(BackendOptionError, ValueError)
+
+
+def test_option_reader_readers() -> None:
+    read = OptionReader("x")
+    assert read.flag("f", " Yes ") is True and read.flag("f", "OFF") is False and read.flag("f", False) is False
+    assert read.integer("n", "3", 1) == 3 and read.integer("n", None, 1) is None and read.integer("n", "", 0) is None
+    assert read.number("t", "2.5", 1.0) == 2.5
+    for bad in ("0.5", "soon", "nan"):
+        with pytest.raises(BackendOptionError, match=f"^x backend option t: expected a number >= 1, found '{bad}'$"):
+            read.number("t", bad, 1.0)
+    assert read.choice("c", "latency", ("LATENCY", "THROUGHPUT")) == "LATENCY"
+    with pytest.raises(BackendOptionError, match="^x backend option c: expected one of A, B, found 'C'$"):
+        read.choice("c", "C", ("A", "B"))
+    assert read.names("l", " a, b ,,") == ("a", "b") and read.names("l", None) == () and read.names("l", ["a"]) == ("a",)
+    with pytest.raises(BackendOptionError, match="^x backend option l: a,a names a thing twice$"):
+        read.names("l", "a,a", item="thing")
+    with pytest.raises(BackendOptionError, match=r"^x backend option l: unknown thing\(s\) c; expected comma-separated names from: a, b$"):
+        read.names("l", "a,c", item="thing", allowed=("a", "b"))
+    assert read.sections("s", "A:k=1, j = 2;B:k=3") == {"A": {"k": "1", "j": "2"}, "B": {"k": "3"}}
+    assert read.sections("s", {"A": {"k": 1}}) == {"A": {"k": "1"}} and read.sections("s", None) == {}
+    with pytest.raises(BackendOptionError, match="^x backend option s: expected 'Part:key=value,...' parts"):
+        read.sections("s", "k=1", section="Part")
+    with pytest.raises(BackendOptionError, match="^x backend option s: expected key=value in 'A:k', found 'k'$"):
+        read.sections("s", "A:k")
+
+
+# --------------------------------------------------------------------------------------------
+# Optional members are real members with defaults on the base classes
+
+
+def test_sessions_take_float32_unless_they_say_otherwise(tmp_path: Path, weight: np.ndarray,
+                                                         target: CompileTarget) -> None:
+    assert Session.input_dtype == np.float32 and "compute_times_ms" not in vars(Session)
+    torch = pytest.importorskip("torch")
+    session = TorchSession(torch.nn.Flatten(), 4, SHAPE, CLASSES)
+    assert isinstance(session, Session) and session.input_dtype == np.float32
+    with OnnxRuntimeBackend().open(tiny_onnx(tmp_path / "m.onnx", weight), target, num_classes=CLASSES) as ort:
+        assert isinstance(ort, Session) and ort.input_dtype == np.float32
+
+
+def test_backends_without_host_threads_say_none() -> None:
+    assert Backend.threads is None
+    assert get_backend("ascend", threads="4").threads is None  # the NPU runs the model
+    assert get_backend("onnxruntime", threads="2").threads == 2

@@ -20,6 +20,7 @@ from harness.backends.base import (
     get_backend,
     known_backends,
 )
+from harness.backends.options import BackendOptionError
 from harness.specs import CompileTarget
 
 ov = pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install 'openvino>=2024.0'")
@@ -71,14 +72,14 @@ def test_registry_builds_it_from_chips_toml_style_strings() -> None:
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"threads": "0"}, "threads: expected a positive integer, found '0'"),
-        ({"threads": "two"}, "threads: expected a positive integer"),
+        ({"threads": "0"}, "threads: expected an integer >= 1, found '0'"),
+        ({"threads": "two"}, "threads: expected an integer >= 1, found 'two'"),
         ({"performance_hint": "FAST"}, "performance_hint: expected one of LATENCY, THROUGHPUT, found 'FAST'"),
         ({"allow_precision_fallback": "maybe"}, "allow_precision_fallback: expected true or false"),
     ],
 )
 def test_bad_options_say_what_was_expected(options: dict[str, str], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(BackendOptionError, match=message):
         OpenVinoBackend(**options)  # type: ignore[arg-type]
 
 

@@ -17,12 +17,12 @@ import pytest
 from test_backends import CLASSES, SHAPE, expected, tiny_onnx
 
 import harness.backends.onnxruntime as ort_mod
+import harness.backends.onnxruntime.host as ort_host
 from harness.backends.base import BackendUnavailable, InferenceError, get_backend
 from harness.backends.onnxruntime import (
     CPU,
     CUDA,
     TENSORRT,
-    ConfigError,
     OnnxRuntimeBackend,
     OnnxRuntimeBoundSession,
     OnnxRuntimeSession,
@@ -31,6 +31,7 @@ from harness.backends.onnxruntime import (
     parse_providers,
     provider_list,
 )
+from harness.backends.options import BackendOptionError
 from harness.run.timing import DEVICE_COMPUTE, measure
 from harness.specs import CompileTarget, TimingPolicy, load_chips
 
@@ -52,7 +53,7 @@ def fake_gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     gpus = tmp_path / "nvidia-gpus"
     for bus in ("0000:01:00.0", "0000:02:00.0"):
         (gpus / bus).mkdir(parents=True)
-    monkeypatch.setattr(ort_mod, "NVIDIA_GPUS_DIR", gpus)
+    monkeypatch.setattr(ort_host, "NVIDIA_GPUS_DIR", gpus)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setattr(ort, "get_available_providers", lambda: [TENSORRT, CUDA, CPU])
     return gpus
@@ -67,9 +68,9 @@ def test_providers_parse_as_chips_toml_gives_them() -> None:
     assert parse_providers(" CUDAExecutionProvider , CPUExecutionProvider ") == (CUDA, CPU)
     assert parse_providers([CUDA]) == (CUDA,)
     assert parse_providers(None) == parse_providers("") == (CPU,)
-    with pytest.raises(ConfigError, match=r"unknown provider\(s\) CudaProvider; expected .*CUDAExecutionProvider"):
+    with pytest.raises(BackendOptionError, match=r"unknown provider\(s\) CudaProvider; expected .*CUDAExecutionProvider"):
         parse_providers("CudaProvider")
-    with pytest.raises(ConfigError, match="names a provider twice"):
+    with pytest.raises(BackendOptionError, match="names a provider twice"):
         parse_providers("CUDAExecutionProvider,CUDAExecutionProvider")
 
 
@@ -81,9 +82,9 @@ def test_provider_options_parse_from_one_string() -> None:
     }
     assert parse_provider_options({CUDA: {"arena_extend_strategy": 1}}) == {CUDA: {"arena_extend_strategy": "1"}}
     assert parse_provider_options(None) == parse_provider_options("") == {}
-    with pytest.raises(ConfigError, match="expected 'Provider:key=value,...'"):
+    with pytest.raises(BackendOptionError, match="expected 'Provider:key=value,...'"):
         parse_provider_options("trt_fp16_enable=1")
-    with pytest.raises(ConfigError, match="expected key=value"):
+    with pytest.raises(BackendOptionError, match="expected key=value"):
         parse_provider_options(f"{TENSORRT}:trt_fp16_enable")
 
 
@@ -97,7 +98,7 @@ def test_provider_options_parse_from_one_string() -> None:
     ],
 )
 def test_bad_backend_options_are_refused(options: dict[str, str], message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(BackendOptionError, match=message):
         OnnxRuntimeBackend(**options)  # type: ignore[arg-type]
 
 
@@ -133,11 +134,11 @@ def test_fp32_keeps_tensorrt_in_fp32_and_user_options_are_added() -> None:
 
 
 def test_user_options_may_not_contradict_the_chip_or_target() -> None:
-    with pytest.raises(ConfigError, match=r"trt_fp16_enable=1 contradicts 'False'.*precision"):
+    with pytest.raises(BackendOptionError, match=r"trt_fp16_enable=1 contradicts 'False'.*precision"):
         provider_list((TENSORRT, CUDA), target("fp32"), user_options={TENSORRT: {"trt_fp16_enable": "1"}})
-    with pytest.raises(ConfigError, match="device_id=3 contradicts '0'"):
+    with pytest.raises(BackendOptionError, match="device_id=3 contradicts '0'"):
         provider_list((CUDA,), target("fp32"), user_options={CUDA: {"device_id": "3"}})
-    with pytest.raises(ConfigError, match="not in providers"):
+    with pytest.raises(BackendOptionError, match="not in providers"):
         provider_list((CUDA,), target("fp32"), user_options={TENSORRT: {"trt_fp16_enable": "0"}})
 
 

@@ -176,6 +176,7 @@ class StaleSession:
 
     def __init__(self, inner) -> None:
         self.inner, self.batch_size, self._last = inner, inner.batch_size, None
+        self.input_dtype = inner.input_dtype
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         if self._last is None:
@@ -188,6 +189,7 @@ class ZerosSession:
 
     def __init__(self, inner) -> None:
         self.inner, self.batch_size, self.calls = inner, inner.batch_size, 0
+        self.input_dtype = inner.input_dtype
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         self.calls += 1

@@ -1,20 +1,23 @@
-"""The Backend base class and Session protocol every inference runtime implements.
+"""The Backend and Session base classes every inference runtime implements, and the registry.
 
 Build is separate from run: ``compile`` is pure and cached by the caller (its output depends only
 on the ONNX file, the target and ``version()``); ``open`` owns the device and yields a Session.
-Timing never lives inside a backend.
+Timing never lives inside a backend. Optional members are plain members with defaults here,
+never probed with ``getattr``.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, ContextManager, Mapping, Protocol, runtime_checkable
+from typing import Any, ClassVar, ContextManager, Mapping
 
 import numpy as np
 
-from harness.errors import HarnessError, NotApplicable
+from harness.backends.options import OptionReader
+from harness.errors import HarnessError, NotApplicable, NotReady
 from harness.specs import CompileTarget
 
 
@@ -22,7 +25,7 @@ class BackendUnavailable(NotApplicable, RuntimeError):
     """The backend's SDK, tool or device is missing; the message says what to install."""
 
 
-class DeviceBusy(HarnessError, RuntimeError):
+class DeviceBusy(NotReady, RuntimeError):
     """The device is busy or unhealthy; timing it would not certify anything (the message says why)."""
 
 
@@ -30,13 +33,24 @@ class InferenceError(HarnessError, RuntimeError):
     """A session was given input it cannot run, or produced output that is not logits."""
 
 
-@runtime_checkable
-class Session(Protocol):
-    batch_size: int
+class Session(ABC):
+    """One loaded model on one device, as :meth:`Backend.open` yields it.
 
+    - ``batch_size``: the most images one :meth:`infer` takes;
+    - ``input_dtype``: the dtype :meth:`infer` takes; float32 (normalized images) unless the model
+      takes uint8 pixels (:mod:`harness.model.uint8_input`, Ascend's AIPP).
+
+    A session that knows its device's compute time per run also has ``compute_times_ms()``
+    (:class:`harness.run.timing.ReportsComputeTime`); the others have no such member, so the
+    timing loop's device clock is only ever a real one.
+    """
+
+    batch_size: int
+    input_dtype: np.dtype = np.dtype(np.float32)
+
+    @abstractmethod
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 3, H, W) float32 with N <= batch_size -> (N, classes) float32 logits."""
-        ...
+        """(N, 3, H, W) of ``input_dtype`` with N <= batch_size -> (N, classes) float32 logits."""
 
 
 class Backend(ABC):
@@ -49,14 +63,23 @@ class Backend(ABC):
       added to the compiled artifact's cache key and manifest (``Workbench.compiled``);
     - :meth:`preflight`: raise :class:`DeviceBusy` before timing (Ascend: npu-smi);
     - :meth:`compiled_precision`: the precision the records show for a target (Ascend: the ATC mode);
-    - ``handles_uint8_input``: compiles normalization in itself (:func:`folds_uint8_input`).
+    - ``handles_uint8_input``: compiles normalization in itself (:func:`folds_uint8_input`);
+    - ``threads``: the host threads the runtime runs with; None: its default, or not applicable.
 
-    Sessions' optional ``compute_times_ms()`` and ``input_dtype`` give the device clock and the
-    batch dtype.
+    Options (``backend_options`` in fixtures/chips.toml) are the constructor's keyword parameters
+    (:meth:`option_names`), read with :class:`harness.backends.options.OptionReader`.
     """
 
     name: ClassVar[str]
     handles_uint8_input: ClassVar[bool] = False
+    threads: int | None = None
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        """The options this backend takes: its constructor's keyword parameters, sorted."""
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        params = list(inspect.signature(cls.__init__).parameters.values())[1:]  # without self
+        return tuple(sorted(p.name for p in params if p.kind in kinds))
 
     @abstractmethod
     def unavailable_reason(self) -> str | None:
@@ -121,8 +144,11 @@ def backend_class(name: str) -> type[Backend]:
 
 
 def get_backend(name: str, **options: object) -> Backend:
-    """An instance of the named backend with ``options`` (fixtures/chips.toml backend_options)."""
-    return backend_class(name)(**options)
+    """An instance of the named backend with ``options`` (fixtures/chips.toml backend_options);
+    an option name it does not take is a :class:`~harness.backends.options.BackendOptionError`."""
+    cls = backend_class(name)
+    OptionReader(name).check_names(options, cls.option_names())
+    return cls(**options)
 
 
 def folds_uint8_input(name: str) -> bool:

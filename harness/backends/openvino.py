@@ -49,9 +49,11 @@ from harness.backends.base import (
     Backend,
     BackendUnavailable,
     InferenceError,
+    Session,
     check_batch,
     check_logits,
 )
+from harness.backends.options import OptionReader
 from harness.specs import CompileTarget
 
 ARTIFACT_NAME = "model.xml"
@@ -66,7 +68,7 @@ _CAPABILITY_ISA = {"BF16": "AVX512_BF16 or AMX", "FP16": "AVX512_FP16 or AMX-FP1
 ISA_CAP_VARIABLES = ("OV_CPU_MAX_ISA", "ONEDNN_MAX_CPU_ISA")
 PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT")
 _NUMPY_DTYPES = {"f32": np.float32, "u8": np.uint8}
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+OPTIONS = OptionReader("openvino")
 
 
 def _ov() -> Any:
@@ -75,30 +77,6 @@ def _ov() -> Any:
     except ImportError as exc:
         raise BackendUnavailable(f"OpenVINO is not installed ({exc}); {INSTALL_HINT}") from exc
     return openvino
-
-
-def _flag(name: str, value: bool | str) -> bool:
-    """A boolean option that may arrive as a string from ``fixtures/chips.toml``."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ValueError(f"openvino backend option {name}: expected true or false, found {value!r}")
-
-
-def _threads(value: int | str | None) -> int | None:
-    if value is None or value == "":
-        return None
-    try:
-        threads = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"openvino backend option threads: expected a positive integer, found {value!r}") from None
-    if threads <= 0:
-        raise ValueError(f"openvino backend option threads: expected a positive integer, found {value!r}")
-    return threads
 
 
 def precision_hint(precision: str) -> str:
@@ -111,7 +89,7 @@ def precision_hint(precision: str) -> str:
         ) from None
 
 
-class OpenVinoSession:
+class OpenVinoSession(Session):
     """One compiled model and one infer request; ``infer`` takes (N <= batch_size, 3, H, W).
 
     The IR has a static batch: a short batch is zero-padded to ``batch_size`` and the padding's
@@ -172,16 +150,10 @@ class OpenVinoBackend(Backend):
         performance_hint: str = "LATENCY",
         allow_precision_fallback: bool | str = False,
     ):
-        self.threads = _threads(threads)
+        self.threads = OPTIONS.integer("threads", threads, 1)
         self.device = device
-        hint = str(performance_hint).upper()
-        if hint not in PERFORMANCE_HINTS:
-            raise ValueError(
-                f"openvino backend option performance_hint: expected one of {', '.join(PERFORMANCE_HINTS)}, "
-                f"found {performance_hint!r}"
-            )
-        self.performance_hint = hint
-        self.allow_precision_fallback = _flag("allow_precision_fallback", allow_precision_fallback)
+        self.performance_hint = OPTIONS.choice("performance_hint", performance_hint, PERFORMANCE_HINTS)
+        self.allow_precision_fallback = OPTIONS.flag("allow_precision_fallback", allow_precision_fallback)
         self._core: Any = None
         # requested INFERENCE_PRECISION_HINT -> the one the compiled models reported, per open().
         self.opened: dict[str, dict[str, Any]] = {}

@@ -10,10 +10,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from harness.backends.base import InferenceError, check_batch, check_logits
+from harness.backends.base import InferenceError, Session, check_batch, check_logits
 
 
-class TorchSession:
+class TorchSession(Session):
     """Runs an eval-mode torch module on CPU; same contract as a compiled Session."""
 
     name: ClassVar[str] = "torch"

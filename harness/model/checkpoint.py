@@ -49,6 +49,10 @@ class WeightsNotFound(WeightsError, NotApplicable):
         super().__init__(message)
         self.short = short
 
+    def reason(self) -> str:
+        return (f"pretrained weights not available: {self.short}; accuracy needs them (--weights-dir DIR), "
+                "throughput and conversion do not depend on weight values: pass --weights random")
+
     def __reduce__(self) -> tuple[type[WeightsNotFound], tuple[str, str]]:
         # Exceptions cross process boundaries by pickling; the default would call
         # WeightsNotFound(message) and fail for want of ``short``.

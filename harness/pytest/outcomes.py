@@ -12,7 +12,13 @@ from typing import Any, Generator
 
 import pytest
 
-from harness.errors import HarnessError, NotApplicable, NotCertified, NotReady, UsageError
+from harness.errors import (
+    HarnessError,
+    NotApplicable,
+    NotCertified,
+    NotReady,
+    UsageError,
+)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -25,7 +31,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     if isinstance(error, NotApplicable):
         path, lineno, _name = item.location
         report.outcome = "skipped"
-        report.longrepr = (str(path), (lineno or 0) + 1, f"Skipped: {error}")
+        report.longrepr = (str(path), (lineno or 0) + 1, f"Skipped: {error.reason()}")
     elif isinstance(error, (NotCertified, UsageError, NotReady)):
         report.longrepr = f"{type(error).__name__}: {error}"
     return report

@@ -13,7 +13,7 @@ from harness.progress import progress
 
 def feed(session: Session, prepared: data_mod.PreparedDataset, batch_size: int) -> Iterator[tuple[int, np.ndarray]]:
     """Batches in the session's input dtype: normalized float32, or the cache's uint8 as is."""
-    if np.dtype(getattr(session, "input_dtype", np.float32)) == np.uint8:
+    if session.input_dtype == np.uint8:
         for start in range(0, len(prepared), batch_size):
             yield start, np.ascontiguousarray(prepared.images[start : start + batch_size])
     else:

@@ -20,6 +20,7 @@ from harness.judge.gates import computed_check
 from harness.judge.metrics import Parity, parity
 from harness.run.infer import feed
 from harness.run.timing import Measurement, measure, ring_indices
+from harness.run.workbench import on_chip
 from harness.specs import ChipSpec, ModelSpec, TimingPolicy
 
 if TYPE_CHECKING:
@@ -85,7 +86,7 @@ def time_one(session: Session, prepared: PreparedDataset, policy: TimingPolicy) 
     indices = ring_indices(len(prepared), session.batch_size, policy.ring_images)
     ring = int(max(int(i.max()) for i in indices)) + 1
     spec = prepared.spec
-    raw = np.dtype(getattr(session, "input_dtype", np.float32)) == np.uint8
+    raw = session.input_dtype == np.uint8
     batches = [np.asarray(prepared.images[idx]) if raw else normalize(np.asarray(prepared.images[idx]), spec.mean, spec.std)
                for idx in indices]
     reference = accuracy_mode_logits(session, prepared, ring)
@@ -109,7 +110,8 @@ def run_sweep(workbench: Workbench, spec: ModelSpec, chip: ChipSpec, batch_sizes
 
     backend = workbench.backend(chip)
     prepared = workbench.dataset(spec, source)
-    backend.preflight(device_id)  # e.g. Ascend: refuse a busy device (npu-smi)
+    with on_chip(chip.name):
+        backend.preflight(device_id)  # e.g. Ascend: refuse a busy device (npu-smi)
     points = []
     precisions = set()
     weights: dict[str, Any] = {}

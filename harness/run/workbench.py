@@ -8,9 +8,10 @@ the on-disk cache, which builds each artifact once.
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -87,6 +88,18 @@ class LoadedModel:
         return self.weights.provenance()
 
 
+@contextmanager
+def on_chip(chip: str) -> Iterator[None]:
+    """Name the chip in a backend's refusal (``<chip> backend unavailable: <why>``): the backend
+    says what it lacks, the run says which chip of the command line that was."""
+    try:
+        yield
+    except BackendUnavailable as exc:
+        if str(exc).startswith(f"{chip} backend unavailable: "):
+            raise
+        raise BackendUnavailable(f"{chip} backend unavailable: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class Compiled:
     """A model compiled for one chip and batch size, ready to open: the one way from the registry
@@ -97,9 +110,14 @@ class Compiled:
     artifact: Path
     target: CompileTarget
 
-    def open(self, device_id: int = 0) -> Session:
-        return self.backend.open(self.artifact, self.target, device_id=device_id,
-                                 num_classes=self.loaded.spec.num_classes)
+    @contextmanager
+    def open(self, device_id: int = 0) -> Iterator[Session]:
+        """A session on ``device_id``, closed on exit; a refusal while opening names the chip."""
+        with ExitStack() as stack:
+            with on_chip(self.target.chip):
+                session = stack.enter_context(self.backend.open(
+                    self.artifact, self.target, device_id=device_id, num_classes=self.loaded.spec.num_classes))
+            yield session
 
     @property
     def precision(self) -> str:
@@ -258,8 +276,9 @@ class Workbench:
         backend = backend or self.backend(chip)
         loaded = self.model(spec, weights, calibration_source=source)
         target = self.target(spec, chip, batch_size)
-        return Compiled(loaded=loaded, backend=backend, artifact=self.compiled(backend, self.onnx(loaded, chip), target),
-                        target=target)
+        with on_chip(chip.name):
+            artifact = self.compiled(backend, self.onnx(loaded, chip), target)
+        return Compiled(loaded=loaded, backend=backend, artifact=artifact, target=target)
 
     # -- inference ----------------------------------------------------------------------------
 

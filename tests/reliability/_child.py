@@ -157,6 +157,7 @@ class _StallAfterFirstBatch:
     def __init__(self, session: Any):
         self._session = session
         self.batch_size = session.batch_size
+        self.input_dtype = session.input_dtype
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         self._session.infer(batch)

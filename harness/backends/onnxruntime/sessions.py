@@ -1,0 +1,99 @@
+"""ONNX Runtime sessions: a plain ``InferenceSession`` run, and one bound to the device (IOBinding).
+
+On a GPU the bound session copies each batch to the device first
+(``OrtValue.ortvalue_from_numpy(x, "cuda", device_id)``), then times only the run and reports it
+through ``compute_times_ms()``, so the timing loop's ``device_compute`` clock is compute only, like
+trtexec's GPU compute time and ais_bench's ``NPU_compute_time``. The plain session has no such
+clock (and no such member): it is timed by the wall clock.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from harness.backends.base import InferenceError, Session, check_batch, check_logits
+from harness.specs import CompileTarget
+
+_INPUT_DTYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8}
+
+
+def input_dtype(session: Any, where: str) -> np.dtype:
+    """The dtype an ORT session's (first) input takes: float32, or uint8 (:mod:`harness.model.uint8_input`)."""
+    kind = session.get_inputs()[0].type
+    if kind not in _INPUT_DTYPES:
+        raise InferenceError(f"{where}: the model's input is {kind}; expected tensor(float) or tensor(uint8)")
+    return np.dtype(_INPUT_DTYPES[kind])
+
+
+class OnnxRuntimeSession(Session):
+    """One ORT InferenceSession; ``infer`` takes (N<=batch_size, 3, H, W) of the model's input dtype
+    (float32 normally, uint8 for a model made by :mod:`harness.model.uint8_input`)."""
+
+    def __init__(self, session: Any, target: CompileTarget, num_classes: int):
+        self._session = session
+        self._input = session.get_inputs()[0].name
+        self._output = session.get_outputs()[0].name
+        self.batch_size = target.batch_size
+        self._shape = target.input_shape
+        self._num_classes = num_classes
+        self.input_dtype = input_dtype(session, "onnxruntime")
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        check_batch(batch, self.batch_size, self._shape, "onnxruntime", self.input_dtype)
+        try:
+            (out,) = self._session.run([self._output], {self._input: batch})
+        except Exception as exc:  # ORT raises its own exception types per failure kind
+            raise InferenceError(f"onnxruntime failed on a batch of shape {batch.shape}: {exc}") from exc
+        return check_logits(out, batch.shape[0], self._num_classes, "onnxruntime")
+
+
+class OnnxRuntimeBoundSession(Session):
+    """A session whose inputs and outputs live on the device (IOBinding).
+
+    ``infer`` copies the batch to the device, then times only the run (synchronized), then copies
+    the logits back; :meth:`compute_times_ms` lists those run times, which the timing loop uses as
+    its ``device_compute`` clock. ``device_type`` is ``"cuda"`` on a GPU (``"cpu"`` exercises the
+    same path on a host without one).
+    """
+
+    def __init__(self, session: Any, target: CompileTarget, num_classes: int, device_type: str, device_id: int):
+        import onnxruntime  # importable: ``session`` is one of its InferenceSessions
+
+        self._ort_value = onnxruntime.OrtValue
+        self._session = session
+        self._input = session.get_inputs()[0].name
+        self._output = session.get_outputs()[0].name
+        self.batch_size = target.batch_size
+        self._shape = target.input_shape
+        self._num_classes = num_classes
+        self.input_dtype = input_dtype(session, "onnxruntime")
+        self.device_type = device_type
+        self.device_id = device_id
+        self._compute_ms: list[float] = []
+
+    def compute_times_ms(self) -> Sequence[float]:
+        """Milliseconds of every device run since the session opened, transfers excluded."""
+        return tuple(self._compute_ms)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        check_batch(batch, self.batch_size, self._shape, "onnxruntime", self.input_dtype)
+        try:
+            value = self._ort_value.ortvalue_from_numpy(np.ascontiguousarray(batch), self.device_type, self.device_id)
+            binding = self._session.io_binding()
+            binding.bind_ortvalue_input(self._input, value)
+            binding.bind_output(self._output, self.device_type, self.device_id)
+            binding.synchronize_inputs()
+            started = time.perf_counter_ns()
+            self._session.run_with_iobinding(binding)
+            binding.synchronize_outputs()
+            elapsed = time.perf_counter_ns() - started
+            (out,) = binding.copy_outputs_to_cpu()
+        except Exception as exc:  # ORT raises its own exception types per failure kind
+            raise InferenceError(
+                f"onnxruntime ({self.device_type}:{self.device_id}) failed on a batch of shape {batch.shape}: {exc}"
+            ) from exc
+        self._compute_ms.append(elapsed / 1e6)
+        return check_logits(out, batch.shape[0], self._num_classes, "onnxruntime")
