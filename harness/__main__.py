@@ -1,81 +1,35 @@
-"""``python -m harness report [PATHS...]``: merge results files into one report.
+"""``python -m harness COMMAND``: the suite's tools outside pytest (see harness.cli).
 
-The nightly merge job runs this over every machine's artifacts; a person runs it over
-``reports/``. Exit status: 0 written; 2 bad input (one line saying what was expected, no
-traceback); 1 regressions flagged, only with ``--fail-on-regression`` so a report is never lost
-to a red build by default.
+Exit status: what the command returns (0 on success); 2 for bad input, printed as one line that
+says what was expected, without a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from pathlib import Path
 from typing import Sequence
 
-from harness.judge.baselines import BaselineError
-from harness.records.results import ResultsError
-from harness.specs import SpecError
+from harness.cli import COMMANDS
+from harness.errors import UsageError
 
-DEFAULT_RESULTS = Path("reports")
-EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_BAD_INPUT = 2
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m harness", description="model-zoo certification tools")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    report = commands.add_parser(
-        "report", help="merge results files (JSON lines) into report.md, report.html and plots/",
-        description="Merge results files (JSON lines written by pytest --results) from one or more runs and "
-        "machines into report.md, a self-contained report.html and plots/<model>.png.",
-    )
-    report.add_argument("paths", nargs="*", type=Path, metavar="PATH",
-                        help="results files, or directories searched recursively for *.jsonl (default: reports/)")
-    report.add_argument("--out", type=Path, metavar="DIR",
-                        help="where to write the report (default: the first PATH if it is a directory, else reports/)")
-    report.add_argument("--baselines-dir", type=Path, metavar="DIR",
-                        help="baseline figures, one <chip>.csv each (default: fixtures/baselines)")
-    report.add_argument("--fail-on-regression", action="store_true",
-                        help="exit with status 1 when a regression is flagged (default: report it, exit 0)")
+    for name in COMMANDS:
+        importlib.import_module(name).add_parser(commands)
     return parser
-
-
-def _out_dir(paths: Sequence[Path], out: Path | None) -> Path:
-    if out is not None:
-        return out
-    return paths[0] if paths and paths[0].is_dir() else DEFAULT_RESULTS
-
-
-def report_command(args: argparse.Namespace) -> int:
-    from harness.records.results import load_results
-    from harness.report.build import terminal_table, write_report
-
-    paths = list(args.paths) or [DEFAULT_RESULTS]
-    if args.baselines_dir is not None and not args.baselines_dir.is_dir():
-        raise SpecError(f"--baselines-dir {args.baselines_dir}: expected a directory of <chip>.csv files, found none")
-    results = load_results(paths)
-    written = write_report(results, _out_dir(paths, args.out), baselines_dir=args.baselines_dir)
-    print(terminal_table(results))
-    print()
-    for warning in results.warnings:
-        print(f"warning: {warning}")
-    for note in written.notes:
-        print(f"note: {note}")
-    print(f"report written: {written.markdown}, {written.html}, {len(written.plots)} plot(s) in {written.out_dir / 'plots'}")
-    if written.regressions:
-        print(f"{len(written.regressions)} regression(s):")
-        for regression in written.regressions:
-            print(f"  {regression.describe()}")
-    else:
-        print("no regressions against the previous runs")
-    return EXIT_REGRESSION if written.regressions and args.fail_on_regression else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return report_command(args)
-    except (ResultsError, SpecError, BaselineError) as exc:
+        return int(args.run(args))
+    except UsageError as exc:
         print(f"python -m harness {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as exc:
