@@ -1,39 +1,94 @@
-"""What every acceptance test records about the run (JUnit properties + results file)."""
+"""The acceptance tests' record parts (harness.records.parts) from what the harness measured.
+
+Every test starts its record with the configuration it was asked for (``configuration``) and
+replaces it with what ran once that is known (the backend's precision after compiling); the
+parts below turn an :class:`~harness.run.workbench.Evaluation` or a
+:class:`~harness.run.sweep.Sweep` into the fields of the results file, rounded as recorded.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
+from typing import Sequence
 
-from harness.run.workbench import Evaluation
+from harness.judge.baselines import Figure
+from harness.records.parts import (
+    MEASURED,
+    Configuration,
+    PerfPoint,
+    Published,
+    Reference,
+    Scores,
+    Setup,
+)
+from harness.run.sweep import Sweep
+from harness.run.workbench import Evaluation, Workbench
+from harness.specs import ChipSpec, ModelSpec
 
 
-def evaluation_properties(ev: Evaluation) -> dict[str, Any]:
+def configuration(workbench: Workbench, spec: ModelSpec, chip: ChipSpec, batch_size: int | None = None,
+                  source: str = MEASURED) -> Configuration:
+    """What the test was asked to run: figures measured here know their backend and input up front."""
+    if source != MEASURED:
+        return Configuration(model=spec.name, chip=chip.name, batch_size=batch_size, source=source)
+    return Configuration(model=spec.name, chip=chip.name, backend=chip.backend, input_dtype=workbench.cfg.input_dtype,
+                         batch_size=batch_size, source=source)
+
+
+def published(spec: ModelSpec) -> Published:
+    p = spec.published
+    return Published(published_top1=p.top1, published_top5=p.top5, published_source=p.source)
+
+
+def evaluation_parts(ev: Evaluation, config: Configuration, dataset_name: str | None = None) -> dict[str, object]:
+    """``record.update(**evaluation_parts(ev, config))``: what an accuracy or agreement run measured."""
     return {
-        "model": ev.model,
-        "chip": ev.chip,
-        "backend": ev.backend,
-        "backend_version": ev.backend_version,
-        "precision": ev.precision,
-        "input_dtype": ev.input_dtype,
-        "decode": ev.decode,
-        **{f"env_{k}": v for k, v in ev.environment.items()},
-        "batch_size": ev.batch_size,
-        "dataset": ev.dataset,
-        "dataset_key": ev.dataset_key,
-        "label_source": ev.label_source,
-        "images": ev.accuracy.count,
-        "skipped_unlabeled": ev.skipped_unlabeled,
-        "skipped_missing": ev.skipped_missing,
-        "preprocess": ev.preprocess.describe(),
-        "weights": ev.weights.get("kind"),
-        "weights_source": ev.weights.get("source"),
-        "weights_sha256": ev.weights.get("sha256"),
-        "top1": round(ev.accuracy.top1, 4),
-        "top5": round(ev.accuracy.top5, 4),
-        "reference_top1": round(ev.reference.top1, 4),
-        "reference_top5": round(ev.reference.top5, 4),
-        "delta_top1_vs_reference": round(ev.accuracy.top1 - ev.reference.top1, 4),
-        "delta_top5_vs_reference": round(ev.accuracy.top5 - ev.reference.top5, 4),
-        "top1_agreement": round(ev.agreement.top1_agreement, 4),
-        "max_abs_diff": float(f"{ev.agreement.max_abs_diff:.4g}"),
+        "config": replace(config, backend=ev.backend, precision=ev.precision, input_dtype=ev.input_dtype),
+        "setup": Setup(
+            backend_version=ev.backend_version, environment=dict(ev.environment), decode=ev.decode,
+            dataset=ev.dataset, dataset_name=dataset_name, dataset_key=ev.dataset_key, label_source=ev.label_source,
+            preprocess=ev.preprocess.describe(), weights=ev.weights.get("kind"),
+            weights_source=ev.weights.get("source"), weights_sha256=ev.weights.get("sha256"),
+        ),
+        "scores": Scores(images=ev.accuracy.count, skipped_unlabeled=ev.skipped_unlabeled,
+                         skipped_missing=ev.skipped_missing, top1=round(ev.accuracy.top1, 4),
+                         top5=round(ev.accuracy.top5, 4)),
+        "reference": Reference(
+            reference_top1=round(ev.reference.top1, 4), reference_top5=round(ev.reference.top5, 4),
+            delta_top1_vs_reference=round(ev.accuracy.top1 - ev.reference.top1, 4),
+            delta_top5_vs_reference=round(ev.accuracy.top5 - ev.reference.top5, 4),
+            top1_agreement=round(ev.agreement.top1_agreement, 4),
+            max_abs_diff=float(f"{ev.agreement.max_abs_diff:.4g}"),
+        ),
     }
+
+
+def sweep_setup(sweep: Sweep, workbench: Workbench) -> Setup:
+    """What a batch sweep ran on."""
+    return Setup(backend_version=sweep.backend_version, environment=dict(sweep.environment),
+                 device_id=workbench.device_id(), decode=workbench.cfg.decode, dataset=sweep.dataset,
+                 dataset_key=sweep.dataset_key, ring_images=sweep.ring_images, weights=sweep.weights.get("kind"),
+                 weights_source=sweep.weights.get("source"))
+
+
+def sweep_points(sweep: Sweep) -> tuple[PerfPoint, ...]:
+    """Each batch size's timing and its computed-check figures."""
+    points = []
+    for p in sweep.points:
+        m = p.measurement
+        points.append(PerfPoint(
+            batch_size=m.batch_size, images_per_s=round(m.images_per_s, 4), wall_images_per_s=round(m.wall_images_per_s, 4),
+            device_images_per_s=round(m.device_images_per_s, 4) if m.device_images_per_s is not None else None,
+            latency_ms_mean=round(m.latency_ms_mean, 4), latency_ms_median=round(m.latency_ms_median, 4),
+            latency_ms_p90=round(m.latency_ms_p90, 4), latency_ms_p99=round(m.latency_ms_p99, 4),
+            latency_cv_percent=round(m.latency_cv_percent, 3), runs=m.runs, seconds=round(m.seconds, 3),
+            computed_top1_agreement=p.computed.top1_agreement,
+            computed_max_rel_diff=float(f"{p.computed.max_rel_diff:.4g}"),
+        ))
+    return tuple(points)
+
+
+def figure_points(figures: Sequence[Figure]) -> tuple[PerfPoint, ...]:
+    """Figures read from elsewhere (--measurements): images/s per batch size, as their source states them."""
+    return tuple(PerfPoint(batch_size=f.batch_size, images_per_s=round(f.images_per_s, 4))
+                 for f in sorted(figures, key=lambda f: f.batch_size))

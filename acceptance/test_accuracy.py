@@ -2,67 +2,67 @@
 
 `pytest -m accuracy --imagenet DIR [--chip 310P3] [--models a,b] [--limit N]`. Each test compiles
 the model for the chip at one batch size, scores it, scores the torch reference on the same
-images, and checks the policy's gates (fixtures/policy.toml).
+images, and checks the policy's gates (fixtures/policy.toml). Its record (harness.records.schema)
+carries the figures and the gates' verdict.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 import pytest
 
-from acceptance._records import evaluation_properties
-from harness.backends.base import BackendUnavailable
-from harness.judge.gates import accuracy_gates, agreement_gate, failures
-from harness.model.weights import WeightsNotFound
+from acceptance._records import configuration, evaluation_parts, published
+from harness.judge.gates import (
+    agreement_gate,
+    agreement_verdict_gate,
+    certify,
+    paired_accuracy_gates,
+    published_gates,
+    tolerance_for,
+    verdict_fields,
+)
+from harness.pytest.fixtures import RecordWriter
+from harness.records.parts import Judgement, Setup, Verdicts
+from harness.records.schema import AccuracyRecord, AgreementRecord
 from harness.run.workbench import Workbench
 from harness.specs import ChipSpec, ModelSpec, Policy
 
 pytestmark = pytest.mark.slow
-
-
-def _evaluate(workbench: Workbench, spec: ModelSpec, chip: ChipSpec, batch_size: int, source: str):
-    try:
-        return workbench.evaluate(spec, chip, batch_size, source)
-    except BackendUnavailable as exc:
-        pytest.skip(f"{chip.name} backend unavailable: {exc}")
+EMBEDDED = "embedded synthetic images"
 
 
 @pytest.mark.accuracy
 def test_accuracy(
     workbench: Workbench, policy: Policy, model_spec: ModelSpec, chip_spec: ChipSpec, batch_size: int,
-    record: Callable[..., None],
+    record: RecordWriter,
 ) -> None:
-    record(kind="accuracy", model=model_spec.name, chip=chip_spec.name, batch_size=batch_size,
-           published_top1=model_spec.published.top1, published_top5=model_spec.published.top5,
-           published_source=model_spec.published.source)
+    config = configuration(workbench, model_spec, chip_spec, batch_size)
+    record.start(AccuracyRecord(config=config, published=published(model_spec)))
     if workbench.cfg.imagenet is None:
         pytest.skip("accuracy not certified: no ImageNet given; pass --imagenet DIR "
                     "(DIR/val/*.JPEG with DIR/val_label.txt, or an ImageFolder tree DIR/val/<wnid>/*.JPEG)")
-    ev = _evaluate(workbench, model_spec, chip_spec, batch_size, "imagenet")
-    record(**evaluation_properties(ev))
-    gates = accuracy_gates(ev.accuracy, model_spec.published, policy)
-    gates.append(agreement_gate(ev.agreement, policy, "torch"))
-    record(**{f"gate_{g.name}": "pass" if g.passed else "fail" for g in gates})
-    if model_spec.published.top5 is None:
-        record(gate_top5="not checked: no published top-5 in " + model_spec.published.source)
-    problems = failures(gates)
-    assert not problems, f"{model_spec.name} on {chip_spec.name} bs{batch_size} is not certified:\n{problems}"
+    ev = workbench.evaluate(model_spec, chip_spec, batch_size, "imagenet")
+    record.update(**evaluation_parts(ev, config))
+    tolerance = tolerance_for(policy, model_spec)
+    gates = paired_accuracy_gates(ev.reference_correct, ev.compiled_correct, policy, tolerance)
+    gates += published_gates(ev.accuracy, model_spec.published, ev.coverage, tolerance, policy.verdicts.confidence)
+    gates.append(agreement_verdict_gate(ev.agreement, policy, "torch"))
+    not_checked = {} if model_spec.published.top5 is not None else {
+        "published_top5": "not checked: no published top-5 in " + model_spec.published.source}
+    record.update(judgement=Judgement.of(gates, not_checked),
+                  verdicts=Verdicts.of(verdict_fields(gates), ev.coverage.as_record()))
+    certify(gates, f"{model_spec.name} on {chip_spec.name} bs{batch_size} ({ev.coverage.describe()})")
 
 
 @pytest.mark.agreement
 def test_agreement(
     workbench: Workbench, policy: Policy, model_spec: ModelSpec, chip_spec: ChipSpec, batch_size: int,
-    record: Callable[..., None],
+    record: RecordWriter,
 ) -> None:
     """Compiled model vs torch reference on the images the project makes (runs with no ImageNet)."""
-    record(kind="agreement", model=model_spec.name, chip=chip_spec.name, batch_size=batch_size,
-           dataset_name="embedded synthetic images")
-    try:
-        ev = _evaluate(workbench, model_spec, chip_spec, batch_size, "embedded")
-    except WeightsNotFound as exc:
-        pytest.skip(f"pretrained weights not available: {exc.short}")
-    record(**evaluation_properties(ev))
+    config = configuration(workbench, model_spec, chip_spec, batch_size)
+    record.start(AgreementRecord(config=config, setup=Setup(dataset_name=EMBEDDED)))
+    ev = workbench.evaluate(model_spec, chip_spec, batch_size, "embedded")
+    record.update(**evaluation_parts(ev, config, dataset_name=EMBEDDED))
     gate = agreement_gate(ev.agreement, policy, "torch")
-    record(gate_top1_agreement="pass" if gate.passed else "fail")
+    record.update(judgement=Judgement.of([gate]))
     assert gate.passed, gate.line()

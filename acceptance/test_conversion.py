@@ -6,8 +6,6 @@ parity can lie both ways otherwise), so this runs anywhere, with no checkpoints 
 
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 import onnx
 import pytest
@@ -16,6 +14,15 @@ from harness.backends.onnxruntime import OnnxRuntimeBackend
 from harness.backends.torch_ref import TorchSession
 from harness.judge.gates import conversion_gates, failures
 from harness.judge.metrics import parity
+from harness.pytest.fixtures import RecordWriter
+from harness.records.parts import (
+    MEASURED,
+    Configuration,
+    Judgement,
+    ParityFigures,
+    Setup,
+)
+from harness.records.schema import ConversionRecord
 from harness.run.workbench import Workbench
 from harness.specs import CompileTarget, ModelSpec, Policy
 
@@ -24,9 +31,9 @@ pytestmark = [pytest.mark.conversion, pytest.mark.slow]
 PARITY_BATCH = 8
 
 
-def test_export_parity(workbench: Workbench, policy: Policy, model_spec: ModelSpec, record: Callable[..., None]) -> None:
+def test_export_parity(workbench: Workbench, policy: Policy, model_spec: ModelSpec, record: RecordWriter) -> None:
     opset = workbench.cfg.opset
-    record(kind="conversion", model=model_spec.name, opset=opset)
+    record.start(ConversionRecord(config=Configuration(model=model_spec.name, source=MEASURED), opset=opset))
     loaded = workbench.model(model_spec, weights="random", calibration_source="embedded")
     onnx_path = workbench.onnx(loaded)
 
@@ -47,7 +54,12 @@ def test_export_parity(workbench: Workbench, policy: Policy, model_spec: ModelSp
     assert np.isfinite(torch_logits).all()
 
     report = parity(torch_logits, onnx_logits)
-    record(weights=loaded.weights.kind, weights_source=loaded.weights.source, images=report.count,
-           onnx_sha256_prefix=onnx_path.parent.name[:12], **report.as_record())
-    problems = failures(conversion_gates(report, policy))
+    gates = conversion_gates(report, policy)
+    record.update(setup=Setup(weights=loaded.weights.kind, weights_source=loaded.weights.source), images=report.count,
+                  onnx_sha256_prefix=onnx_path.parent.name[:12],
+                  parity=ParityFigures(count=report.count, max_abs_diff=report.max_abs_diff,
+                                       mean_abs_diff=report.mean_abs_diff, max_rel_diff=report.max_rel_diff,
+                                       min_cosine=report.min_cosine, top1_agreement=report.top1_agreement),
+                  judgement=Judgement.of(gates))
+    problems = failures(gates)
     assert not problems, f"{model_spec.name}: ONNX export does not match torch:\n{problems}"

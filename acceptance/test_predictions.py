@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
+from acceptance._records import configuration, published
 from harness.data import DataError, list_dataset, read_labels
 from harness.judge.gates import accuracy_gates, failures
 from harness.judge.predictions import (
@@ -23,6 +23,9 @@ from harness.judge.predictions import (
     result_json_only,
     score_folder,
 )
+from harness.pytest.fixtures import RecordWriter
+from harness.records.parts import PREDICTIONS, Judgement, PredictionsInput, Scores
+from harness.records.schema import AccuracyRecord
 from harness.run.workbench import Workbench
 from harness.specs import ChipSpec, ModelSpec, Policy
 
@@ -50,9 +53,10 @@ def _labels(workbench: Workbench, num_classes: int) -> tuple[str, dict[str, int]
 
 
 @pytest.mark.accuracy
+@pytest.mark.requires_option("--predictions")
 def test_predictions_accuracy(
     workbench: Workbench, policy: Policy, model_spec: ModelSpec, chip_spec: ChipSpec,
-    pytestconfig: pytest.Config, record: Callable[..., None],
+    pytestconfig: pytest.Config, record: RecordWriter,
 ) -> None:
     """Top-1/top-5 of predictions made on another machine vs the published figures."""
     root = pytestconfig.getoption("--predictions")
@@ -61,31 +65,35 @@ def test_predictions_accuracy(
     from harness.pytest.plugin import selection
 
     folder = _folder(Path(root).resolve(), model_spec, len(selection(pytestconfig)["models"]))
-    record(kind="accuracy", model=model_spec.name, chip=chip_spec.name, figures_from=f"predictions {folder}",
-           published_top1=model_spec.published.top1, published_top5=model_spec.published.top5,
-           published_source=model_spec.published.source, gate_top1_agreement="not checked: no torch reference "
-           "for predictions made elsewhere")
-    published = model_spec.published
+    not_checked = {"top1_agreement": "not checked: no torch reference for predictions made elsewhere"}
+    record.start(AccuracyRecord(config=configuration(workbench, model_spec, chip_spec, source=PREDICTIONS),
+                                published=published(model_spec),
+                                predictions=PredictionsInput(figures_from=f"predictions {folder}")))
+    published_ref = model_spec.published
     stated = result_json_only(folder)
     if stated is not None:
         reported = read_result_json(stated)
         acc = reported.as_accuracy()
-        record(source_format="result.json", images=reported.count, top1=reported.top1, top5=reported.top5,
-               note="figures as stated by result.json: no logits to re-score")
+        record.update(predictions=replace(record.current.predictions, source_format="result.json",
+                                          note="figures as stated by result.json: no logits to re-score"),
+                      scores=Scores(images=reported.count, top1=reported.top1, top5=reported.top5))
         if reported.top5 is None:
-            published = replace(published, top5=None)  # no top-5 gate
-            record(gate_top5="not checked: result.json states no Top5 accuracy")
+            published_ref = replace(published_ref, top5=None)  # no top-5 gate
+            not_checked["top5"] = "not checked: result.json states no Top5 accuracy"
     else:
         label_path, labels = _labels(workbench, model_spec.num_classes)
         score = score_folder(folder, labels, model_spec.num_classes, workbench.cfg.on_label_mismatch)
         acc = score.accuracy
-        record(source_format="ais_bench " + ",".join(f"{k}:{v}" for k, v in sorted(score.formats.items())),
-               labels=str(label_path), images=acc.count, top1=round(acc.top1, 4), top5=round(acc.top5, 4),
-               skipped_missing=score.missing, skipped_unlabeled=score.extra,
-               other_outputs_ignored=score.other_outputs_ignored)
-        if score.device_folders:  # a multi-device ais_bench run: its device<N>[_<i>] folders, read as one
-            record(device_folders=",".join(score.device_folders))
-    gates = accuracy_gates(acc, published, policy)
-    record(**{f"gate_{g.name}": "pass" if g.passed else "fail" for g in gates})
+        record.update(
+            predictions=replace(
+                record.current.predictions,
+                source_format="ais_bench " + ",".join(f"{k}:{v}" for k, v in sorted(score.formats.items())),
+                labels=str(label_path), other_outputs_ignored=score.other_outputs_ignored,
+                # a multi-device ais_bench run: its device<N>[_<i>] folders, read as one
+                device_folders=",".join(score.device_folders) or None),
+            scores=Scores(images=acc.count, skipped_missing=score.missing, skipped_unlabeled=score.extra,
+                          top1=round(acc.top1, 4), top5=round(acc.top5, 4)))
+    gates = accuracy_gates(acc, published_ref, policy)
+    record.update(judgement=Judgement.of(gates, not_checked))
     problems = failures(gates)
     assert not problems, f"{model_spec.name} predictions from {folder} are not certified:\n{problems}"

@@ -33,16 +33,19 @@ def test_openvino_bf16_certifies_real_images_and_records_what_ran(tmp_path: Path
     if not VAL1300.is_dir():
         pytest.skip(f"real validation images not found at {VAL1300}")
     proc, cases = run_suite(tmp_path, "acceptance", "-m", "accuracy", "--backend", "openvino", "--precision", "bf16",
-                            "--models", "efficientnet_lite0", "--imagenet", str(VAL1300), "--limit", "200")
+                            "--models", "efficientnet_lite0", "--imagenet", str(VAL1300), "--limit", "200",
+                            "--inconclusive", "allow")
     assert proc.returncode == 0, proc.stdout[-3000:]
     case = cases["test_accuracy[efficientnet_lite0-cpu-bs8]"]
     assert (case["backend"], case["precision"], case["env_backend"]) == ("openvino", "bf16", "openvino")
     assert int(case["images"]) == 200
     delta = float(case["delta_top1_vs_reference"])
     assert delta == pytest.approx(float(case["top1"]) - float(case["reference_top1"]), abs=1e-3)
-    # bf16 moves logits, yet the run passed the policy's agreement gate like any other precision.
-    assert case["gate_top1_agreement"] == "pass"
-    assert float(case["top1_agreement"]) >= load_policy().agreement_min_top1
+    # bf16 moves logits; its agreement is judged from its interval like any other precision's
+    # (on 200 images a 99% minimum is usually inconclusive: allowed here, recorded as such).
+    low, high, need = float(case["agreement_top1_low95"]), float(case["agreement_top1_high95"]), load_policy().agreement_min_top1
+    expected = "pass" if low >= need else "fail" if high < need else "inconclusive"
+    assert case["gate_top1_agreement"] == expected, (low, high, case["gate_top1_agreement"])
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import html
 import io
 import json
 import re
@@ -20,14 +21,13 @@ import pytest
 from PIL import Image
 from suite_runner import ROOT, run_suite
 
-from harness.records.results import (
-    ResultsError,
-    all_regressions,
-    load_results,
-    model_history,
-    results_of,
-)
-from harness.report.build import DASH, terminal_table, throughput_table, write_report
+from harness.records.history import Regression, find_regressions, model_history
+from harness.records.parts import MEASURED, MEASUREMENTS, Configuration
+from harness.records.results import Results, ResultsError, load_results, results_of
+from harness.records.schema import record_from_json
+from harness.report.build import terminal_table, write_report
+from harness.report.tables import DASH
+from harness.report.throughput import throughput_table
 from harness.specs import HistoryPolicy, load_policy
 
 SEED_310P = ROOT / "fixtures" / "baselines" / "Ascend310P3.csv"
@@ -129,6 +129,11 @@ def table_rows(markdown: str, model: str) -> dict[str, list[str]]:
     return rows
 
 
+def all_regressions(results: Results, policy: HistoryPolicy) -> list[Regression]:
+    """Every model's regressions, model by model (what write_report flags)."""
+    return [reg for model in results.models() for reg in find_regressions(model_history(results, model), policy)]
+
+
 def number(cell: str) -> float:
     return float(re.match(r"[\d.]+", cell).group(0))  # type: ignore[union-attr]
 
@@ -164,7 +169,7 @@ def test_seed_003_se_resnext50_every_ratio(seed_report: Path, seed_results: Path
     assert [c.chip for c in table.columns] == ["Ascend310P3", "Ascend310", "T4"]
     assert [c.origin for c in table.columns] == ["measured", "baseline", "baseline"]
     assert round(table.ratio("Ascend310P3", "T4").best, 4) == 1.8991  # type: ignore[arg-type]
-    assert "agrees with the table" in table.notes[0] and "agrees with the table" in table.notes[1]
+    assert "agrees with the table" in table.notes[0].text and "agrees with the table" in table.notes[1].text
 
 
 def test_headers_name_clock_unit_and_source(seed_report: Path) -> None:
@@ -194,7 +199,7 @@ def test_missing_data_are_dashes_with_the_reason(seed_report: Path) -> None:
 def test_terminal_table_is_compact_and_complete(seed_results: Path) -> None:
     text = terminal_table(load_results(seed_results))
     lines = text.splitlines()
-    assert lines[0].split() == ["model", "chip", "kind", "key", "figure", "verdict"]
+    assert lines[0].split() == ["model", "configuration", "kind", "key", "figure", "verdict"]
     assert len(lines) == 2 + 18  # header, rule, the 18 tests of the run
     assert re.search(r"resnext50_32x4d\s+Ascend310P3\s+perf_ratio\s+vs T4 2\.7650 \(need >= 1\.6\)\s+passed", text)
     assert re.search(r"resnest50\s+Ascend310P3\s+perf_ratio\s+vs T4: not run\s+skipped", text)
@@ -225,22 +230,24 @@ def test_two_machines_merge_into_one_report(seed_results: Path, tmp_path: Path) 
     table = throughput_table(results, "resnext50_32x4d")
     assert table is not None and table.column("T4").origin == "measured"
     assert table.column("T4").figures == {1: 800.0, 64: 1500.0}
-    assert round(table.ratio("Ascend310P3", "T4").best, 4) == round(4012.15 / 1500.0, 4)  # type: ignore[arg-type]
+    assert table.ratio("Ascend310P3", "T4").best == pytest.approx(2.76496)  # the gate's, as recorded (vs the T4 CSV)
     paths = write_report(results, tmp_path / "report")
     md = paths.markdown.read_text()
     rows = table_rows(md, "resnext50_32x4d")
     assert rows["bs1"][:3] == ["1413.46", "642.98", "800"] and rows["bs4"][2] == DASH
     assert "T4<br>device compute, per card<br>measured: measured on gpu-box, run night1-gpu-box" in md
-    # The 310P3 machine's gate compared with the T4 CSV; the table with tonight's T4: both are said.
-    assert ("gate PASSED in run {}: recorded ratio 2.7650 (bs32 vs T4 bs64, need >= 1.6); the table's 2.6748 "
-            "compares with T4 as measured in these results, the gate compared with its baseline figure 1451.07 "
+    # The 310P3 machine's gate compared with the T4 CSV; the table shows tonight's T4: both are said.
+    assert ("gate PASSED in run {}: recorded ratio 2.7650 (bs32 vs T4 bs64, need >= 1.6); the table's T4 column "
+            "shows T4 as measured in these results, the gate compared with its baseline figure 1451.07 "
             "(000_4d34db7f961b74c7.txt)").format(read_records(seed_results)[0]["run_id"]) in md
+    assert rows["best"][4] == "2.7650 (PASS, need >= 1.6)"  # the recorded ratio and verdict, never recomputed
     assert "DISAGREES" not in md
-    assert "| T4 | onnxruntime | fp16 | 8 | 50000 | 77.618 / 93.698 | 77.55 / 93.66 | 77.62 / 93.70 | -0.07 / -0.04 |" in md
+    assert ("| T4 | onnxruntime | fp16 | float32 | 8 | measured here | 50000 | 77.618 / 93.698 | 77.55 / 93.66 | "
+            "77.62 / 93.70 | -0.07 / -0.04 |") in md
     assert "Intel Xeon Gold 6248, 80 (80 usable) cores" in md and "night1-gpu-box" in md
     run_ids = {r.run_id for r in results.runs}
     assert all(run_id in md for run_id in run_ids)
-    night = terminal_table(results_of(t4_tests, t4_file)).splitlines()  # one session's summary, as the plugin prints it
+    night = terminal_table(results_of([record_from_json(r) for r in t4_tests], t4_file)).splitlines()  # one session's summary, as the plugin prints it
     assert len(night) == 2 + 2 and "top-1 77.55 top-5 93.66 (bs8)" in night[2] + night[3]
 
 
@@ -265,11 +272,12 @@ def test_history_flags_top1_and_throughput_regressions(seed_results: Path, tmp_p
     results = load_results(_two_nights(seed_results, tmp_path, top1_drop=2.0, perf_factor=0.8))
     assert [r.run_id for r in results.runs][1] == "night2-vm"
     history = model_history(results, "resnext50_32x4d")
-    assert [p.throughput["Ascend310P3"] for p in history.points] == [(32, 4012.15), (32, 3209.72)]
+    seeds = Configuration(model="resnext50_32x4d", chip="Ascend310P3", source=MEASUREMENTS)
+    assert [p.throughput[seeds] for p in history.points] == [(32, 4012.15), (32, 3209.72)]
     found = all_regressions(results, load_policy().history)
     assert [(r.model, r.what) for r in found] == [
-        ("resnext50_32x4d", "top-1 Ascend310P3 ascend fp16"), ("resnext50_32x4d", "images/s Ascend310P3")]
-    assert found[0].describe().startswith("REGRESSION resnext50_32x4d top-1 Ascend310P3 ascend fp16: 77.60 -> 75.60 (-2.00 points)")
+        ("resnext50_32x4d", "top-1 Ascend310P3 ascend fp16 bs8"), ("resnext50_32x4d", "images/s Ascend310P3 (--measurements)")]
+    assert found[0].describe().startswith("REGRESSION resnext50_32x4d top-1 Ascend310P3 ascend fp16 bs8: 77.60 -> 75.60 (-2.00 points)")
     assert "4012.15 -> 3209.72 images/s per card (-20.0%)" in found[1].describe()
     paths = write_report(results, tmp_path / "report")
     md, page = paths.markdown.read_text(), paths.html.read_text()
@@ -446,7 +454,10 @@ def test_a_changed_baseline_file_is_a_disagreement_with_the_gate(seed_results: P
     t4.write_text(t4.read_text().replace("resnext50_32x4d,64,1451.07,", "resnext50_32x4d,64,1500,"))
     md = write_report(load_results(seed_results), tmp_path / "report", baselines_dir=baselines).markdown.read_text()
     assert table_rows(md, "resnext50_32x4d")["best"][2] == "1500 (bs64)"
-    assert "recorded ratio 2.7650 (bs32 vs T4 bs64, need >= 1.6); DISAGREES with the table's 2.6748" in md
+    assert ("recorded ratio 2.7650 (bs32 vs T4 bs64, need >= 1.6); DISAGREES with the table's T4 column: the gate "
+            "compared with 1451.07 images/s per card at bs64 (000_4d34db7f961b74c7.txt), the column shows 1500 at bs64: "
+            "the figures changed since that run") in md
+    assert table_rows(md, "resnext50_32x4d")["best"][4] == "2.7650 (PASS, need >= 1.6)"  # as recorded
 
 
 def test_accuracy_rows_newest_per_configuration(tmp_path: Path) -> None:
@@ -457,19 +468,20 @@ def test_accuracy_rows_newest_per_configuration(tmp_path: Path) -> None:
             "chip": "cpu", "batch_size": 8, "published_top1": 77.618, "published_top5": 93.698,
             "published_source": "torchvision", "reason": "accuracy not certified: no ImageNet given; pass --imagenet DIR"}
     path = write_records(tmp_path / "r.jsonl", [skip])
-    (row,) = load_results(path).latest_accuracy().values()
-    assert row["outcome"] == "skipped"
+    (row,) = load_results(path).latest("accuracy").values()
+    assert row.outcome == "skipped"
     md = write_report(load_results(path), tmp_path / "a").markdown.read_text()
-    assert ("| cpu | — | — | 8 | — | 77.618 / 93.698 | — | — | — | — | — | — | skipped: accuracy not certified: "
-            "no ImageNet given; pass --imagenet DIR |") in md
+    assert "| cpu | — | — | — | 8 | measured here | — | 77.618 / 93.698 | — | — | — | — | — | — | skipped |" in md
+    assert "- cpu bs8: skipped: accuracy not certified: no ImageNet given; pass --imagenet DIR" in md  # the why, under the table
     measured = accuracy_record("day2", "cpu", 77.61, 93.69, when=day2, backend="onnxruntime", precision="fp32")
     write_records(path, [skip, measured, accuracy_record("day2", "cpu", 77.5, 93.6, when=day2, backend="openvino",
                                                          precision="bf16")])
-    latest = load_results(path).latest_accuracy()
-    assert list(latest) == [("resnext50_32x4d", "cpu", "onnxruntime", "fp32", 8),
-                            ("resnext50_32x4d", "cpu", "openvino", "bf16", 8)]
+    latest = load_results(path).latest("accuracy")
+    ort, ov = (Configuration("resnext50_32x4d", "cpu", backend, precision, "float32", 8, MEASURED)
+               for backend, precision in (("onnxruntime", "fp32"), ("openvino", "bf16")))
+    assert list(latest) == [ort, ov]
     history = model_history(load_results(path), "resnext50_32x4d")
-    assert history.accuracy_series == (("cpu", "onnxruntime", "fp32"), ("cpu", "openvino", "bf16"))
+    assert history.accuracy_series == (ort, ov)
 
 
 def test_runs_table_names_cann_driver_and_npu_smi_chips(tmp_path: Path) -> None:
@@ -489,3 +501,99 @@ def test_runs_table_names_cann_driver_and_npu_smi_chips(tmp_path: Path) -> None:
     md = write_report(results, tmp_path / "report").markdown.read_text()
     assert "cann_toolkit 7.0.RC1, driver 23.0.rc3, npu-smi: 310P3 (2 device(s))" in md
     assert "npu-smi: unreadable (npu-smi info exited with status 8: dcmi init failed)" in md
+
+
+# --------------------------------------------------------------------------------------------
+# A results file written before typed records (schema 0), rendered: the bugs issue 17 found in
+# such a page (ONNX Runtime, OpenVINO and --predictions runs of one model) stay fixed
+
+V0 = ROOT / "tests" / "data" / "results-v0.jsonl"
+MEASURE_ROWS = """<script>
+(() => {
+  const tables = [...document.querySelectorAll("table")].map(t => ({
+    css: t.className,
+    headers: [...t.tHead.rows[0].cells].map(c => c.innerText),
+    rows: [...t.tBodies[0].rows].map(r => ({height: r.getBoundingClientRect().height,
+                                            cells: [...r.cells].map(c => c.innerText)})),
+  }));
+  const out = document.createElement("pre");
+  out.id = "measured";
+  out.textContent = JSON.stringify({tables, text: document.body.innerText});
+  document.body.appendChild(out);
+})();
+</script>"""
+
+
+@pytest.fixture(scope="module")
+def v0_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_report(load_results(V0), tmp_path_factory.mktemp("v0-report")).html
+
+
+def rendered(browser: str, page: Path, tmp_path: Path) -> dict[str, Any]:
+    """The page as Chromium lays it out: every table's headers, cells and row heights, and its text."""
+    probe = tmp_path / "measured.html"
+    probe.write_text(page.read_text().replace("</body>", MEASURE_ROWS + "</body>"))
+    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                          "--window-size=1400,3000", "--virtual-time-budget=2000", "--dump-dom", probe.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    found = re.search(r'<pre id="measured">(.*?)</pre>', dom.stdout, re.S)
+    assert found, "the measuring script did not run"
+    return json.loads(html.unescape(found.group(1)))
+
+
+def section(text: str, start: str, end: str) -> str:
+    return text.split(start, 1)[1].split(end, 1)[0]
+
+
+def test_schema_0_results_load_and_report(v0_report: Path) -> None:
+    md = v0_report.with_name("report.md").read_text()
+    assert "No regressions" in md and "REGRESSION" not in md  # ONNX Runtime then OpenVINO: two series
+    accuracy = section(md, "(efficientnet_lite0)", "### Throughput")
+    for row in ("| cpu | onnxruntime | fp32 | float32 | 8 | measured here | 64 |",
+                "| cpu | openvino | fp32 | float32 | 8 | measured here | 64 |",
+                "| cpu | — | — | — | — | --predictions | 64 | 74.846 / 92.18 | 81.25 / 95.31 |"):
+        assert row in accuracy
+    assert "cpu (--predictions): predictions read from /tmp/v0/preds/efficientnet_lite0 (ais_bench txt:64" in accuracy
+    throughput = section(md, "(efficientnet_lite0)", "### History")
+    assert "cpu onnxruntime fp32<br>wall, per card" in throughput and "cpu openvino fp32<br>wall, per card" in throughput
+    assert table_rows(md, "efficientnet_lite0")["best"] == ["69.7239 (bs1)", "34.893 (bs4)"]
+    history = section(md, "(efficientnet_lite0)", "\n## ")
+    for header in ("top-1 / top-5<br>cpu onnxruntime fp32 bs8", "top-1 / top-5<br>cpu openvino fp32 bs8",
+                   "top-1 / top-5<br>cpu (--predictions)", "best images/s per card<br>cpu onnxruntime fp32",
+                   "best images/s per card<br>cpu openvino fp32"):
+        assert header in history
+    assert "bsNone" not in md and " ? " not in md
+    assert "| efficientnet_lite0 | cpu (--predictions) | accuracy | top-1 81.25 top-5 95.31 | passed |" in md
+    # the verdicts schema 0 recorded: the failed T4 rule is shown as recorded, per-batch ratios absent
+    assert table_rows(md, "se_resnext50_32x4d")["best"][3:] == ["1.2573 (PASS, need >= 1.2)", "1.3282 (FAIL, need >= 1.6)"]
+    assert "no per-batch ratios recorded (results written before schema 1)" in md
+
+
+def test_the_rendered_page_shows_every_configuration_in_rows_of_one_height(v0_report: Path, tmp_path: Path) -> None:
+    browser = _browser()
+    if browser is None:
+        pytest.skip("no chromium, chromium-browser or google-chrome on PATH; install chromium: apt-get install -y chromium")
+    page = rendered(browser, v0_report, tmp_path)
+    text = page["text"]
+    assert "REGRESSION" not in text and "No regressions" in text  # a backend change is a new series
+    assert "bsNone" not in text
+    by_css: dict[str, list[dict[str, Any]]] = {}
+    for table in page["tables"]:
+        by_css.setdefault(table["css"], []).append(table)
+    summary = by_css["summary"][0]
+    configurations = {row["cells"][1] for row in summary["rows"]}
+    assert {"cpu onnxruntime", "cpu openvino", "cpu (--predictions)"} <= configurations
+    history = by_css["history"][0]
+    assert not [h for h in history["headers"] if "?" in h], history["headers"]  # no `cpu ? ?` series
+    assert any("cpu (--predictions)" in h for h in history["headers"])
+    accuracy = by_css["accuracy"][0]
+    assert {row["cells"][1] for row in accuracy["rows"]} >= {"onnxruntime", "openvino"}
+    assert any(row["cells"][5] == "--predictions" for row in accuracy["rows"])
+    cpu_perf = by_css["perf"][0]  # efficientnet_lite0 comes first: its cpu table shows each backend
+    assert [h.split("\n")[0] for h in cpu_perf["headers"][1:]] == ["cpu onnxruntime fp32", "cpu openvino fp32"]
+    for table in page["tables"]:
+        if table["css"] == "runs":
+            continue  # the environment's package lists and command lines wrap by design
+        heights = [row["height"] for row in table["rows"]]
+        assert max(heights) <= 1.6 * min(heights), (table["css"], heights)

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from suite_runner import ROOT, run_suite
 
+from harness.records.schema import SCHEMA_KEY, SCHEMA_VERSION, record_from_json
+
 SEED_310P = ROOT / "fixtures" / "baselines" / "Ascend310P3.csv"
 
 
@@ -55,6 +57,14 @@ def test_junit_and_results_hold_every_metric_exactly_once_under_xdist(xdist_run:
             assert str(record[key]) == value, f"{name}: {key} is {value} in JUnit, {record[key]} in the results"
             metric_count += 1
     assert metric_count > 100
+    for record in records:  # typed records of the current schema, each line exactly what its record writes
+        assert record[SCHEMA_KEY] == SCHEMA_VERSION and record_from_json(record).to_json() == record
+    skipped = records_by_name["test_throughput_ratio[resnest50-Ascend310P3-vs-T4]"]  # skipped: no T4 baseline
+    assert (skipped["outcome"], skipped["baseline_chip"], skipped["threshold"], skipped["source"]) == (
+        "skipped", "T4", 1.6, "measurements")  # what the test knew before it stopped is recorded
+    gate = records_by_name["test_throughput_ratio[resnext50_32x4d-Ascend310P3-vs-T4]"]
+    assert (gate["verdict"], gate["gate_ratio_vs_T4"], gate["ratio_vs_T4"]) == ("pass", "pass", 2.765)
+    assert gate["ratio_bs32"] == pytest.approx(4012.15 / 1354.95)  # the per-batch ratios the report shows
 
 
 def test_the_end_of_the_run_writes_the_report_and_prints_the_summary_table(xdist_run: tuple[Any, Path]) -> None:
@@ -66,7 +76,7 @@ def test_the_end_of_the_run_writes_the_report_and_prints_the_summary_table(xdist
         assert text in markdown and text in html
     assert f"report written: {report / 'report.html'}" in proc.stdout
     header = next(line for line in proc.stdout.splitlines() if line.startswith("model "))
-    assert header.split() == ["model", "chip", "kind", "key", "figure", "verdict"]
+    assert header.split() == ["model", "configuration", "kind", "key", "figure", "verdict"]
     rows = {" ".join(line.split()) for line in proc.stdout.splitlines()}
     assert "resnext50_32x4d Ascend310P3 perf_ratio vs Ascend310 1.9377 (need >= 1.2) passed" in rows
     assert "resnest50 Ascend310P3 perf_ratio vs T4: not run skipped" in rows
@@ -91,5 +101,5 @@ def test_a_slower_night_is_flagged_at_the_end_of_the_run(tmp_path: Path) -> None
     assert first.returncode == second.returncode == 0, second.stdout[-3000:]
     assert "REGRESSION" not in first.stdout
     flagged = [line.strip() for line in second.stdout.splitlines() if "REGRESSION" in line]
-    assert len(flagged) == 1 and flagged[0].startswith("REGRESSION resnext50_32x4d images/s Ascend310P3: "
+    assert len(flagged) == 1 and flagged[0].startswith("REGRESSION resnext50_32x4d images/s Ascend310P3 (--measurements): "
                                                         "4012.15 -> 3000.00 images/s per card (-25.2%)"), flagged

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.judge.gates import tolerance_for
 from harness.specs import (
     FIXTURES_DIR,
     HistoryPolicy,
@@ -18,6 +19,7 @@ from harness.specs import (
     load_policy,
     resolve_chip,
 )
+from harness.specs.policy import AccuracyTolerance, VerdictPolicy
 
 SEED_MODELS = {"resnext50_32x4d", "resnext101_32x8d", "resnest50", "se_resnext50_32x4d", "ghostnet_100"}
 SEEDS_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "seeds"
@@ -229,3 +231,109 @@ def test_history_that_is_not_a_table_is_refused(tmp_path: Path) -> None:
     path.write_text("history = 5\n" + _without_history((FIXTURES_DIR / "policy.toml").read_text()))
     with pytest.raises(SpecError, match=r"\[history\]: expected a table, found 5"):
         load_policy(path)
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 14: the accuracy tolerance as data (policy.toml [accuracy], per model in models.toml)
+
+
+def _policy_with(tmp_path: Path, old: str, new: str) -> Path:
+    text = (FIXTURES_DIR / "policy.toml").read_text()
+    assert old in text
+    path = tmp_path / "policy.toml"
+    path.write_text(text.replace(old, new))
+    return path
+
+
+def test_shipped_policy_has_the_absolute_one_point_rule_and_strict_inconclusive() -> None:
+    policy = load_policy()
+    assert policy.accuracy_tolerance == AccuracyTolerance(rule="absolute", points=1.0, fraction=0.99)
+    assert policy.verdicts == VerdictPolicy(confidence=0.95, paired_method="tango", inconclusive="fail")
+    assert policy.accuracy_tolerance.points_for(75.0) == 1.0
+    assert tolerance_for(policy) == policy.accuracy_tolerance
+
+
+def test_policy_verdict_fields_default_when_absent(tmp_path: Path) -> None:
+    text = (FIXTURES_DIR / "policy.toml").read_text()
+    kept = [line for line in text.splitlines() if not line.startswith(
+        ("tolerance_rule", "tolerance_fraction", "inconclusive", "confidence", "paired_method"))]
+    path = tmp_path / "policy.toml"
+    path.write_text("\n".join(kept) + "\n")
+    policy = load_policy(path)
+    assert policy.accuracy_tolerance == AccuracyTolerance() and policy.verdicts == VerdictPolicy()
+
+
+def test_policy_relative_rule_is_a_fraction_of_the_reference(tmp_path: Path) -> None:
+    path = _policy_with(tmp_path, 'tolerance_rule = "absolute"', 'tolerance_rule = "relative"')
+    path.write_text(path.read_text().replace("tolerance_fraction = 0.99", "tolerance_fraction = 0.995"))
+    tolerance = load_policy(path).accuracy_tolerance
+    assert tolerance.rule == "relative" and tolerance.fraction == 0.995
+    assert tolerance.points_for(80.0) == pytest.approx(0.4)
+    assert tolerance.describe() == "relative rule: >= 99.5% of the reference"
+
+
+def test_policy_inconclusive_may_be_allowed_and_the_method_chosen(tmp_path: Path) -> None:
+    path = _policy_with(tmp_path, 'inconclusive = "fail"', 'inconclusive = "allow"')
+    path.write_text(path.read_text().replace('paired_method = "tango"', 'paired_method = "newcombe"')
+                    .replace("confidence = 0.95", "confidence = 0.99"))
+    assert load_policy(path).verdicts == VerdictPolicy(confidence=0.99, paired_method="newcombe", inconclusive="allow")
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ('tolerance_rule = "absolute"', 'tolerance_rule = "percent"', r"field 'tolerance_rule': expected one of absolute, relative, found 'percent'"),
+    ('tolerance_rule = "absolute"', "tolerance_rule = 1", r"field 'tolerance_rule': expected one of absolute, relative, found 1"),
+    ("tolerance_fraction = 0.99", "tolerance_fraction = 0", r"field 'tolerance_fraction': expected a number in \(0, 1\]"),
+    ("tolerance_fraction = 0.99", "tolerance_fraction = 1.01", r"field 'tolerance_fraction': expected a number in \[0.0, 1.0\], found 1.01"),
+    ("tolerance_fraction = 0.99", "tolerance_fraction = 99", r"field 'tolerance_fraction': expected a number in \[0.0, 1.0\], found 99"),
+    ("tolerance_fraction = 0.99", 'tolerance_fraction = "99%"', r"field 'tolerance_fraction': expected a number"),
+    ("tolerance_fraction = 0.99", "tolerance_fraction = true", r"field 'tolerance_fraction': expected a number"),
+    ('inconclusive = "fail"', 'inconclusive = "pass"', r"field 'inconclusive': expected one of fail, allow, found 'pass'"),
+    ('inconclusive = "fail"', "inconclusive = false", r"field 'inconclusive': expected one of fail, allow"),
+    ("confidence = 0.95", "confidence = 95", r"field 'confidence': expected a number in \[0.5, 1.0\], found 95"),
+    ("confidence = 0.95", "confidence = 1.0", r"field 'confidence': expected a confidence strictly between 0.5 and 1"),
+    ("confidence = 0.95", "confidence = 0.5", r"field 'confidence': expected a confidence strictly between 0.5 and 1"),
+    ("confidence = 0.95", "confidence = nan", r"field 'confidence': expected a number in \[0.5, 1.0\], found nan"),
+    ('paired_method = "tango"', 'paired_method = "wald"', r"field 'paired_method': expected one of tango, newcombe, found 'wald'"),
+    ("tolerance_points = 1.0", "tolerance_pts = 1.0", r"field 'tolerance_points': expected a number in \[0.0, 100.0\], found '<missing>'"),
+    ('paired_method = "tango"', 'paired_method = "tango"\npaired_methods = "tango"', r"\[accuracy\]: unknown field\(s\) 'paired_methods'"),
+])
+def test_policy_tolerance_and_verdict_fields_are_validated(tmp_path: Path, old: str, new: str, message: str) -> None:
+    path = _policy_with(tmp_path, old, new)
+    with pytest.raises(SpecError, match=message) as info:
+        load_policy(path)
+    assert str(path) in str(info.value) and "[accuracy]" in str(info.value)
+
+
+def test_model_tolerance_override_loads_and_wins_over_the_policy(tmp_path: Path) -> None:
+    relative = load_models(write(tmp_path, GOOD + 'accuracy_tolerance = { rule = "relative", fraction = 0.99 }\n'))["tiny"]
+    assert relative.accuracy_tolerance == AccuracyTolerance(rule="relative", fraction=0.99)
+    absolute = load_models(write(tmp_path, GOOD + 'accuracy_tolerance = { rule = "absolute", points = 2 }\n'))["tiny"]
+    assert absolute.accuracy_tolerance == AccuracyTolerance(rule="absolute", points=2.0)
+    plain = load_models(write(tmp_path, GOOD))["tiny"]
+    assert plain.accuracy_tolerance is None
+    policy = load_policy()
+    assert tolerance_for(policy, relative).points_for(70.0) == pytest.approx(0.7)
+    assert tolerance_for(policy, absolute).points_for(70.0) == 2.0
+    assert tolerance_for(policy, plain) == policy.accuracy_tolerance
+    # the policy's points are accuracy_tolerance_points, also in a Policy made by hand
+    assert tolerance_for(dataclasses.replace(policy, accuracy_tolerance_points=0.5)).points == 0.5
+    assert all(spec.accuracy_tolerance is None for spec in load_models().values())
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ('{ points = 2.0 }', r"\[models.tiny.accuracy_tolerance\] field 'rule': expected one of absolute, relative, found '<missing>'"),
+    ('{ rule = "mlperf", fraction = 0.99 }', r"field 'rule': expected one of absolute, relative, found 'mlperf'"),
+    ('{ rule = "relative" }', r"field 'fraction': expected a number in \[0.0, 1.0\], found '<missing>'"),
+    ('{ rule = "absolute" }', r"field 'points': expected a number in \[0.0, 100.0\], found '<missing>'"),
+    ('{ rule = "relative", fraction = 0.99, points = 1.0 }', r"field 'points': expected no 'points' with rule = 'relative'"),
+    ('{ rule = "absolute", points = 1.0, fraction = 0.99 }', r"field 'fraction': expected no 'fraction' with rule = 'absolute'"),
+    ('{ rule = "absolute", points = -1 }', r"field 'points': expected a number in \[0.0, 100.0\], found -1"),
+    ('{ rule = "relative", fraction = 0 }', r"field 'fraction': expected a number in \(0, 1\]"),
+    ('{ rule = "absolute", points = 1.0, colour = "red" }', r"unknown field\(s\) 'colour'"),
+    ("1.0", r"\[models.tiny\] field 'accuracy_tolerance': expected a table, found 1.0"),
+])
+def test_model_tolerance_override_is_validated(tmp_path: Path, table: str, message: str) -> None:
+    path = write(tmp_path, GOOD + f"accuracy_tolerance = {table}\n")
+    with pytest.raises(SpecError, match=message) as info:
+        load_models(path)
+    assert str(path) in str(info.value)

@@ -7,6 +7,7 @@ The data flows one way: an ImageNet directory (ModelZoo ``val_label.txt`` or Ima
 - ``labels``: ModelZoo label files and the ILSVRC2012 wnid order (``fixtures/imagenet_wnids.txt``)
 - ``layout``: where the images are (ModelZoo or ImageFolder layout), what an ImageFolder holds
 - ``listing``: DatasetListing and list_dataset (the join by name, ``limit``, the cache identity)
+- ``coverage``: the full ILSVRC2012 val set or a subset of it, recognised by content (issue 14)
 - ``transforms``: one image decoded, resized and cropped to uint8 (exact or draft decoding)
 - ``normalization``: uint8 batches to float32, as torchvision's ToTensor + Normalize
 - ``prepared``: PreparedDataset, the ``dataset`` cache entry built by a pool of workers
@@ -16,6 +17,12 @@ Import from here (``from harness.data import list_dataset, prepare_dataset``); t
 the layout, this namespace is the interface. None of them imports torch or torchvision.
 """
 
+from harness.data.coverage import (
+    Coverage,
+    coverage,
+    coverage_of,
+    label_file_is_canonical,
+)
 from harness.data.errors import DataError
 from harness.data.labels import WNIDS_FILE, load_wnids, read_labels
 from harness.data.layout import locate_dataset
@@ -33,11 +40,15 @@ from harness.data.transforms import DECODE_MODES, preprocess_image
 __all__ = [
     "DECODE_MODES",
     "WNIDS_FILE",
+    "Coverage",
     "DataError",
     "DatasetListing",
     "NoRoomForDataset",
     "PreparedDataset",
+    "coverage",
+    "coverage_of",
     "dataset_cache_inputs",
+    "label_file_is_canonical",
     "list_dataset",
     "load_wnids",
     "locate_dataset",

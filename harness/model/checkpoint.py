@@ -1,9 +1,9 @@
 """A checkpoint file: locate it, download it, verify its checksums, read it safely.
 
 Pretrained weights come from an installed Python package (the one real ImageNet model a package
-registry ships), a local weights directory, or a download, always checksum-verified and always
-loaded with ``torch.load(weights_only=True)`` so that a checkpoint cannot run code. Putting the
-tensors into a module is ``harness.model.weights``' job.
+registry ships), a local weights directory (hub weights: only there), or a download, always
+checksum-verified and loaded with ``torch.load(weights_only=True)`` or safetensors so that a
+checkpoint cannot run code. Putting the tensors into a module is ``harness.model.weights``' job.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Mapping
 
@@ -32,6 +33,10 @@ from harness.specs import ModelSpec, WeightsSpec
 
 DOWNLOAD_TIMEOUT_S = 60.0
 _COMMON_WRAPPERS = ("state_dict", "model")
+# A timm checkpoint on the Hugging Face hub, as the hub cache keeps it: the file a snapshot links to
+# is blobs/<its SHA-256> (docs/models.md, "Weights").
+_HUB_FILES = ("model.safetensors", "pytorch_model.bin")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class WeightsError(HarnessError, RuntimeError):
@@ -114,6 +119,8 @@ def locate_weights(spec: ModelSpec, weights_dir: Path, allow_download: bool = Tr
     """
     w = spec.weights
     weights_dir = Path(weights_dir)
+    if w.hub_id:
+        return _hub_file(spec, weights_dir)
     if w.package:
         found = _package_file(spec)
         if found is not None:
@@ -142,6 +149,45 @@ def locate_weights(spec: ModelSpec, weights_dir: Path, allow_download: bool = Tr
             short=short + " and downloading is disabled (--no-download)",
         )
     return download_weights(spec, weights_dir)
+
+
+def _hub_file(spec: ModelSpec, weights_dir: Path) -> Path:
+    """A hub checkpoint (timm) in ``weights_dir``, never downloaded: ``<arch>.<tag>.safetensors``
+    (or ``.bin``), else the hub cache layout ``[hub/]models--timm--<arch>.<tag>/snapshots/<rev>/``
+    (``refs/main``'s revision first), as ``hf download REPO --cache-dir DIR`` leaves it."""
+    w, repo_dir = spec.weights, f"models--{str(spec.weights.hub_id).replace('/', '--')}"
+    candidates = [weights_dir / w.filename, weights_dir / f"{w.filename.removesuffix('.safetensors')}.bin"]
+    for repo in (weights_dir / repo_dir, weights_dir / "hub" / repo_dir):
+        main = repo / "refs" / "main"
+        revisions = ([main.read_text().strip()] if main.is_file() else []) + sorted(
+            p.name for p in (repo / "snapshots").glob("*"))
+        candidates += [repo / "snapshots" / rev / name for rev in revisions for name in _HUB_FILES]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise WeightsNotFound(
+        f"model {spec.name!r}: the weights {w.hub_id} (Hugging Face hub) are not in {weights_dir}, and the "
+        f"suite never downloads hub weights itself: fetch them with 'hf download {w.hub_id} --cache-dir "
+        f"{weights_dir}' (verified against the hub's SHA-256), or put {w.filename} there with the hub's "
+        f"SHA-256 in {w.filename}.sha256; or pass --weights-dir DIR, or --weights random",
+        short=f"{spec.name}: {w.hub_id} is not in {weights_dir} (hf download {w.hub_id} --cache-dir DIR)",
+    )
+
+
+def _hub_sha256(path: Path, weights: WeightsSpec) -> str:
+    """The SHA-256 a hub checkpoint must have: its blob name in a hub cache, else ``<file>.sha256``."""
+    resolved = Path(path).resolve()
+    if resolved.parent.name == "blobs" and _SHA256.fullmatch(resolved.name):
+        return resolved.name
+    sidecar = Path(path).with_name(Path(path).name + ".sha256")
+    found = (sidecar.read_text().split() or [""])[0].lower() if sidecar.is_file() else "no such file"
+    if not _SHA256.fullmatch(found):
+        raise WeightsError(
+            f"no checksum for {path}: hub weights ({weights.hub_id}) are verified against the SHA-256 the hub "
+            f"publishes for the file; expected it as the file's blob name in a hub cache (hf download "
+            f"{weights.hub_id} --cache-dir DIR) or as the first word of {sidecar}, found {found[:80]!r}"
+        )
+    return found
 
 
 def download_weights(spec: ModelSpec, weights_dir: Path, timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:
@@ -194,7 +240,10 @@ def verify_checksum(path: Path, weights: WeightsSpec) -> str:
     """Check every checksum ``weights`` gives against ``path``; return the file's SHA-256.
 
     ``sha256_prefix`` is torch.hub's file-name convention (``name-<first hex of sha256>.pth``).
+    Hub weights (``hub_id``) without a checksum of their own take the hub's SHA-256 (``_hub_sha256``).
     """
+    if weights.hub_id and not weights.has_checksum:
+        weights = replace(weights, sha256=_hub_sha256(Path(path), weights))
     if not weights.has_checksum:
         raise WeightsError(
             f"no checksum for {weights.filename} in fixtures/models.toml; refusing unverified "
@@ -286,14 +335,40 @@ def load_state_dict(
 ) -> dict[str, torch.Tensor]:
     """Read a checkpoint safely and return it with the architecture's key names.
 
-    Always ``torch.load(weights_only=True)``: a pickle that tries to run code is refused. With
+    Always ``torch.load(weights_only=True)`` (a pickle that tries to run code is refused), or
+    safetensors for ``.safetensors`` files (hub weights). With
     ``key_mapping = "by_position"`` the checkpoint's tensors are zipped in order onto the keys of
     ``target`` (the module's state_dict; built from ``spec`` if not given), checking count and
     every shape.
     """
     path = Path(path)
+    if path.suffix == ".safetensors":  # hub weights (timm): a format that cannot hold code at all
+        obj = _safetensors(path)
+    else:
+        obj = _torch_load(path)
+    state = _unwrap(obj, spec, path)
+    if spec.weights.key_mapping == "by_position":
+        if target is None:
+            target = build_module(spec).state_dict()
+        state = _map_by_position(state, target, spec, path)
+    return state
+
+
+def _safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # SafetensorError, OSError: any failure here is about the file
+        raise WeightsError(
+            f"{path} is not a readable safetensors file ({type(exc).__name__}: {exc}); the file is "
+            "truncated or not a checkpoint: delete it and fetch it again"
+        ) from exc
+
+
+def _torch_load(path: Path) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise WeightsError(
             f"{path} is not a plain tensor checkpoint: loading it would run code or build "
@@ -306,12 +381,6 @@ def load_state_dict(
             f"{str(exc).splitlines()[0] if str(exc) else ''}); the file is truncated or not a "
             "checkpoint: delete it and fetch it again"
         ) from exc
-    state = _unwrap(obj, spec, path)
-    if spec.weights.key_mapping == "by_position":
-        if target is None:
-            target = build_module(spec).state_dict()
-        state = _map_by_position(state, target, spec, path)
-    return state
 
 
 def _map_by_position(

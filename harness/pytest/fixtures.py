@@ -1,18 +1,20 @@
-"""Session fixtures: the run configuration and the Workbench that builds everything once."""
+"""Session fixtures: the run configuration and the Workbench that builds everything once; the test's record."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import pytest
 
 from harness.cache import default_cache_root
+from harness.errors import HarnessError
 from harness.pytest.plugin import selection
 from harness.specs import ChipSpec, ModelSpec, Policy
 
 if TYPE_CHECKING:  # the workbench pulls in numpy, PIL and (lazily) torch: not at plugin load
+    from harness.records.schema import ResultRecord
     from harness.run.workbench import RunConfig, Workbench
 
 
@@ -93,12 +95,44 @@ def registry(pytestconfig: pytest.Config) -> Mapping[str, ModelSpec]:
     return selection(pytestconfig)["registry"]
 
 
+class RecordWriter:
+    """The running test's typed record (harness.records.schema), grown as the test learns.
+
+    ``start`` sets the record with what is known up front (the configuration, the published
+    figures); ``update`` replaces parts as they become known (``update(scores=..., judgement=...)``).
+    After every call the record's properties are the test's JUnit properties, so a test that skips
+    or fails half-way has recorded what it knew; the results file's line is built from them on the
+    controller (harness.pytest.plugin.ResultsRecorder), once per test.
+    """
+
+    def __init__(self, node: pytest.Item):
+        self._node = node
+        self._current: ResultRecord | None = None
+
+    @property
+    def current(self) -> ResultRecord:
+        if self._current is None:
+            raise HarnessError("record.start(<a ResultRecord>) must come before record.current / record.update()")
+        return self._current
+
+    def start(self, record: ResultRecord) -> None:
+        self._current = record
+        self._sync()
+
+    def update(self, **parts: Any) -> None:
+        """Replace fields of the record (``dataclasses.replace``: an unknown field name is an error)."""
+        self._current = replace(self.current, **parts)
+        self._sync()
+
+    def _sync(self) -> None:
+        """JUnit properties = the record's properties: known keys updated in place, new ones appended,
+        keys no longer recorded removed (each name appears once)."""
+        props = self.current.properties()
+        kept = [(k, props.pop(k)) for k, _ in self._node.user_properties if k in props]
+        self._node.user_properties[:] = [*kept, *props.items()]
+
+
 @pytest.fixture
-def record(record_property: Callable[[str, object], None]) -> Callable[..., None]:
-    """``record(kind="accuracy", top1=...)``: JUnit properties (and the results file) in one call."""
-
-    def _record(**props: Any) -> None:
-        for key, value in props.items():
-            record_property(key, value)
-
-    return _record
+def record(request: pytest.FixtureRequest) -> RecordWriter:
+    """The test's record: ``record.start(AccuracyRecord(config=...))``, then ``record.update(...)``."""
+    return RecordWriter(request.node)

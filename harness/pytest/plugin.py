@@ -29,7 +29,7 @@ from harness.specs import (
     resolve_chip,
 )
 
-pytest_plugins = ["harness.pytest.fixtures", "harness.pytest.outcomes"]
+pytest_plugins = ["harness.pytest.fixtures", "harness.pytest.outcomes", "harness.pytest.certification"]
 
 _STATE = pytest.StashKey[dict[str, Any]]()
 
@@ -40,6 +40,8 @@ MARKERS = {
     "agreement": "compiled model agrees with the torch reference on the same images",
     "perf": "throughput certification (batch sweep, ratio gates)",
     "slow": "takes more than a few seconds (real models, real data)",
+    "requires_option(name)": "certifies only when the run gives this option (e.g. --predictions); "
+                             "--strict-certification leaves its skip a skip otherwise",
 }
 
 
@@ -60,6 +62,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--imagenet", metavar="DIR", help="ImageNet val: DIR/val/*.JPEG + DIR/val_label.txt (ModelZoo), or DIR/val/<wnid>/*.JPEG (ImageFolder)")
     g.addoption("--imagenet-labels", metavar="FILE", help="label file if not DIR/val_label.txt")
     g.addoption("--limit", type=int, metavar="N", help="certify on a deterministic subset of N images")
+    g.addoption("--inconclusive", choices=["fail", "allow"],
+                help="an inconclusive verdict (too few images to decide) fails the test, or is allowed (recorded as "
+                     "inconclusive, the test passes); default: fixtures/policy.toml [accuracy] inconclusive")
     g.addoption("--models", metavar="A,B", help="comma-separated model names from fixtures/models.toml (default: all)")
     g.addoption("--chip", default="cpu", metavar="CHIP[,CHIP]", help="chip(s) from fixtures/chips.toml (default: cpu)")
     g.addoption("--backend", metavar="NAME",
@@ -118,6 +123,8 @@ def pytest_configure(config: pytest.Config) -> None:
         registry = load_models()
         chips = load_chips()
         policy = load_policy()
+        if config.getoption("--inconclusive"):
+            policy = replace(policy, verdicts=replace(policy.verdicts, inconclusive=config.getoption("--inconclusive")))
         names = _csv(config.getoption("--models")) or list(registry)
         unknown = [n for n in names if n not in registry]
         if unknown:
@@ -211,17 +218,20 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 class ResultsRecorder:
-    """Writes one JSON line per test outcome and prints the certification summary.
+    """Writes one typed record (harness.records.schema) per test outcome and prints the summary.
 
     Registered on the controller only: under pytest-xdist it is the one process that sees every
-    report (with the properties tests recorded), so each result is written exactly once.
+    report (with the properties the test's record left in it), so each result is written exactly
+    once. The line is the test's record with pytest's facts (outcome, reason, times) filled in.
     """
 
     def __init__(self, config: pytest.Config):
         self.config = config
         path = Path(config.getoption("--results"))
         self.path = path if path.is_absolute() else Path(config.rootpath) / path
-        self.records: list[dict[str, Any]] = []
+        self.records: list[Any] = []  # harness.records.schema.ResultRecord, for the summary
+        self.outcomes: dict[str, int] = defaultdict(int)
+        self.problems: list[str] = []  # records written as the test left them: not readable as typed
         self.started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self.report: Any = None  # harness.report.build.ReportPaths once written
@@ -244,44 +254,42 @@ class ResultsRecorder:
         props = dict(report.user_properties)
         if "kind" not in props:
             return
-        record: dict[str, Any] = {
-            "run_id": self.run_id,
-            "test": report.nodeid,
-            "outcome": report.outcome,
-            "phase": report.when,
-            "duration_s": round(report.duration, 3),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "host": socket.gethostname(),
-            **props,
-        }
+        from harness.records.parts import PytestFacts, SchemaError
+        from harness.records.schema import SCHEMA_KEY, SCHEMA_VERSION, record_from_json
+
+        reason = None
         if report.skipped and isinstance(report.longrepr, tuple):
-            record["reason"] = str(report.longrepr[2]).removeprefix("Skipped: ")
+            reason = str(report.longrepr[2]).removeprefix("Skipped: ")
         elif report.failed:
             crash = getattr(report.longrepr, "reprcrash", None)
-            record["reason"] = crash.message if crash is not None else str(report.longrepr)
-        self.records.append(record)
-        self._append(record)
+            reason = crash.message if crash is not None else str(report.longrepr)
+        meta = PytestFacts(run_id=self.run_id, test=report.nodeid, outcome=report.outcome, phase=report.when,
+                        duration_s=round(report.duration, 3), time=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                        host=socket.gethostname(), reason=reason)
+        line = {SCHEMA_KEY: SCHEMA_VERSION, **meta.properties(), **props}
+        try:
+            record = record_from_json(line)
+        except SchemaError as exc:  # a writer's bug: keep what the test knew, say so at the end
+            self.problems.append(f"{report.nodeid}: {exc}")
+        else:
+            line = record.to_json()
+            self.records.append(record)
+        self.outcomes[report.outcome] += 1
+        self._append(line)
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         """One ``kind: run`` record per run: the environment fingerprint and what was asked."""
-        if not self.records:
+        if not self.outcomes:
             return
         from harness.environment import fingerprint
+        from harness.records.schema import RunRecord
 
-        outcomes: dict[str, int] = defaultdict(int)
-        for r in self.records:
-            outcomes[r["outcome"]] += 1
-        self._append({
-            "kind": "run",
-            "run_id": self.run_id,
-            "started": self.started,
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "exit_status": int(exitstatus),
-            "args": list(self.config.invocation_params.args),
-            "chips": [c.name for c in selection(self.config)["chips"]],
-            "outcomes": dict(outcomes),
-            "environment": fingerprint(),
-        })
+        self._append(RunRecord(
+            run_id=self.run_id, started=self.started, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            exit_status=int(exitstatus), args=tuple(map(str, self.config.invocation_params.args)),
+            chips=tuple(c.name for c in selection(self.config)["chips"]), outcomes=dict(self.outcomes),
+            environment=fingerprint(),
+        ).to_json())
         if not self.config.getoption("--no-report"):
             self._write_report()
 
@@ -302,7 +310,7 @@ class ResultsRecorder:
             self.report_error = f"{type(exc).__name__}: {exc}"
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.records:
+        if not self.outcomes:
             return
         from harness.records.results import results_of
         from harness.report.build import terminal_table
@@ -312,14 +320,16 @@ class ResultsRecorder:
         tr.write_line(terminal_table(results_of(self.records, self.path)))
         skipped: dict[str, list[str]] = defaultdict(list)
         for r in self.records:
-            if r["outcome"] == "skipped":
-                skipped[r.get("reason", "")].append(r["test"].split("::")[-1])
+            if r.outcome == "skipped":
+                skipped[r.meta.reason or ""].append(str(r.meta.test).split("::")[-1])
         if skipped:
             tr.write_line("")
             tr.write_line("not run, and what to pass to run them:")
             for reason, names in skipped.items():
                 tr.write_line(f"  {len(names)} x {reason}")
                 tr.write_line(f"      {', '.join(names[:6])}{' ...' if len(names) > 6 else ''}")
+        for problem in self.problems:
+            tr.write_line(f"warning: record not in the results schema, written as recorded: {problem}")
         tr.write_line(f"results appended to {self.path}")
         if self.report is not None:
             tr.write_line(f"report written: {self.report.html} (and report.md, {len(self.report.plots)} plot(s))")
@@ -330,4 +340,3 @@ class ResultsRecorder:
         elif self.report_error is not None:
             tr.write_line(f"warning: no report written ({self.report_error}); the results file is intact: "
                           f"python -m harness report {self.path} writes it")
-

@@ -1,11 +1,12 @@
-"""Reading the results records of one or many runs back: the input of the report.
+"""Reading the results records of one or many runs back as typed records: the input of the report.
 
 Every pytest run appends one JSON line per test outcome to its ``--results`` file (see
 ``harness.pytest.plugin.ResultsRecorder``) and, when it finishes, one ``kind: "run"`` record with the
 environment fingerprint. Nightly runs on several machines each leave their own file; this module
-merges any number of them (files, or directories searched recursively for ``*.jsonl``), groups the
-records by ``run_id``, orders runs by start time, and answers the questions the report asks: the
-latest figure per configuration, and each model's history across runs with its regressions.
+merges any number of them (files, or directories searched recursively for ``*.jsonl``), reads each
+line as its typed record (harness.records.schema: schema 0 and 1), groups the records by
+``run_id``, orders runs by start time, and answers the report's question: the newest record of
+each configuration.
 
 A results file is appended to by runs that may be killed: a malformed or blank line is counted and
 reported with ``file:line``, never fatal, so one bad line cannot hide a night's results.
@@ -18,19 +19,23 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Hashable, Iterable, Iterator, Sequence, TypeVar
 
 from harness.errors import UsageError
-from harness.specs import HistoryPolicy
+from harness.records.parts import Configuration
+from harness.records.schema import (
+    KINDS,
+    PerfRatioRecord,
+    Record,
+    ResultRecord,
+    RunRecord,
+    SchemaError,
+    record_from_json,
+)
 
-TEST_KINDS = ("accuracy", "agreement", "conversion", "perf", "perf_ratio")
-RUN_KIND = "run"
-OUTCOMES = ("passed", "failed", "skipped")
-PER_S_PREFIX = "images_per_s_bs"
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 
-Record = dict[str, Any]
-AccuracyKey = tuple[str, str, "str | None", "str | None", "int | None"]  # model, chip, backend, precision, bs
+K = TypeVar("K", bound=Hashable)
 
 
 class ResultsError(UsageError, ValueError):
@@ -39,30 +44,27 @@ class ResultsError(UsageError, ValueError):
 
 @dataclass
 class Run:
-    """One pytest session: its records and, if it finished, its ``kind: run`` record's facts.
+    """One pytest session: its test records and, if it finished, its run record.
 
-    ``info`` is the run record itself (empty when the session was killed before writing it; the
-    run is still reported, from its test records alone).
+    ``info`` is None when the session was killed before writing its run record; the run is
+    still reported, from its test records alone.
     """
 
     run_id: str
     started: str | None
     host: str | None
     environment: dict[str, Any]
-    records: list[Record] = field(default_factory=list)
-    info: Record = field(default_factory=dict)
+    records: list[ResultRecord] = field(default_factory=list)
+    info: RunRecord | None = None
     sources: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
-        return bool(self.info)
+        return self.info is not None
 
     @property
     def started_at(self) -> datetime | None:
         return parse_time(self.started)
-
-    def of_kind(self, kind: str) -> list[Record]:
-        return [r for r in self.records if r.get("kind") == kind]
 
 
 @dataclass
@@ -76,72 +78,58 @@ class Results:
     malformed_lines: int = 0
     duplicate_records: int = 0
 
-    def records(self, kind: str | None = None) -> Iterator[tuple[int, Run, Record]]:
+    def records(self, kind: str | None = None, model: str | None = None) -> Iterator[tuple[int, Run, ResultRecord]]:
         """(run index, run, record) in run order, then file order."""
         for index, run in enumerate(self.runs):
             for record in run.records:
-                if kind is None or record.get("kind") == kind:
+                if (kind is None or record.kind == kind) and (model is None or record.model == model):
                     yield index, run, record
 
     def models(self) -> list[str]:
         """Every model with a test record, sorted."""
-        return sorted({str(r["model"]) for _, _, r in self.records() if r.get("model")})
+        return sorted({r.model for _, _, r in self.records() if r.model})
 
-    def latest_accuracy(self, model: str | None = None) -> dict[AccuracyKey, Record]:
-        """The newest accuracy record per (model, chip, backend, precision, batch size).
+    def latest(self, kind: str, model: str | None = None) -> dict[Configuration, ResultRecord]:
+        """The newest record of ``kind`` per configuration, sorted by configuration."""
+        return {config: r for (_, config), r in newest(((), r.config, r) for _, _, r in self.records(kind, model)).items()}
 
-        A skipped record says nothing about the backend (it stopped before compiling), so it is a
-        key of its own with backend None; it is dropped once a newer run of the same model, chip
-        and batch size has a record, so last week's "no ImageNet" skip does not linger forever.
-        """
-        latest: dict[AccuracyKey, tuple[int, Record]] = {}
-        for index, _, r in self.records("accuracy"):
-            if model is None or r.get("model") == model:
-                key = (str(r.get("model")), str(r.get("chip")), r.get("backend"), r.get("precision"), _int_or_none(r.get("batch_size")))
-                latest[key] = (index, r)
-        newest_by_config: dict[tuple[Any, ...], int] = {}
-        for (m, c, _, _, bs), (index, _) in latest.items():
-            newest_by_config[(m, c, bs)] = max(index, newest_by_config.get((m, c, bs), -1))
-        return {
-            key: r for key, (index, r) in sorted(latest.items(), key=lambda kv: _sort_key(kv[0]))
-            if key[2] is not None or index >= newest_by_config[(key[0], key[1], key[4])]
-        }
+    def latest_ratios(self, model: str | None = None) -> dict[tuple[Configuration, str], PerfRatioRecord]:
+        """The newest perf_ratio (gate) record per (configuration, baseline chip)."""
+        found = newest((str(r.rule.baseline_chip), r.config, r) for _, _, r in self.records("perf_ratio", model)
+                       if isinstance(r, PerfRatioRecord))
+        return {(config, baseline): r for (baseline, config), r in found.items()}  # type: ignore[misc]
 
-    def latest_perf(self, model: str | None = None) -> dict[tuple[str, str], Record]:
-        """The newest perf record per (model, chip)."""
-        latest: dict[tuple[str, str], Record] = {}
-        for _, _, r in self.records("perf"):
-            if model is None or r.get("model") == model:
-                latest[(str(r.get("model")), str(r.get("chip")))] = r
-        return dict(sorted(latest.items()))
-
-    def latest_perf_ratio(self, model: str | None = None) -> dict[tuple[str, str, str], Record]:
-        """The newest perf_ratio (gate) record per (model, chip, baseline chip)."""
-        latest: dict[tuple[str, str, str], Record] = {}
-        for _, _, r in self.records("perf_ratio"):
-            if model is None or r.get("model") == model:
-                latest[(str(r.get("model")), str(r.get("chip")), str(r.get("baseline_chip")))] = r
-        return dict(sorted(latest.items()))
-
-    def latest(self) -> list[Record]:
-        """The newest record of every test id (for a one-screen summary)."""
-        latest: dict[tuple[str, str], Record] = {}
-        for _, _, r in self.records():
-            if r.get("kind") in TEST_KINDS:
-                latest[(str(r.get("test", "")), str(r.get("kind")))] = r
-        return list(latest.values())
+    def latest_tests(self) -> list[ResultRecord]:
+        """The newest record of every test in every configuration (a one-screen summary)."""
+        found = newest(((r.meta.test or "", r.kind), r.config, r) for _, _, r in self.records())
+        return list(found.values())
 
 
-def _int_or_none(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
+def newest(items: Iterable[tuple[K, Configuration, ResultRecord]]) -> dict[tuple[K, Configuration], ResultRecord]:
+    """The newest record per (group, configuration), items oldest first.
+
+    A record whose configuration is less specific than a newer one's of the same group (it knows
+    fewer fields, the ones it knows are equal: a "no ImageNet" skip before anything compiled, a
+    run killed half-way) is superseded by it, so last week's skip does not linger beside tonight's
+    figures; a newer skip never hides an older measured configuration.
+    """
+    latest: dict[tuple[K, Configuration], tuple[int, ResultRecord]] = {}
+    for index, (group, config, record) in enumerate(items):
+        latest[(group, config)] = (index, record)
+    kept = {
+        key: record for key, (index, record) in latest.items()
+        if not any(other_group == key[0] and other_index > index and other_config != key[1] and key[1].covers(other_config)
+                   for (other_group, other_config), (other_index, _) in latest.items())
+    }
+    return dict(sorted(kept.items(), key=lambda kv: (str(kv[0][0]), sort_key(kv[0][1]))))
 
 
-def _sort_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Sort tuples that may hold None next to strings or numbers."""
-    return tuple((v is None, v if v is not None else 0) if not isinstance(v, str) else (False, v) for v in key)
+def sort_key(config: Configuration) -> tuple[Any, ...]:
+    """Configurations in a stable order: None after every known value of a field."""
+    values = (config.model, config.chip, config.source, config.backend, config.precision, config.input_dtype,
+              config.batch_size)
+    return tuple((v is None, v if isinstance(v, int) else 0, "" if v is None or isinstance(v, int) else str(v))
+                 for v in values)
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,8 +179,8 @@ class _Reading:
     duplicates: int = 0
 
 
-def _parse_line(raw: bytes, where: str) -> tuple[Record | None, str | None]:
-    """A record, or why the line is not one."""
+def _parse_line(raw: bytes, where: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The line's JSON object, or why the line is not one."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -203,9 +191,6 @@ def _parse_line(raw: bytes, where: str) -> tuple[Record | None, str | None]:
         return None, f"{where}: not JSON ({exc.msg} at column {exc.colno}; a line cut short by a killed run?)"
     if not isinstance(value, dict):
         return None, f"{where}: expected a JSON object (one record), found {type(value).__name__}"
-    kind = value.get("kind")
-    if kind not in (*TEST_KINDS, RUN_KIND):
-        return None, f"{where}: unknown record kind {kind!r}; expected one of {', '.join((*TEST_KINDS, RUN_KIND))}"
     return value, None
 
 
@@ -220,21 +205,28 @@ def _read_file(path: Path, reading: _Reading) -> int:
         if not raw.strip():
             blanks.append(line_no)
             continue
-        record, problem = _parse_line(raw, f"{path}:{line_no}")
-        if record is None:
+        where = f"{path}:{line_no}"
+        value, problem = _parse_line(raw, where)
+        record = None
+        if value is not None:
+            if not value.get("run_id") and value.get("kind") in KINDS:
+                missing_id += 1
+                value = {**value, "run_id": f"(no run_id) {path}"}
+            try:
+                record = record_from_json(value)
+            except SchemaError as exc:
+                problem = f"{where}: {exc}"
+        if record is None or value is None:
             reading.malformed_lines += 1
             reading.warnings.append(str(problem))
             continue
-        canonical = json.dumps(record, sort_keys=True, default=str)
         count += 1
+        canonical = json.dumps(value, sort_keys=True, default=str)
         if canonical in reading.seen:
             reading.duplicates += 1
             continue
         reading.seen.add(canonical)
-        if not record.get("run_id"):
-            missing_id += 1
-            record = {**record, "run_id": f"(no run_id) {path}"}
-        reading.records.append((record, f"{path}:{line_no}"))
+        reading.records.append((record, where))
     if blanks:
         reading.blank_lines += len(blanks)
         shown = ", ".join(map(str, blanks[:10])) + (" ..." if len(blanks) > 10 else "")
@@ -245,24 +237,28 @@ def _read_file(path: Path, reading: _Reading) -> int:
     return count
 
 
+def _run_id(record: Record) -> str:
+    return str(record.run_id if isinstance(record, RunRecord) else record.meta.run_id)
+
+
 def _group(records: Iterable[tuple[Record, str]]) -> list[Run]:
     runs: dict[str, Run] = {}
     for record, where in records:
-        run_id = str(record["run_id"])
+        run_id = _run_id(record)
         run = runs.setdefault(run_id, Run(run_id=run_id, started=None, host=None, environment={}))
         source = where.rsplit(":", 1)[0]
         if source not in run.sources:
             run.sources.append(source)
-        if record.get("kind") == RUN_KIND:
+        if isinstance(record, RunRecord):
             run.info = record
-            run.environment = dict(record.get("environment") or {})
+            run.environment = dict(record.environment)
         else:
             run.records.append(record)
     for run in runs.values():
-        times = [t for t in (parse_time(r.get("time")) for r in run.records) if t is not None]
+        times = [t for t in (parse_time(r.meta.time) for r in run.records) if t is not None]
         earliest = min(times).strftime(_TIME_FORMAT) if times else None
-        run.started = run.info.get("started") or earliest
-        run.host = run.environment.get("host") or next((r.get("host") for r in run.records if r.get("host")), None)
+        run.started = (run.info.started if run.info else None) or earliest
+        run.host = run.environment.get("host") or next((r.meta.host for r in run.records if r.meta.host), None)
     epoch = datetime.min.replace(tzinfo=timezone.utc)
     return sorted(runs.values(), key=lambda r: (r.started_at is None, r.started_at or epoch, r.run_id))
 
@@ -290,7 +286,7 @@ def load_results(paths: Sequence[Path | str] | Path | str) -> Results:
         if new and held == 0:
             raise ResultsError(
                 f"{given}: holds no results records; expected JSON lines with a 'kind' of "
-                f"{', '.join((*TEST_KINDS, RUN_KIND))}, as pytest --results FILE writes them"
+                f"{', '.join(KINDS)}, as pytest --results FILE writes them"
                 + (f" ({reading.warnings[-1]})" if reading.warnings else "")
             )
     if reading.duplicates:
@@ -305,135 +301,6 @@ def results_of(records: Sequence[Record], source: Path | str) -> Results:
     return Results(runs=_group((r, str(source)) for r in records), files=[Path(source)])
 
 
-# --------------------------------------------------------------------------------------------
-# Figures inside records
-
-
-def figures_per_card(record: Mapping[str, Any]) -> dict[int, float]:
-    """A perf record's images/s per batch size, per card (per-chip figures x devices_per_card)."""
-    factor = int(record.get("devices_per_card") or 1) if record.get("unit") == "per_chip" else 1
-    out: dict[int, float] = {}
-    for key, value in record.items():
-        if key.startswith(PER_S_PREFIX) and key[len(PER_S_PREFIX):].isdigit() and finite(value):
-            out[int(key[len(PER_S_PREFIX):])] = float(value) * factor
-    return dict(sorted(out.items()))
-
-
-def best_per_card(record: Mapping[str, Any]) -> tuple[int, float] | None:
-    """(batch size, images/s per card) at the best batch, as the perf test chose and recorded it."""
-    bs, best = record.get("best_batch"), record.get("best_images_per_s_per_card")
-    return (int(bs), float(best)) if isinstance(bs, int) and finite(best) else None
-
-
 def finite(value: Any) -> bool:
     """A real, finite number (not a bool, None, text or NaN): a figure a table can show."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-# --------------------------------------------------------------------------------------------
-# History and regressions
-
-AccuracySeries = tuple[str, str, str]  # chip, backend, precision
-
-
-@dataclass(frozen=True)
-class HistoryPoint:
-    """One run's figures for one model: top-1/top-5 per (chip, backend, precision), best per chip."""
-
-    run: Run
-    accuracy: Mapping[AccuracySeries, tuple[float, float | None]]
-    throughput: Mapping[str, tuple[int, float]]  # chip -> (best batch, images/s per card)
-
-
-@dataclass(frozen=True)
-class Regression:
-    """A figure that dropped beyond the policy's [history] threshold since the previous run."""
-
-    model: str
-    what: str  # "top-1 Ascend310P3 ascend fp16" / "images/s Ascend310P3"
-    run_id: str
-    previous_run_id: str
-    previous: float
-    current: float
-    threshold: str
-
-    def describe(self) -> str:
-        if self.what.startswith("top-1"):
-            change = f"{self.previous:.2f} -> {self.current:.2f} ({self.current - self.previous:+.2f} points)"
-        else:
-            change = (f"{self.previous:.2f} -> {self.current:.2f} images/s per card "
-                      f"({100 * (self.current - self.previous) / self.previous:+.1f}%)")
-        return (f"REGRESSION {self.model} {self.what}: {change} in run {self.run_id} vs run "
-                f"{self.previous_run_id} (threshold {self.threshold})")
-
-
-@dataclass(frozen=True)
-class ModelHistory:
-    model: str
-    points: tuple[HistoryPoint, ...]
-    accuracy_series: tuple[AccuracySeries, ...]
-    throughput_chips: tuple[str, ...]
-
-
-def _accuracy_of(run: Run, model: str) -> dict[AccuracySeries, tuple[float, float | None]]:
-    """Top-1/top-5 per series; with several batch sizes the worst top-1 counts (a regression at any
-    batch size shows)."""
-    out: dict[AccuracySeries, tuple[float, float | None]] = {}
-    for r in run.of_kind("accuracy"):
-        if r.get("model") != model or r.get("outcome") == "skipped" or not finite(r.get("top1")):
-            continue
-        series = (str(r.get("chip")), str(r.get("backend") or "?"), str(r.get("precision") or "?"))
-        top5 = float(r["top5"]) if finite(r.get("top5")) else None
-        if series not in out or float(r["top1"]) < out[series][0]:
-            out[series] = (float(r["top1"]), top5)
-    return out
-
-
-def _throughput_of(run: Run, model: str) -> dict[str, tuple[int, float]]:
-    out: dict[str, tuple[int, float]] = {}
-    for r in run.of_kind("perf"):
-        if r.get("model") == model and r.get("outcome") != "skipped":
-            best = best_per_card(r)
-            if best is not None:
-                out[str(r.get("chip"))] = best
-    return out
-
-
-def model_history(results: Results, model: str) -> ModelHistory:
-    """One point per run (oldest first) that measured ``model``."""
-    points = []
-    for run in results.runs:
-        accuracy, throughput = _accuracy_of(run, model), _throughput_of(run, model)
-        if accuracy or throughput:
-            points.append(HistoryPoint(run=run, accuracy=accuracy, throughput=throughput))
-    series = sorted({s for p in points for s in p.accuracy})
-    chips = sorted({c for p in points for c in p.throughput})
-    return ModelHistory(model=model, points=tuple(points), accuracy_series=tuple(series), throughput_chips=tuple(chips))
-
-
-def find_regressions(history: ModelHistory, policy: HistoryPolicy) -> list[Regression]:
-    """Each figure against the same figure of the previous run that has it (runs on other machines
-    in between measure other chips and are not 'the previous run' of this one)."""
-    found: list[Regression] = []
-    last_top1: dict[AccuracySeries, tuple[float, str]] = {}
-    last_best: dict[str, tuple[float, str]] = {}
-    for point in history.points:
-        run_id = point.run.run_id
-        for series, (top1, _) in point.accuracy.items():
-            if series in last_top1 and last_top1[series][0] - top1 > policy.regression_top1_points:
-                found.append(Regression(history.model, "top-1 " + " ".join(series), run_id, last_top1[series][1],
-                                        last_top1[series][0], top1, f"{policy.regression_top1_points:g} points"))
-            last_top1[series] = (top1, run_id)
-        for chip, (_, best) in point.throughput.items():
-            if chip in last_best:
-                previous = last_best[chip][0]
-                if previous > 0 and 100 * (previous - best) / previous > policy.regression_throughput_percent:
-                    found.append(Regression(history.model, f"images/s {chip}", run_id, last_best[chip][1], previous,
-                                            best, f"{policy.regression_throughput_percent:g}%"))
-            last_best[chip] = (best, run_id)
-    return found
-
-
-def all_regressions(results: Results, policy: HistoryPolicy) -> list[Regression]:
-    """Every model's regressions, model by model."""
-    return [reg for model in results.models() for reg in find_regressions(model_history(results, model), policy)]

@@ -25,6 +25,8 @@ from harness.backends.base import (
 )
 from harness.backends.torch_ref import TorchSession, torch_version
 from harness.cache import ArtifactCache, default_cache_root, file_sha256
+from harness.data.coverage import Coverage, coverage
+from harness.judge.gates import topk_correct
 from harness.judge.metrics import Accuracy, Parity, accuracy, parity
 from harness.run.infer import run_all
 from harness.specs import (
@@ -148,6 +150,11 @@ class Evaluation:
     agreement: Parity
     skipped_unlabeled: int
     skipped_missing: int
+    # Per-image correctness ({"top1": bool (N,), "top5": ...}) of the torch reference and of the
+    # compiled model on the same images, in the same order: the paired gates' inputs.
+    reference_correct: Mapping[str, np.ndarray]
+    compiled_correct: Mapping[str, np.ndarray]
+    coverage: Coverage  # full validation set, a subset of it, or other images
 
 
 @dataclass
@@ -337,4 +344,7 @@ class Workbench:
             agreement=parity(ref_logits, logits),
             skipped_unlabeled=listing.skipped_unlabeled,
             skipped_missing=listing.skipped_missing,
+            reference_correct=topk_correct(ref_logits, prepared.labels),
+            compiled_correct=topk_correct(logits, prepared.labels),
+            coverage=coverage(listing, self.cfg.limit if source == "imagenet" else None),
         )

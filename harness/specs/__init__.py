@@ -9,12 +9,15 @@ the entry, the field, what was expected and what was found.
 - ``policy``: Policy with its TimingPolicy and HistoryPolicy
 - ``reader``: SpecError, reading TOML, the field checks every loader uses
 - ``load``: load_models / load_chips / load_policy, resolve_chip, as_dict, FIXTURES_DIR
+- ``library``: torchvision / timm models by name (``tv:resnet50``, ``timm:resnest50d.in1k``, globs):
+  resolve_models, library_spec, catalogue
 
 Import from here (``from harness.specs import ModelSpec, load_models``); the modules are the
 layout, this namespace is the interface.
 """
 
 from harness.specs.chip import PRECISIONS, ChipSpec, CompileTarget, PerfRule
+from harness.specs.library import catalogue, library_spec, resolve_models
 from harness.specs.load import (
     FIXTURES_DIR,
     as_dict,
@@ -27,9 +30,11 @@ from harness.specs.model import (
     ARCH_SOURCES,
     INTERPOLATIONS,
     KEY_MAPPINGS,
+    LIBRARY_PREFIXES,
     RESIZE_METHODS,
     AccuracyRef,
     ArchSpec,
+    LibraryRef,
     ModelSpec,
     PreprocessSpec,
     WeightsSpec,
@@ -42,6 +47,7 @@ __all__ = [
     "FIXTURES_DIR",
     "INTERPOLATIONS",
     "KEY_MAPPINGS",
+    "LIBRARY_PREFIXES",
     "PRECISIONS",
     "RESIZE_METHODS",
     "AccuracyRef",
@@ -49,6 +55,7 @@ __all__ = [
     "ChipSpec",
     "CompileTarget",
     "HistoryPolicy",
+    "LibraryRef",
     "ModelSpec",
     "PerfRule",
     "Policy",
@@ -57,8 +64,11 @@ __all__ = [
     "TimingPolicy",
     "WeightsSpec",
     "as_dict",
+    "catalogue",
+    "library_spec",
     "load_chips",
     "load_models",
     "load_policy",
     "resolve_chip",
+    "resolve_models",
 ]

@@ -16,6 +16,7 @@ from harness.specs.model import (
     ARCH_SOURCES,
     INTERPOLATIONS,
     KEY_MAPPINGS,
+    LIBRARY_PREFIXES,
     RESIZE_METHODS,
     AccuracyRef,
     ArchSpec,
@@ -23,7 +24,16 @@ from harness.specs.model import (
     PreprocessSpec,
     WeightsSpec,
 )
-from harness.specs.policy import HistoryPolicy, Policy, TimingPolicy
+from harness.specs.policy import (
+    INCONCLUSIVE_POLICIES,
+    PAIRED_METHODS,
+    TOLERANCE_RULES,
+    AccuracyTolerance,
+    HistoryPolicy,
+    Policy,
+    TimingPolicy,
+    VerdictPolicy,
+)
 from harness.specs.reader import (
     Reader,
     SpecError,
@@ -130,9 +140,25 @@ def _model(source: str, name: str, table: Mapping[str, Any]) -> ModelSpec:
         batch_sizes=tuple(sizes),
         fixed_input_size=r.get("fixed_input_size", bool, "true or false", False),
         notes=r.text("notes", ""),
+        same_as=_same_as(r),
     )
+    tolerance = r.table_("accuracy_tolerance", None)
+    if tolerance is not None:
+        spec = replace(spec, accuracy_tolerance=accuracy_tolerance(source, f"models.{name}.accuracy_tolerance", tolerance))
     r.finish()
     return spec
+
+
+def _same_as(r: Reader) -> str | None:
+    """``same_as``: a library name (``tv:NAME[.WEIGHTS]``, ``timm:ARCH[.TAG]``), checked for form
+    only here; tests/test_library_models.py checks that it exists and its figures agree."""
+    value = r.text("same_as", None)
+    if value is not None:
+        prefix, _, rest = value.partition(":")
+        if prefix not in LIBRARY_PREFIXES or not rest or any(c in rest for c in "*?[ "):
+            raise r.fail("same_as", "a library model name like 'tv:resnext50_32x4d.IMAGENET1K_V1' or "
+                         "'timm:resnest50d.in1k' (python -m harness models lists them)", value)
+    return value
 
 
 def load_models(path: Path | None = None) -> dict[str, ModelSpec]:
@@ -233,8 +259,18 @@ def load_policy(path: Path | None = None) -> Policy:
     data = load_toml(path)
     acc = Reader(str(path), "accuracy", data.get("accuracy", {}))
     conv = Reader(str(path), "conversion", data.get("conversion", {}))
+    tolerance = AccuracyTolerance(
+        rule=acc.text("tolerance_rule", "absolute", TOLERANCE_RULES),
+        points=acc.number("tolerance_points", 0.0, 100.0),
+        fraction=_fraction(acc, "tolerance_fraction", AccuracyTolerance.fraction),
+    )
+    verdicts = VerdictPolicy(
+        confidence=_confidence(acc, "confidence", VerdictPolicy.confidence),
+        paired_method=acc.text("paired_method", VerdictPolicy.paired_method, PAIRED_METHODS),
+        inconclusive=acc.text("inconclusive", VerdictPolicy.inconclusive, INCONCLUSIVE_POLICIES),
+    )
     policy = Policy(
-        accuracy_tolerance_points=acc.number("tolerance_points", 0.0, 100.0),
+        accuracy_tolerance_points=tolerance.points,
         agreement_min_top1=acc.number("agreement_min_top1", 0.0, 100.0),
         accuracy_batch_sizes=batch_sizes(acc, "batch_sizes"),
         conversion_rtol=conv.number("rtol", 0.0, 1.0),
@@ -265,10 +301,49 @@ def load_policy(path: Path | None = None) -> Policy:
             "regression_throughput_percent", 0.0, 100.0, hist_defaults.regression_throughput_percent),
     )
     hist.finish()
-    extra = sorted(set(data) - {"accuracy", "conversion", "perf", "history"})
+    # [localize] belongs to harness.localize (harness/localize/thresholds.py reads and checks it)
+    extra = sorted(set(data) - {"accuracy", "conversion", "perf", "history", "localize"})
     if extra:
-        raise SpecError(f"{path}: unknown table(s) {extra}; allowed: [accuracy], [conversion], [perf], [history]")
-    return replace(policy, timing=timing, history=history)
+        raise SpecError(f"{path}: unknown table(s) {extra}; allowed: [accuracy], [conversion], [perf], [history], "
+                        "[localize]")
+    return replace(policy, timing=timing, history=history, accuracy_tolerance=tolerance, verdicts=verdicts)
+
+
+def _fraction(reader: Reader, key: str, default: object = ...) -> float:
+    """A fraction of the reference accuracy in (0, 1] (0 would allow any drop at all)."""
+    value = reader.number(key, 0.0, 1.0, default)
+    if value == 0.0:
+        raise reader.fail(key, "a number in (0, 1], e.g. 0.99", value)
+    return value
+
+
+def _confidence(reader: Reader, key: str, default: object = ...) -> float:
+    """A two-sided confidence level strictly between 0.5 and 1 (0.95 is the usual one)."""
+    value = reader.number(key, 0.5, 1.0, default)
+    if not 0.5 < value < 1.0:
+        raise reader.fail(key, "a confidence strictly between 0.5 and 1, e.g. 0.95", value)
+    return value
+
+
+def accuracy_tolerance(source: str, entry: str, table: Mapping[str, Any]) -> AccuracyTolerance:
+    """A per-model ``accuracy_tolerance = { rule = ..., points | fraction = ... }`` table.
+
+    ``rule`` is required; ``points`` goes with ``absolute`` and ``fraction`` with ``relative``,
+    and the other one is refused (it would be silently ignored).
+    """
+    r = Reader(source, entry, table)
+    rule = r.text("rule", choices=TOLERANCE_RULES)
+    if rule == "absolute":
+        tolerance = AccuracyTolerance(rule=rule, points=r.number("points", 0.0, 100.0))
+        wrong = "fraction"
+    else:
+        tolerance = AccuracyTolerance(rule=rule, fraction=_fraction(r, "fraction"))
+        wrong = "points"
+    if wrong in table:
+        raise r.fail(wrong, f"no {wrong!r} with rule = {rule!r} (it applies to the other rule only)",
+                     table[wrong])
+    r.finish()
+    return tolerance
 
 
 # --------------------------------------------------------------------------------------------

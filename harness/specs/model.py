@@ -10,11 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from harness.specs.policy import AccuracyTolerance
 from harness.specs.reader import SpecError
 
 RESIZE_METHODS = ("resize_crop", "squash_crop", "crop_resize")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
 ARCH_SOURCES = ("torchvision", "timm")
+# Library names (harness.specs.library): "tv:resnet50.IMAGENET1K_V2", "timm:resnest50d.in1k".
+LIBRARY_PREFIXES = {"tv": "torchvision", "timm": "timm"}
 KEY_MAPPINGS = ("none", "by_position")
 
 
@@ -79,6 +82,9 @@ class WeightsSpec:
     package_path: str | None = None
     key_mapping: str = "none"
     state_dict_key: str | None = None
+    # A timm checkpoint on the Hugging Face hub ("timm/resnest50d.in1k"): never downloaded, looked
+    # up in the weights dir as ``filename`` or in a hub-cache layout (harness.model.checkpoint).
+    hub_id: str | None = None
 
     @property
     def has_checksum(self) -> bool:
@@ -95,8 +101,26 @@ class AccuracyRef:
 
 
 @dataclass(frozen=True)
+class LibraryRef:
+    """Where a library entry (``tv:...``, ``timm:...``; harness.specs.library) was read from.
+
+    ``recipe_note`` is empty when the preprocessing recipe is the library's default one, else it
+    says how the recipe of the published figure differs from it (timm: a results row measured at
+    another test size, crop or interpolation than the ``pretrained_cfg``).
+    """
+
+    library: str  # "torchvision" or "timm"
+    version: str  # the installed library version the entry was read from
+    weights: str  # "ResNet50_Weights.IMAGENET1K_V2" or "resnest50d.in1k"
+    default: bool  # the builder's DEFAULT weights (tv), timm's default tag of the architecture
+    num_params: int | None = None
+    test_size: int | None = None  # timm: the results row's img_size
+    recipe_note: str = ""
+
+
+@dataclass(frozen=True)
 class ModelSpec:
-    """One [models.<name>] entry of fixtures/models.toml, validated."""
+    """One [models.<name>] entry of fixtures/models.toml, validated, or one library entry (``library``)."""
 
     name: str
     title: str
@@ -112,6 +136,12 @@ class ModelSpec:
     batch_sizes: tuple[int, ...]
     fixed_input_size: bool = False
     notes: str = ""
+    # models.toml ``accuracy_tolerance``: this model's own rule; None = the policy's [accuracy] one.
+    accuracy_tolerance: AccuracyTolerance | None = None
+    # models.toml ``same_as``: the library twin of a curated entry ("tv:resnext50_32x4d.IMAGENET1K_V1").
+    same_as: str | None = None
+    # Set on library entries only (harness.specs.library); None for fixtures/models.toml entries.
+    library: LibraryRef | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

@@ -2,12 +2,60 @@
 and when the report flags a regression, as frozen data classes.
 
 Reading and validating the file is ``harness.specs.load``'s job; these classes only hold the
-result (the defaults below are what a missing [perf] or [history] table means).
+result (the defaults below are what a missing [perf] or [history] table, or a missing optional
+[accuracy] field, means).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+TOLERANCE_RULES = ("absolute", "relative")
+INCONCLUSIVE_POLICIES = ("fail", "allow")
+PAIRED_METHODS = ("tango", "newcombe")  # harness.judge.paired.drop_interval's methods
+
+
+@dataclass(frozen=True)
+class AccuracyTolerance:
+    """How far below a reference accuracy a compiled model may be (fixtures/policy.toml
+    [accuracy], per model ``accuracy_tolerance`` in fixtures/models.toml).
+
+    ``absolute``: at most ``points`` percentage points below (the mission's "within 1 point").
+    ``relative``: at least ``fraction`` of the reference (MLPerf's ">= 99% of the FP32
+    reference"), i.e. at most ``(1 - fraction) * reference`` points below.
+    """
+
+    rule: str = "absolute"
+    points: float = 1.0
+    fraction: float = 0.99
+
+    def points_for(self, reference_accuracy: float) -> float:
+        """The allowed drop in points below ``reference_accuracy`` (percent)."""
+        if self.rule == "relative":
+            return (1.0 - self.fraction) * reference_accuracy
+        return self.points
+
+    def describe(self) -> str:
+        """``absolute rule: 1 point`` or ``relative rule: >= 99% of the reference``."""
+        if self.rule == "relative":
+            return f"relative rule: >= {self.fraction * 100:g}% of the reference"
+        return f"absolute rule: {self.points:g} point{'' if self.points == 1 else 's'}"
+
+
+@dataclass(frozen=True)
+class VerdictPolicy:
+    """How the three-way verdicts are reached and what ``inconclusive`` does (policy.toml [accuracy]).
+
+    ``confidence``: the two-sided level of every interval (0.95: each decisive verdict is wrong
+    in at most ~2.5% of runs). ``paired_method``: the paired drop's interval (Tango's score
+    interval or Newcombe's hybrid score, harness.judge.paired). ``inconclusive``: ``fail``
+    (default: a run on too few images is not green) or ``allow`` (recorded as inconclusive, the
+    test passes).
+    """
+
+    confidence: float = 0.95
+    paired_method: str = "tango"
+    inconclusive: str = "fail"
 
 
 @dataclass(frozen=True)
@@ -47,3 +95,6 @@ class Policy:
     seed: int
     timing: TimingPolicy = TimingPolicy()
     history: HistoryPolicy = HistoryPolicy()
+    # The tolerance as a rule; its ``points`` is always ``accuracy_tolerance_points``.
+    accuracy_tolerance: AccuracyTolerance = AccuracyTolerance()
+    verdicts: VerdictPolicy = VerdictPolicy()

@@ -1,0 +1,402 @@
+"""The parts records are made of: flat groups of fields, each field one JSON key of the same name.
+
+A record (harness.records.schema) is built from parts: :class:`Configuration` (what a figure is a
+figure of), :class:`Setup`, :class:`Scores`, :class:`Judgement`, ... On disk and in JUnit a part's
+fields are flat keys named as the suite has always named them (nightly consumers parse the JUnit
+properties), plus three prefixed families spelled here and nowhere else:
+
+- ``env_<name>``: the backend's own description (:attr:`Setup.environment`);
+- ``gate_<name>``: each gate's recorded outcome (:attr:`Judgement.gates`), next to ``verdict``;
+- ``<figure>_bs<N>``: per-batch figures (:class:`PerfPoint`), spelled by :func:`batch_key` alone.
+
+A field ``None`` is a field not recorded: absent from the JSON and from JUnit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+from dataclasses import dataclass, field
+from typing import (
+    Any,
+    Mapping,
+    Sequence,
+    TypeVar,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
+
+from harness.errors import UsageError
+from harness.judge.gates import Gate, RatioCheck, overall_verdict, worst_verdict
+
+# Where a record's figures come from: part of every configuration (a series never mixes them).
+MEASURED = "measured"  # measured by this suite on this machine
+MEASUREMENTS = "measurements"  # --measurements FILE|DIR: the chip's figures measured elsewhere
+PREDICTIONS = "predictions"  # --predictions DIR: logits made elsewhere, scored here
+BASELINE = "baseline"  # fixtures/baselines/<chip>.csv
+SOURCE_LABELS = {MEASURED: "measured here", MEASUREMENTS: "--measurements", PREDICTIONS: "--predictions",
+                 BASELINE: "baseline file"}
+
+PASS, FAIL = "pass", "fail"
+ENV_PREFIX, GATE_PREFIX = "env_", "gate_"
+
+
+class SchemaError(UsageError, ValueError):
+    """A JSON object is not a record the schema can read (wrong type, unknown kind, newer schema)."""
+
+
+def batch_key(name: str, batch_size: int) -> str:
+    """The one spelling of a per-batch key: ``images_per_s`` at bs 16 is ``images_per_s_bs16``."""
+    return f"{name}_bs{batch_size}"
+
+
+# --------------------------------------------------------------------------------------------
+# Parts: flat groups of fields, each field one JSON key of the same name
+
+
+T = TypeVar("T", bound="Part")
+
+
+@dataclass(frozen=True)
+class Part:
+    """A group of a record's fields. Scalars only, except ``environment`` / ``gates`` (prefixed keys)."""
+
+    def properties(self) -> dict[str, Any]:
+        """The recorded (non-None) fields as flat JSON keys, in field order."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in _PREFIXED:
+                out.update({_PREFIXED[f.name] + k: v for k, v in value.items()})
+            elif value is not None:
+                out[f.name] = value
+        return out
+
+    @classmethod
+    def take(cls: type[T], data: dict[str, Any]) -> T:
+        """This part's fields, removed from ``data`` (type-checked; absent keys are None)."""
+        values: dict[str, Any] = {}
+        for name, allowed in field_types(cls).items():
+            if name in _PREFIXED:
+                prefix = _PREFIXED[name]
+                values[name] = {k[len(prefix):]: data.pop(k) for k in [k for k in data if k.startswith(prefix)]}
+            elif name in data:
+                values[name] = checked_value(cls.__name__, name, data.pop(name), allowed)
+        return cls(**values)
+
+
+_PREFIXED = {"environment": ENV_PREFIX, "gates": GATE_PREFIX}
+_FIELD_TYPES: dict[type, dict[str, tuple[type, ...]]] = {}
+
+
+def field_types(cls: type) -> dict[str, tuple[type, ...]]:
+    """name -> the JSON types a value may have (empty: any), from the annotations, cached."""
+    if cls not in _FIELD_TYPES:
+        hints = get_type_hints(cls)
+        out: dict[str, tuple[type, ...]] = {}
+        for f in dataclasses.fields(cls):
+            hint = hints[f.name]
+            args = get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
+            out[f.name] = tuple(a for a in args if a in (str, int, float, bool))
+        _FIELD_TYPES[cls] = out
+    return _FIELD_TYPES[cls]
+
+
+def checked_value(owner: str, name: str, value: Any, allowed: tuple[type, ...]) -> Any:
+    if value is None or not allowed:
+        return value
+    ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
+    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+        ok = True  # JSON has one number type; an int stays an int (JUnit shows it as recorded)
+    if not ok:
+        expected = " or ".join(a.__name__ for a in allowed)
+        raise SchemaError(f"{owner}.{name}: expected {expected}, found {type(value).__name__} {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class PytestFacts(Part):
+    """What pytest said about the test; filled in by the recorder (harness.pytest.plugin)."""
+
+    run_id: str | None = None
+    test: str | None = None
+    outcome: str | None = None  # passed / failed / skipped
+    phase: str | None = None
+    duration_s: float | None = None
+    time: str | None = None
+    host: str | None = None
+    reason: str | None = None  # why it was skipped or failed
+
+
+@dataclass(frozen=True)
+class Configuration(Part):
+    """What a figure is a figure of: every series and every table row is keyed by all of it."""
+
+    model: str | None = None
+    chip: str | None = None
+    backend: str | None = None
+    precision: str | None = None
+    input_dtype: str | None = None
+    batch_size: int | None = None  # None: a batch sweep (perf), or predictions made elsewhere
+    source: str | None = None  # MEASURED, MEASUREMENTS, PREDICTIONS or BASELINE
+
+    def covers(self, other: Configuration) -> bool:
+        """Every field this configuration knows equals ``other``'s (a test that stopped before
+        compiling knows less than the same test that ran)."""
+        return all(v is None or v == getattr(other, k) for k, v in dataclasses.asdict(self).items())
+
+    def label(self, fields: Sequence[str] = ("chip", "backend", "precision", "input_dtype", "batch_size", "source")) -> str:
+        """``cpu onnxruntime fp32 bs8``, ``Ascend310P3 (--measurements)``, ``cpu (--predictions)``:
+        the named fields that are known, float32 input and measured-here figures left implicit."""
+        parts = []
+        for name in fields:
+            value = getattr(self, name)
+            if value is None or (name == "input_dtype" and value == "float32") or (name == "source" and value == MEASURED):
+                continue
+            parts.append({"input_dtype": f"{value} input", "batch_size": f"bs{value}",
+                          "source": f"({SOURCE_LABELS.get(str(value), value)})"}.get(name, str(value)))
+        return " ".join(parts) or "-"
+
+
+@dataclass(frozen=True)
+class Published(Part):
+    """The published accuracy a model is certified against (fixtures/models.toml)."""
+
+    published_top1: float | None = None
+    published_top5: float | None = None
+    published_source: str | None = None
+
+
+@dataclass(frozen=True)
+class Setup(Part):
+    """What ran, on what: the runtime, the images, the weights (each kind records what applies)."""
+
+    backend_version: str | None = None
+    environment: Mapping[str, Any] = field(default_factory=dict)  # env_<key>: Backend.describe()
+    device_id: int | None = None
+    decode: str | None = None
+    dataset: str | None = None
+    dataset_name: str | None = None
+    dataset_key: str | None = None
+    label_source: str | None = None
+    preprocess: str | None = None
+    ring_images: int | None = None
+    weights: str | None = None
+    weights_source: str | None = None
+    weights_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class Scores(Part):
+    """Top-1/top-5 (percent) on the images scored, and the images left out."""
+
+    images: int | None = None
+    skipped_unlabeled: int | None = None
+    skipped_missing: int | None = None
+    top1: float | None = None
+    top5: float | None = None
+
+
+@dataclass(frozen=True)
+class Reference(Part):
+    """The framework (torch) reference on the same images, and the agreement with it."""
+
+    reference_top1: float | None = None
+    reference_top5: float | None = None
+    delta_top1_vs_reference: float | None = None
+    delta_top5_vs_reference: float | None = None
+    top1_agreement: float | None = None
+    max_abs_diff: float | None = None
+
+
+@dataclass(frozen=True)
+class PredictionsInput(Part):
+    """Where predictions made elsewhere (--predictions) were read from, and how."""
+
+    figures_from: str | None = None
+    source_format: str | None = None
+    labels: str | None = None
+    other_outputs_ignored: int | None = None
+    device_folders: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Judgement(Part):
+    """The verdict and every gate's outcome, as harness.judge.gates decided them."""
+
+    # gate_<name>: pass / fail / inconclusive / "not applicable: why" / "not checked: why"
+    gates: Mapping[str, str] = field(default_factory=dict)
+    verdict: str | None = None  # pass / fail / inconclusive; None: the test stopped before its gates
+
+    @classmethod
+    def of(cls, gates: Sequence[Gate], not_checked: Mapping[str, str] | None = None) -> Judgement:
+        """Each gate's verdict (harness.judge.gates); gates of one name (e.g. the computed-check
+        of each batch size) record the worst of theirs. The verdict: harness.judge.gates.overall_verdict."""
+        outcomes: dict[str, str] = {}
+        for g in gates:
+            outcomes[g.name] = worst_verdict([outcomes[g.name], g.verdict]) if g.name in outcomes else g.verdict
+        return cls(gates={**outcomes, **(not_checked or {})}, verdict=overall_verdict(list(gates)))
+
+    def with_ratio(self, check: RatioCheck) -> Judgement:
+        """These gates and a throughput rule's (``gate_ratio_vs_<baseline>``); the verdict fails if any does."""
+        outcome = PASS if check.passed else FAIL
+        verdict = FAIL if FAIL in (self.verdict, outcome) else PASS
+        return Judgement(gates={**self.gates, f"ratio_vs_{check.rule.baseline}": outcome}, verdict=verdict)
+
+
+@dataclass(frozen=True)
+class Verdicts(Part):
+    """The figures behind the three-way accuracy verdicts (harness.judge.gates.verdict_fields):
+    the coverage of the images, the paired drop against the reference with its interval and
+    discordant counts, the published gate (decided on the full validation set only), agreement's
+    interval, and the images an inconclusive verdict would need. Floats rounded to 4 decimals."""
+
+    dataset_coverage: str | None = None  # full / subset / other (harness.data.coverage)
+    dataset_coverage_detail: str | None = None
+    paired_drop_top1: float | None = None  # reference top-1 - compiled top-1, points
+    paired_drop_top1_low95: float | None = None
+    paired_drop_top1_high95: float | None = None
+    tolerance_top1_points: float | None = None
+    discordant_ref_only: int | None = None  # images only the reference gets right (top-1)
+    discordant_compiled_only: int | None = None  # images only the compiled model gets right (top-1)
+    images_needed_top1: int | None = None
+    paired_drop_top5: float | None = None
+    paired_drop_top5_low95: float | None = None
+    paired_drop_top5_high95: float | None = None
+    tolerance_top5_points: float | None = None
+    discordant_ref_only_top5: int | None = None
+    discordant_compiled_only_top5: int | None = None
+    images_needed_top5: int | None = None
+    published_gate: str | None = None  # pass / fail / "not applicable: subset of N images"
+    top1_low95: float | None = None  # Wilson interval of a subset's top-1, beside the published figure
+    top1_high95: float | None = None
+    top5_low95: float | None = None
+    top5_high95: float | None = None
+    agreement_top1: float | None = None
+    agreement_top1_low95: float | None = None
+    agreement_top1_high95: float | None = None
+    images_needed_agreement: int | None = None
+    images_needed: int | None = None  # when inconclusive: the largest of the gates' estimates
+
+    @classmethod
+    def of(cls, fields: Mapping[str, Any], coverage: Mapping[str, Any] | None = None) -> Verdicts:
+        """From ``verdict_fields(gates)`` (its ``verdict`` goes to :class:`Judgement`, its
+        ``images`` is :attr:`Scores.images`) and ``Coverage.as_record()``."""
+        values = {**(coverage or {}), **fields}
+        values = {k: round(v, 4) if isinstance(v, float) else v for k, v in values.items()
+                  if k not in ("verdict", "images")}
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class ParityFigures(Part):
+    """torch vs exported ONNX on the same inputs (harness.judge.metrics.Parity)."""
+
+    count: int | None = None
+    max_abs_diff: float | None = None
+    mean_abs_diff: float | None = None
+    max_rel_diff: float | None = None
+    min_cosine: float | None = None
+    top1_agreement: float | None = None
+
+
+@dataclass(frozen=True)
+class Origin(Part):
+    """Where a perf record's figures come from, and whether the timed runs were shown to compute."""
+
+    figures_from: str | None = None  # "measured here", or the --measurements path
+    computed_check: str | None = None  # "not applicable: ..." for figures measured elsewhere
+
+
+@dataclass(frozen=True)
+class Best(Part):
+    """The best batch of a sweep (harness.judge.gates.best_batch) and the units of its figures."""
+
+    best_batch: int | None = None
+    best_images_per_s: float | None = None
+    best_images_per_s_per_card: float | None = None
+    unit: str | None = None  # per_chip / per_card
+    clock: str | None = None  # device_compute / wall
+    devices_per_card: int | None = None
+
+
+@dataclass(frozen=True)
+class RatioRule(Part):
+    """One throughput rule of the chip under test (fixtures/chips.toml)."""
+
+    gate: str | None = None  # ratio_vs_<baseline chip>
+    baseline_chip: str | None = None
+    threshold: float | None = None
+    rule_source: str | None = None
+
+
+@dataclass(frozen=True)
+class RatioResult(Part):
+    """The rule evaluated at each side's best batch, per card (harness.judge.gates.ratio_gate)."""
+
+    ratio: float | None = None
+    best_batch: int | None = None
+    best_images_per_s_per_card: float | None = None
+    baseline_best_batch: int | None = None
+    baseline_images_per_s_per_card: float | None = None
+    baseline_source: str | None = None
+    baseline_note: str | None = None
+    clock: str | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class PerfPoint:
+    """One batch size's figures; each is the key ``batch_key(<field>, batch_size)``."""
+
+    batch_size: int
+    images_per_s: float | None = None
+    wall_images_per_s: float | None = None
+    device_images_per_s: float | None = None
+    latency_ms_mean: float | None = None
+    latency_ms_median: float | None = None
+    latency_ms_p90: float | None = None
+    latency_ms_p99: float | None = None
+    latency_cv_percent: float | None = None
+    runs: int | None = None
+    seconds: float | None = None
+    computed_top1_agreement: float | None = None
+    computed_max_rel_diff: float | None = None
+    ratio: float | None = None  # perf_ratio: this batch's figure / the baseline's at the same batch, per card
+
+
+POINT_FIELDS = tuple(f.name for f in dataclasses.fields(PerfPoint) if f.name != "batch_size")
+_POINT_KEY = re.compile(rf"^({'|'.join(POINT_FIELDS)})_bs(\d+)$")
+
+
+def merge_points(*groups: Sequence[PerfPoint]) -> tuple[PerfPoint, ...]:
+    """Points of the same batch size merged (later groups' known fields win), sorted by batch size."""
+    merged: dict[int, PerfPoint] = {}
+    for group in groups:
+        for p in group:
+            known = {k: v for k, v in dataclasses.asdict(p).items() if v is not None}
+            merged[p.batch_size] = dataclasses.replace(merged.get(p.batch_size, p), **known)
+    return tuple(merged[bs] for bs in sorted(merged))
+
+
+def points_json(points: Sequence[PerfPoint]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in POINT_FIELDS:  # grouped by figure, then batch size: the order records always had
+        for p in points:
+            value = getattr(p, name)
+            if value is not None:
+                out[batch_key(name, p.batch_size)] = value
+    return out
+
+
+def take_points(data: dict[str, Any], owner: str) -> tuple[PerfPoint, ...]:
+    values: dict[int, dict[str, Any]] = {}
+    allowed = field_types(PerfPoint)
+    for key in [k for k in data if _POINT_KEY.match(k)]:
+        name, bs = _POINT_KEY.match(key).groups()  # type: ignore[union-attr]
+        values.setdefault(int(bs), {})[name] = checked_value(owner, key, data.pop(key), allowed[name])
+    return tuple(PerfPoint(batch_size=bs, **values[bs]) for bs in sorted(values))

@@ -1,0 +1,164 @@
+"""The report as a list of blocks, and its two renderings: Markdown and one self-contained HTML page.
+
+Both files are rendered from the same blocks (headings, paragraphs, bullets, tables, images), so
+the Markdown and the HTML cannot disagree. A cell or a bullet carries its status (``ok``, ``bad``,
+``skip``) from the record it shows (its recorded verdict and outcome, see
+:func:`harness.report.tables.status_of`): the renderer colours by that status and never reads the
+text to guess a verdict.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+OK, BAD, SKIP = "ok", "bad", "skip"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """Plain text (a newline is a line break) and the status that colours it."""
+
+    text: str
+    status: str = ""
+
+
+Text = Union[str, Cell]
+
+
+def cell(value: Text) -> Cell:
+    return value if isinstance(value, Cell) else Cell(value)
+
+
+@dataclass(frozen=True)
+class Heading:
+    level: int
+    text: str
+    anchor: str = ""
+
+
+@dataclass(frozen=True)
+class Para:
+    text: str
+    css: str = ""
+
+
+@dataclass(frozen=True)
+class Bullets:
+    items: tuple[Text, ...]
+    css: str = ""
+
+
+@dataclass(frozen=True)
+class Table:
+    """``align`` per column: l or r. ``css`` names the table (accuracy, perf, history, ...)."""
+
+    headers: tuple[str, ...]
+    rows: tuple[tuple[Text, ...], ...]
+    align: tuple[str, ...] = ()
+    css: str = ""
+
+
+@dataclass(frozen=True)
+class Image:
+    rel_path: str
+    alt: str
+    png: bytes
+
+
+Block = Union[Heading, Para, Bullets, Table, Image]
+
+
+# --------------------------------------------------------------------------------------------
+# Markdown
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", "<br>")
+
+
+def render_markdown(blocks: Sequence[Block]) -> str:
+    out: list[str] = []
+    for b in blocks:
+        if isinstance(b, Heading):
+            out.append(f"{'#' * b.level} {b.text}\n")
+        elif isinstance(b, Para):
+            out.append(b.text + "\n")
+        elif isinstance(b, Bullets):
+            out.append("\n".join(f"- {cell(item).text}" for item in b.items) + "\n")
+        elif isinstance(b, Table):
+            align = b.align or ("l",) * len(b.headers)
+            out.append("| " + " | ".join(_md_cell(h) for h in b.headers) + " |")
+            out.append("|" + "|".join("---:" if a == "r" else "---" for a in align) + "|")
+            out.extend("| " + " | ".join(_md_cell(cell(c).text) for c in row) + " |" for row in b.rows)
+            out.append("")
+        elif isinstance(b, Image):
+            out.append(f"![{b.alt}]({b.rel_path})\n")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------------------------
+# HTML
+
+CSS = """
+body { font: 14px/1.45 -apple-system, "Segoe UI", Roboto, "Noto Sans", Arial, sans-serif; margin: 24px; color: #1b1f24; }
+h1 { font-size: 24px; margin-bottom: 4px; } h2 { font-size: 20px; margin-top: 32px; border-bottom: 1px solid #d0d7de; }
+h3 { font-size: 16px; margin-top: 20px; }
+.scroll { overflow-x: auto; margin: 8px 0 12px; }
+table { border-collapse: collapse; font-size: 13px; }
+th, td { border: 1px solid #d0d7de; padding: 4px 8px; vertical-align: top; }
+th { background: #f3f5f7; text-align: left; font-weight: 600; }
+td { white-space: nowrap; } td.r { text-align: right; font-variant-numeric: tabular-nums; }
+table.runs td { white-space: normal; min-width: 6em; max-width: 28em; }
+tr:nth-child(even) td { background: #fafbfc; }
+table.perf tr:last-child td { font-weight: 600; border-top: 2px solid #57606a; }
+td.bad, li.bad { background: #ffebe9 !important; color: #a40e26; font-weight: 600; }
+td.ok { color: #116329; } td.skip { color: #6e7781; }
+.regressions { border: 2px solid #cf222e; padding: 4px 12px; } .clean { color: #116329; }
+.note { color: #57606a; font-size: 12px; } img { max-width: 100%; border: 1px solid #d0d7de; }
+"""
+
+
+def _classes(*names: str) -> str:
+    names = tuple(n for n in names if n)
+    return f' class="{" ".join(names)}"' if names else ""
+
+
+def _html_text(text: str) -> str:
+    return html.escape(text).replace("\n", "<br>")
+
+
+def _html_table(b: Table) -> str:
+    align = b.align or ("l",) * len(b.headers)
+    head = "".join(f"<th>{_html_text(h)}</th>" for h in b.headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td{_classes('r' if a == 'r' else '', cell(c).status)}>{_html_text(cell(c).text)}</td>"
+                         for c, a in zip(row, align)) + "</tr>"
+        for row in b.rows
+    )
+    return f'<div class="scroll"><table class="{b.css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def render_html(blocks: Sequence[Block], title: str) -> str:
+    parts = []
+    for b in blocks:
+        if isinstance(b, Heading):
+            anchor = f' id="{html.escape(b.anchor)}"' if b.anchor else ""
+            parts.append(f"<h{b.level}{anchor}>{_html_text(b.text)}</h{b.level}>")
+        elif isinstance(b, Para):
+            parts.append(f"<p{_classes(b.css)}>{_html_text(b.text)}</p>")
+        elif isinstance(b, Bullets):
+            items = "".join(f"<li{_classes(cell(i).status)}>{_html_text(cell(i).text)}</li>" for i in b.items)
+            parts.append(f"<ul{_classes(b.css)}>{items}</ul>")
+        elif isinstance(b, Table):
+            parts.append(_html_table(b))
+        elif isinstance(b, Image):
+            data = base64.b64encode(b.png).decode("ascii")
+            parts.append(f'<p><img alt="{html.escape(b.alt)}" src="data:image/png;base64,{data}"></p>')
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{html.escape(title)}</title>"
+        f"<style>{CSS}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n"
+    )

@@ -1,0 +1,292 @@
+"""The report's tables as data, from typed records: accuracy, summary, history, runs.
+
+Every row is one configuration (harness.records.parts.Configuration): two backends of one chip
+are two rows, figures made elsewhere (--predictions, --measurements) are rows of their own. A
+cell's status comes from the record's recorded verdict and pytest's outcome (:func:`status_of`);
+nothing here decides a verdict. Long texts (why a test was skipped, which weights ran, where
+predictions were read from) go to the notes under a table, so every row is one line high.
+The throughput table (the seeds' layout) is in :mod:`harness.report.throughput`.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any, Iterable, Mapping, Sequence
+
+from harness.records.history import THROUGHPUT, TOP1, ModelHistory, Regression
+from harness.records.parts import FAIL, PASS, SOURCE_LABELS, Configuration
+from harness.records.results import Results, Run, finite
+from harness.records.schema import (
+    AccuracyRecord,
+    ConversionRecord,
+    PerfRatioRecord,
+    PerfRecord,
+    ResultRecord,
+)
+from harness.report.render import (
+    BAD,
+    OK,
+    SKIP,
+    Block,
+    Bullets,
+    Cell,
+    Heading,
+    Para,
+    Table,
+)
+
+DASH = "\u2014"  # a cell without data: the source gives no figure
+MAX_REASON = 240
+CONFIG_FIELDS = ("backend", "precision", "input_dtype", "source")
+
+
+def fmt_figure(value: float | None) -> str:
+    """Images/s as the seeds print them: up to 4 decimals, no trailing zeros."""
+    if value is None or not finite(value):
+        return DASH
+    return f"{value:.4f}".rstrip("0").rstrip(".")
+
+
+def fmt_ratio(value: float | None) -> str:
+    """Ratios to 4 decimals, rounded (seed 000 truncated: 2.7649 where this prints 2.7650)."""
+    return DASH if value is None or not finite(value) else f"{value:.4f}"
+
+
+def pct(value: Any) -> str:
+    return f"{float(value):.2f}" if finite(value) else DASH
+
+
+def _delta(a: Any, b: Any) -> str:
+    return f"{float(a) - float(b):+.2f}" if finite(a) and finite(b) else DASH
+
+
+def _pair(a: str, b: str) -> str:
+    return DASH if a == DASH and b == DASH else f"{a} / {b}"
+
+
+def short(text: Any, limit: int = MAX_REASON) -> str:
+    line = " ".join(str(text or "").split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def status_of(record: ResultRecord) -> str:
+    """The colour of a record's cells: its recorded verdict, or pytest's outcome when it stopped before one."""
+    if record.outcome == "skipped":
+        return SKIP
+    if record.verdict == FAIL or record.outcome == "failed":
+        return BAD
+    return OK if record.verdict == PASS else ""
+
+
+def verdict_cell(record: ResultRecord) -> Cell:
+    """``pass``, ``fail: top1, top5`` (the gates recorded as failed), or pytest's outcome."""
+    if record.outcome == "skipped":
+        return Cell("skipped", SKIP)
+    if record.verdict == FAIL:
+        failed = [name for name, outcome in record.judgement.gates.items() if outcome == FAIL]
+        return Cell("fail" + (f": {', '.join(failed)}" if failed else ""), BAD)
+    if record.outcome == "failed":
+        return Cell("failed", BAD)
+    return Cell(record.verdict or str(record.outcome or DASH), status_of(record))
+
+
+def reason_note(label: str, record: ResultRecord) -> Cell | None:
+    """Why a test did not pass, under its table (the row says only ``skipped`` / ``failed``)."""
+    if record.outcome in ("skipped", "failed") and record.meta.reason:
+        return Cell(f"{label}: {record.outcome}: {short(record.meta.reason)}", status_of(record))
+    return None
+
+
+def labels(configs: Iterable[Configuration]) -> dict[Configuration, str]:
+    """Each configuration named by its chip and the fields that tell it apart from the others of
+    the same model and chip (``cpu onnxruntime`` / ``cpu openvino`` / ``cpu (--predictions)``)."""
+    configs = list(dict.fromkeys(configs))
+    out = {}
+    for c in configs:
+        kin = [o for o in configs if (o.model, o.chip) == (c.model, c.chip)]
+        varying = [f for f in CONFIG_FIELDS if len({getattr(o, f) for o in kin if getattr(o, f) is not None}) > 1]
+        out[c] = c.label(("chip", *varying)) if c.chip else "-"
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Accuracy
+
+
+ACCURACY_HEADERS = (
+    "chip", "backend", "precision", "input", "bs", "figures", "images", "published top-1 / top-5",
+    "measured top-1 / top-5", "torch top-1 / top-5", "vs published (top-1 / top-5)", "vs torch (top-1 / top-5)",
+    "top-1 agreement %", "weights", "verdict",
+)
+ACCURACY_ALIGN = ("l", "l", "l", "l", "r", "l", "r", "r", "r", "r", "r", "r", "r", "l", "l")
+
+
+def _accuracy_row(r: AccuracyRecord) -> tuple[str | Cell, ...]:
+    c, p, s, ref = r.config, r.published, r.scores, r.reference
+    return (
+        str(c.chip or DASH), str(c.backend or DASH), str(c.precision or DASH), str(c.input_dtype or DASH),
+        str(c.batch_size or DASH), SOURCE_LABELS.get(str(c.source), DASH),
+        str(s.images if s.images is not None else DASH),
+        _pair(fmt_figure(p.published_top1), fmt_figure(p.published_top5)),
+        _pair(pct(s.top1), pct(s.top5)),
+        _pair(pct(ref.reference_top1), pct(ref.reference_top5)),
+        _pair(_delta(s.top1, p.published_top1), _delta(s.top5, p.published_top5)),
+        _pair(_delta(s.top1, ref.reference_top1), _delta(s.top5, ref.reference_top5)),
+        pct(ref.top1_agreement),
+        str(r.setup.weights or DASH),
+        verdict_cell(r),
+    )
+
+
+def _accuracy_notes(records: Sequence[AccuracyRecord]) -> list[Cell]:
+    notes: list[Cell] = []
+    names = labels(r.config for r in records)
+    for r in records:
+        label = names[r.config] + (f" bs{r.config.batch_size}" if r.config.batch_size else "")
+        if r.predictions.figures_from:
+            where = r.predictions.figures_from.removeprefix("predictions ")
+            how = "; ".join(x for x in (r.predictions.source_format, r.predictions.note,
+                                        f"labels {r.predictions.labels}" if r.predictions.labels else "") if x)
+            notes.append(Cell(f"{label}: predictions read from {where}" + (f" ({how})" if how else "")))
+        for gate, outcome in r.judgement.gates.items():
+            if outcome not in (PASS, FAIL):
+                notes.append(Cell(f"{label}: gate {gate} {outcome}"))
+        note = reason_note(label, r)
+        if note is not None:
+            notes.append(note)
+    weights = {(r.setup.weights, r.setup.weights_source, r.setup.weights_sha256) for r in records if r.setup.weights_source}
+    for kind, source, sha in sorted(weights, key=lambda w: tuple(map(str, w))):
+        notes.append(Cell(f"weights {kind}: {source}" + (f" (sha256 {sha[:12]})" if sha else "")))
+    return notes
+
+
+def accuracy_blocks(results: Results, model: str) -> list[Block]:
+    latest = [r for r in results.latest("accuracy", model).values() if isinstance(r, AccuracyRecord)]
+    if not latest:
+        return []
+    sources = sorted({r.published.published_source for r in latest if r.published.published_source})
+    blocks: list[Block] = [Heading(3, "Accuracy")]
+    if sources:
+        blocks.append(Para("Published figures: " + "; ".join(sources)))
+    blocks.append(Table(ACCURACY_HEADERS, tuple(_accuracy_row(r) for r in latest), align=ACCURACY_ALIGN, css="accuracy"))
+    notes = _accuracy_notes(latest)
+    if notes:
+        blocks.append(Bullets(tuple(notes), "note"))
+    return blocks
+
+
+# --------------------------------------------------------------------------------------------
+# Summary
+
+
+def key_figure(r: ResultRecord) -> str:
+    """The one number that says how a test went, for the compact tables."""
+    bs = f" (bs{r.config.batch_size})" if r.config.batch_size else ""
+    if r.outcome == "skipped":
+        return f"vs {r.rule.baseline_chip}: not run" if isinstance(r, PerfRatioRecord) else "-"
+    if isinstance(r, AccuracyRecord) and r.kind == "accuracy" and finite(r.scores.top1):
+        return f"top-1 {pct(r.scores.top1)} top-5 {pct(r.scores.top5)}{bs}"
+    if isinstance(r, AccuracyRecord) and r.kind == "agreement" and finite(r.reference.top1_agreement):
+        return f"agreement {pct(r.reference.top1_agreement)}%{bs}"
+    if isinstance(r, ConversionRecord) and finite(r.parity.max_abs_diff):
+        return f"opset {r.opset} max|diff| {float(r.parity.max_abs_diff):.3g}"  # type: ignore[arg-type]
+    if isinstance(r, PerfRecord):
+        best = r.best_per_card()
+        return f"best {fmt_figure(best[1])} images/s per card (bs{best[0]})" if best else "-"
+    if isinstance(r, PerfRatioRecord) and finite(r.result.ratio):
+        return f"vs {r.rule.baseline_chip} {float(r.result.ratio):.4f} (need >= {r.rule.threshold:g})"  # type: ignore[arg-type]
+    return "-"
+
+
+SUMMARY_HEADERS = ("model", "configuration", "kind", "key figure", "verdict")
+
+
+def summary_rows(results: Results) -> list[tuple[str, str, str, str, Cell]]:
+    """model, configuration, kind, key figure, outcome (coloured by the recorded verdict)."""
+    latest = results.latest_tests()
+    names = labels(r.config for r in latest)
+    rows = [(str(r.model or "-"), names[r.config], r.kind, key_figure(r), Cell(str(r.outcome or "?"), status_of(r)))
+            for r in latest]
+    return sorted(rows, key=lambda row: row[:4])
+
+
+# --------------------------------------------------------------------------------------------
+# History
+
+
+def _run_label(run: Run) -> str:
+    return f"{run.started or DASH}\n{run.run_id}"
+
+
+def history_block(history: ModelHistory, regressions: Sequence[Regression]) -> Table | None:
+    """One row per run, one column per series; a regression's cell says so and is coloured."""
+    if not history.points:
+        return None
+    flagged = {(reg.run_id, reg.figure, reg.config) for reg in regressions}
+    headers = ("run", "host",
+               *(f"top-1 / top-5\n{c.label()}" for c in history.accuracy_series),
+               *(f"best images/s per card\n{c.label()}" for c in history.throughput_series))
+    rows = []
+    for p in history.points:
+        cells: list[str | Cell] = [_run_label(p.run), str(p.run.host or DASH)]
+        for c in history.accuracy_series:
+            scored = p.accuracy.get(c)
+            text = DASH if scored is None else _pair(pct(scored.top1), pct(scored.top5))
+            bad = (p.run.run_id, TOP1, c) in flagged
+            cells.append(Cell(text + "\nREGRESSION", BAD) if bad else text)
+        for c in history.throughput_series:
+            best = p.throughput.get(c)
+            text = DASH if best is None else f"{fmt_figure(best[1])} (bs{best[0]})"
+            bad = (p.run.run_id, THROUGHPUT, c) in flagged
+            cells.append(Cell(text + "\nREGRESSION", BAD) if bad else text)
+        rows.append(tuple(cells))
+    return Table(headers, tuple(rows), align=("l", "l") + ("r",) * (len(headers) - 2), css="history")
+
+
+# --------------------------------------------------------------------------------------------
+# Runs and environment
+
+
+def _packages(env: Mapping[str, Any]) -> str:
+    packages = env.get("packages") or {}
+    return ", ".join(f"{k} {v}" for k, v in packages.items()) if isinstance(packages, dict) else str(packages)
+
+
+def _run_row(run: Run) -> tuple[str, ...]:
+    env, info = run.environment, run.info
+    if info is None:
+        return (run.run_id, run.started or DASH, str(run.host or DASH),
+                "no run record: the session was killed before it finished (or predates run records)",
+                *(DASH,) * 6)
+    cores = f"{env.get('cores', '?')} ({env.get('usable_cores', '?')} usable)"
+    ascend = env.get("ascend") or {}
+    outcomes = ", ".join(f"{v} {k}" for k, v in info.outcomes.items())
+    return (
+        run.run_id, f"{run.started or DASH}\n{info.finished or DASH}", str(run.host or DASH),
+        f"{env.get('cpu', '?')}, {cores} cores, {env.get('machine', '?')}",
+        str(env.get("os", DASH)), str(env.get("python", DASH)), _packages(env) or DASH,
+        _ascend_cell(ascend) if isinstance(ascend, dict) and ascend else DASH,
+        f"{outcomes} (exit {info.exit_status if info.exit_status is not None else '?'})",
+        "pytest " + " ".join(shlex.quote(a) for a in info.args),
+    )
+
+
+def _ascend_cell(ascend: Mapping[str, Any]) -> str:
+    """CANN / driver versions, and the chips npu-smi listed (or why it could not be read)."""
+    cells = [f"{k} {v}" for k, v in ascend.items() if k != "npu_smi"]
+    npu = ascend.get("npu_smi")
+    if isinstance(npu, dict):
+        devices = npu.get("devices") or []
+        if npu.get("chips"):
+            cells.append(f"npu-smi: {', '.join(map(str, npu['chips']))} ({len(devices)} device(s))")
+        else:
+            cells.append(f"npu-smi: unreadable ({short(npu.get('error'), 120)})")
+    return ", ".join(cells) or DASH
+
+
+RUN_HEADERS = ("run", "started / finished", "host", "CPU", "OS", "Python", "packages", "Ascend", "outcomes", "args")
+
+
+def runs_blocks(results: Results) -> list[Block]:
+    return [Heading(2, "Runs and environment", "runs"),
+            Table(RUN_HEADERS, tuple(_run_row(r) for r in results.runs), css="runs")]
