@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -60,25 +60,6 @@ class Measurement:
     latency_ms_p90: float
     latency_ms_p99: float
     latency_cv_percent: float  # spread: standard deviation / mean of the per-run latency
-
-    def as_record(self, suffix: str = "") -> dict[str, Any]:
-        """Flat JSON-ready fields, each name ending in ``suffix`` (e.g. ``_bs16``).
-
-        The headline ``images_per_s`` is not among them: callers record it once, by its clock.
-        """
-        fields: dict[str, Any] = {"wall_images_per_s": round(self.wall_images_per_s, 4)}
-        if self.device_images_per_s is not None:
-            fields["device_images_per_s"] = round(self.device_images_per_s, 4)
-        fields |= {
-            "latency_ms_mean": round(self.latency_ms_mean, 4),
-            "latency_ms_median": round(self.latency_ms_median, 4),
-            "latency_ms_p90": round(self.latency_ms_p90, 4),
-            "latency_ms_p99": round(self.latency_ms_p99, 4),
-            "latency_cv_percent": round(self.latency_cv_percent, 3),
-            "runs": self.runs,
-            "seconds": round(self.seconds, 3),
-        }
-        return {f"{k}{suffix}": v for k, v in fields.items()}
 
 
 @dataclass(frozen=True)
