@@ -3,31 +3,78 @@
 DIR is an ais_bench output folder (``<image>_0.txt|.npy|.bin`` per image, or a multi-device run's
 ``device<N>[_<i>]/`` folders; see harness/judge/predictions.py for the rules) or holds the ModelZoo's
 ``result.json``; with several models, one sub-folder per model name. The labels come from
-``--imagenet-labels FILE`` (or the ``val_label.txt`` of ``--imagenet DIR``). The gates are the
-accuracy gates of every run; there is no torch reference to agree with, so the agreement gate is
-recorded as not checked.
+``--imagenet-labels FILE`` (or the ``val_label.txt`` of ``--imagenet DIR``).
+
+The verdict is decided as for a run measured here (acceptance/test_accuracy.py, issue 14):
+
+- **paired gate**: where ``--imagenet DIR`` holds the predicted images and the model's pretrained
+  weights are here, the torch reference is computed on those images (``Workbench.reference_logits``,
+  cached) and joined to the predictions by image name; drop = reference - predictions on the same
+  images and labels, with its interval. The reference sees this suite's preprocessing, the
+  predictions whatever the other machine did: a preprocessing difference is part of the drop.
+  ``--limit N`` keeps the reference to that subset of ``--imagenet``'s images (the record says on
+  how many of the predicted images the gate was decided).
+- **published gate**: decides on the full validation set only (recognised by content,
+  harness.data.coverage); on a subset it is ``not applicable: subset of N images``. A ``result.json``
+  names no images, so its figures are never recognised as the validation set.
+- agreement with the reference is recorded (``top1_agreement``), not gated: the predictions were
+  preprocessed elsewhere, and the paired gate already compares what matters, the accuracy.
+
+When no gate can decide, the test skips saying which gate could decide and what it needs (so
+``--strict-certification`` fails it); the record says it too (``gate_paired_top1``, ``verdict``).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Sequence
 
+import numpy as np
 import pytest
 
 from acceptance._records import configuration, published
-from harness.data import DataError, list_dataset, read_labels
-from harness.judge.gates import accuracy_gates, failures
+from harness.data import (
+    DataError,
+    coverage_of,
+    label_file_is_canonical,
+    list_dataset,
+    read_labels,
+)
+from harness.judge.gates import (
+    NOT_APPLICABLE,
+    Gate,
+    certify,
+    paired_accuracy_gates,
+    published_gates,
+    tolerance_for,
+    verdict_fields,
+)
+from harness.judge.metrics import wilson_interval
+from harness.judge.paired import z_value
 from harness.judge.predictions import (
+    ReportedAccuracy,
+    pair_with_reference,
     read_result_json,
     result_json_only,
     score_folder,
 )
+from harness.model.checkpoint import WeightsNotFound
 from harness.pytest.fixtures import RecordWriter
-from harness.records.parts import PREDICTIONS, Judgement, PredictionsInput, Scores
+from harness.records.parts import (
+    PREDICTIONS,
+    Judgement,
+    PredictionsInput,
+    Reference,
+    Scores,
+    Verdicts,
+)
 from harness.records.schema import AccuracyRecord
 from harness.run.workbench import Workbench
-from harness.specs import ChipSpec, ModelSpec, Policy
+from harness.specs import AccuracyRef, ChipSpec, ModelSpec, Policy
+
+AGREEMENT_NOT_GATED = ("not checked: predictions made elsewhere were preprocessed there; the paired gate compares "
+                       "their accuracy with the torch reference instead")
 
 
 def _folder(root: Path, spec: ModelSpec, selected: int) -> Path:
@@ -39,17 +86,55 @@ def _folder(root: Path, spec: ModelSpec, selected: int) -> Path:
                 f"{root / spec.name}")
 
 
-def _labels(workbench: Workbench, num_classes: int) -> tuple[str, dict[str, int]]:
-    """Where the labels come from and the labels: --imagenet-labels FILE, else --imagenet DIR in
-    either layout (its val_label.txt, or an ImageFolder tree's wnid folders)."""
+def _labels(workbench: Workbench, num_classes: int) -> tuple[str, dict[str, int], bool]:
+    """Where the labels come from, the labels, and whether their file is the canonical full ground
+    truth (by content): --imagenet-labels FILE, else --imagenet DIR in either layout (its
+    val_label.txt, or an ImageFolder tree's wnid folders)."""
     cfg = workbench.cfg
     if cfg.imagenet_labels is not None:
-        return str(cfg.imagenet_labels), read_labels(cfg.imagenet_labels, num_classes)
+        return (str(cfg.imagenet_labels), read_labels(cfg.imagenet_labels, num_classes),
+                label_file_is_canonical(cfg.imagenet_labels))
     if cfg.imagenet is not None:
         listing = list_dataset(cfg.imagenet, num_classes=num_classes)
-        return listing.label_source, dict(zip(listing.names, listing.labels))
+        canonical = listing.label_file is not None and label_file_is_canonical(listing.label_file)
+        return listing.label_source, dict(zip(listing.names, listing.labels)), canonical
     raise DataError("--predictions needs the labels: pass --imagenet-labels FILE (a ModelZoo val_label.txt) "
                     "or --imagenet DIR")
+
+
+def _reference(workbench: Workbench, spec: ModelSpec) -> tuple[Sequence[str], np.ndarray] | str:
+    """The torch reference's logits on --imagenet's images (names, logits), or why there are none."""
+    cfg = workbench.cfg
+    if cfg.imagenet is None:
+        return "no --imagenet images to compute the torch reference on (pass --imagenet DIR with the predicted images)"
+    if cfg.weights != "pretrained":
+        return (f"--weights {cfg.weights}: the torch reference needs the pretrained weights the predictions were "
+                "made with")
+    try:
+        loaded = workbench.model(spec)
+    except WeightsNotFound as exc:
+        return f"weights not available: {exc.short} (--weights-dir DIR)"
+    prepared = workbench.dataset(spec, "imagenet")
+    return prepared.listing.names, workbench.reference_logits(loaded, prepared)
+
+
+def _stated_gates(reported: ReportedAccuracy, ref: AccuracyRef, confidence: float) -> list[Gate]:
+    """The published gates of a result.json: not applicable (its images cannot be recognised), with
+    the stated figures' Wilson interval beside the published ones, for information."""
+    acc = reported.as_accuracy()
+    gates = []
+    for metric, got, correct, published_figure in (("top1", reported.top1, acc.correct1, ref.top1),
+                                                    ("top5", reported.top5, acc.correct5, ref.top5)):
+        if got is None or published_figure is None:
+            continue
+        low, high = wilson_interval(correct, acc.count, z_value(confidence))
+        gates.append(Gate(
+            name=f"published_{metric}", measured=got, threshold=published_figure, passed=True,
+            verdict=f"{NOT_APPLICABLE}: result.json names no images", values={f"{metric}_low95": low, f"{metric}_high95": high},
+            detail=(f"stated {got:.3f}% on {acc.count:,} images that result.json does not name, so they cannot be "
+                    f"recognised as the validation set; {confidence:.0%} Wilson interval [{low:.3f}, {high:.3f}]% "
+                    f"beside published {published_figure:.3f}% ({ref.source}), for information only")))
+    return gates
 
 
 @pytest.mark.accuracy
@@ -58,32 +143,46 @@ def test_predictions_accuracy(
     workbench: Workbench, policy: Policy, model_spec: ModelSpec, chip_spec: ChipSpec,
     pytestconfig: pytest.Config, record: RecordWriter,
 ) -> None:
-    """Top-1/top-5 of predictions made on another machine vs the published figures."""
+    """Top-1/top-5 of predictions made on another machine: the paired gate against the torch
+    reference on the same images, the published gate on the full validation set."""
     root = pytestconfig.getoption("--predictions")
     if not root:
         pytest.skip("no --predictions DIR given (an ais_bench output folder or a ModelZoo result.json to certify)")
     from harness.pytest.plugin import selection
 
     folder = _folder(Path(root).resolve(), model_spec, len(selection(pytestconfig)["models"]))
-    not_checked = {"top1_agreement": "not checked: no torch reference for predictions made elsewhere"}
     record.start(AccuracyRecord(config=configuration(workbench, model_spec, chip_spec, source=PREDICTIONS),
                                 published=published(model_spec),
                                 predictions=PredictionsInput(figures_from=f"predictions {folder}")))
     published_ref = model_spec.published
+    tolerance, confidence = tolerance_for(policy, model_spec), policy.verdicts.confidence
+    not_checked = {"top1_agreement": AGREEMENT_NOT_GATED}
+    if published_ref.top5 is None:
+        not_checked["published_top5"] = "not checked: no published top-5 in " + published_ref.source
     stated = result_json_only(folder)
     if stated is not None:
         reported = read_result_json(stated)
-        acc = reported.as_accuracy()
         record.update(predictions=replace(record.current.predictions, source_format="result.json",
                                           note="figures as stated by result.json: no logits to re-score"),
                       scores=Scores(images=reported.count, top1=reported.top1, top5=reported.top5))
-        if reported.top5 is None:
-            published_ref = replace(published_ref, top5=None)  # no top-5 gate
-            not_checked["top5"] = "not checked: result.json states no Top5 accuracy"
+        if reported.top5 is None and published_ref.top5 is not None:
+            not_checked["published_top5"] = "not checked: result.json states no Top5 accuracy"
+        gates = _stated_gates(reported, published_ref, confidence)
+        covered = {"dataset_coverage": "unknown", "dataset_coverage_detail": (
+            f"unknown: result.json states {reported.count:,} images and names none, so they cannot be recognised "
+            "as (a part of) the ILSVRC2012 validation set")}
+        paired_why = "result.json states figures only: no per-image predictions to pair with the torch reference"
+        what, scope = f"{model_spec.name} figures stated by {stated}", covered["dataset_coverage_detail"]
     else:
-        label_path, labels = _labels(workbench, model_spec.num_classes)
+        label_path, labels, canonical = _labels(workbench, model_spec.num_classes)
         score = score_folder(folder, labels, model_spec.num_classes, workbench.cfg.on_label_mismatch)
         acc = score.accuracy
+        chosen = f"the images predicted in {folder}" + (
+            f", leaving out {score.missing} labelled images without a prediction (--on-label-mismatch intersect)"
+            if score.missing else "")
+        coverage = coverage_of(score.names, score.labels.tolist(), chosen=chosen, label_source=label_path,
+                               canonical_labels=canonical)
+        covered = coverage.as_record()
         record.update(
             predictions=replace(
                 record.current.predictions,
@@ -93,7 +192,36 @@ def test_predictions_accuracy(
                 device_folders=",".join(score.device_folders) or None),
             scores=Scores(images=acc.count, skipped_missing=score.missing, skipped_unlabeled=score.extra,
                           top1=round(acc.top1, 4), top5=round(acc.top5, 4)))
-    gates = accuracy_gates(acc, published_ref, policy)
-    record.update(judgement=Judgement.of(gates, not_checked))
-    problems = failures(gates)
-    assert not problems, f"{model_spec.name} predictions from {folder} are not certified:\n{problems}"
+        gates = published_gates(acc, published_ref, coverage, tolerance, confidence)
+        reference = _reference(workbench, model_spec)
+        pairing = None if isinstance(reference, str) else pair_with_reference(score, *reference)
+        paired_why = reference if isinstance(reference, str) else ""
+        if pairing is None and not paired_why:
+            paired_why = (f"none of the {acc.count:,} predicted images is among the {len(reference[0]):,} images of "
+                          f"--imagenet {workbench.cfg.imagenet}")
+        elif pairing is not None:
+            gates = paired_accuracy_gates(pairing.reference_correct, pairing.candidate_correct, policy, tolerance,
+                                          candidate="the predictions") + gates
+            mine = {k: 100.0 * float(np.mean(v)) for k, v in pairing.candidate_correct.items()}
+            ref = pairing.reference
+            record.update(reference=Reference(
+                reference_top1=round(ref.top1, 4), reference_top5=round(ref.top5, 4),
+                delta_top1_vs_reference=round(mine["top1"] - ref.top1, 4),
+                delta_top5_vs_reference=round(mine["top5"] - ref.top5, 4),
+                top1_agreement=round(pairing.agreement.top1_agreement, 4),
+                max_abs_diff=float(f"{pairing.agreement.max_abs_diff:.4g}")))
+        what, scope = f"{model_spec.name} predictions from {folder}", coverage.describe()
+        if pairing is not None and pairing.unpaired:
+            paired_on = (f"paired with the torch reference on {pairing.reference.count:,} of {acc.count:,} images: "
+                         f"{len(pairing.unpaired):,} predicted images are not among --imagenet's (e.g. "
+                         f"{', '.join(pairing.unpaired[:3])}; --limit keeps the reference to its subset)")
+            record.update(predictions=replace(record.current.predictions, note=paired_on))
+            scope += f"; {paired_on}"
+    if paired_why:
+        not_checked.update({g: f"not checked: {paired_why}" for g in ("paired_top1", "paired_top5")})
+    record.update(judgement=Judgement.of(gates, not_checked), verdicts=Verdicts.of(verdict_fields(gates), covered))
+    if not any(g.decided for g in gates):
+        published_why = "; ".join(f"{g.name} {g.verdict}" for g in gates) or "no published figure"
+        pytest.skip(f"{what} not certified, no gate could decide: paired gate not run: {paired_why}; published gate "
+                    f"decides on the full validation set only ({published_why})")
+    certify(gates, f"{what} ({scope})" + (f"; paired gate not run: {paired_why}" if paired_why else ""))

@@ -8,12 +8,22 @@ ImageNet label file's names.
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from harness.judge.predictions import PredictionsError, read_result_json, score_folder
+from harness.judge.gates import paired_accuracy_gates, topk_correct
+from harness.judge.paired import discordance
+from harness.judge.predictions import (
+    PredictionsError,
+    pair_with_reference,
+    read_result_json,
+    score_folder,
+)
+from harness.specs import load_policy
 from tests.suite_runner import run_suite
 
 LABELS_50K = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ilsvrc2012_val_label_50000.txt"
@@ -206,33 +216,174 @@ def test_result_json(tmp_path: Path) -> None:
 
 
 def test_suite_certifies_predictions_made_elsewhere(tmp_path: Path) -> None:
-    """`pytest -m accuracy --predictions DIR`: one passing folder, one failing, one result.json."""
+    """`pytest -m accuracy --predictions DIR` without --imagenet: the folders are read and scored, but
+    no gate can decide (200 images are a subset, a result.json names no images, and there are no
+    images here to compute the torch reference on), so every test says so and skips; with
+    --strict-certification the same run fails."""
     labels = _labels(200)
     label_file = tmp_path / "val_label.txt"
     label_file.write_text("".join(f"{k} {v}\n" for k, v in labels.items()))
     root = tmp_path / "preds"
     _write_devices(root / "efficientnet_lite0" / "2026_11_23-01_02_03", _logits(labels, top1_hits=152, top5_hits=186),
-                   ("device0_0", "device1_1"))  # 76.0 / 93.0 from a two-device ait run: passes
-    _write(root / "ghostnet_100", _logits(labels, top1_hits=120, top5_hits=170))  # 60.0: fails by 13.98 points
+                   ("device0_0", "device1_1"))  # 76.0 / 93.0 from a two-device ait run
+    _write(root / "ghostnet_100", _logits(labels, top1_hits=120, top5_hits=170))  # 60.0: far below 73.98
     (root / "resnext50_32x4d").mkdir()
     _result_json(root / "resnext50_32x4d" / "result.json")  # seed 000's 310P figures
     (root / "se_resnext50_32x4d").mkdir()
     _result_json(root / "se_resnext50_32x4d" / "result.json", top1="79.06%", top5=None)  # states no top-5
-    proc, cases = run_suite(
-        tmp_path, "-m", "accuracy", "-p", "no:xdist", "--predictions", str(root), "--imagenet-labels", str(label_file),
-        "--chip", "310P3", "--models", "efficientnet_lite0,ghostnet_100,resnext50_32x4d,se_resnext50_32x4d",
-        "acceptance/test_predictions.py",
-    )
-    assert proc.returncode == 1, proc.stdout[-3000:]
+    args = ("-m", "accuracy", "-p", "no:xdist", "--predictions", str(root), "--imagenet-labels", str(label_file),
+            "--chip", "310P3", "--models", "efficientnet_lite0,ghostnet_100,resnext50_32x4d,se_resnext50_32x4d",
+            "acceptance/test_predictions.py")
+    proc, cases = run_suite(tmp_path, *args)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    no_reference = "not checked: no --imagenet images to compute the torch reference on"
     ok = cases["test_predictions_accuracy[efficientnet_lite0-Ascend310P3]"]
-    assert ok["outcome"] == "passed" and float(ok["top1"]) == 76.0 and ok["gate_top1"] == "pass", ok
-    assert ok["device_folders"] == "device0_0,device1_1" and ok["images"] == "200"
+    assert ok["outcome"] == "skipped" and float(ok["top1"]) == 76.0 and ok["images"] == "200", ok
+    assert ok["device_folders"] == "device0_0,device1_1" and ok["verdict"] == "not applicable"
+    assert ok["dataset_coverage"] == "subset" and ok["gate_published_top1"] == "not applicable: subset of 200 images"
+    assert ok["gate_paired_top1"].startswith(no_reference) and ok["gate_paired_top5"].startswith(no_reference)
+    assert ok["published_gate"] == "not applicable: subset of 200 images" and "paired_drop_top1" not in ok
+    low, high = float(ok["top1_low95"]), float(ok["top1_high95"])
+    assert 69.0 < low < 76.0 < high < 82.0  # the subset's Wilson interval, beside the published figure
     bad = cases["test_predictions_accuracy[ghostnet_100-Ascend310P3]"]
-    assert bad["outcome"] == "failed" and bad["gate_top1"] == "fail"
-    assert "delta -13.980 points" in proc.stdout
+    assert bad["outcome"] == "skipped" and bad["verdict"] == "not applicable" and float(bad["top1_high95"]) < 72.98
+    assert ("efficientnet_lite0 predictions from {} not certified, no gate could decide: paired gate not run: no "
+            "--imagenet images to compute the torch reference on").format(root / "efficientnet_lite0") in proc.stdout
     seed = cases["test_predictions_accuracy[resnext50_32x4d-Ascend310P3]"]
-    assert seed["outcome"] == "passed" and seed["source_format"] == "result.json" and float(seed["top1"]) == 77.62
-    assert seed["gate_top5"] == "pass"
+    assert seed["outcome"] == "skipped" and seed["source_format"] == "result.json" and float(seed["top1"]) == 77.62
+    assert seed["dataset_coverage"] == "unknown" and seed["gate_published_top1"] == "not applicable: result.json names no images"
+    assert seed["gate_paired_top1"].startswith("not checked: result.json states figures only")
     no_top5 = cases["test_predictions_accuracy[se_resnext50_32x4d-Ascend310P3]"]
-    assert no_top5["outcome"] == "passed" and no_top5["gate_top1"] == "pass"
-    assert no_top5["gate_top5"] == "not checked: result.json states no Top5 accuracy"
+    assert no_top5["gate_published_top5"] == "not checked: result.json states no Top5 accuracy"
+    assert "certification: 0 of 4 model(s) certified" in proc.stdout
+    (tmp_path / "strict").mkdir()
+    strict, cases = run_suite(tmp_path / "strict", *args, "--strict-certification")
+    assert strict.returncode == 1 and {c["outcome"] for c in cases.values()} == {"failed"}, strict.stdout[-3000:]
+    assert "--strict-certification: not certified, the test could not run: efficientnet_lite0 predictions" in strict.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# Real efficientnet_lite0 outputs on the 1300 real validation images, as an NPU's ais_bench folder
+
+
+VAL1300 = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "imagenet-val-1300"
+MODEL = "efficientnet_lite0"
+
+
+@dataclass(frozen=True)
+class RealOutputs:
+    """ONNX Runtime's and the torch reference's logits of efficientnet_lite0 on the 1300 images."""
+
+    cache: Path
+    names: tuple[str, ...]
+    labels: np.ndarray
+    logits: np.ndarray
+    reference: np.ndarray
+
+    def both_right(self) -> np.ndarray:
+        """The images both the outputs and the reference classify right at top-1."""
+        return ((self.logits.argmax(1) == self.labels) & (self.reference.argmax(1) == self.labels)).nonzero()[0]
+
+    def with_wrong_answers(self, count: int, seed: int = 14) -> np.ndarray:
+        """The outputs with ``count`` right top-1 answers made wrong: the right class's logit swapped
+        with the best wrong class's (so top-5 stays right), on images picked at random."""
+        out = self.logits.copy()
+        for i in np.random.default_rng(seed).choice(self.both_right(), count, replace=False):
+            row, label = out[i], self.labels[i]
+            rival = int(np.argsort(row)[-2])
+            row[label], row[rival] = row[rival], row[label]
+        return out
+
+    def folder(self, path: Path, logits: np.ndarray, fmt: str) -> Path:
+        return _write(path, {Path(n).stem: row for n, row in zip(self.names, logits)}, fmt)
+
+
+@pytest.fixture(scope="module")
+def real_outputs(tmp_path_factory: pytest.TempPathFactory) -> RealOutputs:
+    """Compiled for the CPU with ONNX Runtime and run here, as an NPU would run it elsewhere."""
+    if not VAL1300.is_dir():
+        pytest.skip(f"needs the 1300 real validation images in {VAL1300} (../shared/datasets)")
+    from harness.run.workbench import RunConfig, Workbench
+    from harness.specs import load_chips, load_models, load_policy
+
+    cache = Path(os.environ.get("MZC_CACHE_DIR") or tmp_path_factory.mktemp("cache"))
+    bench = Workbench(RunConfig(imagenet=VAL1300, cache_dir=cache), load_policy())
+    spec = load_models()[MODEL]
+    prepared = bench.dataset(spec, "imagenet")
+    compiled = bench.compile(spec, load_chips()["cpu"], 8, "imagenet")
+    with compiled.open() as session:
+        logits = bench.run(session, prepared, 8, f"{MODEL} on cpu")
+    reference = bench.reference_logits(compiled.loaded, prepared)
+    return RealOutputs(cache, tuple(prepared.listing.names), np.asarray(prepared.labels), logits, reference)
+
+
+def _certify_real(tmp_path: Path, outputs: RealOutputs, *extra: str) -> tuple[str, dict[str, dict[str, str]]]:
+    proc, cases = run_suite(tmp_path, "-m", "accuracy", "-p", "no:xdist", "--predictions", str(tmp_path / "preds"),
+                            "--imagenet", str(VAL1300), "--chip", "310P3", *extra, "acceptance/test_predictions.py",
+                            env={**os.environ, "MZC_CACHE_DIR": str(outputs.cache)})
+    return proc.stdout, cases
+
+
+@pytest.mark.slow
+def test_real_npu_folder_with_three_dozen_wrong_answers_fails_the_paired_gate(
+    tmp_path: Path, real_outputs: RealOutputs
+) -> None:
+    """36 of the 1300 right answers made wrong: drop 36/1300 = 2.77 points, Tango 95% interval
+    [2.01, 3.81], wholly above the 1-point tolerance: fail. ghostnet_100 beside it has no weights here."""
+    real_outputs.folder(tmp_path / "preds" / MODEL, real_outputs.with_wrong_answers(36), "npy")
+    few = {n: row for i, (n, row) in enumerate(zip(real_outputs.names, real_outputs.logits)) if i < 50}
+    _write(tmp_path / "preds" / "ghostnet_100", {Path(n).stem: row for n, row in few.items()}, "txt")
+    base = discordance(topk_correct(real_outputs.reference, real_outputs.labels)["top1"],
+                       topk_correct(real_outputs.logits, real_outputs.labels)["top1"])
+    stdout, cases = _certify_real(tmp_path, real_outputs, "--models", f"{MODEL},ghostnet_100", "--on-label-mismatch",
+                                  "intersect", "--no-download", "--weights-dir", str(tmp_path / "no-weights"))
+    case = cases[f"test_predictions_accuracy[{MODEL}-Ascend310P3]"]
+    assert case["outcome"] == "failed" and case["verdict"] == "fail", stdout[-3000:]
+    assert (int(case["discordant_ref_only"]), int(case["discordant_compiled_only"])) == (
+        base.reference_only + 36, base.candidate_only)
+    assert case["gate_paired_top1"] == "fail" and case["gate_paired_top5"] == "pass"  # top-5 still right
+    drop, low, high = (float(case[f"paired_drop_top1{s}"]) for s in ("", "_low95", "_high95"))
+    assert drop == pytest.approx(100 * (36 + base.reference_only - base.candidate_only) / 1300, abs=1e-4)
+    assert 1.0 < low < drop < high and "images_needed" not in case
+    assert case["dataset_coverage"] == "subset" and case["published_gate"] == "not applicable: subset of 1300 images"
+    assert case["images"] == "1300" and float(case["reference_top1"]) > float(case["top1"])
+    assert "FAIL paired_top1: top1 drop 2.769 points vs the torch reference" in stdout
+    ghost = cases["test_predictions_accuracy[ghostnet_100-Ascend310P3]"]
+    assert ghost["outcome"] == "skipped" and ghost["images"] == "50" and ghost["skipped_missing"] == "1250"
+    assert ghost["gate_paired_top1"].startswith("not checked: weights not available: ghostnet_100: state_dict_73.98.pth")
+    assert "paired gate not run: weights not available" in stdout
+
+
+@pytest.mark.slow
+def test_real_npu_folder_untouched_passes_the_paired_gate(tmp_path: Path, real_outputs: RealOutputs) -> None:
+    real_outputs.folder(tmp_path / "preds", real_outputs.logits, "bin")
+    stdout, cases = _certify_real(tmp_path, real_outputs, "--models", MODEL)
+    case = cases[f"test_predictions_accuracy[{MODEL}-Ascend310P3]"]
+    assert case["outcome"] == "passed" and case["verdict"] == "pass", stdout[-3000:]
+    assert float(case["paired_drop_top1_high95"]) < 1.0 and float(case["paired_drop_top1_low95"]) > -1.0
+    assert float(case["top1_agreement"]) > 99.0 and case["source_format"] == "ais_bench bin:1300"
+    assert case["gate_top1_agreement"].startswith("not checked: predictions made elsewhere")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("wrong, verdict, needed", [(12, "inconclusive", 64243), (18, "inconclusive", 2416),
+                                                     (24, "fail", None)])
+def test_real_outputs_paired_by_name_decide_by_the_counts(
+    tmp_path: Path, real_outputs: RealOutputs, wrong: int, verdict: str, needed: int | None
+) -> None:
+    """The same join the suite makes, in-process: predictions scored from an ais_bench folder, paired
+    with the reference by image name (the reference listed in reverse order: names, not positions)."""
+    base = discordance(topk_correct(real_outputs.reference, real_outputs.labels)["top1"],
+                       topk_correct(real_outputs.logits, real_outputs.labels)["top1"])
+    assert (base.reference_only, base.candidate_only) == (0, 0)  # ONNX Runtime's top-1 is torch's on every image
+    folder = real_outputs.folder(tmp_path / "out", real_outputs.with_wrong_answers(wrong), "npy")
+    labels = dict(zip(real_outputs.names, real_outputs.labels.tolist()))
+    score = score_folder(folder, labels, CLASSES)
+    pairing = pair_with_reference(score, real_outputs.names[::-1], real_outputs.reference[::-1])
+    assert pairing is not None and pairing.unpaired == () and pairing.reference.count == 1300
+    gate = paired_accuracy_gates(pairing.reference_correct, pairing.candidate_correct, load_policy())[0]
+    assert (gate.verdict, gate.images_needed) == (verdict, needed)
+    assert (gate.values["discordant_ref_only"], gate.values["discordant_compiled_only"]) == (wrong, 0)
+    half = pair_with_reference(score, real_outputs.names[:650], real_outputs.reference[:650])
+    assert half is not None and len(half.unpaired) == 650 and half.reference.count == 650
+    assert pair_with_reference(score, ["ILSVRC2012_val_99999999.JPEG"], real_outputs.reference[:1]) is None

@@ -360,3 +360,51 @@ def test_xdist_workers_take_the_repository_as_rootdir(outside: Path, tmp_path: P
     assert reports["typed"] and set(reports["typed"]) == set(reports["joined"])
     for key, props in reports["typed"].items():
         assert props.keys() == reports["joined"][key].keys(), key
+
+
+# --------------------------------------------------------------------------------------------
+# python -m harness COMMAND: every documented one parses as typed; those that need no data run
+
+
+def _harness_args(argv: list[str]) -> list[str] | None:
+    """The arguments after ``python -m harness``, or None if argv runs something else."""
+    for i in range(len(argv) - 1):
+        if argv[i] == "-m" and argv[i + 1] == "harness" and "python" in Path(argv[0]).name:
+            return argv[i + 2:]
+    return None
+
+
+@cache
+def documented_harness_commands() -> tuple[Command, ...]:
+    found: dict[tuple[str, ...], Command] = {}
+    for doc in DOCS:
+        for number, snippet in _markdown_snippets(doc):
+            for argv in _shell_commands(snippet):
+                args = _harness_args(argv)
+                # a mention of a command (no arguments) or a usage line ([--opt A|B]) is not a command to run
+                if args and len(args) > 1 and not any(a.startswith("[") or "|" in a for a in args):
+                    found.setdefault(tuple(args), Command(f"{doc.relative_to(ROOT)}:{number}", tuple(args)))
+    return tuple(found.values())
+
+
+def test_the_docs_show_the_harness_commands() -> None:
+    commands = {c.args[0] for c in documented_harness_commands()}
+    assert {"report", "localize", "models"} <= commands, commands
+
+
+@pytest.mark.parametrize("command", documented_harness_commands(), ids=lambda c: c.where)
+def test_documented_harness_command_parses_as_typed(command: Command) -> None:
+    """Every option and value of the documented command is one the command accepts (argparse
+    exits 2 on an unknown option or a bad choice); commands that need no data of the user's run."""
+    from harness.__main__ import _parser
+
+    try:
+        args = _parser().parse_args(list(command.args))
+    except SystemExit as exc:
+        raise AssertionError(f"{command.where}: python -m harness {shlex.join(command.args)} does not parse "
+                             f"(exit {exc.code})") from None
+    assert callable(args.run)
+    if command.args[0] == "models":
+        proc = subprocess.run([sys.executable, "-m", "harness", *command.args], cwd=ROOT, capture_output=True,
+                              text=True, timeout=600, env={**os.environ, "MZC_PROGRESS": "0"})
+        assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr[-2000:]

@@ -284,10 +284,10 @@ def test_history_flags_top1_and_throughput_regressions(seed_results: Path, tmp_p
     summary = md.split("## Regressions", 1)[1].split("\n## ", 1)[0]
     assert summary.count("REGRESSION") == 2 and "threshold 0.5 points" in summary and "threshold 5%" in summary
     history_table = md.split("(resnext50_32x4d)", 1)[1].split("### History", 1)[1].split("\n## ", 1)[0]
-    assert "75.60 / 93.70<br>REGRESSION" in history_table and "3209.72 (bs32)<br>REGRESSION" in history_table
+    assert "75.60 / 93.70 on 50,000<br>REGRESSION" in history_table and "3209.72 (bs32)<br>REGRESSION" in history_table
     assert "REGRESSION" not in md.split("(se_resnext50_32x4d)", 1)[1].split("\n## ", 1)[0]  # -3% is noise
     assert page.count("REGRESSION") == md.count("REGRESSION")
-    assert '<td class="r bad">75.60 / 93.70<br>REGRESSION</td>' in page
+    assert '<td class="r bad">75.60 / 93.70 on 50,000<br>REGRESSION</td>' in page
     assert len(paths.regressions) == 2
 
 
@@ -471,7 +471,7 @@ def test_accuracy_rows_newest_per_configuration(tmp_path: Path) -> None:
     (row,) = load_results(path).latest("accuracy").values()
     assert row.outcome == "skipped"
     md = write_report(load_results(path), tmp_path / "a").markdown.read_text()
-    assert "| cpu | — | — | — | 8 | measured here | — | 77.618 / 93.698 | — | — | — | — | — | — | skipped |" in md
+    assert "| cpu | — | — | — | 8 | measured here | — | 77.618 / 93.698 | — | — | — | — | — | — | — | — | skipped |" in md
     assert "- cpu bs8: skipped: accuracy not certified: no ImageNet given; pass --imagenet DIR" in md  # the why, under the table
     measured = accuracy_record("day2", "cpu", 77.61, 93.69, when=day2, backend="onnxruntime", precision="fp32")
     write_records(path, [skip, measured, accuracy_record("day2", "cpu", 77.5, 93.6, when=day2, backend="openvino",
@@ -514,7 +514,9 @@ MEASURE_ROWS = """<script>
     css: t.className,
     headers: [...t.tHead.rows[0].cells].map(c => c.innerText),
     rows: [...t.tBodies[0].rows].map(r => ({height: r.getBoundingClientRect().height,
-                                            cells: [...r.cells].map(c => c.innerText)})),
+                                            cells: [...r.cells].map(c => c.innerText),
+                                            classes: [...r.cells].map(c => c.className),
+                                            colors: [...r.cells].map(c => getComputedStyle(c).backgroundColor)})),
   }));
   const out = document.createElement("pre");
   out.id = "measured";
@@ -595,5 +597,89 @@ def test_the_rendered_page_shows_every_configuration_in_rows_of_one_height(v0_re
     for table in page["tables"]:
         if table["css"] == "runs":
             continue  # the environment's package lists and command lines wrap by design
+        heights = [row["height"] for row in table["rows"]]
+        assert max(heights) <= 1.6 * min(heights), (table["css"], heights)
+
+
+# --------------------------------------------------------------------------------------------
+# A results file of schema 1 with issue 14's verdicts (tests/data/README.md says how it was made):
+# pass, inconclusive (allowed, and failed by the policy), fail, and not applicable, in one page
+
+V1 = ROOT / "tests" / "data" / "results-v1-verdicts.jsonl"
+V1_ROWS = {  # configuration -> coverage, published gate, top-1 drop [95% interval], verdict
+    ("Ascend310", "—"): ("subset 1300", "not applicable", "—", "not applicable"),
+    ("Ascend310P3", "—"): ("subset 1300", "not applicable", "2.77 [2.01, 3.81]", "fail: paired_top1"),
+    ("cpu", "onnxruntime"): ("subset 1300", "not applicable", "0.00 [-0.29, 0.29]", "pass"),
+    ("cpu", "openvino bf16"): ("subset 1300", "not applicable", "-0.08 [-0.58, 0.40]",
+                               "inconclusive (~16,289 images would decide)"),
+    ("cpu", "openvino fp32"): ("subset 100", "not applicable", "0.00 [-3.70, 3.70]",
+                               "inconclusive (~381 images would decide)"),
+}
+V1_STATUS = {"fail: paired_top1": "bad", "pass": "ok", "not applicable": "skip"}
+
+
+@pytest.fixture(scope="module")
+def v1_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    results = load_results(V1)
+    assert not results.warnings and len(results.runs) == 6
+    return write_report(results, tmp_path_factory.mktemp("v1-report")).html
+
+
+def _v1_key(cells: list[str]) -> tuple[str, str]:
+    backend = cells[1] if cells[1] != "openvino" else f"openvino {cells[2]}"
+    return cells[0], backend
+
+
+def test_schema_1_verdicts_in_the_accuracy_table(v1_report: Path) -> None:
+    md = v1_report.with_name("report.md").read_text()
+    accuracy = section(md, "### Accuracy", "### History")
+    header = next(line for line in accuracy.splitlines() if line.startswith("| chip |"))
+    headers = [h.strip() for h in header.strip("|").split(" | ")]
+    at = [headers.index(h) for h in ("coverage", "published gate", "top-1 drop vs torch<br>(points, 95% interval)",
+                                      "verdict")]
+    rows = {}
+    for line in accuracy.splitlines():
+        if line.startswith("| ") and not line.startswith("| chip"):
+            cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+            rows[_v1_key(cells)] = tuple(cells[i] for i in at)
+    assert rows == V1_ROWS
+    # why, under the table: the gates that did not decide, the images an inconclusive one needs
+    assert "- cpu openvino fp32 bs8: gate paired_top1 inconclusive (~381 images would decide)" in accuracy
+    assert "- cpu openvino bf16 bs8: gate top1_agreement inconclusive (~16,289 images would decide)" in accuracy
+    assert ("- Ascend310: gate paired_top1 not checked: no --imagenet images to compute the torch reference on"
+            in accuracy)
+    assert "- cpu openvino fp32 bs8: top-5 drop vs torch 0.00 points, 95% interval [-3.70, 3.70]: inconclusive" in accuracy
+    assert "- cpu onnxruntime fp32 bs8: coverage subset: 1,300 of 50,000 ILSVRC2012 val images" in accuracy
+    assert "gate published_top1" not in accuracy  # its "not applicable" is the column's, its reason the coverage's
+    history = section(md, "### History", "\n## ")  # a --limit 100 night then a full one: not compared
+    assert "89.00 / 97.00 on 100" in history and "83.31 / 95.62 on 1,300" in history and "REGRESSION" not in md
+    page = v1_report.read_text()
+    assert '<td class="inconclusive">inconclusive (~381 images would decide)</td>' in page
+    assert '<td class="r bad">2.77 [2.01, 3.81]</td>' in page and '<td class="skip">not applicable</td>' in page
+
+
+def test_the_rendered_verdicts_keep_rows_of_one_height_and_colour_inconclusive_apart(
+    v1_report: Path, tmp_path: Path
+) -> None:
+    browser = _browser()
+    if browser is None:
+        pytest.skip("no chromium, chromium-browser or google-chrome on PATH; install chromium: apt-get install -y chromium")
+    page = rendered(browser, v1_report, tmp_path)
+    (accuracy,) = [t for t in page["tables"] if t["css"] == "accuracy"]
+    verdict = accuracy["headers"].index("verdict")
+    colours = {}
+    for row in accuracy["rows"]:
+        cells = row["cells"]
+        expected = V1_ROWS[_v1_key(cells)][3]
+        assert cells[verdict] == expected
+        status = V1_STATUS.get(expected, "inconclusive")
+        assert status in row["classes"][verdict].split()
+        colours[status] = row["colors"][verdict]
+    # inconclusive has a fill of its own: neither fail's red nor the unfilled (striped) pass / skip cells
+    assert len({colours["inconclusive"], colours["bad"], colours["ok"]}) == 3
+    assert colours["inconclusive"] not in (colours["skip"], "rgba(0, 0, 0, 0)")
+    for table in page["tables"]:
+        if table["css"] == "runs":
+            continue
         heights = [row["height"] for row in table["rows"]]
         assert max(heights) <= 1.6 * min(heights), (table["css"], heights)

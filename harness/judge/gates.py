@@ -184,7 +184,8 @@ def _undecided(needed: int | None, images: int, policy: Policy) -> str:
 
 def paired_accuracy_gates(reference_correct: Mapping[str, Sequence[bool] | np.ndarray],
                           candidate_correct: Mapping[str, Sequence[bool] | np.ndarray], policy: Policy,
-                          tolerance: AccuracyTolerance | None = None, reference: str = "torch") -> list[Gate]:
+                          tolerance: AccuracyTolerance | None = None, reference: str = "torch",
+                          candidate: str = "the compiled model") -> list[Gate]:
     """The paired gate per metric (``paired_top1``, ``paired_top5``): compiled vs reference on the
     same images, in the order of ``reference_correct`` (per-image correctness, e.g. from
     :func:`topk_correct`). Drop = reference - compiled in points, with the policy's interval
@@ -214,7 +215,7 @@ def paired_accuracy_gates(reference_correct: Mapping[str, Sequence[bool] | np.nd
             verdict=v.verdict, images_needed=v.images_needed, values=values,
             detail=(f"{metric} drop {v.drop:.3f} points vs the {reference} reference ({table.reference_accuracy:.3f}% "
                     f"-> {table.candidate_accuracy:.3f}% on the same {table.n:,} images; {table.reference_only} "
-                    f"only the reference got right, {table.candidate_only} only the compiled model), "
+                    f"only the reference got right, {table.candidate_only} only {candidate}), "
                     f"{confidence:.0%} interval [{v.low:.3f}, {v.high:.3f}] ({_METHOD_NAMES[method]}), "
                     f"tolerance {allowed:.3f} points ({tolerance.describe()}): {outcome}"),
         ))

@@ -30,6 +30,9 @@ reader applies (docs/ascend.md repeats them):
   every input on every device unless ``--divide-input`` is given, main_cli.py lines 278-283).
   ait takes the timestamp in each device's process, so one run's device folders can land in two
   timestamped folders: that is refused with the layout named (move them under one folder).
+
+:func:`pair_with_reference` joins the scored images by name to reference logits computed here
+(the torch reference on ``--imagenet``'s images): the paired gate's inputs.
 """
 
 from __future__ import annotations
@@ -38,12 +41,13 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from harness.errors import UsageError
-from harness.judge.metrics import Accuracy, accuracy
+from harness.judge.gates import topk_correct
+from harness.judge.metrics import Accuracy, Parity, accuracy, parity
 
 PREDICTION_SUFFIXES = (".txt", ".npy", ".bin")
 RESULT_JSON = "result.json"
@@ -67,6 +71,39 @@ class PredictionScore:
     extra: int = 0  # predictions of images the label file does not list
     missing_examples: tuple[str, ...] = field(default=())
     extra_examples: tuple[str, ...] = field(default=())
+    # The images scored, as the label file names them, with their labels and logits (same order).
+    names: tuple[str, ...] = field(default=())
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
+    logits: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32), repr=False)
+
+
+@dataclass(frozen=True)
+class ReferencePairing:
+    """Predictions made elsewhere joined by image name to reference logits computed here: the
+    paired gates' inputs (per-image top-1/top-5 correctness, same images, same labels)."""
+
+    reference_correct: dict[str, np.ndarray]
+    candidate_correct: dict[str, np.ndarray]
+    reference: Accuracy
+    agreement: Parity
+    unpaired: tuple[str, ...]  # scored images the reference was not computed on
+
+
+def pair_with_reference(score: PredictionScore, names: Sequence[str], logits: np.ndarray) -> ReferencePairing | None:
+    """Join ``score``'s images to reference ``logits`` of the images ``names`` by file stem (either
+    side may name ``.JPEG`` or not); both are scored against ``score``'s labels. None when no
+    scored image has a reference row."""
+    row = {Path(n).stem: i for i, n in enumerate(names)}
+    mine = [i for i, n in enumerate(score.names) if Path(n).stem in row]
+    if not mine:
+        return None
+    ref = np.asarray(logits)[[row[Path(score.names[i]).stem] for i in mine]]
+    got, truth = score.logits[mine], score.labels[mine]
+    taken = set(mine)
+    return ReferencePairing(
+        reference_correct=topk_correct(ref, truth), candidate_correct=topk_correct(got, truth),
+        reference=accuracy(ref, truth), agreement=parity(ref, got),
+        unpaired=tuple(n for i, n in enumerate(score.names) if i not in taken))
 
 
 @dataclass(frozen=True)
@@ -292,6 +329,7 @@ def score_folder(folder: Path, labels: Mapping[str, int], num_classes: int, on_m
         other_outputs_ignored=output.other_outputs_ignored, missing=len(missing), extra=len(extra),
         missing_examples=tuple(missing[:5]), extra_examples=tuple(extra[:5]),
         device_folders=output.device_folders(folder),
+        names=tuple(stems[s] for s in common), labels=truth, logits=matrix,
     )
 
 

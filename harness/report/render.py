@@ -2,7 +2,7 @@
 
 Both files are rendered from the same blocks (headings, paragraphs, bullets, tables, images), so
 the Markdown and the HTML cannot disagree. A cell or a bullet carries its status (``ok``, ``bad``,
-``skip``) from the record it shows (its recorded verdict and outcome, see
+``inconclusive``, ``skip``) from the record it shows (its recorded verdict and outcome, see
 :func:`harness.report.tables.status_of`): the renderer colours by that status and never reads the
 text to guess a verdict.
 """
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Sequence, Union
 
 OK, BAD, SKIP = "ok", "bad", "skip"
+INCONCLUSIVE = "inconclusive"  # too few images to decide: neither a pass nor a fail (issue 14)
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ tr:nth-child(even) td { background: #fafbfc; }
 table.perf tr:last-child td { font-weight: 600; border-top: 2px solid #57606a; }
 td.bad, li.bad { background: #ffebe9 !important; color: #a40e26; font-weight: 600; }
 td.ok { color: #116329; } td.skip { color: #6e7781; }
+td.inconclusive, li.inconclusive { background: #fff8c5 !important; color: #7d4e00; font-weight: 600; }
 .regressions { border: 2px solid #cf222e; padding: 4px 12px; } .clean { color: #116329; }
 .note { color: #57606a; font-size: 12px; } img { max-width: 100%; border: 1px solid #d0d7de; }
 """

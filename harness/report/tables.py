@@ -13,6 +13,7 @@ from __future__ import annotations
 import shlex
 from typing import Any, Iterable, Mapping, Sequence
 
+from harness.judge.gates import NOT_APPLICABLE
 from harness.records.history import THROUGHPUT, TOP1, ModelHistory, Regression
 from harness.records.parts import FAIL, PASS, SOURCE_LABELS, Configuration
 from harness.records.results import Results, Run, finite
@@ -25,6 +26,7 @@ from harness.records.schema import (
 )
 from harness.report.render import (
     BAD,
+    INCONCLUSIVE,
     OK,
     SKIP,
     Block,
@@ -69,25 +71,42 @@ def short(text: Any, limit: int = MAX_REASON) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+def outcome_status(outcome: str | None) -> str:
+    """The status of one recorded verdict or gate outcome: pass, fail, inconclusive, or one that
+    decides nothing (``not applicable: ...``, ``not checked: ...``)."""
+    if outcome is None:
+        return ""
+    return {PASS: OK, FAIL: BAD, INCONCLUSIVE: INCONCLUSIVE}.get(outcome, SKIP)
+
+
 def status_of(record: ResultRecord) -> str:
-    """The colour of a record's cells: its recorded verdict, or pytest's outcome when it stopped before one."""
+    """The colour of a record's cells: its recorded verdict (inconclusive has its own, whether the
+    policy failed the test on it or allowed it), or pytest's outcome when it stopped before one."""
     if record.outcome == "skipped":
         return SKIP
+    if record.verdict == INCONCLUSIVE:
+        return INCONCLUSIVE
     if record.verdict == FAIL or record.outcome == "failed":
         return BAD
-    return OK if record.verdict == PASS else ""
+    return outcome_status(record.verdict)
 
 
 def verdict_cell(record: ResultRecord) -> Cell:
-    """``pass``, ``fail: top1, top5`` (the gates recorded as failed), or pytest's outcome."""
+    """``pass``, ``fail: paired_top1`` (the gates recorded as failed), ``inconclusive (~381 images
+    would decide)``, ``not applicable`` (no gate could decide), or pytest's outcome. One line: the
+    reasons are listed under the table."""
+    verdict = record.verdict or ""
     if record.outcome == "skipped":
-        return Cell("skipped", SKIP)
-    if record.verdict == FAIL:
+        return Cell(NOT_APPLICABLE if verdict.startswith(NOT_APPLICABLE) else "skipped", SKIP)
+    if verdict == FAIL:
         failed = [name for name, outcome in record.judgement.gates.items() if outcome == FAIL]
         return Cell("fail" + (f": {', '.join(failed)}" if failed else ""), BAD)
+    if verdict == INCONCLUSIVE:
+        needed = record.verdicts.images_needed if isinstance(record, AccuracyRecord) else None
+        return Cell(INCONCLUSIVE + (f" (~{needed:,} images would decide)" if needed else ""), INCONCLUSIVE)
     if record.outcome == "failed":
         return Cell("failed", BAD)
-    return Cell(record.verdict or str(record.outcome or DASH), status_of(record))
+    return Cell(verdict.split(":")[0] or str(record.outcome or DASH), status_of(record))
 
 
 def reason_note(label: str, record: ResultRecord) -> Cell | None:
@@ -115,10 +134,37 @@ def labels(configs: Iterable[Configuration]) -> dict[Configuration, str]:
 
 ACCURACY_HEADERS = (
     "chip", "backend", "precision", "input", "bs", "figures", "images", "published top-1 / top-5",
-    "measured top-1 / top-5", "torch top-1 / top-5", "vs published (top-1 / top-5)", "vs torch (top-1 / top-5)",
-    "top-1 agreement %", "weights", "verdict",
+    "measured top-1 / top-5", "torch top-1 / top-5", "vs published (top-1 / top-5)", "coverage",
+    "published gate", "top-1 drop vs torch\n(points, 95% interval)", "top-1 agreement %", "weights", "verdict",
 )
-ACCURACY_ALIGN = ("l", "l", "l", "l", "r", "l", "r", "r", "r", "r", "r", "r", "r", "l", "l")
+ACCURACY_ALIGN = ("l", "l", "l", "l", "r", "l", "r", "r", "r", "r", "r", "l", "l", "r", "r", "l", "l")
+
+
+def coverage_cell(r: AccuracyRecord) -> str:
+    """``full``, ``subset 1300``, ``other 64``, ``unknown`` (a result.json): the images the
+    verdict is about (harness.data.coverage); how it was recognised is a note under the table."""
+    kind, images = r.verdicts.dataset_coverage, r.scores.images
+    if kind is None:
+        return DASH
+    return kind if kind in ("full", "unknown") or images is None else f"{kind} {images}"
+
+
+def published_gate_cell(r: AccuracyRecord) -> Cell | str:
+    """The published gate's recorded outcome: pass, fail, or not applicable (why: under the table)."""
+    outcome = r.verdicts.published_gate
+    return DASH if outcome is None else Cell(outcome.split(":")[0], outcome_status(outcome))
+
+
+def drop_cell(r: AccuracyRecord) -> Cell | str:
+    """The paired top-1 drop (reference - compiled, points) and its 95% interval, coloured by the
+    paired gate's recorded outcome; a record without one (schema 0) shows the plain difference."""
+    v, s, ref = r.verdicts, r.scores, r.reference
+    if finite(v.paired_drop_top1):
+        text = f"{float(v.paired_drop_top1):.2f}"  # type: ignore[arg-type]
+        if finite(v.paired_drop_top1_low95) and finite(v.paired_drop_top1_high95):
+            text += f" [{float(v.paired_drop_top1_low95):.2f}, {float(v.paired_drop_top1_high95):.2f}]"  # type: ignore[arg-type]
+        return Cell(text, outcome_status(r.judgement.gates.get("paired_top1")))
+    return _delta(ref.reference_top1, s.top1)
 
 
 def _accuracy_row(r: AccuracyRecord) -> tuple[str | Cell, ...]:
@@ -131,11 +177,39 @@ def _accuracy_row(r: AccuracyRecord) -> tuple[str | Cell, ...]:
         _pair(pct(s.top1), pct(s.top5)),
         _pair(pct(ref.reference_top1), pct(ref.reference_top5)),
         _pair(_delta(s.top1, p.published_top1), _delta(s.top5, p.published_top5)),
-        _pair(_delta(s.top1, ref.reference_top1), _delta(s.top5, ref.reference_top5)),
+        coverage_cell(r), published_gate_cell(r), drop_cell(r),
         pct(ref.top1_agreement),
         str(r.setup.weights or DASH),
         verdict_cell(r),
     )
+
+
+# Where an inconclusive gate's own estimate of the images that would decide is recorded.
+_NEEDED = {"paired_top1": "images_needed_top1", "paired_top5": "images_needed_top5",
+           "top1_agreement": "images_needed_agreement"}
+
+
+def _gate_notes(label: str, r: AccuracyRecord) -> list[Cell]:
+    """The gates that neither passed nor failed (inconclusive, not checked, not applicable), with
+    the images an inconclusive one would need; the top-5 drop when its gate did not pass; how the
+    coverage was recognised."""
+    notes = []
+    for gate, outcome in r.judgement.gates.items():
+        if outcome in (PASS, FAIL) or (gate.startswith("published_") and outcome.startswith(NOT_APPLICABLE)):
+            continue  # a published gate's "not applicable": the coverage column and note say why
+        field = _NEEDED.get(gate) if outcome == INCONCLUSIVE else None
+        needed = getattr(r.verdicts, field) if field else None
+        more = f" (~{needed:,} images would decide)" if needed else ""
+        notes.append(Cell(f"{label}: gate {gate} {outcome}{more}", outcome_status(outcome)))
+    v = r.verdicts
+    top5 = r.judgement.gates.get("paired_top5")
+    if top5 not in (None, PASS) and finite(v.paired_drop_top5):
+        notes.append(Cell(f"{label}: top-5 drop vs torch {float(v.paired_drop_top5):.2f} points, 95% interval "  # type: ignore[arg-type]
+                          f"[{pct(v.paired_drop_top5_low95)}, {pct(v.paired_drop_top5_high95)}]: {top5}",
+                          outcome_status(top5)))
+    if v.dataset_coverage_detail:
+        notes.append(Cell(f"{label}: coverage {short(v.dataset_coverage_detail)}"))
+    return notes
 
 
 def _accuracy_notes(records: Sequence[AccuracyRecord]) -> list[Cell]:
@@ -148,9 +222,7 @@ def _accuracy_notes(records: Sequence[AccuracyRecord]) -> list[Cell]:
             how = "; ".join(x for x in (r.predictions.source_format, r.predictions.note,
                                         f"labels {r.predictions.labels}" if r.predictions.labels else "") if x)
             notes.append(Cell(f"{label}: predictions read from {where}" + (f" ({how})" if how else "")))
-        for gate, outcome in r.judgement.gates.items():
-            if outcome not in (PASS, FAIL):
-                notes.append(Cell(f"{label}: gate {gate} {outcome}"))
+        notes += _gate_notes(label, r)
         note = reason_note(label, r)
         if note is not None:
             notes.append(note)
@@ -219,7 +291,8 @@ def _run_label(run: Run) -> str:
 
 
 def history_block(history: ModelHistory, regressions: Sequence[Regression]) -> Table | None:
-    """One row per run, one column per series; a regression's cell says so and is coloured."""
+    """One row per run, one column per series; a cell gives the images scored (a top-1 is compared
+    only with one on as many images); a regression's cell says so and is coloured."""
     if not history.points:
         return None
     flagged = {(reg.run_id, reg.figure, reg.config) for reg in regressions}
@@ -231,7 +304,8 @@ def history_block(history: ModelHistory, regressions: Sequence[Regression]) -> T
         cells: list[str | Cell] = [_run_label(p.run), str(p.run.host or DASH)]
         for c in history.accuracy_series:
             scored = p.accuracy.get(c)
-            text = DASH if scored is None else _pair(pct(scored.top1), pct(scored.top5))
+            text = DASH if scored is None else _pair(pct(scored.top1), pct(scored.top5)) + (
+                f" on {scored.images:,}" if scored.images else "")  # top-1 is compared over as many images only
             bad = (p.run.run_id, TOP1, c) in flagged
             cells.append(Cell(text + "\nREGRESSION", BAD) if bad else text)
         for c in history.throughput_series:
