@@ -3,7 +3,8 @@
 `pytest -m accuracy --imagenet DIR [--chip 310P3] [--models a,b] [--limit N]`. Each test compiles
 the model for the chip at one batch size, scores it, scores the torch reference on the same
 images, and checks the policy's gates (fixtures/policy.toml). Its record (harness.records.schema)
-carries the figures and the gates' verdict.
+carries the figures and the gates' verdict. When a gate's verdict is fail, ``--localize-on-fail``
+(the default) localises the loss layer by layer (docs/localize.md, "In the suite").
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import pytest
 
 from acceptance._records import configuration, evaluation_parts, published
+from harness.errors import NotApplicable, NotCertified
 from harness.judge.gates import (
+    Gate,
     agreement_gate,
     agreement_verdict_gate,
     certify,
@@ -21,19 +24,53 @@ from harness.judge.gates import (
     verdict_fields,
 )
 from harness.pytest.fixtures import RecordWriter
+from harness.pytest.plugin import localize_dir, selection
 from harness.records.parts import Judgement, Setup, Verdicts
-from harness.records.schema import AccuracyRecord, AgreementRecord
-from harness.run.workbench import Workbench
+from harness.records.schema import AccuracyRecord, AgreementRecord, Localization
+from harness.run.workbench import Evaluation, Workbench
 from harness.specs import ChipSpec, ModelSpec, Policy
 
 pytestmark = pytest.mark.slow
 EMBEDDED = "embedded synthetic images"
 
 
+def certify_or_localize(gates: list[Gate], what: str, request: pytest.FixtureRequest, workbench: Workbench,
+                        chip: ChipSpec, ev: Evaluation, record: RecordWriter) -> None:
+    """:func:`certify`; when a gate's verdict is fail (not inconclusive: too few images is no loss
+    to localise) and ``--localize-on-fail`` is on, localise the loss first on the run's own logits.
+    The failure stays the gates' message, plus the summary's last line, or one line saying why
+    localisation did not run: localisation never hides or replaces the verdict."""
+    try:
+        certify(gates, what)
+    except NotCertified as exc:
+        if not selection(request.config)["localize"] or all(g.verdict != "fail" for g in gates):
+            raise
+        raise NotCertified(f"{exc}\n{localize_loss(request, workbench, chip, ev, record)}") from None
+
+
+def localize_loss(request: pytest.FixtureRequest, workbench: Workbench, chip: ChipSpec, ev: Evaluation,
+                  record: RecordWriter) -> str:
+    """Localise, record the summary (a :class:`Localization` part) and return its last line."""
+    try:
+        from harness.localize import localize_failure
+
+        summary = localize_failure(
+            ev.onnx_path, chip.backend, chip.precision, ev.prepared, localize_dir(request.config, request.node.name),
+            backend_options=chip.backend_options, threads=workbench.cfg.threads,
+            outputs=(ev.reference_logits, ev.logits))
+    except Exception as exc:  # noqa: BLE001 - whatever stops localisation, the verdict stands
+        why = exc.reason() if isinstance(exc, NotApplicable) else f"{type(exc).__name__}: {exc}"
+        why = " ".join(why.split())
+        record.update(localization=Localization(localization=f"not run: {why}"))
+        return f"localisation did not run: {why}"
+    record.update(localization=Localization.of(summary))
+    return summary.last_line()
+
+
 @pytest.mark.accuracy
 def test_accuracy(
     workbench: Workbench, policy: Policy, model_spec: ModelSpec, chip_spec: ChipSpec, batch_size: int,
-    record: RecordWriter,
+    record: RecordWriter, request: pytest.FixtureRequest,
 ) -> None:
     config = configuration(workbench, model_spec, chip_spec, batch_size)
     record.start(AccuracyRecord(config=config, published=published(model_spec)))
@@ -50,13 +87,14 @@ def test_accuracy(
         "published_top5": "not checked: no published top-5 in " + model_spec.published.source}
     record.update(judgement=Judgement.of(gates, not_checked),
                   verdicts=Verdicts.of(verdict_fields(gates), ev.coverage.as_record()))
-    certify(gates, f"{model_spec.name} on {chip_spec.name} bs{batch_size} ({ev.coverage.describe()})")
+    certify_or_localize(gates, f"{model_spec.name} on {chip_spec.name} bs{batch_size} ({ev.coverage.describe()})",
+                        request, workbench, chip_spec, ev, record)
 
 
 @pytest.mark.agreement
 def test_agreement(
     workbench: Workbench, policy: Policy, model_spec: ModelSpec, chip_spec: ChipSpec, batch_size: int,
-    record: RecordWriter,
+    record: RecordWriter, request: pytest.FixtureRequest,
 ) -> None:
     """Compiled model vs torch reference on the images the project makes (runs with no ImageNet)."""
     config = configuration(workbench, model_spec, chip_spec, batch_size)
@@ -65,4 +103,5 @@ def test_agreement(
     record.update(**evaluation_parts(ev, config, dataset_name=EMBEDDED))
     gate = agreement_gate(ev.agreement, policy, "torch")
     record.update(judgement=Judgement.of([gate]))
-    assert gate.passed, gate.line()
+    certify_or_localize([gate], f"{model_spec.name} on {chip_spec.name} bs{batch_size} ({EMBEDDED})",
+                        request, workbench, chip_spec, ev, record)

@@ -110,6 +110,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="where the end of the run writes report.md, report.html and plots/ from the whole --results "
                 "file (this run and the history before it); default: reports/")
     g.addoption("--no-report", action="store_true", help="do not write the report at the end of the run")
+    g.addoption("--localize-on-fail", dest="localize", action="store_true", default=True,
+                help="when an accuracy or agreement gate's verdict is fail, localise the loss layer by layer on the 16 "
+                "most divergent images and record the first divergent node (the default; docs/localize.md)")
+    g.addoption("--no-localize", dest="localize", action="store_false",
+                help="do not localise a failed accuracy or agreement gate")
+    g.addoption("--localize-dir", metavar="DIR",
+                help="where localisation writes layers.csv and summary.json, one folder per test "
+                "(default: <report-dir>/localize)")
 
 
 def _csv(value: str | None) -> list[str]:
@@ -163,9 +171,24 @@ def pytest_configure(config: pytest.Config) -> None:
         "all_chips": chips,
         "policy": policy,
         "device_ids": device_ids,
+        "localize": bool(config.getoption("localize")),
+        "localize_dir": _under_root(config, config.getoption("--localize-dir")
+                                    or Path(config.getoption("--report-dir")) / "localize"),
     }
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(ResultsRecorder(config), "modelzoo-cert-results")
+
+
+def _under_root(config: pytest.Config, path: str | Path) -> Path:
+    """A path option: relative ones are taken from the rootdir, as --results and --report-dir are."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else Path(config.rootpath) / path
+
+
+def localize_dir(config: pytest.Config, test_name: str) -> Path:
+    """The folder of one test's localisation: ``<--localize-dir>/<test name, made a file name>``."""
+    safe = "".join(c if c.isalnum() or c in "._-" else "-" for c in test_name).strip("-")
+    return selection(config)["localize_dir"] / safe
 
 
 def _device_ids(text: str | None) -> tuple[int, ...]:

@@ -255,7 +255,7 @@ class Verdicts(Part):
     discordant counts, the published gate (decided on the full validation set only), agreement's
     interval, and the images an inconclusive verdict would need. Floats rounded to 4 decimals."""
 
-    dataset_coverage: str | None = None  # full / subset / other (harness.data.coverage)
+    dataset_coverage: str | None = None  # full / subset / other (harness.data.coverage); unknown: a result.json
     dataset_coverage_detail: str | None = None
     paired_drop_top1: float | None = None  # reference top-1 - compiled top-1, points
     paired_drop_top1_low95: float | None = None

@@ -21,8 +21,9 @@ schema-1 line. Keys no part knows are kept in ``extra`` and written back unchang
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, TypeVar
 
 from harness.records.parts import (
     FAIL,
@@ -52,6 +53,9 @@ from harness.records.parts import (
     points_json,
     take_points,
 )
+
+if TYPE_CHECKING:  # records never import the localisation code: the test hands its summary in
+    from harness.localize.run import LocalizationSummary
 
 SCHEMA_VERSION = 1
 SCHEMA_KEY = "schema_version"
@@ -133,6 +137,39 @@ class ResultRecord:
 
 
 @dataclass(frozen=True)
+class Localization(Part):
+    """Where a failed accuracy or agreement gate's loss starts: the ``--localize-on-fail`` hook's
+    summary (harness.localize, docs/localize.md). Its worst nodes and cosine by depth stay in the
+    summary.json it names (the report reads them there). A part of the accuracy records alone, so
+    it is here rather than in harness.records.parts."""
+
+    localization: str | None = None  # the summary's last line, or "not run: <why>"
+    first_divergent_node: str | None = None  # absent when no tensor is over threshold
+    first_divergent_op: str | None = None
+    first_divergent_cosine: float | None = None
+    localization_classification: str | None = None  # none / local / accumulated
+    localization_method: str | None = None  # expose / bisect
+    localization_images: int | None = None  # images compared (the most divergent of the run's)
+    localization_tensors: int | None = None  # tensors compared
+    localization_seconds: float | None = None
+    localization_summary: str | None = None  # summary.json: worst nodes, cosine by depth
+    localization_layers: str | None = None  # layers.csv: every node's metrics
+
+    @classmethod
+    def of(cls, summary: LocalizationSummary) -> Localization:
+        cosine = summary.first_divergent_cosine
+        return cls(
+            localization=summary.last_line(), first_divergent_node=summary.first_divergent_node,
+            first_divergent_op=summary.first_divergent_op,
+            first_divergent_cosine=round(cosine, 6) if cosine is not None and math.isfinite(cosine) else None,
+            localization_classification=summary.classification, localization_method=summary.method,
+            localization_images=len(summary.images), localization_tensors=summary.tensors_compared,
+            localization_seconds=round(summary.seconds, 2), localization_summary=summary.summary_json,
+            localization_layers=summary.layers_csv,
+        )
+
+
+@dataclass(frozen=True)
 class AccuracyRecord(ResultRecord):
     """Top-1/top-5 of a compiled model (or of predictions made elsewhere) vs the published figures."""
 
@@ -143,6 +180,7 @@ class AccuracyRecord(ResultRecord):
     reference: Reference = field(default_factory=Reference)
     verdicts: Verdicts = field(default_factory=Verdicts)
     predictions: PredictionsInput = field(default_factory=PredictionsInput)
+    localization: Localization = field(default_factory=Localization)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from harness.records.history import (
     model_history,
 )
 from harness.records.results import Results
+from harness.report.localization import localization_blocks
 from harness.report.plots import plot_throughput, plots_unavailable
 from harness.report.render import (
     BAD,
@@ -130,6 +131,7 @@ def _model_blocks(results: Results, model: str, title: str, chips: Mapping[str, 
                   plot_note: str | None, plots: dict[str, bytes]) -> list[Block]:
     blocks: list[Block] = [Heading(2, f"{title} ({model})" if title != model else model, model)]
     blocks += accuracy_blocks(results, model)
+    blocks += localization_blocks(results, model, plot_note, plots)
     table = throughput_table(results, model, chips, baselines_dir)
     if table is not None:
         blocks += [Heading(3, "Throughput (images/s per card)"), throughput_block(table)]

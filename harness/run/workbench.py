@@ -155,6 +155,12 @@ class Evaluation:
     reference_correct: Mapping[str, np.ndarray]
     compiled_correct: Mapping[str, np.ndarray]
     coverage: Coverage  # full validation set, a subset of it, or other images
+    # What localising a failed gate needs (harness.localize.localize_failure), never recorded: both
+    # runs' logits (N, classes) in ``prepared``'s order, the ONNX the chip compiled, the images.
+    logits: np.ndarray | None = field(default=None, repr=False, compare=False)
+    reference_logits: np.ndarray | None = field(default=None, repr=False, compare=False)
+    onnx_path: Path | None = None
+    prepared: data_mod.PreparedDataset | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -347,4 +353,8 @@ class Workbench:
             reference_correct=topk_correct(ref_logits, prepared.labels),
             compiled_correct=topk_correct(logits, prepared.labels),
             coverage=coverage(listing, self.cfg.limit if source == "imagenet" else None),
+            logits=logits,
+            reference_logits=ref_logits,
+            onnx_path=self.onnx(loaded, chip),
+            prepared=prepared,
         )
