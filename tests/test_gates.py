@@ -287,3 +287,279 @@ def test_gate_keeps_its_old_fields_and_derives_the_verdict() -> None:
     assert overall_verdict([undecided, bad]) == "fail" and "images_needed" not in verdict_fields([undecided, bad])
     never = Gate("w", 1.0, 1.0, False, "on the threshold", verdict="inconclusive")
     assert verdict_fields([undecided, never])["images_needed"] is None
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 19's mutation testing (docs/mutation.md, scripts/mutation.sh): what the surviving mutants
+# of harness/judge/gates.py showed untested. Each boundary is realised exactly: integer counts of
+# images where the figure is a count, the threshold itself and its next float where it is not.
+
+from harness.errors import NotCertified  # noqa: E402  (kept with the tests that need it)
+from harness.judge.gates import accuracy_gates, certify, conversion_gates, tolerance_for  # noqa: E402
+from harness.judge.metrics import parity as logit_parity  # noqa: E402
+from harness.judge.metrics import wilson_interval  # noqa: E402
+from harness.judge.paired import (  # noqa: E402
+    Discordance,
+    agreement_verdict,
+    newcombe_interval,
+    z_value,
+)
+from harness.specs import load_models  # noqa: E402
+
+TORCHVISION = AccuracyRef(top1=77.618, top5=93.698, source="torchvision")
+
+
+@pytest.mark.parametrize(("correct1", "passed"), [(38309, True), (38310, True), (38308, False)])
+def test_accuracy_gate_top1_at_its_integer_boundary(correct1: int, passed: bool) -> None:
+    # 77.618 - 1 point = 76.618% = 38,309 of 50,000 right answers (issue 19's example); top-5 passes.
+    top1, top5 = accuracy_gates(measured_on(50000, correct1, 47500), TORCHVISION, POLICY_14)
+    assert (top1.name, top1.passed, top5.passed) == ("top1", passed, True)
+    assert top1.measured == 100.0 * correct1 / 50000 and top1.threshold == pytest.approx(76.618)
+    assert "allowed down to 76.618% (tolerance 1.0 points) on 50000 images" in top1.detail
+
+
+@pytest.mark.parametrize(("correct5", "passed"), [(46349, True), (46350, True), (46348, False)])
+def test_accuracy_gate_top5_fails_on_its_own_at_its_integer_boundary(correct5: int, passed: bool) -> None:
+    # 93.698 - 1 = 92.698% = 46,349 of 50,000; top-1 (80%) passes, so top-5 alone decides.
+    top1, top5 = accuracy_gates(measured_on(50000, 40000, correct5), TORCHVISION, POLICY_14)
+    assert (top5.name, top5.passed, top1.passed) == ("top5", passed, True)
+    assert top5.measured == 100.0 * correct5 / 50000 and top5.threshold == pytest.approx(92.698)
+    assert failures([top1, top5]).startswith("FAIL top5") is (not passed)
+
+
+def agreeing(n: int, agree: int) -> Parity:
+    """metrics.parity of two models whose top-1 classes agree on exactly ``agree`` of ``n`` images."""
+    ref = np.zeros((n, 3), dtype=np.float32)
+    ref[:, 0] = 1.0
+    got = ref.copy()
+    got[agree:] = np.roll(got[agree:], 1, axis=1)
+    return logit_parity(ref, got)
+
+
+@pytest.mark.parametrize(("agree", "passed"), [(4950, True), (4951, True), (4949, False)])
+def test_two_way_agreement_gate_at_its_integer_boundary(agree: int, passed: bool) -> None:
+    # 99% of 5,000 images is 4,950: the point estimate against the policy's minimum, inclusive.
+    gate = agreement_gate(agreeing(5000, agree), POLICY_14, "torch")
+    assert (gate.name, gate.passed, gate.threshold) == ("top1_agreement", passed, 99.0)
+    assert gate.measured == 100.0 * agree / 5000
+    assert gate.detail.startswith(f"top-1 equals the torch reference on {100.0 * agree / 5000:.2f}% of 5000 images "
+                                  "(need >= 99.0%); max |logit diff| ")
+
+
+def conversion(rel: float = 0.0, cosine: float = 1.0, agree: int = 16) -> list[Gate]:
+    p = Parity(count=16, max_abs_diff=rel * 10, mean_abs_diff=rel, min_cosine=cosine,
+               top1_agreement=100.0 * agree / 16, max_rel_diff=rel)
+    return conversion_gates(p, POLICY_14)  # rtol 1e-3, min cosine 0.99999, 100% agreement
+
+
+@pytest.mark.parametrize(("figures", "failing"), [
+    ({}, set()),
+    ({"rel": 1e-3}, set()),                                     # exactly at the relative tolerance
+    ({"rel": math.nextafter(1e-3, math.inf)}, {"max_rel_diff"}),  # just above it, alone
+    ({"rel": math.nextafter(1e-3, 0.0)}, set()),
+    ({"cosine": 0.99999}, set()),                               # exactly at the minimum cosine
+    ({"cosine": math.nextafter(0.99999, 0.0)}, {"min_cosine"}),  # just below it, alone
+    ({"agree": 15}, {"top1_agreement"}),                        # one of 16 classes flipped, alone
+])
+def test_conversion_gates_fail_on_each_criterion_alone(figures: dict, failing: set) -> None:
+    gates = conversion(**figures)
+    assert [g.name for g in gates] == ["max_rel_diff", "min_cosine", "top1_agreement"]
+    assert {g.name for g in gates if not g.passed} == failing
+    p = {"rel": 0.0, "cosine": 1.0, "agree": 16, **figures}
+    assert [g.measured for g in gates] == [p["rel"], p["cosine"], 100.0 * p["agree"] / 16]
+    assert [g.threshold for g in gates] == [1e-3, 0.99999, 100.0]
+    rel, cos, agree = (g.detail for g in gates)
+    assert rel == (f"max |torch - onnx| / max |torch logit| per image = {p['rel']:.3g} (allowed 0.001; "
+                   f"max |torch - onnx| = {p['rel'] * 10:.3g})")
+    assert cos == f"min cosine = {p['cosine']:.10f} (need >= 0.99999)"
+    assert agree == f"top-1 agreement {100.0 * p['agree'] / 16:.2f}% on 16 images (need 100%)"
+
+
+def test_certify_is_silent_when_all_pass_and_lists_failures_first() -> None:
+    ok, bad = Gate("x", 1.0, 1.0, True, "fine"), Gate("y", 0.0, 1.0, False, "too low")
+    certify([ok], "m on A")
+    with pytest.raises(NotCertified) as raised:
+        certify([ok, bad], "m on A")
+    assert str(raised.value) == "m on A is not certified (verdict: fail):\nFAIL y: too low\nPASS x: fine"
+
+
+def test_tolerance_for_takes_the_models_own_rule_else_the_policys_points() -> None:
+    policy = dataclasses.replace(POLICY_14, accuracy_tolerance_points=2.5)
+    model = load_models()["resnext50_32x4d"]
+    plain = dataclasses.replace(model, accuracy_tolerance=None)
+    own = dataclasses.replace(model, accuracy_tolerance=AccuracyTolerance(rule="relative", fraction=0.98))
+    assert tolerance_for(policy) == AccuracyTolerance(points=2.5)
+    assert tolerance_for(policy, plain) == AccuracyTolerance(points=2.5)
+    assert tolerance_for(policy, own) == AccuracyTolerance(rule="relative", fraction=0.98)
+
+
+def test_topk_correct_marks_each_images_hits_for_every_k() -> None:
+    logits = np.tile(np.arange(10, 0, -1, dtype=np.float32), (3, 1))  # class 0 best ... class 9 worst
+    labels = np.array([0, 4, 9])
+    hits = topk_correct(logits, labels, ks=(1, 5, 10))
+    assert hits["top1"].tolist() == [True, False, False]
+    assert hits["top5"].tolist() == [True, True, False]
+    assert hits["top10"].tolist() == [True, True, True]
+    assert topk_correct(logits, labels)["top5"].tolist() == [True, True, False]
+
+
+def test_paired_gate_default_reference_method_and_decided_wording() -> None:
+    ref, got = correctness(7800 - 123, 123, 50, 2150)
+    (passing,) = paired_accuracy_gates({"top1": ref}, {"top1": got}, POLICY_14)
+    assert "vs the torch reference" in passing.detail
+    assert "123 only the reference got right, 50 only the compiled model)" in passing.detail
+    assert passing.detail.endswith(": pass, the whole interval is below the tolerance")
+    failing = paired(7800 - 179, 179, 50, 2150)
+    assert failing.detail.endswith(": fail, the whole interval is above the tolerance")
+    newcombe = dataclasses.replace(POLICY_14, verdicts=VerdictPolicy(paired_method="newcombe"))
+    gate = paired(7800 - 150, 150, 50, 2150, newcombe)
+    low, high = newcombe_interval(Discordance(7800 - 150, 150, 50, 2150))
+    assert (gate.values["paired_drop_top1_low95"], gate.values["paired_drop_top1_high95"]) == (low, high)
+    assert "(Newcombe hybrid score)" in gate.detail
+
+
+def test_paired_gate_inconclusive_wording_when_it_fails() -> None:
+    gate = paired(7800 - 124, 124, 50, 2150)
+    assert gate.verdict == "inconclusive" and not gate.passed and gate.images_needed is not None
+    assert gate.detail.endswith(
+        f": inconclusive, the interval straddles the threshold: about {gate.images_needed:,} images would decide at "
+        "the observed rates (this run had 10,000); inconclusive fails by default (fixtures/policy.toml [accuracy] "
+        'inconclusive = "fail"): run on more images, e.g. the full validation set')
+
+
+@pytest.mark.parametrize(("correct5", "passed"), [(45500, True), (45501, True), (45499, False)])
+def test_published_top5_gate_on_full_val_at_its_integer_boundary(correct5: int, passed: bool) -> None:
+    # published top-5 92.0 - 1 point = 91.000% = 45,500 of 50,000; top-1 (37,500 = 75%) passes.
+    top1, top5 = published_gates(measured_on(50000, 37500, correct5), AccuracyRef(75.0, 92.0, "paper"), FULL,
+                                 AccuracyTolerance(points=1.0))
+    assert (top5.name, top5.passed, top1.passed) == ("published_top5", passed, True)
+    assert top5.measured == 100.0 * correct5 / 50000 and top5.threshold == 91.0
+    assert f"measured {100.0 * correct5 / 50000:.3f}% vs published 92.000% (paper)" in top5.detail
+    fields = verdict_fields([top1, top5])
+    assert fields["published_gate"] == ("pass" if passed else "fail") == fields["verdict"]
+
+
+def test_published_gate_detail_and_its_floating_point_slack() -> None:
+    ref, tol = AccuracyRef(75.0, 92.0, "paper"), AccuracyTolerance(points=1.0)
+
+    def at(top1: float) -> Gate:
+        return published_gate(Accuracy(50000, top1, 95.0, 37000, 47500), ref, FULL, tol)
+
+    gate = at(74.0)
+    assert (gate.measured, gate.threshold) == (74.0, 74.0)
+    assert gate.detail == ("measured 74.000% vs published 75.000% (paper) on the full validation set; delta -1.000 "
+                           "points, allowed down to 74.000% (absolute rule: 1 point): pass "
+                           "(SHA-256 ... matches fixtures/imagenet_val.toml)")
+    assert at(74.0 - 1e-9).passed  # the slack is inclusive too
+    below = at(math.nextafter(74.0 - 1e-9, 0.0))
+    assert not below.passed and ": fail (SHA-256" in below.detail
+    with pytest.raises(BaselineError, match=r"^no published top5 in seed: nothing to compare with$"):
+        published_gate(measured_on(50000, 37000, 46000), AccuracyRef(75.0, None, "seed"), FULL, tol, "top5")
+
+
+def test_published_gate_on_a_subset_uses_each_metrics_count_and_the_confidence() -> None:
+    acc = measured_on(1300, 1083, 1240)
+    top1, top5 = published_gates(acc, AccuracyRef(74.846, 92.180, "t"), SUBSET, AccuracyTolerance(), confidence=0.90)
+    assert (top1.measured, top1.threshold) == (acc.top1, pytest.approx(73.846))
+    assert (top5.measured, top5.threshold) == (acc.top5, pytest.approx(91.180))
+    z = z_value(0.90)
+    assert (top1.values["top1_low95"], top1.values["top1_high95"]) == wilson_interval(1083, 1300, z)
+    assert (top5.values["top5_low95"], top5.values["top5_high95"]) == wilson_interval(1240, 1300, z)
+    assert "90% Wilson interval" in top5.detail
+
+
+@pytest.mark.parametrize(("agree", "verdict"), [(4936, "fail"), (4937, "inconclusive"), (4963, "inconclusive"),
+                                                (4964, "pass")])
+def test_agreement_verdict_gate_records_and_wording(agree: int, verdict: str) -> None:
+    p = Parity(count=5000, max_abs_diff=0.1, mean_abs_diff=0.01, min_cosine=0.99, top1_agreement=100.0 * agree / 5000)
+    gate = agreement_verdict_gate(p, POLICY_14, "torch")
+    v = agreement_verdict(agree, 5000, 99.0)
+    assert (gate.measured, gate.threshold) == (100.0 * agree / 5000, 99.0)
+    expected = {"agreement_top1": v.agreement, "agreement_top1_low95": v.low, "agreement_top1_high95": v.high}
+    if verdict == "inconclusive":
+        expected["images_needed_agreement"] = v.images_needed
+        assert v.images_needed is not None and f"about {v.images_needed:,} images would decide" in gate.detail
+    assert dict(gate.values) == expected
+    wording = {"pass": "pass, the whole interval reaches the minimum",
+               "fail": "fail, the whole interval is below the minimum"}
+    if verdict in wording:
+        assert f"need >= 99.0%): {wording[verdict]}; max |logit diff| 0.1" in gate.detail
+
+
+def test_agreement_verdict_gate_uses_the_policys_confidence() -> None:
+    p = Parity(count=5000, max_abs_diff=0.1, mean_abs_diff=0.01, min_cosine=0.99, top1_agreement=99.5)
+    policy = dataclasses.replace(POLICY_14, verdicts=VerdictPolicy(confidence=0.90))
+    gate = agreement_verdict_gate(p, policy, "torch")
+    v = agreement_verdict(4975, 5000, 99.0, 0.90)
+    assert (gate.values["agreement_top1_low95"], gate.values["agreement_top1_high95"]) == (v.low, v.high)
+    assert "90% Wilson interval" in gate.detail
+
+
+def test_agreement_verdict_gate_that_no_number_of_images_decides() -> None:
+    # 100% agreement against a 100% minimum: the lower bound never reaches 100.
+    p = Parity(count=1000, max_abs_diff=0.0, mean_abs_diff=0.0, min_cosine=1.0, top1_agreement=100.0)
+    gate = agreement_verdict_gate(p, dataclasses.replace(POLICY_14, agreement_min_top1=100.0), "torch")
+    assert gate.verdict == "inconclusive" and gate.images_needed is None and not gate.passed
+    assert ("inconclusive, the interval straddles the threshold: no feasible number of images would decide: "
+            "the observed figure sits on the threshold; inconclusive fails by default") in gate.detail
+    assert gate.values["images_needed_agreement"] is None
+    assert verdict_fields([gate])["images_needed"] is None
+
+
+def test_verdict_fields_published_gate_is_the_worst_decided_one() -> None:
+    ref, tol = AccuracyRef(75.0, 92.0, "paper"), AccuracyTolerance(points=1.0)
+    top1, top5 = published_gates(measured_on(50000, 37500, 45000), ref, FULL, tol)  # top-1 passes, top-5 fails
+    assert (top1.verdict, top5.verdict) == ("pass", "fail")
+    assert verdict_fields([top1, top5])["published_gate"] == "fail"
+    (alone,) = published_gates(measured_on(1300, 1083, 1240), AccuracyRef(74.846, None, "t"), SUBSET, tol)
+    assert verdict_fields([alone])["published_gate"] == "not applicable: subset of 1300 images"
+
+
+def test_computed_check_records_its_figures() -> None:
+    gate = computed_check(parity(100.0, 5e-5), POLICY, batch_size=8, ring=128)
+    assert (gate.name, gate.measured, gate.threshold, gate.passed) == ("computed", 5e-5, 1e-4, True)
+    assert gate.detail == ("bs8: the timed runs' outputs vs the accuracy-mode outputs on the same 128 images: "
+                           "top-1 agreement 100.00% (need 100%), max relative diff 5e-05 (allowed 0.0001)")
+
+
+def test_ratio_check_line_names_the_baselines_note_only_when_it_has_one() -> None:
+    rule = PerfRule(baseline="B", min_ratio=1.2)
+    plain = ratio_gate(rule, [figure("A", 4, 480.0)], CHIP, [figure("B", 8, 100.0)], BASE)
+    assert plain.line() == ("PASS ratio_vs_B: A best 480.0000 images/s per card (bs4, wall; test) / B best "
+                            "400.0000 images/s per card (bs8, wall; test) = 1.2000, need >= 1.2")
+    noted = dataclasses.replace(figure("B", 8, 100.0), note="fan at full speed")
+    check = ratio_gate(rule, [figure("A", 4, 479.0)], CHIP, [noted], BASE)
+    assert check.line().startswith("FAIL ") and "(bs8, wall; test, fan at full speed) = 1.1975" in check.line()
+
+
+def test_ratio_gate_needs_figures_on_both_sides_and_one_clock() -> None:
+    rule = PerfRule(baseline="B", min_ratio=1.2)
+    for measured, baseline in (([], [figure("B", 8, 100.0)]), ([figure("A", 4, 480.0)], [])):
+        with pytest.raises(BaselineError, match=r"^a ratio rule needs figures on both sides$"):
+            ratio_gate(rule, measured, CHIP, baseline, BASE)
+    with pytest.raises(BaselineError) as raised:
+        ratio_gate(rule, [figure("A", 4, 500.0, clock="device_compute")], CHIP, [figure("B", 8, 100.0)], BASE)
+    assert str(raised.value) == (
+        "cannot compare m on A with B: the figures mix clocks (device_compute, wall); a device-compute figure and "
+        "a wall-time figure measure different things. Measure the chip under test with the baseline's clock, or "
+        "supply a baseline of the same clock")
+
+
+def test_paired_gate_inconclusive_wording_when_the_policy_allows_it() -> None:
+    gate = paired(7800 - 124, 124, 50, 2150, ALLOW)
+    assert gate.verdict == "inconclusive" and gate.passed and gate.images_needed is not None
+    assert gate.detail.endswith(
+        f": inconclusive, the interval straddles the threshold: about {gate.images_needed:,} images would decide at "
+        'the observed rates (this run had 10,000); the policy allows it (fixtures/policy.toml [accuracy] '
+        'inconclusive = "allow")')
+
+
+def test_a_count_exactly_at_the_floor_passes_despite_floating_point() -> None:
+    """31,502 of 50,000 is 63.004 and published 64.004 - 1 point is 63.004000000000005: the count
+    is exactly at the floor, so the gate passes (harness.judge.gates.SLACK); one image fewer fails."""
+    policy = load_policy()
+    published = AccuracyRef(top1=64.004, top5=None, source="test")
+    for right, passed in ((31502, True), (31501, False)):
+        measured = Accuracy(count=50000, top1=100.0 * right / 50000, top5=100.0, correct1=right, correct5=50000)
+        (gate,) = accuracy_gates(measured, published, policy)
+        assert gate.passed is passed, (right, gate.detail)

@@ -299,3 +299,163 @@ def test_agreement_edges():
     for bad in [(5, 0), (11, 10), (-1, 10)]:
         with pytest.raises(PairedStatsError):
             agreement_verdict(*bad, 99.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 19's mutation testing (docs/mutation.md, scripts/mutation.sh): what the surviving mutants
+# of harness/judge/paired.py showed untested.
+
+from harness.judge.metrics import wilson_interval  # noqa: E402
+from harness.judge.paired import _images_needed  # noqa: E402
+
+
+def test_discordance_refuses_negative_or_fractional_counts_with_a_positive_total():
+    for bad in [(5, -1, 0, 0), (1.5, 0, 0, 0), (0, 0, 0, 0)]:
+        with pytest.raises(PairedStatsError, match=r"^paired counts must be non-negative integers, not all zero: "):
+            Discordance(*bad)
+    assert Discordance(np.int64(3), 0, 0, 1).n == 4
+
+
+def test_scaled_to_one_image_and_largest_remainders():
+    assert Discordance(90, 3, 1, 6).scaled(1) == Discordance(1, 0, 0, 0)
+    with pytest.raises(PairedStatsError, match=r"^cannot scale the paired table to 0 images$"):
+        Discordance(90, 3, 1, 6).scaled(0)
+    # 4 images at the rates of (1, 2, 0, 0): exact (1.33, 2.67): the one left over goes to the larger remainder
+    assert Discordance(1, 2, 0, 0).scaled(4) == Discordance(1, 3, 0, 0)
+    assert Discordance(0, 0, 2, 1).scaled(4) == Discordance(0, 0, 3, 1)
+
+
+def test_error_messages_say_what_is_wrong():
+    with pytest.raises(PairedStatsError, match=r"^no images to compare: both correctness vectors are empty$"):
+        discordance([], [])
+    with pytest.raises(PairedStatsError, match=r"^confidence must lie strictly between 0 and 1, got 1.5$"):
+        z_value(1.5)
+    with pytest.raises(PairedStatsError, match=r"^tolerance must be a finite number of points, got inf$"):
+        paired_verdict(Discordance(90, 3, 1, 6), math.inf)
+    with pytest.raises(PairedStatsError, match=r"^agreement needs 0 <= agree_count <= n and n > 0, got 11 of 10$"):
+        agreement_verdict(11, 10, 99.0)
+    with pytest.raises(PairedStatsError, match=r"^relative rule needs 0 < fraction <= 1 and an accuracy in \[0, 100\], "
+                                               r"got fraction 1.2, accuracy 75.0$"):
+        relative_tolerance_points(75.0, 1.2)
+
+
+def test_relative_rule_at_the_edges_of_its_domain():
+    assert relative_tolerance_points(75.0, 1.0) == 0.0  # fraction 1: no drop allowed, still valid
+    assert relative_tolerance_points(0.0) == 0.0 and relative_tolerance_points(0.5) == pytest.approx(0.005)
+    assert relative_tolerance_points(100.0) == pytest.approx(1.0)
+    for bad in [(100.5, 0.99), (-0.5, 0.99)]:
+        with pytest.raises(PairedStatsError):
+            relative_tolerance_points(*bad)
+
+
+def test_all_concordant_tango_on_one_and_two_images():
+    z = z_value(0.95)
+    for table in [(1, 0, 0, 0), (0, 0, 0, 1), (1, 0, 0, 1)]:
+        t = Discordance(*table)
+        bound = 100.0 * z * z / (t.n + z * z)
+        low, high = tango_interval(t)
+        assert low == pytest.approx(-bound, abs=1e-8) and high == pytest.approx(bound, abs=1e-8)
+
+
+@pytest.mark.parametrize("confidence", [0.95, 0.90])
+def test_drop_interval_passes_the_confidence_to_either_method(confidence):
+    t = Discordance(53, 16, 8, 9)
+    assert drop_interval(t, confidence) == tango_interval(t, confidence)
+    assert drop_interval(t, confidence, "newcombe") == newcombe_interval(t, confidence)
+    assert tango_interval(t, 0.90)[1] < tango_interval(t, 0.95)[1]
+
+
+def _square_and_add(t: Discordance, confidence: float = 0.95) -> tuple[float, float]:
+    """Newcombe's method 10 with phi = 0, from the two marginal Wilson intervals (in proportions)."""
+    z = z_value(confidence)
+    p1, p2 = (t.both_right + t.reference_only) / t.n, (t.both_right + t.candidate_only) / t.n
+    l1, u1 = (x / 100.0 for x in wilson_interval(t.both_right + t.reference_only, t.n, z))
+    l2, u2 = (x / 100.0 for x in wilson_interval(t.both_right + t.candidate_only, t.n, z))
+    return (100.0 * (p1 - p2 - math.hypot(p1 - l1, u2 - p2)), 100.0 * (p1 - p2 + math.hypot(p2 - l2, u1 - p1)))
+
+
+@pytest.mark.parametrize("table", [(4, 2, 2, 2), (1, 0, 2, 2), (2, 1, 1, 2), (5, 5, 5, 5)])
+def test_newcombe_phi_is_zero_while_ad_minus_bc_is_within_n_over_2(table):
+    t = Discordance(*table)
+    cross = t.both_right * t.both_wrong - t.reference_only * t.candidate_only
+    assert 0 <= cross <= t.n / 2
+    assert newcombe_interval(t) == pytest.approx(_square_and_add(t), abs=1e-9)
+
+
+def test_newcombe_with_phi_minus_one():
+    # (0, 1, 1, 0): every margin is 1 and ad - bc = -1, so phi = -1 and the square-and-add becomes a plain
+    # sum: the interval is +- (u - l) of the Wilson interval of 1 of 2.
+    low, high = wilson_interval(1, 2, z_value(0.95))
+    assert newcombe_interval(Discordance(0, 1, 1, 0)) == pytest.approx((-(high - low), high - low), abs=1e-9)
+
+
+@pytest.mark.parametrize("method", ["tango", "newcombe"])
+def test_paired_verdict_reports_its_interval_confidence_and_method(method):
+    t = Discordance(90, 3, 1, 6)
+    v = paired_verdict(t, 1.0, 0.90, method)
+    assert (v.low, v.high) == drop_interval(t, 0.90, method)
+    assert (v.confidence, v.method, v.tolerance_points, v.discordance) == (0.90, method, 1.0, t)
+
+
+def test_agreement_verdict_interval_confidence_and_exact_ends():
+    v = agreement_verdict(199, 200, 99.0, 0.90)
+    assert (v.low, v.high) == wilson_interval(199, 200, z_value(0.90))
+    assert (v.min_percent, v.confidence, v.images) == (99.0, 0.90, 200)
+    # k == 0 and k == n: the bound is exactly 0 or 100, not a floating-point hair away from it
+    # (metrics.wilson_interval gives 2.8e-15 at 0 of 5 and 0 of 10, 99.99999999999999 at 13 of 13)
+    assert agreement_verdict(0, 5, 50.0).low == 0.0 and agreement_verdict(0, 10, 50.0).low == 0.0
+    assert all(agreement_verdict(n, n, 50.0).high == 100.0 for n in (1, 13, 15, 17))
+    assert agreement_verdict(1, 1, 0.0).verdict == "pass"  # one image is a valid sample
+    with pytest.raises(PairedStatsError):
+        agreement_verdict(0, 0, 99.0)
+
+
+def test_images_needed_doubles_then_bisects_and_gives_up_at_the_limit():
+    probes: list[int] = []
+
+    def decides(m: int) -> bool:
+        probes.append(m)
+        assert len(probes) < 100, "the search does not stop"
+        return m >= 1000
+
+    assert _images_needed(decides, 100) == 1000
+    assert probes[:4] == [200, 400, 800, 1600]  # doubling from n, then bisection in (800, 1600]
+    probes.clear()
+    assert _images_needed(lambda m: decides(m) and False, 100, limit=1000) is None
+    assert probes == [200, 400, 800, 1000]
+    probes.clear()
+    assert _images_needed(decides, 100, limit=1000) == 1000
+
+
+def _tango_score(t: Discordance, delta: float) -> float:
+    """Tango's score statistic at ``delta``, with the restricted maximum likelihood estimate of
+    P(only the candidate right) found by maximising the multinomial likelihood directly (golden
+    section on its concave log), not by the closed-form root the module uses."""
+    n, b, c, rest = t.n, t.reference_only, t.candidate_only, t.both_right + t.both_wrong
+
+    def loglik(q: float) -> float:
+        cells = ((b, q + delta), (c, q), (rest, 1.0 - 2.0 * q - delta))
+        return sum(k * math.log(p) for k, p in cells if k)
+
+    lo, hi = max(0.0, -delta) + 1e-300, (1.0 - delta) / 2.0 - 1e-16
+    ratio = (math.sqrt(5.0) - 1.0) / 2.0
+    for _ in range(300):
+        left, right = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+        if loglik(left) < loglik(right):
+            lo = left
+        else:
+            hi = right
+    q = (lo + hi) / 2.0
+    return (b - c - n * delta) / math.sqrt(n * (2.0 * q + delta * (1.0 - delta)))
+
+
+@pytest.mark.parametrize("confidence", [0.95, 0.90])
+@pytest.mark.parametrize("table", [(31, 0, 6, 13), (53, 16, 8, 9), (1, 1, 7, 12), (7, 25, 2, 68), (900, 12, 8, 80)])
+def test_tango_limits_solve_the_score_equation(table, confidence):
+    """Each limit is where the score statistic reaches -+z (Tango 1998): checked against a restricted
+    maximum likelihood found independently of the closed form."""
+    t = Discordance(*table)
+    z = z_value(confidence)
+    low, high = tango_interval(t, confidence)
+    assert _tango_score(t, low / 100.0) == pytest.approx(z, abs=1e-6)
+    assert _tango_score(t, high / 100.0) == pytest.approx(-z, abs=1e-6)

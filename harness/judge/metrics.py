@@ -19,9 +19,10 @@ def topk_predictions(logits: np.ndarray, k: int = 5) -> np.ndarray:
     if logits.ndim != 2:
         raise MetricsError(f"expected (N, classes) logits, got shape {logits.shape}")
     k = min(k, logits.shape[1])
-    part = np.argpartition(-logits, k - 1, axis=1)[:, :k]
-    order = np.lexsort((part, -np.take_along_axis(logits, part, axis=1)), axis=1)
-    return np.take_along_axis(part, order, axis=1)
+    # A stable sort of the negated logits: equal logits keep their class order, so ties go to the
+    # lower index, as argmax breaks them (parity() uses argmax). argpartition would pick an
+    # arbitrary subset of the classes tied at the k-th place (quantized or saturated outputs tie).
+    return np.argsort(-logits, axis=1, kind="stable")[:, :k]
 
 
 @dataclass(frozen=True)
