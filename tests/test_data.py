@@ -170,6 +170,15 @@ def test_read_labels_good_file(tmp_path: Path) -> None:
     assert read_labels(path) == {"a.JPEG": 0, "b.JPEG": 999, "c.jpeg": 65}
 
 
+def test_read_labels_lone_cr_line_ends(tmp_path: Path) -> None:
+    """Classic-Mac line ends (a lone CR) end lines too, and errors count lines the same way."""
+    path = write(tmp_path / "l.txt", "a.JPEG 0\rb.JPEG 1\r\rc.JPEG 2\r")
+    assert read_labels(path) == {"a.JPEG": 0, "b.JPEG": 1, "c.JPEG": 2}
+    bad = write(tmp_path / "bad.txt", "a.JPEG 0\rb.JPEG 1\rc.JPEG x\r")
+    with pytest.raises(DataError, match=r"bad.txt:3: expected an integer"):
+        read_labels(bad)
+
+
 def test_read_labels_real_file_agrees_with_the_50000_ground_truth(val_1300: Path) -> None:
     subset = read_labels(val_1300 / "val_label.txt")
     full = read_labels(DATASETS / "ilsvrc2012_val_label_50000.txt")
