@@ -33,7 +33,8 @@ def test_accuracy_and_perf_through_atc_and_ais_bench(tmp_path: Path, imagenet: P
                      MZC_CACHE_DIR=str(tmp_path / "cache"))
     proc, cases = run_suite(
         tmp_path, "-m", "accuracy or perf", "-p", "no:xdist", "--chip", "310P3", "--imagenet", str(imagenet),
-        "--limit", "48", "--models", "efficientnet_lite0", "--batch-sizes", "1,8", "--device-ids", "1",
+        "--limit", "48", "--inconclusive", "allow", "--models", "efficientnet_lite0", "--batch-sizes", "1,8",
+        "--device-ids", "1",
         "acceptance/test_accuracy.py", "acceptance/test_perf.py", env=env,
     )
     assert proc.returncode == 0, proc.stdout[-4000:]
@@ -66,6 +67,7 @@ def test_uint8_input_compiles_aipp_in_at_fp32(tmp_path: Path, imagenet: Path, ge
                      MZC_CACHE_DIR=str(tmp_path / "cache"))  # a fresh cache: ATC must run, to be checked
     proc, cases = run_suite(
         tmp_path, "-m", "accuracy", "-p", "no:xdist", "--chip", "310P3", "--imagenet", str(imagenet), "--limit", "32",
+        "--inconclusive", "allow",
         "--models", "efficientnet_lite0", "--input", "uint8", "--precision", "fp32", "acceptance/test_accuracy.py",
         env=env,
     )

@@ -84,7 +84,8 @@ def test_without_imagenet_accuracy_is_skipped_with_the_option_to_pass(tmp_path: 
 def test_unknown_model_is_a_usage_error_listing_known_ones(tmp_path: Path) -> None:
     proc, _ = run_suite(tmp_path, "acceptance", "--models", "resnet9000")
     assert proc.returncode == 4
-    assert "unknown model(s) ['resnet9000']; known: resnext50_32x4d" in proc.stderr
+    assert "unknown model 'resnet9000' (close matches: resnest50)" in proc.stderr
+    assert "fixtures/models.toml" in proc.stderr and "python -m harness models" in proc.stderr
 
 
 def test_missing_imagenet_dir_is_a_clear_failure(tmp_path: Path) -> None:

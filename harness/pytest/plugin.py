@@ -27,6 +27,7 @@ from harness.specs import (
     load_models,
     load_policy,
     resolve_chip,
+    resolve_models,
 )
 
 pytest_plugins = ["harness.pytest.fixtures", "harness.pytest.outcomes", "harness.pytest.certification"]
@@ -65,7 +66,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--inconclusive", choices=["fail", "allow"],
                 help="an inconclusive verdict (too few images to decide) fails the test, or is allowed (recorded as "
                      "inconclusive, the test passes); default: fixtures/policy.toml [accuracy] inconclusive")
-    g.addoption("--models", metavar="A,B", help="comma-separated model names from fixtures/models.toml (default: all)")
+    g.addoption("--models", metavar="A,B", help="comma-separated models: fixtures/models.toml names, torchvision / timm "
+                "names (tv:resnet50, tv:resnet50.IMAGENET1K_V2, timm:resnest50d.in1k) or globs (tv:*, timm:resnext*); "
+                "default: every fixtures/models.toml model")
     g.addoption("--chip", default="cpu", metavar="CHIP[,CHIP]", help="chip(s) from fixtures/chips.toml (default: cpu)")
     g.addoption("--backend", metavar="NAME",
                 help="run the chip(s) on another backend (e.g. openvino on cpu); default: the chip's in chips.toml")
@@ -133,10 +136,10 @@ def pytest_configure(config: pytest.Config) -> None:
         policy = load_policy()
         if config.getoption("--inconclusive"):
             policy = replace(policy, verdicts=replace(policy.verdicts, inconclusive=config.getoption("--inconclusive")))
-        names = _csv(config.getoption("--models")) or list(registry)
-        unknown = [n for n in names if n not in registry]
-        if unknown:
-            raise SpecError(f"unknown model(s) {unknown}; known: {', '.join(registry)} (fixtures/models.toml)")
+        # curated names, tv:/timm: library names and globs (harness.specs.library); default: every curated model
+        selected = resolve_models(_csv(config.getoption("--models")), registry)
+        registry = {**registry, **selected}
+        names = list(selected)
         selected_chips = [_override(resolve_chip(chips, c), config) for c in _csv(config.getoption("--chip")) or ["cpu"]]
         bs_text = _csv(config.getoption("--batch-sizes"))
         try:
