@@ -36,8 +36,10 @@ def configuration(workbench: Workbench, spec: ModelSpec, chip: ChipSpec, batch_s
 
 
 def published(spec: ModelSpec) -> Published:
-    p = spec.published
-    return Published(published_top1=p.top1, published_top5=p.top5, published_source=p.source)
+    p, lib = spec.published, spec.library
+    return Published(published_top1=p.top1, published_top5=p.top5, published_source=p.source,
+                     library=f"{lib.library} {lib.version}: {lib.weights}" if lib else None,
+                     recipe_note=(lib.recipe_note or None) if lib else None)
 
 
 def evaluation_parts(ev: Evaluation, config: Configuration, dataset_name: str | None = None) -> dict[str, object]:

@@ -163,11 +163,15 @@ class Configuration(Part):
 
 @dataclass(frozen=True)
 class Published(Part):
-    """The published accuracy a model is certified against (fixtures/models.toml)."""
+    """The published accuracy a model is certified against (fixtures/models.toml, or a library's
+    records for ``tv:`` / ``timm:`` models: which library version, and how the published figure's
+    recipe differs from the library's default one, if it does)."""
 
     published_top1: float | None = None
     published_top5: float | None = None
     published_source: str | None = None
+    library: str | None = None  # "timm 1.0.19: resnest50d.in1k"
+    recipe_note: str | None = None
 
 
 @dataclass(frozen=True)
