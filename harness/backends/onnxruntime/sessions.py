@@ -50,7 +50,7 @@ class OnnxRuntimeSession(Session):
         return check_logits(out, batch.shape[0], self._num_classes, "onnxruntime")
 
 
-class OnnxRuntimeBoundSession(Session):
+class OnnxRuntimeBoundSession(OnnxRuntimeSession):
     """A session whose inputs and outputs live on the device (IOBinding).
 
     ``infer`` copies the batch to the device, then times only the run (synchronized), then copies
@@ -62,14 +62,8 @@ class OnnxRuntimeBoundSession(Session):
     def __init__(self, session: Any, target: CompileTarget, num_classes: int, device_type: str, device_id: int):
         import onnxruntime  # importable: ``session`` is one of its InferenceSessions
 
+        super().__init__(session, target, num_classes)
         self._ort_value = onnxruntime.OrtValue
-        self._session = session
-        self._input = session.get_inputs()[0].name
-        self._output = session.get_outputs()[0].name
-        self.batch_size = target.batch_size
-        self._shape = target.input_shape
-        self._num_classes = num_classes
-        self.input_dtype = input_dtype(session, "onnxruntime")
         self.device_type = device_type
         self.device_id = device_id
         self._compute_ms: list[float] = []
