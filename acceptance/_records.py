@@ -27,12 +27,13 @@ from harness.specs import ChipSpec, ModelSpec
 
 
 def configuration(workbench: Workbench, spec: ModelSpec, chip: ChipSpec, batch_size: int | None = None,
-                  source: str = MEASURED) -> Configuration:
-    """What the test was asked to run: figures measured here know their backend and input up front."""
+                  source: str = MEASURED, scenario: str | None = None) -> Configuration:
+    """What the test was asked to run: figures measured here know their backend and input up front;
+    perf tests also say their scenario."""
     if source != MEASURED:
-        return Configuration(model=spec.name, chip=chip.name, batch_size=batch_size, source=source)
+        return Configuration(model=spec.name, chip=chip.name, batch_size=batch_size, source=source, scenario=scenario)
     return Configuration(model=spec.name, chip=chip.name, backend=chip.backend, input_dtype=workbench.cfg.input_dtype,
-                         batch_size=batch_size, source=source)
+                         batch_size=batch_size, source=source, scenario=scenario)
 
 
 def published(spec: ModelSpec) -> Published:
@@ -73,6 +74,10 @@ def sweep_setup(sweep: Sweep, workbench: Workbench) -> Setup:
                  weights_source=sweep.weights.get("source"))
 
 
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)  # offline figures have no latency
+
+
 def sweep_points(sweep: Sweep) -> tuple[PerfPoint, ...]:
     """Each batch size's timing and its computed-check figures."""
     points = []
@@ -81,16 +86,18 @@ def sweep_points(sweep: Sweep) -> tuple[PerfPoint, ...]:
         points.append(PerfPoint(
             batch_size=m.batch_size, images_per_s=round(m.images_per_s, 4), wall_images_per_s=round(m.wall_images_per_s, 4),
             device_images_per_s=round(m.device_images_per_s, 4) if m.device_images_per_s is not None else None,
-            latency_ms_mean=round(m.latency_ms_mean, 4), latency_ms_median=round(m.latency_ms_median, 4),
-            latency_ms_p90=round(m.latency_ms_p90, 4), latency_ms_p99=round(m.latency_ms_p99, 4),
-            latency_cv_percent=round(m.latency_cv_percent, 3), runs=m.runs, seconds=round(m.seconds, 3),
+            latency_ms_mean=_rounded(m.latency_ms_mean, 4), latency_ms_median=_rounded(m.latency_ms_median, 4),
+            latency_ms_p90=_rounded(m.latency_ms_p90, 4), latency_ms_p99=_rounded(m.latency_ms_p99, 4),
+            latency_cv_percent=_rounded(m.latency_cv_percent, 3), runs=m.runs, seconds=round(m.seconds, 3),
             computed_top1_agreement=p.computed.top1_agreement,
             computed_max_rel_diff=float(f"{p.computed.max_rel_diff:.4g}"),
+            scenario=m.scenario, clock=m.clock, streams=m.streams, requests=m.requests,
         ))
     return tuple(points)
 
 
 def figure_points(figures: Sequence[Figure]) -> tuple[PerfPoint, ...]:
     """Figures read from elsewhere (--measurements): images/s per batch size, as their source states them."""
-    return tuple(PerfPoint(batch_size=f.batch_size, images_per_s=round(f.images_per_s, 4))
+    return tuple(PerfPoint(batch_size=f.batch_size, images_per_s=round(f.images_per_s, 4), scenario=f.scenario,
+                           clock=f.clock)
                  for f in sorted(figures, key=lambda f: f.batch_size))

@@ -74,7 +74,8 @@ def _imported(options: PerfOptions, chip: ChipSpec, models: list[str]) -> list[F
 
 
 def _configuration(workbench: Workbench, options: PerfOptions, spec: ModelSpec, chip: ChipSpec) -> Configuration:
-    return configuration(workbench, spec, chip, source=MEASUREMENTS if options.measurements is not None else MEASURED)
+    return configuration(workbench, spec, chip, source=MEASUREMENTS if options.measurements is not None else MEASURED,
+                         scenario=options.scenario)
 
 
 def _figures_under_test(
@@ -84,16 +85,19 @@ def _figures_under_test(
     """The chip-under-test's figures for ``spec``: imported (--measurements) or measured here, and
     the computed-check gates of the timed runs (none for figures measured elsewhere)."""
     if options.measurements is not None:
-        figures = [f for f in _imported(options, chip, models) if f.model == spec.name]
+        theirs = [f for f in _imported(options, chip, models) if f.model == spec.name]
+        figures = [f for f in theirs if f.scenario == options.scenario]
         if not figures:
-            pytest.skip(f"no {chip.name} figures for {spec.name} in --measurements {options.measurements}: "
-                        "its source gives none, so this chip is not certified for this model")
+            other = sorted({f.scenario for f in theirs})
+            pytest.skip(f"no {options.scenario} {chip.name} figures for {spec.name} in --measurements "
+                        f"{options.measurements}" + (f" (it has {', '.join(other)}: --scenario {other[0]})" if other else "")
+                        + ": its source gives none, so this chip is not certified for this model")
         record.update(origin=Origin(figures_from=str(options.measurements),
                                     computed_check="not applicable: figures measured elsewhere (--measurements)"),
                       points=merge_points(record.current.points, figure_points(figures)))
         return figures, []
     _refuse_shared_device(chip, workbench.cfg.device_ids)
-    sweep = session_sweep(workbench, spec, chip, options.sizes_for(spec), _source(workbench))
+    sweep = session_sweep(workbench, spec, chip, options.sizes_for(spec), _source(workbench), options.scenario)
     record.update(config=replace(record.current.config, backend=sweep.backend, precision=sweep.precision),
                   origin=Origin(figures_from="measured here"), setup=sweep_setup(sweep, workbench),
                   points=merge_points(record.current.points, sweep_points(sweep)))
@@ -116,6 +120,8 @@ def test_throughput(
                             best_images_per_s_per_card=round(top.per_card(chip_spec), 4), unit=top.unit,
                             clock=top.clock, devices_per_card=chip_spec.devices_per_card),
                   judgement=Judgement.of(gates))
+    if perf_options.measurements is None:
+        card_and_vendor(workbench, perf_options, model_spec, chip_spec, top, record)
     if perf_options.save_baseline:
         path = save_baseline(figures, chip_spec.name, perf_options.baselines_dir)
         record.update(saved_baseline=str(path))
@@ -146,7 +152,8 @@ def test_throughput_ratio(
     measured, gates = _figures_under_test(workbench, perf_options, model_spec, chip_spec, models, record)
     baseline_chip = chips[perf_rule.baseline]
     check = ratio_gate(perf_rule, measured, chip_spec, baseline, baseline_chip)
-    theirs = {f.batch_size: f.per_card(baseline_chip) for f in baseline}
+    theirs = {f.batch_size: f.per_card(baseline_chip) for f in baseline
+              if (f.scenario, f.clock) == (check.measured.scenario, check.measured.clock)}
     per_batch = [PerfPoint(batch_size=f.batch_size, ratio=f.per_card(chip_spec) / theirs[f.batch_size])
                  for f in measured if theirs.get(f.batch_size)]
     record.update(

@@ -92,7 +92,7 @@ def test_per_chip_figures_become_per_card_figures() -> None:
 def test_mixed_clocks_are_refused() -> None:
     rule = PerfRule(baseline="T4", min_ratio=1.6)
     wall = [Figure("Ascend310P3", "resnext50_32x4d", 8, 5000.0, "per_card", "wall", "lab")]
-    with pytest.raises(BaselineError, match="mix clocks"):
+    with pytest.raises(BaselineError, match="its baseline figures are single-stream, device_compute"):
         ratio_gate(rule, wall, CHIPS["Ascend310P3"], figures("T4", "resnext50_32x4d"), CHIPS["T4"])
 
 
@@ -104,7 +104,7 @@ def test_mixed_clocks_are_refused() -> None:
     (HEADER + "resnest50,1,-3,per_chip,wall,x,\n", "positive"),
     (HEADER + "resnest50,1,nan,per_chip,wall,x,\n", "positive"),
     (HEADER + "resnet9,1,100,per_chip,wall,x,\n", "unknown model 'resnet9'"),
-    (HEADER + "resnest50,1,100,per_chip,wall,x,\nresnest50,1,200,per_chip,wall,y,\n", "second row for resnest50 bs1"),
+    (HEADER + "resnest50,1,100,per_chip,wall,x,\nresnest50,1,200,per_chip,wall,y,\n", "second single-stream row for resnest50 bs1"),
     (HEADER + "resnest50,1,100,per_chip\n", "different length"),
 ])
 def test_malformed_rows_name_the_line_and_the_fix(text: str, message: str) -> None:
@@ -164,4 +164,19 @@ def test_save_baseline_merges_replaces_and_round_trips(tmp_path: Path) -> None:
     back = {(f.model, f.batch_size): (f.images_per_s, f.source) for f in load_baselines("cpu", tmp_path, MODELS)}
     assert back == {("efficientnet_lite0", 1): (240.5, "night 1"), ("efficientnet_lite0", 8): (301.125, "night 2"),
                     ("resnest50", 4): (20.0, "night 2")}
-    assert path.read_text().startswith(HEADER) and not list(tmp_path.glob(".*tmp*"))
+    assert path.read_text().startswith(HEADER.rstrip("\n") + ",scenario\n") and not list(tmp_path.glob(".*tmp*"))
+
+
+def test_the_scenario_column_is_optional_checked_and_part_of_a_rows_identity(tmp_path: Path) -> None:
+    """Files from before --scenario hold single-stream figures; one model and batch may have both."""
+    old = parse_csv(HEADER + "resnest50,1,100,per_chip,wall,x,\n", "cpu", "old.csv", MODELS)
+    assert old[0].scenario == "single-stream"
+    both = parse_csv(HEADER.rstrip("\n") + ",scenario\nresnest50,1,100,per_chip,wall,x,,single-stream\n"
+                     "resnest50,1,160,per_chip,wall,x,,offline\n", "cpu", "both.csv", MODELS)
+    assert [(f.scenario, f.images_per_s) for f in both] == [("single-stream", 100.0), ("offline", 160.0)]
+    with pytest.raises(BaselineError, match=r"both.csv:2: scenario must be one of single-stream, offline, found 'server'"):
+        parse_csv(HEADER.rstrip("\n") + ",scenario\nresnest50,1,100,per_chip,wall,x,,server\n", "cpu", "both.csv", MODELS)
+    save_baseline(both, "cpu", tmp_path, MODELS)
+    save_baseline([Figure("cpu", "resnest50", 1, 170.0, "per_chip", "wall", "y", scenario="offline")], "cpu", tmp_path, MODELS)
+    back = {(f.scenario, f.images_per_s) for f in load_baselines("cpu", tmp_path, MODELS)}
+    assert back == {("single-stream", 100.0), ("offline", 170.0)}

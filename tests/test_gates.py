@@ -60,8 +60,10 @@ def test_computed_check_decides_on_each_clause_alone(agreement: float, rel: floa
     assert "bs8" in gate.detail and "128 images" in gate.detail and "allowed 0.0001" in gate.detail
 
 
-def figure(chip: str, bs: int, ips: float, clock: str = "wall", unit: str = "per_chip") -> Figure:
-    return Figure(chip=chip, model="m", batch_size=bs, images_per_s=ips, unit=unit, clock=clock, source="test")
+def figure(chip: str, bs: int, ips: float, clock: str = "wall", unit: str = "per_chip",
+           scenario: str = "single-stream") -> Figure:
+    return Figure(chip=chip, model="m", batch_size=bs, images_per_s=ips, unit=unit, clock=clock, source="test",
+                  scenario=scenario)
 
 
 def test_best_batch_takes_the_highest_rate_and_on_a_tie_the_smaller_batch() -> None:
@@ -85,10 +87,27 @@ def test_ratio_gate_passes_exactly_at_the_threshold(measured: float, passed: boo
     assert check.line().startswith("PASS" if passed else "FAIL")
 
 
-def test_ratio_gate_refuses_to_mix_clocks() -> None:
+def test_ratio_gate_refuses_a_baseline_of_another_clock_or_scenario() -> None:
     rule = PerfRule(baseline="B", min_ratio=1.2)
-    with pytest.raises(BaselineError, match="mix clocks"):
+    with pytest.raises(BaselineError, match="its baseline figures are single-stream, wall"):
         ratio_gate(rule, [figure("A", 4, 500.0, clock="device_compute")], CHIP, [figure("B", 8, 100.0)], BASE)
+    with pytest.raises(BaselineError, match=r"\(offline, wall\) with B: its baseline figures are single-stream, wall"):
+        ratio_gate(rule, [figure("A", 4, 500.0, scenario="offline")], CHIP, [figure("B", 8, 100.0)], BASE)
+
+
+def test_ratio_gate_compares_only_the_baseline_figures_of_the_measured_scenario_and_clock() -> None:
+    """A baseline with both scenarios: the faster offline figure must not be the single-stream one's best."""
+    rule = PerfRule(baseline="B", min_ratio=1.2)
+    baseline = [figure("B", 8, 100.0), figure("B", 16, 500.0, scenario="offline"),
+                figure("B", 16, 900.0, clock="device_compute")]
+    single = ratio_gate(rule, [figure("A", 4, 480.0)], CHIP, baseline, BASE)
+    assert (single.baseline.batch_size, single.baseline_per_card, single.passed) == (8, 400.0, True)
+    assert single.line().startswith("PASS ratio_vs_B (single-stream, wall): ")
+    offline = ratio_gate(rule, [figure("A", 4, 480.0, scenario="offline")], CHIP, baseline, BASE)
+    assert (offline.baseline.batch_size, offline.baseline_per_card, offline.passed) == (16, 2000.0, False)
+    assert offline.line().startswith("FAIL ratio_vs_B (offline, wall): ")
+    with pytest.raises(BaselineError, match="mix scenarios or clocks"):
+        ratio_gate(rule, [figure("A", 4, 480.0), figure("A", 8, 500.0, scenario="offline")], CHIP, baseline, BASE)
 
 
 # --------------------------------------------------------------------------------------------
@@ -525,11 +544,11 @@ def test_computed_check_records_its_figures() -> None:
 def test_ratio_check_line_names_the_baselines_note_only_when_it_has_one() -> None:
     rule = PerfRule(baseline="B", min_ratio=1.2)
     plain = ratio_gate(rule, [figure("A", 4, 480.0)], CHIP, [figure("B", 8, 100.0)], BASE)
-    assert plain.line() == ("PASS ratio_vs_B: A best 480.0000 images/s per card (bs4, wall; test) / B best "
-                            "400.0000 images/s per card (bs8, wall; test) = 1.2000, need >= 1.2")
+    assert plain.line() == ("PASS ratio_vs_B (single-stream, wall): A best 480.0000 images/s per card (bs4; test) / "
+                            "B best 400.0000 images/s per card (bs8; test) = 1.2000, need >= 1.2")
     noted = dataclasses.replace(figure("B", 8, 100.0), note="fan at full speed")
     check = ratio_gate(rule, [figure("A", 4, 479.0)], CHIP, [noted], BASE)
-    assert check.line().startswith("FAIL ") and "(bs8, wall; test, fan at full speed) = 1.1975" in check.line()
+    assert check.line().startswith("FAIL ") and "(bs8; test, fan at full speed) = 1.1975" in check.line()
 
 
 def test_ratio_gate_needs_figures_on_both_sides_and_one_clock() -> None:
@@ -540,9 +559,10 @@ def test_ratio_gate_needs_figures_on_both_sides_and_one_clock() -> None:
     with pytest.raises(BaselineError) as raised:
         ratio_gate(rule, [figure("A", 4, 500.0, clock="device_compute")], CHIP, [figure("B", 8, 100.0)], BASE)
     assert str(raised.value) == (
-        "cannot compare m on A with B: the figures mix clocks (device_compute, wall); a device-compute figure and "
-        "a wall-time figure measure different things. Measure the chip under test with the baseline's clock, or "
-        "supply a baseline of the same clock")
+        "cannot compare m on A (single-stream, device_compute) with B: its baseline figures are single-stream, wall. "
+        "A device-compute figure and a wall-time figure, or a single-stream and an offline figure, measure different "
+        "things. Measure the chip under test the baseline's way (--scenario), or supply a baseline of the same "
+        "scenario and clock")
 
 
 def test_paired_gate_inconclusive_wording_when_the_policy_allows_it() -> None:

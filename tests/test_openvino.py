@@ -214,3 +214,31 @@ def test_throughput_hint_is_accepted_and_recorded(onnx_path: Path, tmp_path: Pat
     with backend.open(compiled(backend, onnx_path, tmp_path, t), t, num_classes=CLASSES) as session:
         session.infer(batch)
     assert backend.describe()["sessions"]["f32"]["performance_hint"] == "THROUGHPUT"
+
+
+def test_offline_compiles_for_throughput_and_keeps_several_requests_in_flight(onnx_path: Path, tmp_path: Path,
+                                                                             weight: np.ndarray, batch: np.ndarray) -> None:
+    """The scenario picks the hint (LATENCY / THROUGHPUT, as benchmark_app -hint does) unless the chip's
+    options fix one; the offline session's asynchronous results equal the synchronous ones."""
+    from harness.run.timing import measure
+    from harness.specs import TimingPolicy
+
+    backend = OpenVinoBackend()  # all cores: THROUGHPUT makes one stream per core here
+    t = target()
+    artifact = compiled(backend, onnx_path, tmp_path, t)
+    with backend.open(artifact, t, num_classes=CLASSES, scenario="offline") as session:
+        assert session.info["performance_hint"] == "THROUGHPUT"
+        assert session.requests == session.info["optimal_requests"] >= 1
+        assert session.streams == session.info["num_streams"] >= 1
+        timed = measure(session, [batch, batch[::-1].copy()], TimingPolicy(warmup_runs=1, min_runs=8, min_seconds=0.0),
+                        scenario="offline")
+        np.testing.assert_allclose(timed.outputs[0], expected(batch, weight), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(timed.outputs[1], expected(batch[::-1], weight), rtol=1e-5, atol=1e-6)
+    assert (timed.measurement.requests, timed.measurement.streams) == (session.requests, session.streams)
+    with backend.open(artifact, t, num_classes=CLASSES) as session:
+        assert session.info["performance_hint"] == "LATENCY" and session.requests >= 1
+    described = backend.describe()["sessions"]
+    assert described["f32"]["performance_hint"] == "LATENCY" and described["f32 offline"]["performance_hint"] == "THROUGHPUT"
+    fixed = OpenVinoBackend(performance_hint="LATENCY")
+    with fixed.open(artifact, t, num_classes=CLASSES, scenario="offline") as session:
+        assert session.info["performance_hint"] == "LATENCY"  # the chip's option wins, and is recorded

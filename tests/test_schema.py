@@ -36,6 +36,7 @@ from harness.records.parts import (
     SchemaError,
     Scores,
     Setup,
+    VendorComparison,
     batch_key,
     merge_points,
 )
@@ -66,7 +67,8 @@ SETUP = Setup(backend_version="1.32.0", environment={"threads": 2, "providers": 
 POINTS = (PerfPoint(1, images_per_s=69.7239, wall_images_per_s=69.7239, latency_ms_mean=14.3, latency_ms_median=13.5,
                     latency_ms_p90=21.7, latency_ms_p99=24.1, latency_cv_percent=35.771, runs=70, seconds=1.004,
                     computed_top1_agreement=100.0, computed_max_rel_diff=0.0, ratio=2.1),
-          PerfPoint(16, images_per_s=80.5, device_images_per_s=90.25, runs=12))
+          PerfPoint(16, images_per_s=80.5, device_images_per_s=90.25, runs=12, scenario="offline", clock="wall",
+                    streams=2, requests=4))
 
 
 def every_kind() -> list[ResultRecord]:
@@ -77,7 +79,7 @@ def every_kind() -> list[ResultRecord]:
                     reference=Reference(90.625, 96.875, 0.0, 0.0, 100.0, 9.06e-06),
                     predictions=PredictionsInput("predictions /p", "ais_bench txt:64", "/l.txt", 0, "device0_0", "n"),
                     extra={"a_future_field": [1, 2]})
-    sweep = dataclasses.replace(CONFIG, batch_size=None)
+    sweep = dataclasses.replace(CONFIG, batch_size=None, scenario="offline")
     return [
         AccuracyRecord(**accuracy),  # type: ignore[arg-type]
         AgreementRecord(**accuracy),  # type: ignore[arg-type]
@@ -85,7 +87,10 @@ def every_kind() -> list[ResultRecord]:
                          images=32, onnx_sha256_prefix="7e79", parity=ParityFigures(32, 1e-5, 1e-6, 1.3e-5, 0.99999, 100.0),
                          judgement=Judgement(gates={"max_rel_diff": PASS}, verdict=PASS)),
         PerfRecord(meta=META, config=sweep, setup=SETUP, origin=Origin("measured here"), points=POINTS,
-                   best=Best(16, 80.5, 80.5, "per_chip", "wall", 1), saved_baseline="/b/cpu.csv",
+                   best=Best(16, 80.5, 80.5, "per_chip", "wall", 1, 300.5, 322.0, "0,1,2,3", 2.5),
+                   vendor=VendorComparison("benchmark_app", "2026.4", "benchmark_app -m m.xml", 16, 81.0, "wall", 2, 4,
+                                           80.5, 0.9938),
+                   saved_baseline="/b/cpu.csv",
                    judgement=Judgement(gates={"computed": PASS}, verdict=PASS)),
         PerfRatioRecord(meta=dataclasses.replace(META, outcome="failed", reason="FAIL ratio_vs_T4"),
                         config=dataclasses.replace(sweep, source=MEASUREMENTS), setup=SETUP,
@@ -245,3 +250,15 @@ def test_the_writer_keeps_junit_in_step_with_the_record() -> None:
         writer.current, meta=META)
     with pytest.raises(TypeError):
         writer.update(top_one=90.0)
+
+
+@pytest.mark.parametrize("kind", ["perf", "perf_ratio"])
+def test_a_perf_line_from_before_scenarios_reads_as_single_stream(kind: str) -> None:
+    """Every perf figure before --scenario existed was measured one request at a time."""
+    line = {SCHEMA_KEY: SCHEMA_VERSION, "kind": kind, "model": "m", "chip": "cpu", "images_per_s_bs1": 10.0}
+    record = record_from_json(line)
+    assert record.config.scenario == "single-stream"
+    offline = record_from_json({**line, "scenario": "offline"})
+    assert offline.config.scenario == "offline"
+    accuracy = record_from_json({**line, "kind": "accuracy"})
+    assert accuracy.config.scenario is None  # only perf records have a scenario

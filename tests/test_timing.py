@@ -199,3 +199,114 @@ def test_a_loop_that_does_not_compute_is_caught(model_path: Path, prepared: Prep
     with open_session(model_path, 4) as session:
         with pytest.raises(NotComputedError, match="did not compute what the accuracy run computes"):
             time_one(broken(session), prepared, FAST)
+
+
+# --------------------------------------------------------------------------------------------
+# Scenarios (issue 18): offline keeps the session's requests in flight
+
+
+class ThreadedRequestsSession:
+    """A session with asynchronous requests, as OpenVINO's AsyncInferQueue behaves: ``submit``
+    blocks while all ``requests`` are busy, and the callbacks come from worker threads, out of order
+    (the odd runs take longer)."""
+
+    batch_size = 2
+    streams = 2
+
+    def __init__(self, requests: int, delay_s: float = 0.004, call_back: bool = True) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+        import threading
+
+        self.requests = requests
+        self._pool = ThreadPoolExecutor(requests)
+        self._slots = threading.Semaphore(requests)
+        self._pending: list = []
+        self._delay = delay_s
+        self._call_back = call_back
+        self._count = 0
+        self.in_flight_max = 0
+        self._in_flight = 0
+        self._lock = threading.Lock()
+
+    def _compute(self, batch: np.ndarray, slow: bool) -> np.ndarray:
+        import time as _time
+
+        _time.sleep(self._delay * (3 if slow else 1))
+        return batch.reshape(batch.shape[0], -1)[:, :CLASSES].copy()
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        self._count += 1
+        return self._compute(batch, bool(self._count % 2))
+
+    def submit(self, batch: np.ndarray, done) -> None:
+        self._slots.acquire()
+        self._count += 1
+        slow = bool(self._count % 2)
+
+        def work() -> None:
+            with self._lock:
+                self._in_flight += 1
+                self.in_flight_max = max(self.in_flight_max, self._in_flight)
+            out = self._compute(batch, slow)
+            with self._lock:
+                self._in_flight -= 1
+            self._slots.release()
+            if self._call_back:
+                done(out)
+
+        self._pending.append(self._pool.submit(work))
+
+    def wait_all(self) -> None:
+        for f in self._pending:
+            f.result()
+        self._pending.clear()
+
+
+def test_offline_keeps_the_sessions_requests_in_flight_and_keeps_outputs_in_submission_order() -> None:
+    rng = np.random.default_rng(1)
+    batches = [rng.normal(size=(2, *SHAPE)).astype(np.float32) for _ in range(3)]
+    session = ThreadedRequestsSession(requests=3)
+    policy = TimingPolicy(warmup_runs=1, min_runs=12, min_seconds=0.0, max_seconds=5.0)
+    timed = measure(session, batches, policy, scenario="offline")
+    m = timed.measurement
+    assert (m.scenario, m.streams, m.requests, m.clock) == ("offline", 2, 3, WALL)
+    assert session.in_flight_max == 3  # never more, and really that many at once
+    assert m.latency_ms_median is None and m.latency_cv_percent is None  # offline: images/s only
+    for batch, out in zip(batches, timed.outputs):  # out-of-order completions, outputs in submission order
+        np.testing.assert_array_equal(out, session.infer(batch))
+    assert len(timed.run_spans_ns) == m.runs >= 12
+    last_end = max(end for _, end in timed.run_spans_ns)
+    assert m.images_per_s == pytest.approx(m.runs * 2 / m.seconds) and last_end > timed.run_spans_ns[0][0]
+
+
+def test_a_session_without_asynchronous_requests_runs_offline_one_at_a_time(model_path: Path) -> None:
+    batches = [np.zeros((2, *SHAPE), np.float32) + 0.25]
+    with open_session(model_path, 2) as session:
+        timed = measure(session, batches, FAST, scenario="offline")
+        np.testing.assert_array_equal(timed.outputs[0], session.infer(batches[0]))
+    assert (timed.measurement.streams, timed.measurement.requests) == (1, 1)
+
+
+def test_offline_refuses_a_session_that_does_not_call_back_and_unknown_scenarios() -> None:
+    batches = [np.ones((2, *SHAPE), np.float32)]
+    with pytest.raises(TimingError, match="completed 0 of 5 submitted runs"):
+        measure(ThreadedRequestsSession(requests=2, call_back=False), batches,
+                TimingPolicy(warmup_runs=0, min_runs=5, min_seconds=0.0), scenario="offline")
+    with pytest.raises(TimingError, match="unknown scenario 'server'; known: single-stream, offline"):
+        measure(ThreadedRequestsSession(requests=2), batches, FAST, scenario="server")
+
+
+def test_before_steady_runs_after_the_warm_up_and_before_the_first_timed_run() -> None:
+    events: list[str] = []
+
+    class Logged(DeviceClockSession):
+        def infer(self, batch: np.ndarray) -> np.ndarray:
+            events.append("run")
+            return super().infer(batch)
+
+    timed = measure(Logged(), [np.ones((2, *SHAPE), np.float32)], TimingPolicy(warmup_runs=2, min_runs=3, min_seconds=0.0),
+                    before_steady=lambda: events.append("barrier"))
+    assert events[:3] == ["run", "run", "barrier"] and events.count("barrier") == 1
+    assert timed.device_ms is not None and len(timed.device_ms) == timed.measurement.runs == 3
+    assert all(b <= e for b, e in timed.run_spans_ns)
+    assert all(e1 <= b2 for (_, e1), (b2, _) in zip(timed.run_spans_ns, timed.run_spans_ns[1:]))  # one at a time

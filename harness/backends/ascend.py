@@ -49,7 +49,7 @@ from harness.backends.base import (
 )
 from harness.backends.options import OptionReader
 from harness.environment import cann_version, installed_version
-from harness.specs import CompileTarget
+from harness.specs import SINGLE_STREAM, CompileTarget
 
 OM_STEM = "model"
 AIPP_FILE = "aipp.cfg"
@@ -212,8 +212,12 @@ class AscendBackend(Backend):
 
     @contextmanager
     def open(
-        self, artifact: Path, target: CompileTarget, device_id: int = 0, num_classes: int = 1000
+        self, artifact: Path, target: CompileTarget, device_id: int = 0, num_classes: int = 1000,
+        scenario: str = SINGLE_STREAM,
     ) -> Iterator[AscendSession]:
+        """Load the .om on ``device_id`` through ais_bench's InferSession. Both scenarios run its
+        synchronous loop, whose NPU compute time is the seeds' throughput definition: ``offline``
+        figures say ``requests = 1``."""
         try:
             from ais_bench.infer.interface import InferSession
         except ImportError as exc:

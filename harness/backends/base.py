@@ -12,13 +12,13 @@ import importlib
 import inspect
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, ContextManager, Mapping
+from typing import Any, Callable, ClassVar, ContextManager, Mapping
 
 import numpy as np
 
 from harness.backends.options import OptionReader
 from harness.errors import HarnessError, NotApplicable, NotReady
-from harness.specs import CompileTarget
+from harness.specs import SINGLE_STREAM, CompileTarget
 
 
 class BackendUnavailable(NotApplicable, RuntimeError):
@@ -40,6 +40,9 @@ class Session(ABC):
     - ``input_dtype``: the dtype :meth:`infer` takes; float32 (normalized images) unless the model
       takes uint8 pixels (:mod:`harness.model.uint8_input`, Ascend's AIPP).
 
+    - ``streams`` / ``requests``: the execution streams and the requests in flight of the session's
+      ``offline`` scenario (:meth:`submit`); 1 and 1 where the runtime has no asynchronous requests.
+
     A session that knows its device's compute time per run also has ``compute_times_ms()``
     (:class:`harness.run.timing.ReportsComputeTime`); the others have no such member, so the
     timing loop's device clock is only ever a real one.
@@ -47,10 +50,21 @@ class Session(ABC):
 
     batch_size: int
     input_dtype: np.dtype = np.dtype(np.float32)
+    streams: int = 1
+    requests: int = 1
 
     @abstractmethod
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, H, W) of ``input_dtype`` with N <= batch_size -> (N, classes) float32 logits."""
+
+    def submit(self, batch: np.ndarray, done: Callable[[np.ndarray], None]) -> None:
+        """Start ``batch`` (a full batch, kept unchanged until ``done`` is called) and call ``done``
+        with its logits when it completes; blocks while all ``requests`` are busy. The default runs
+        it synchronously: the session then has one request in flight, as it says."""
+        done(self.infer(batch))
+
+    def wait_all(self) -> None:
+        """Return when every submitted batch has completed and called back."""
 
 
 class Backend(ABC):
@@ -99,9 +113,11 @@ class Backend(ABC):
 
     @abstractmethod
     def open(
-        self, artifact: Path, target: CompileTarget, device_id: int = 0, num_classes: int = 1000
+        self, artifact: Path, target: CompileTarget, device_id: int = 0, num_classes: int = 1000,
+        scenario: str = SINGLE_STREAM,
     ) -> ContextManager[Session]:
-        """Load ``artifact`` on ``device_id``; the context manager releases the device."""
+        """Load ``artifact`` on ``device_id`` set up for ``scenario`` (a backend with a throughput
+        mode uses it for ``offline``); the context manager releases the device."""
 
     def describe(self) -> dict[str, Any]:
         """What ran, for the records (call after :meth:`open`: some backends learn it there)."""

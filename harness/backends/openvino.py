@@ -41,7 +41,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping
+from typing import Any, Callable, ClassVar, Iterator, Mapping
 
 import numpy as np
 
@@ -54,7 +54,7 @@ from harness.backends.base import (
     check_logits,
 )
 from harness.backends.options import OptionReader
-from harness.specs import CompileTarget
+from harness.specs import OFFLINE, SINGLE_STREAM, CompileTarget
 
 ARTIFACT_NAME = "model.xml"
 INSTALL_HINT = "pip install 'openvino>=2024.0' (or: pip install -e '.[openvino]')"
@@ -90,12 +90,16 @@ def precision_hint(precision: str) -> str:
 
 
 class OpenVinoSession(Session):
-    """One compiled model and one infer request; ``infer`` takes (N <= batch_size, 3, H, W).
+    """One compiled model; ``infer`` takes (N <= batch_size, 3, H, W) on one infer request, ``submit``
+    keeps up to ``requests`` (the compiled model's ``OPTIMAL_NUMBER_OF_INFER_REQUESTS``) in flight
+    through an ``AsyncInferQueue``, as ``benchmark_app -api async`` does.
 
     The IR has a static batch: a short batch is zero-padded to ``batch_size`` and the padding's
     rows are dropped from the output, so every row is computed by the same kernels whatever the
     batch length. ``input_dtype`` is the IR's input element type (float32 normally, uint8 for a
     model made by :mod:`harness.model.uint8_input`). ``info`` records what the device actually uses.
+    Inputs are shared with the runtime, not copied (``share_inputs=True``): the caller's array is
+    the request's input tensor, which is why :meth:`submit` needs the batch unchanged until done.
     """
 
     def __init__(self, compiled: Any, target: CompileTarget, num_classes: int, info: Mapping[str, Any]):
@@ -113,20 +117,56 @@ class OpenVinoSession(Session):
             )
         self.input_dtype = np.dtype(_NUMPY_DTYPES[element])
         self.info: dict[str, Any] = dict(info)
+        self.streams = int(info.get("num_streams") or 1)
+        self.requests = int(info.get("optimal_requests") or 1)
+        self._queue: Any = None
+        self._failure: BaseException | None = None
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
+    def _padded(self, batch: np.ndarray) -> np.ndarray:
         check_batch(batch, self.batch_size, self._shape, "openvino", self.input_dtype)
         n = batch.shape[0]
         if n < self.batch_size:
             padded = np.zeros((self.batch_size, *self._shape), dtype=self.input_dtype)
             padded[:n] = batch
-            batch = padded
+            return padded
+        return np.ascontiguousarray(batch)
+
+    def _logits(self, values: np.ndarray, n: int) -> np.ndarray:
+        return check_logits(np.array(values[:n], dtype=np.float32, copy=True), n, self._num_classes, "openvino")
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        n = batch.shape[0]
+        padded = self._padded(batch)
         try:
-            result = self._request.infer({0: np.ascontiguousarray(batch)})
+            result = self._request.infer({0: padded}, share_inputs=True, share_outputs=True)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses without a stable type
-            raise InferenceError(f"openvino failed on a batch of shape {batch.shape}: {exc}") from exc
-        out = np.array(result[self._output][:n], dtype=np.float32, copy=True)
-        return check_logits(out, n, self._num_classes, "openvino")
+            raise InferenceError(f"openvino failed on a batch of shape {padded.shape}: {exc}") from exc
+        return self._logits(result[self._output], n)
+
+    def _completed(self, request: Any, done: Callable[[np.ndarray], None]) -> None:
+        try:  # in OpenVINO's callback thread: an exception must reach wait_all, not vanish there
+            done(self._logits(request.get_tensor(self._output).data, self.batch_size))
+        except BaseException as exc:  # noqa: BLE001 - re-raised by wait_all
+            self._failure = self._failure or exc
+
+    def submit(self, batch: np.ndarray, done: Callable[[np.ndarray], None]) -> None:
+        if self._queue is None:
+            ov = _ov()
+            self._queue = ov.AsyncInferQueue(self._compiled, self.requests)
+            self._queue.set_callback(self._completed)
+        if batch.shape[0] != self.batch_size:
+            raise InferenceError(f"openvino: submit() takes full batches of {self.batch_size}, got {batch.shape[0]}")
+        try:
+            self._queue.start_async({0: self._padded(batch)}, done, share_inputs=True)
+        except Exception as exc:
+            raise InferenceError(f"openvino failed to start a batch of shape {batch.shape}: {exc}") from exc
+
+    def wait_all(self) -> None:
+        if self._queue is not None:
+            self._queue.wait_all()
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise InferenceError(f"openvino: an asynchronous request failed: {failure}") from failure
 
 
 class OpenVinoBackend(Backend):
@@ -136,7 +176,9 @@ class OpenVinoBackend(Backend):
 
     - ``threads``: ``INFERENCE_NUM_THREADS``; None lets OpenVINO use every core.
     - ``device``: the OpenVINO device name (``CPU``).
-    - ``performance_hint``: ``LATENCY`` (default, see the module docstring) or ``THROUGHPUT``.
+    - ``performance_hint``: ``LATENCY`` or ``THROUGHPUT`` for every session; by default it follows
+      the scenario: ``LATENCY`` for ``single-stream``, ``THROUGHPUT`` for ``offline`` (the modes
+      ``benchmark_app -hint latency`` / ``-hint throughput`` measure).
     - ``allow_precision_fallback``: run when the device would use another precision than asked
       (e.g. f16 requested, bf16 used) instead of refusing; what ran is recorded either way.
     """
@@ -147,12 +189,13 @@ class OpenVinoBackend(Backend):
         self,
         threads: int | str | None = None,
         device: str = "CPU",
-        performance_hint: str = "LATENCY",
+        performance_hint: str | None = None,
         allow_precision_fallback: bool | str = False,
     ):
         self.threads = OPTIONS.integer("threads", threads, 1)
         self.device = device
-        self.performance_hint = OPTIONS.choice("performance_hint", performance_hint, PERFORMANCE_HINTS)
+        self.performance_hint = (None if performance_hint is None
+                                 else OPTIONS.choice("performance_hint", performance_hint, PERFORMANCE_HINTS))
         self.allow_precision_fallback = OPTIONS.flag("allow_precision_fallback", allow_precision_fallback)
         self._core: Any = None
         # requested INFERENCE_PRECISION_HINT -> the one the compiled models reported, per open().
@@ -242,11 +285,15 @@ class OpenVinoBackend(Backend):
 
     # -- run ------------------------------------------------------------------------------------
 
-    def config(self, precision: str) -> dict[str, Any]:
+    def hint_for(self, scenario: str) -> str:
+        """``PERFORMANCE_HINT`` for ``scenario``: the option when set, else the scenario's mode."""
+        return self.performance_hint or ("THROUGHPUT" if scenario == OFFLINE else "LATENCY")
+
+    def config(self, precision: str, scenario: str = SINGLE_STREAM) -> dict[str, Any]:
         """The properties ``open`` compiles with, by name (what the report records)."""
         config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": precision_hint(precision),
-            "PERFORMANCE_HINT": self.performance_hint,
+            "PERFORMANCE_HINT": self.hint_for(scenario),
         }
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = self.threads
@@ -254,14 +301,16 @@ class OpenVinoBackend(Backend):
 
     @contextmanager
     def open(
-        self, artifact: Path, target: CompileTarget, device_id: int = 0, num_classes: int = 1000
+        self, artifact: Path, target: CompileTarget, device_id: int = 0, num_classes: int = 1000,
+        scenario: str = SINGLE_STREAM,
     ) -> Iterator[OpenVinoSession]:
-        """Compile the IR on the device with the target's precision hint, refusing a silent swap."""
+        """Compile the IR on the device with the target's precision hint (refusing a silent swap)
+        and the scenario's performance hint."""
         if device_id != 0:
             raise BackendUnavailable(f"the openvino {self.device} backend has one device (0); asked for {device_id}")
         hint = self._check_precision(target.precision)
         core = self.core()
-        config = self.config(target.precision)
+        config = self.config(target.precision, scenario)
         try:
             compiled = core.compile_model(core.read_model(str(artifact)), self.device, config)
         except Exception as exc:
@@ -278,10 +327,11 @@ class OpenVinoBackend(Backend):
             "inference_precision": used,
             "performance_hint": str(compiled.get_property("PERFORMANCE_HINT")).rsplit(".", 1)[-1],
             "num_streams": int(compiled.get_property("NUM_STREAMS")),
+            "optimal_requests": int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")),
             "inference_num_threads": int(compiled.get_property("INFERENCE_NUM_THREADS")),
             "cpu_pinning": bool(compiled.get_property("ENABLE_CPU_PINNING")) if self.device == "CPU" else None,
         }
-        self.opened[hint] = info
+        self.opened[hint if scenario == SINGLE_STREAM else f"{hint} {scenario}"] = info
         session = OpenVinoSession(compiled, target, num_classes, info)
         try:
             yield session
@@ -296,7 +346,7 @@ class OpenVinoBackend(Backend):
             "device": self.device,
             "device_name": str(self.core().get_property(self.device, "FULL_DEVICE_NAME")),
             "capabilities": self.capabilities(),
-            "performance_hint": self.performance_hint,
+            "performance_hint": self.performance_hint or "by scenario (LATENCY / THROUGHPUT)",
             "threads": self.threads or os.cpu_count(),
             "sessions": {k: dict(v) for k, v in self.opened.items()},
         }

@@ -23,10 +23,12 @@ from filelock import FileLock
 from harness.cache import atomic_write_bytes
 from harness.errors import UsageError
 from harness.run.timing import CLOCKS, DEVICE_COMPUTE
-from harness.specs import FIXTURES_DIR, ChipSpec
+from harness.specs import FIXTURES_DIR, SCENARIOS, SINGLE_STREAM, ChipSpec
 
 BASELINES_DIR = FIXTURES_DIR / "baselines"
 COLUMNS = ("model", "batch_size", "images_per_s", "unit", "clock", "source", "note")
+# Optional: a file without it holds single-stream figures (the seeds' synchronous ais_bench loop).
+OPTIONAL_COLUMNS = ("scenario",)
 UNITS = ("per_chip", "per_card")
 _SUMMARY_BS = re.compile(r"(?:^|[_\-/])bs_?(\d+)(?=$|[_\-./])", re.IGNORECASE)
 
@@ -47,13 +49,15 @@ class Figure:
     clock: str
     source: str
     note: str = ""
+    scenario: str = SINGLE_STREAM  # harness.specs.SCENARIOS: how the figure was measured
 
     def per_card(self, chip: ChipSpec) -> float:
         """Images/s of the whole card: per-chip figures times the chip's ``devices_per_card``."""
         return self.images_per_s * (chip.devices_per_card if self.unit == "per_chip" else 1)
 
     def describe(self) -> str:
-        return f"{self.images_per_s:g} images/s at bs{self.batch_size} ({self.unit}, {self.clock}; {self.source})"
+        return (f"{self.images_per_s:g} images/s at bs{self.batch_size} ({self.unit}, {self.scenario}, {self.clock}; "
+                f"{self.source})")
 
 
 # --------------------------------------------------------------------------------------------
@@ -92,7 +96,7 @@ def parse_csv(text: str, chip: str, origin: str, known_models: Iterable[str] | N
         )
     models = set(known_models) if known_models is not None else None
     figures: list[Figure] = []
-    seen: dict[tuple[str, int], int] = {}
+    seen: dict[tuple[str, int, str], int] = {}
     for line_no, row in enumerate(reader, start=2):
         where = f"{origin}:{line_no}"
         if None in row or any(v is None for v in row.values()):
@@ -105,15 +109,20 @@ def parse_csv(text: str, chip: str, origin: str, known_models: Iterable[str] | N
             raise BaselineError(f"{where}: unit must be one of {', '.join(UNITS)}, found {unit!r}")
         if clock not in CLOCKS:
             raise BaselineError(f"{where}: clock must be one of {', '.join(CLOCKS)}, found {clock!r}")
+        scenario = (row.get("scenario") or SINGLE_STREAM).strip()
+        if scenario not in SCENARIOS:
+            raise BaselineError(f"{where}: scenario must be one of {', '.join(SCENARIOS)}, found {scenario!r}")
         bs = _int(row["batch_size"].strip(), where, "batch_size")
-        if (model, bs) in seen:
-            raise BaselineError(f"{where}: a second row for {model} bs{bs} (first on line {seen[(model, bs)]}); keep one")
-        seen[(model, bs)] = line_no
+        if (model, bs, scenario) in seen:
+            raise BaselineError(f"{where}: a second {scenario} row for {model} bs{bs} (first on line "
+                                f"{seen[(model, bs, scenario)]}); keep one")
+        seen[(model, bs, scenario)] = line_no
         figures.append(
             Figure(
                 chip=chip, model=model, batch_size=bs,
                 images_per_s=_float(row["images_per_s"].strip(), where, "images_per_s"),
                 unit=unit, clock=clock, source=row["source"].strip() or origin, note=row["note"].strip(),
+                scenario=scenario,
             )
         )
     return figures
@@ -195,7 +204,7 @@ def read_measurements(path: Path, chip: str, known_models: Sequence[str]) -> lis
                 f"its model (one of {', '.join(known_models)}), e.g. resnext50_32x4d/bs16/x_summary.json"
             )
         figures.append(parse_ais_bench_summary(summary, chip, model))
-    keys = [(f.model, f.batch_size) for f in figures]
+    keys = [(f.model, f.batch_size) for f in figures]  # ais_bench summaries: single-stream, one per batch
     dupes = sorted({k for k in keys if keys.count(k) > 1})
     if dupes:
         raise BaselineError(f"--measurements {path}: several summaries for {', '.join(f'{m} bs{b}' for m, b in dupes)}")
@@ -209,24 +218,25 @@ def read_measurements(path: Path, chip: str, known_models: Sequence[str]) -> lis
 def _render(figures: Sequence[Figure]) -> bytes:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerow(COLUMNS + OPTIONAL_COLUMNS)
     for f in figures:
-        writer.writerow([f.model, f.batch_size, format(f.images_per_s, ".10g"), f.unit, f.clock, f.source, f.note])
+        writer.writerow([f.model, f.batch_size, format(f.images_per_s, ".10g"), f.unit, f.clock, f.source, f.note,
+                         f.scenario])
     return out.getvalue().encode()
 
 
 def save_baseline(figures: Sequence[Figure], chip: str, directory: Path | None = None,
                   known_models: Iterable[str] | None = None) -> Path:
-    """Merge ``figures`` into ``<directory>/<chip>.csv`` (same model and batch replaced), atomically
+    """Merge ``figures`` into ``<directory>/<chip>.csv`` (same model, batch and scenario replaced), atomically
     and under a lock so that concurrent runs do not lose each other's rows."""
     path = baseline_path(chip, directory)
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
         current = load_baselines(chip, directory, known_models)
-        new_keys = {(f.model, f.batch_size) for f in figures}
-        merged = [f for f in current if (f.model, f.batch_size) not in new_keys]
+        new_keys = {(f.model, f.batch_size, f.scenario) for f in figures}
+        merged = [f for f in current if (f.model, f.batch_size, f.scenario) not in new_keys]
         merged.extend(replace(f, chip=chip) for f in figures)
-        merged.sort(key=lambda f: (f.model, f.batch_size))
+        merged.sort(key=lambda f: (f.model, f.batch_size, f.scenario))
         atomic_write_bytes(path, _render(merged))
     return path
 

@@ -378,26 +378,41 @@ class RatioCheck:
         mark = "PASS" if self.passed else "FAIL"
         m, b = self.measured, self.baseline
         return (
-            f"{mark} ratio_vs_{self.rule.baseline}: {m.chip} best {self.measured_per_card:.4f} images/s per card "
-            f"(bs{m.batch_size}, {m.clock}; {m.source}) / {b.chip} best {self.baseline_per_card:.4f} images/s "
-            f"per card (bs{b.batch_size}, {b.clock}; {b.source}{', ' + b.note if b.note else ''}) = "
-            f"{self.ratio:.4f}, need >= {self.rule.min_ratio:g}"
+            f"{mark} ratio_vs_{self.rule.baseline} ({m.scenario}, {m.clock}): {m.chip} best "
+            f"{self.measured_per_card:.4f} images/s per card (bs{m.batch_size}; {m.source}) / {b.chip} best "
+            f"{self.baseline_per_card:.4f} images/s per card (bs{b.batch_size}; {b.source}"
+            f"{', ' + b.note if b.note else ''}) = {self.ratio:.4f}, need >= {self.rule.min_ratio:g}"
         )
+
+
+def _kinds(figures: Iterable[Figure]) -> list[str]:
+    return sorted({f"{f.scenario}, {f.clock}" for f in figures})
 
 
 def ratio_gate(rule: PerfRule, measured: Sequence[Figure], chip: ChipSpec, baseline: Sequence[Figure],
                baseline_chip: ChipSpec) -> RatioCheck:
-    """Evaluate ``rule`` on the best batch of each side, per card, refusing to mix clocks."""
-    m_best, b_best = best_batch(measured), best_batch(baseline)
-    if m_best is None or b_best is None:
+    """Evaluate ``rule`` on the best batch of each side, per card, comparing only figures of the
+    same scenario and clock: the baseline figures of another kind are left out, and a baseline
+    with none of the measured kind is refused, naming the kinds each side has."""
+    if not measured or not baseline:
         raise BaselineError("a ratio rule needs figures on both sides")
-    clocks = {f.clock for f in (*measured, *baseline)}
-    if len(clocks) > 1:
+    measured_kinds = _kinds(measured)
+    if len(measured_kinds) > 1:
         raise BaselineError(
-            f"cannot compare {m_best.model} on {chip.name} with {baseline_chip.name}: the figures mix clocks "
-            f"({', '.join(sorted(clocks))}); a device-compute figure and a wall-time figure measure different "
-            "things. Measure the chip under test with the baseline's clock, or supply a baseline of the same clock"
+            f"the {chip.name} figures of {measured[0].model} mix scenarios or clocks ({'; '.join(measured_kinds)}); "
+            "a ratio compares the best batch of one kind"
         )
+    scenario, clock = measured[0].scenario, measured[0].clock
+    same = [f for f in baseline if f.scenario == scenario and f.clock == clock]
+    if not same:
+        raise BaselineError(
+            f"cannot compare {measured[0].model} on {chip.name} ({scenario}, {clock}) with {baseline_chip.name}: its "
+            f"baseline figures are {'; '.join(_kinds(baseline))}. A device-compute figure and a wall-time figure, or "
+            "a single-stream and an offline figure, measure different things. Measure the chip under test the "
+            "baseline's way (--scenario), or supply a baseline of the same scenario and clock"
+        )
+    m_best, b_best = best_batch(measured), best_batch(same)
+    assert m_best is not None and b_best is not None
     m_card, b_card = m_best.per_card(chip), b_best.per_card(baseline_chip)
     ratio = m_card / b_card
     return RatioCheck(rule=rule, measured=m_best, measured_per_card=m_card, baseline=b_best,

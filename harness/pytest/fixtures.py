@@ -1,17 +1,31 @@
-"""Session fixtures: the run configuration and the Workbench that builds everything once; the test's record."""
+"""Session fixtures: the run configuration and the Workbench that builds everything once; the test's record.
+
+At the end of a session that used the workbench, its stage clock (harness.run.stages) is written
+atomically to ``<report-dir>/stages.json`` (none with ``--no-report``): the seconds and calls per
+stage, the session's wall time from ``pytest_sessionstart`` to the end of ``pytest_sessionfinish``
+(``session_seconds``) and that finish alone (``session_finish_seconds``: the results file's run
+line, the report and the fixtures' teardown). Under pytest-xdist every worker has its own
+workbench and writes its own ``stages-<worker>.json`` (``stages-gw0.json``...); nothing merges
+them, and the controller, which writes the results and the report, has no workbench and writes
+no stage file, so its finish is not measured there.
+"""
 
 from __future__ import annotations
 
+import os
+import socket
+import sys
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Generator, Mapping
 
 import pytest
 
 from harness.cache import default_cache_root
 from harness.errors import HarnessError
 from harness.pytest.plugin import selection
-from harness.specs import ChipSpec, ModelSpec, Policy
+from harness.specs import SINGLE_STREAM, ChipSpec, ModelSpec, Policy
 
 if TYPE_CHECKING:  # the workbench pulls in numpy, PIL and (lazily) torch: not at plugin load
     from harness.records.schema import ResultRecord
@@ -52,11 +66,57 @@ def policy(pytestconfig: pytest.Config) -> Policy:
     return selection(pytestconfig)["policy"]
 
 
+# The session's workbench and its start, for the stage file written at the end.
+_SESSION = pytest.StashKey[dict[str, Any]]()
+
+
 @pytest.fixture(scope="session")
-def workbench(run_config: RunConfig, policy: Policy) -> Workbench:
+def workbench(run_config: RunConfig, policy: Policy, pytestconfig: pytest.Config) -> Workbench:
     from harness.run.workbench import Workbench
 
-    return Workbench(cfg=run_config, policy=policy)
+    bench = Workbench(cfg=run_config, policy=policy)
+    pytestconfig.stash.setdefault(_SESSION, {})["workbench"] = bench
+    return bench
+
+
+def stages_path(config: pytest.Config) -> Path:
+    """``<report-dir>/stages.json``, or ``stages-<worker>.json`` in a pytest-xdist worker."""
+    out = Path(config.getoption("--report-dir")).expanduser()
+    out = out if out.is_absolute() else Path(config.rootpath) / out
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    return out / (f"stages-{worker}.json" if worker else "stages.json")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash.setdefault(_SESSION, {})["started"] = time.perf_counter()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Generator[None, None, None]:
+    """Around every other finish (results, report, teardown): then write the workbench's stages."""
+    finishing = time.perf_counter()
+    try:
+        return (yield)
+    finally:
+        _write_stages(session.config, finishing, int(exitstatus))
+
+
+def _write_stages(config: pytest.Config, finishing: float, exitstatus: int) -> None:
+    state = config.stash.get(_SESSION, {})
+    bench = state.get("workbench")
+    if bench is None or config.getoption("--no-report"):
+        return
+    from harness.run.stages import write_stages
+
+    now = time.perf_counter()
+    path = stages_path(config)
+    try:
+        write_stages(path, bench.clock, worker=os.environ.get("PYTEST_XDIST_WORKER"), host=socket.gethostname(),
+                     pid=os.getpid(), exit_status=exitstatus, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                     session_seconds=round(now - state.get("started", finishing), 6),
+                     session_finish_seconds=round(now - finishing, 6))
+    except OSError as exc:  # a measurement, never a lost run
+        print(f"warning: stage times not written to {path}: {exc}", file=sys.stderr)
 
 
 @dataclass(frozen=True)
@@ -67,6 +127,8 @@ class PerfOptions:
     save_baseline: bool
     baselines_dir: Path | None
     batch_sizes: tuple[int, ...] | None  # --batch-sizes; None: each model's sweep
+    scenario: str = SINGLE_STREAM  # --scenario
+    compare_vendor_tool: bool = False  # --compare-vendor-tool
 
     def sizes_for(self, spec: ModelSpec) -> tuple[int, ...]:
         return self.batch_sizes or spec.batch_sizes
@@ -80,6 +142,8 @@ def perf_options(pytestconfig: pytest.Config) -> PerfOptions:
         save_baseline=bool(opt("--save-baseline")),
         baselines_dir=_path(opt("--baselines-dir")),
         batch_sizes=selection(pytestconfig)["explicit_batch_sizes"],
+        scenario=opt("--scenario"),
+        compare_vendor_tool=bool(opt("--compare-vendor-tool")),
     )
 
 

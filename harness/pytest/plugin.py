@@ -20,6 +20,8 @@ import pytest
 from harness.errors import UsageError
 from harness.specs import (
     PRECISIONS,
+    SCENARIOS,
+    SINGLE_STREAM,
     ChipSpec,
     ModelSpec,
     SpecError,
@@ -100,9 +102,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--save-baseline", action="store_true",
                 help="perf: write this run's figures into <baselines-dir>/<chip>.csv (rows of the same model and batch replaced)")
     g.addoption("--baselines-dir", metavar="DIR", help="perf baselines, one <chip>.csv each (default: fixtures/baselines)")
+    g.addoption("--scenario", choices=list(SCENARIOS), default=SINGLE_STREAM,
+                help="perf: single-stream (one request at a time: latency percentiles; default) or offline (as many "
+                "requests in flight as the backend's throughput mode uses: images/s only); ratios compare figures "
+                "of one scenario and clock")
+    g.addoption("--compare-vendor-tool", action="store_true",
+                help="perf: also measure the best batch with the vendor's own tool (OpenVINO benchmark_app, ais_bench, "
+                "trtexec) in the same scenario and record both figures and their ratio (docs/vendor-parity.md)")
     g.addoption("--device-ids", metavar="0,1,2,3",
                 help="devices to run on (Ascend: the Device column of npu-smi info); under pytest-xdist worker gwN "
-                "takes the N-th (modulo), so perf runs may use -n up to the number of devices")
+                "takes the N-th (modulo), so perf runs may use -n up to the number of devices; in one process, "
+                "several devices of a card are also measured together at the best batch (per_card_measured)")
     g.addoption("--predictions", metavar="DIR",
                 help="accuracy: certify an ais_bench output folder ({image}_0.txt|.npy|.bin per image) or a ModelZoo "
                 "result.json produced elsewhere, against the labels (--imagenet / --imagenet-labels); one model "

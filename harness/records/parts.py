@@ -31,6 +31,7 @@ from typing import (
 
 from harness.errors import UsageError
 from harness.judge.gates import Gate, RatioCheck, overall_verdict, worst_verdict
+from harness.specs import SINGLE_STREAM
 
 # Where a record's figures come from: part of every configuration (a series never mixes them).
 MEASURED = "measured"  # measured by this suite on this machine
@@ -142,19 +143,22 @@ class Configuration(Part):
     input_dtype: str | None = None
     batch_size: int | None = None  # None: a batch sweep (perf), or predictions made elsewhere
     source: str | None = None  # MEASURED, MEASUREMENTS, PREDICTIONS or BASELINE
+    scenario: str | None = None  # perf: single-stream / offline (harness.specs.SCENARIOS); None elsewhere
 
     def covers(self, other: Configuration) -> bool:
         """Every field this configuration knows equals ``other``'s (a test that stopped before
         compiling knows less than the same test that ran)."""
         return all(v is None or v == getattr(other, k) for k, v in dataclasses.asdict(self).items())
 
-    def label(self, fields: Sequence[str] = ("chip", "backend", "precision", "input_dtype", "batch_size", "source")) -> str:
+    def label(self, fields: Sequence[str] = ("chip", "backend", "precision", "input_dtype", "batch_size", "source",
+                                             "scenario")) -> str:
         """``cpu onnxruntime fp32 bs8``, ``Ascend310P3 (--measurements)``, ``cpu (--predictions)``:
         the named fields that are known, float32 input and measured-here figures left implicit."""
         parts = []
         for name in fields:
             value = getattr(self, name)
-            if value is None or (name == "input_dtype" and value == "float32") or (name == "source" and value == MEASURED):
+            if value is None or (name == "input_dtype" and value == "float32") or (name == "source" and value == MEASURED) \
+                    or (name == "scenario" and value == SINGLE_STREAM):
                 continue
             parts.append({"input_dtype": f"{value} input", "batch_size": f"bs{value}",
                           "source": f"({SOURCE_LABELS.get(str(value), value)})"}.get(name, str(value)))
@@ -326,6 +330,30 @@ class Best(Part):
     unit: str | None = None  # per_chip / per_card
     clock: str | None = None  # device_compute / wall
     devices_per_card: int | None = None
+    # --device-ids naming several devices of a card: measured concurrently at the best batch
+    # (harness.run.cards), beside the seeds' rule of one chip's figure x devices_per_card.
+    per_card_measured: float | None = None
+    per_card_from_chip_x4: float | None = None  # best per-chip figure x devices_per_card (4 on a 310 card)
+    per_card_devices: str | None = None  # the devices measured together, e.g. "0,1,2,3"
+    per_card_window_s: float | None = None  # the common window the measured figure sums over
+
+
+@dataclass(frozen=True)
+class VendorComparison(Part):
+    """``--compare-vendor-tool``: the vendor's own tool (benchmark_app, ais_bench, trtexec) on the same
+    artifact, batch and scenario as the suite's best batch, measured right after it (harness.vendor)."""
+
+    vendor_tool: str | None = None
+    vendor_tool_version: str | None = None
+    vendor_command: str | None = None
+    vendor_batch_size: int | None = None
+    vendor_images_per_s: float | None = None
+    vendor_clock: str | None = None
+    vendor_streams: int | None = None
+    vendor_requests: int | None = None
+    suite_images_per_s: float | None = None  # the suite's figure at that batch, same scenario
+    suite_vs_vendor: float | None = None  # suite / tool; docs/vendor-parity.md: the target is within 3%
+    vendor_note: str | None = None  # "not run: <why>" when the tool could not run
 
 
 @dataclass(frozen=True)
@@ -371,6 +399,10 @@ class PerfPoint:
     computed_top1_agreement: float | None = None
     computed_max_rel_diff: float | None = None
     ratio: float | None = None  # perf_ratio: this batch's figure / the baseline's at the same batch, per card
+    scenario: str | None = None  # how the figure was measured: single-stream / offline
+    clock: str | None = None  # wall / device_compute
+    streams: int | None = None  # execution streams the device ran
+    requests: int | None = None  # requests in flight (1 in single-stream)
 
 
 POINT_FIELDS = tuple(f.name for f in dataclasses.fields(PerfPoint) if f.name != "batch_size")

@@ -47,12 +47,14 @@ from harness.records.parts import (
     SchemaError,
     Scores,
     Setup,
+    VendorComparison,
     Verdicts,
     checked_value,
     field_types,
     points_json,
     take_points,
 )
+from harness.specs import SINGLE_STREAM
 
 if TYPE_CHECKING:  # records never import the localisation code: the test hands its summary in
     from harness.localize.run import LocalizationSummary
@@ -202,6 +204,11 @@ class ConversionRecord(ResultRecord):
     parity: ParityFigures = field(default_factory=ParityFigures)
 
 
+def single_stream_unless_said(config: Configuration) -> Configuration:
+    """A perf record written before ``--scenario`` existed measured one request at a time."""
+    return config if config.scenario is not None else dataclasses.replace(config, scenario=SINGLE_STREAM)
+
+
 @dataclass(frozen=True)
 class PerfRecord(ResultRecord):
     """A batch sweep: images/s (and latency, and the computed-check) per batch size, the best batch."""
@@ -211,7 +218,12 @@ class PerfRecord(ResultRecord):
     origin: Origin = field(default_factory=Origin)
     points: tuple[PerfPoint, ...] = ()
     best: Best = field(default_factory=Best)
+    vendor: VendorComparison = field(default_factory=VendorComparison)
     saved_baseline: str | None = None
+
+    @classmethod
+    def _take_special(cls, rest: dict[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+        return {"config": single_stream_unless_said(values["config"])}
 
     def figures(self) -> dict[int, float]:
         """images/s per batch size, as recorded (per chip or per card: see ``best.unit``)."""
@@ -254,10 +266,11 @@ class PerfRatioRecord(ResultRecord):
 
     @classmethod
     def _take_special(cls, rest: dict[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+        special: dict[str, Any] = {"config": single_stream_unless_said(values["config"])}
         gate = values["rule"].gate
         if gate and gate in rest:
-            return {"named_ratio": checked_value(cls.__name__, gate, rest.pop(gate), (float,))}
-        return {}
+            special["named_ratio"] = checked_value(cls.__name__, gate, rest.pop(gate), (float,))
+        return special
 
     def per_batch(self) -> dict[int, float]:
         """The recorded ratio at each batch size both sides have."""

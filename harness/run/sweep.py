@@ -21,7 +21,7 @@ from harness.judge.metrics import Parity, parity
 from harness.run.infer import feed
 from harness.run.timing import Measurement, measure, ring_indices
 from harness.run.workbench import on_chip
-from harness.specs import ChipSpec, ModelSpec, TimingPolicy
+from harness.specs import SINGLE_STREAM, ChipSpec, ModelSpec, TimingPolicy
 
 if TYPE_CHECKING:
     from harness.backends.base import Session
@@ -56,6 +56,7 @@ class Sweep:
     ring_images: int
     weights: dict[str, Any]
     points: tuple[Point, ...]
+    scenario: str = SINGLE_STREAM
 
     @property
     def measurements(self) -> list[Measurement]:
@@ -65,7 +66,7 @@ class Sweep:
         """This sweep as baseline-format figures (per chip: one device was timed)."""
         return [
             Figure(chip=self.chip, model=self.model, batch_size=m.batch_size, images_per_s=m.images_per_s,
-                   unit="per_chip", clock=m.clock, source=source,
+                   unit="per_chip", clock=m.clock, source=source, scenario=m.scenario,
                    note=f"{self.backend} {self.backend_version}, {self.precision}, {m.runs} runs, cv {m.latency_cv_percent:.1f}%")
             for m in self.measurements
         ]
@@ -81,8 +82,9 @@ def accuracy_mode_logits(session: Session, prepared: PreparedDataset, count: int
     return np.concatenate(chunks, axis=0)[:count]
 
 
-def time_one(session: Session, prepared: PreparedDataset, policy: TimingPolicy) -> Point:
-    """Time ``session`` on ring batches of real images and check their outputs against accuracy mode."""
+def time_one(session: Session, prepared: PreparedDataset, policy: TimingPolicy, scenario: str = SINGLE_STREAM) -> Point:
+    """Time ``session`` in ``scenario`` on ring batches of real images and check their outputs
+    against accuracy mode."""
     indices = ring_indices(len(prepared), session.batch_size, policy.ring_images)
     ring = int(max(int(i.max()) for i in indices)) + 1
     spec = prepared.spec
@@ -90,7 +92,7 @@ def time_one(session: Session, prepared: PreparedDataset, policy: TimingPolicy) 
     batches = [np.asarray(prepared.images[idx]) if raw else normalize(np.asarray(prepared.images[idx]), spec.mean, spec.std)
                for idx in indices]
     reference = accuracy_mode_logits(session, prepared, ring)
-    timed = measure(session, batches, policy)
+    timed = measure(session, batches, policy, scenario=scenario)
     expected = np.concatenate([reference[idx] for idx in indices[: len(timed.outputs)]], axis=0)
     got = np.concatenate(timed.outputs, axis=0)
     computed = parity(expected, got)
@@ -104,8 +106,8 @@ def time_one(session: Session, prepared: PreparedDataset, policy: TimingPolicy) 
 
 
 def run_sweep(workbench: Workbench, spec: ModelSpec, chip: ChipSpec, batch_sizes: Sequence[int],
-              source: str, device_id: int = 0) -> Sweep:
-    """Compile, check and time ``spec`` on ``chip`` at every batch size."""
+              source: str, device_id: int = 0, scenario: str = SINGLE_STREAM) -> Sweep:
+    """Compile, check and time ``spec`` on ``chip`` at every batch size in ``scenario``."""
     from harness.progress import progress
 
     backend = workbench.backend(chip)
@@ -115,26 +117,28 @@ def run_sweep(workbench: Workbench, spec: ModelSpec, chip: ChipSpec, batch_sizes
     points = []
     precisions = set()
     weights: dict[str, Any] = {}
-    with progress(len(batch_sizes), f"{spec.name} on {chip.name}: batch sweep", unit="bs") as bar:
+    with progress(len(batch_sizes), f"{spec.name} on {chip.name}: batch sweep, {scenario}", unit="bs") as bar:
         for bs in batch_sizes:
             compiled = workbench.compile(spec, chip, bs, source, backend=backend)
             weights = compiled.loaded.provenance
             precisions.add(compiled.precision)
-            with compiled.open(device_id) as session:
-                points.append(time_one(session, prepared, workbench.policy.timing))
+            with compiled.open(device_id, scenario=scenario) as session:
+                points.append(time_one(session, prepared, workbench.policy.timing, scenario))
             bar.update(1)
     return Sweep(
         model=spec.name, chip=chip.name, backend=backend.name, backend_version=backend.version(),
         environment=backend.describe(),  # after open(): some backends learn what ran
         precision=", ".join(sorted(precisions)), dataset=str(prepared.listing.image_dir),
         dataset_key=prepared.key, ring_images=min(workbench.policy.timing.ring_images, len(prepared)),
-        weights=weights, points=tuple(points),
+        weights=weights, points=tuple(points), scenario=scenario,
     )
 
 
-def session_sweep(workbench: Workbench, spec: ModelSpec, chip: ChipSpec, batch_sizes: Sequence[int], source: str) -> Sweep:
+def session_sweep(workbench: Workbench, spec: ModelSpec, chip: ChipSpec, batch_sizes: Sequence[int], source: str,
+                  scenario: str = SINGLE_STREAM) -> Sweep:
     """The batch-size sweep of ``spec`` on ``chip``, measured once per session (several ratio tests share it)."""
-    memo = (spec.name, chip.name, tuple(batch_sizes), source)
+    memo = (spec.name, chip.name, tuple(batch_sizes), source, scenario)
     if memo not in workbench.sweeps:
-        workbench.sweeps[memo] = run_sweep(workbench, spec, chip, batch_sizes, source, device_id=workbench.device_id())
+        workbench.sweeps[memo] = run_sweep(workbench, spec, chip, batch_sizes, source,
+                                           device_id=workbench.device_id(), scenario=scenario)
     return workbench.sweeps[memo]

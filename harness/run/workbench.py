@@ -2,7 +2,9 @@
 
 registry -> weights -> ONNX -> compiled artifact -> preprocessed data -> logits. The pytest
 fixtures hold one Workbench per session (per xdist worker); several workers and processes share
-the on-disk cache, which builds each artifact once.
+the on-disk cache, which builds each artifact once. Every step is charged to a stage of the
+workbench's ``clock`` (harness.run.stages: listing, preprocessing, model, export, compile,
+session, inference, reference, scoring), which the session writes to ``stages.json``.
 """
 
 from __future__ import annotations
@@ -23,19 +25,21 @@ from harness.backends.base import (
     folds_uint8_input,
     get_backend,
 )
-from harness.backends.torch_ref import TorchSession, torch_version
+from harness.backends.torch_ref import TorchSession
 from harness.cache import ArtifactCache, default_cache_root, file_sha256
 from harness.data.coverage import Coverage, coverage
 from harness.judge.gates import topk_correct
 from harness.judge.metrics import Accuracy, Parity, accuracy, parity
 from harness.run.infer import run_all
+from harness.run.reference import cached_reference, reference_origin
+from harness.run.stages import StageClock
 from harness.specs import (
+    SINGLE_STREAM,
     ChipSpec,
     CompileTarget,
     ModelSpec,
     Policy,
     PreprocessSpec,
-    as_dict,
 )
 
 EMBEDDED_IMAGES = 32
@@ -113,12 +117,14 @@ class Compiled:
     target: CompileTarget
 
     @contextmanager
-    def open(self, device_id: int = 0) -> Iterator[Session]:
-        """A session on ``device_id``, closed on exit; a refusal while opening names the chip."""
+    def open(self, device_id: int = 0, scenario: str = SINGLE_STREAM) -> Iterator[Session]:
+        """A session on ``device_id`` set up for ``scenario`` (harness.specs.SCENARIOS), closed on
+        exit; a refusal while opening names the chip."""
         with ExitStack() as stack:
             with on_chip(self.target.chip):
                 session = stack.enter_context(self.backend.open(
-                    self.artifact, self.target, device_id=device_id, num_classes=self.loaded.spec.num_classes))
+                    self.artifact, self.target, device_id=device_id, num_classes=self.loaded.spec.num_classes,
+                    scenario=scenario))
             yield session
 
     @property
@@ -161,6 +167,9 @@ class Evaluation:
     reference_logits: np.ndarray | None = field(default=None, repr=False, compare=False)
     onnx_path: Path | None = None
     prepared: data_mod.PreparedDataset | None = field(default=None, repr=False, compare=False)
+    # Where the reference logits came from (harness.run.reference.reference_origin): the torch
+    # version and host that computed them, and ``imported_from`` (None: computed in this cache).
+    reference_origin: Mapping[str, Any] | None = None
 
 
 @dataclass
@@ -175,6 +184,7 @@ class Workbench:
     _listings: dict[str, data_mod.DatasetListing] = field(default_factory=dict, init=False)
     # harness.run.sweep.session_sweep's memo: one sweep per (model, chip, batch sizes, source) and session
     sweeps: dict[tuple[str, str, tuple[int, ...], str], Any] = field(default_factory=dict, init=False)
+    clock: StageClock = field(default_factory=StageClock, init=False)  # wall seconds per stage
 
     def __post_init__(self) -> None:
         self.cache = ArtifactCache(self.cfg.cache_dir)
@@ -184,27 +194,29 @@ class Workbench:
     def listing(self, source: str) -> data_mod.DatasetListing:
         """``imagenet`` (the user's --imagenet) or ``embedded`` (images the project makes)."""
         if source not in self._listings:
-            if source == "imagenet":
-                if self.cfg.imagenet is None:
-                    raise data_mod.DataError("no ImageNet given: pass --imagenet DIR (DIR/val/*.JPEG + DIR/val_label.txt, or DIR/val/<wnid>/*.JPEG)")
-                self._listings[source] = data_mod.list_dataset(
-                    self.cfg.imagenet, self.cfg.imagenet_labels, limit=self.cfg.limit,
-                    on_mismatch=self.cfg.on_label_mismatch,
-                )
-            elif source == "embedded":
-                root = data_mod.synthetic_dataset(self.cache, self.cfg.embedded_images, seed=EMBEDDED_SEED)
-                self._listings[source] = data_mod.list_dataset(root)
-            else:
-                raise ValueError(f"unknown data source {source!r}")
+            with self.clock.stage("listing"):
+                self._listings[source] = self._list(source)
         return self._listings[source]
+
+    def _list(self, source: str) -> data_mod.DatasetListing:
+        if source == "imagenet":
+            if self.cfg.imagenet is None:
+                raise data_mod.DataError("no ImageNet given: pass --imagenet DIR (DIR/val/*.JPEG + DIR/val_label.txt, or DIR/val/<wnid>/*.JPEG)")
+            return data_mod.list_dataset(self.cfg.imagenet, self.cfg.imagenet_labels, limit=self.cfg.limit,
+                                         on_mismatch=self.cfg.on_label_mismatch)
+        if source == "embedded":  # making the images counts as listing them
+            root = data_mod.synthetic_dataset(self.cache, self.cfg.embedded_images, seed=EMBEDDED_SEED)
+            return data_mod.list_dataset(root)
+        raise ValueError(f"unknown data source {source!r}")
 
     def dataset(self, spec: ModelSpec, source: str) -> data_mod.PreparedDataset:
         pre = spec.preprocess_for(self.cfg.preprocess_variant)
         memo = (source, pre)
         if memo not in self._datasets:
-            self._datasets[memo] = data_mod.prepare_dataset(
-                self.listing(source), pre, self.cache, workers=self.cfg.workers, decode=self.cfg.decode
-            )
+            listing = self.listing(source)
+            with self.clock.stage("preprocessing"):
+                self._datasets[memo] = data_mod.prepare_dataset(
+                    listing, pre, self.cache, workers=self.cfg.workers, decode=self.cfg.decode)
         return self._datasets[memo]
 
     def calibration(self, spec: ModelSpec, source: str) -> np.ndarray:
@@ -212,7 +224,8 @@ class Workbench:
         prepared = self.dataset(spec, source)
         n = min(self.policy.calibration_images, len(prepared))
         pre = prepared.spec
-        return data_mod.normalize(np.asarray(prepared.images[:n]), pre.mean, pre.std)
+        with self.clock.stage("preprocessing"):
+            return data_mod.normalize(np.asarray(prepared.images[:n]), pre.mean, pre.std)
 
     # -- model, ONNX, compiled artifact -------------------------------------------------------
 
@@ -223,29 +236,32 @@ class Workbench:
         memo = (spec.name, mode)
         if memo not in self._models:
             calib = self.calibration(spec, calibration_source) if mode == "random" else None
-            module, info = weights_mod.load_model(
-                spec, mode, self.cfg.weights_dir, seed=self.policy.seed, calibration=calib,
-                allow_download=self.cfg.allow_download,
-            )
+            with self.clock.stage("model"):
+                module, info = weights_mod.load_model(
+                    spec, mode, self.cfg.weights_dir, seed=self.policy.seed, calibration=calib,
+                    allow_download=self.cfg.allow_download,
+                )
             self._models[memo] = LoadedModel(spec=spec, module=module, weights=info)
         return self._models[memo]
 
     def onnx(self, loaded: LoadedModel, chip: ChipSpec | None = None) -> Path:
         """The exported model; with ``input_dtype == "uint8"`` its uint8-input version, unless the
         chip's backend compiles normalization in itself (Ascend AIPP, see :meth:`target`)."""
-        from harness.model import export
+        with self.clock.stage("export"):
+            from harness.model import export
 
-        path = export.cached_onnx(self.cache, loaded.spec, loaded.module, loaded.weights, opset=self.cfg.opset)
-        if self.cfg.input_dtype == "uint8" and not (chip is not None and folds_uint8_input(chip.backend)):
-            from harness.model.uint8_input import cached_uint8_onnx
+            path = export.cached_onnx(self.cache, loaded.spec, loaded.module, loaded.weights, opset=self.cfg.opset)
+            if self.cfg.input_dtype == "uint8" and not (chip is not None and folds_uint8_input(chip.backend)):
+                from harness.model.uint8_input import cached_uint8_onnx
 
-            pre = loaded.spec.preprocess_for(self.cfg.preprocess_variant)
-            path = cached_uint8_onnx(self.cache, path, pre.mean, pre.std)
-        return path
+                pre = loaded.spec.preprocess_for(self.cfg.preprocess_variant)
+                path = cached_uint8_onnx(self.cache, path, pre.mean, pre.std)
+            return path
 
     def backend(self, chip: ChipSpec) -> Backend:
-        backend = get_backend(chip.backend, threads=self.cfg.threads, **chip.backend_options)
-        reason = backend.unavailable_reason()
+        with self.clock.stage("compile"):  # importing the runtime and probing it: backend set-up
+            backend = get_backend(chip.backend, threads=self.cfg.threads, **chip.backend_options)
+            reason = backend.unavailable_reason()
         if reason:
             raise BackendUnavailable(f"{chip.name} backend unavailable: {reason}")
         return backend
@@ -265,21 +281,22 @@ class Workbench:
         )
 
     def compiled(self, backend: Backend, onnx_path: Path, target: CompileTarget) -> Path:
-        inputs = {
-            "onnx_sha256": file_sha256(onnx_path),
-            "backend": backend.name,
-            "backend_fields": dict(backend.compile_fields()),
-            "target": target.cache_fields(),
-        }
-        compile_key = backend.compile_key(target)  # e.g. ATC's full command and AIPP config
-        if compile_key:  # absent, not empty, where a backend has none: cache keys stay as they were
-            inputs["compile_key"] = compile_key
+        with self.clock.stage("compile"):  # the key (the ONNX file's hash), the lookup, a build
+            inputs = {
+                "onnx_sha256": file_sha256(onnx_path),
+                "backend": backend.name,
+                "backend_fields": dict(backend.compile_fields()),
+                "target": target.cache_fields(),
+            }
+            compile_key = backend.compile_key(target)  # e.g. ATC's full command and AIPP config
+            if compile_key:  # absent, not empty, where a backend has none: cache keys stay as they were
+                inputs["compile_key"] = compile_key
 
-        def build(tmp: Path) -> Mapping[str, Any]:
-            artifact = backend.compile(onnx_path, target, tmp)
-            return {"artifact": artifact.name, "backend_version": backend.version(), **inputs.get("compile_key", {})}
+            def build(tmp: Path) -> Mapping[str, Any]:
+                artifact = backend.compile(onnx_path, target, tmp)
+                return {"artifact": artifact.name, "backend_version": backend.version(), **inputs.get("compile_key", {})}
 
-        entry = self.cache.get_or_build(f"compiled-{backend.name}", inputs, build)
+            entry = self.cache.get_or_build(f"compiled-{backend.name}", inputs, build)
         return entry.path / str(entry.manifest["artifact"])
 
     def compile(self, spec: ModelSpec, chip: ChipSpec, batch_size: int, source: str,
@@ -296,40 +313,38 @@ class Workbench:
     # -- inference ----------------------------------------------------------------------------
 
     def run(self, session: Session, prepared: data_mod.PreparedDataset, batch_size: int, desc: str) -> np.ndarray:
-        """Logits for every image of ``prepared``, in its order (labels are joined by name there)."""
-        return run_all(session, prepared, batch_size, desc)
+        """Logits for every image of ``prepared``, in its order (labels are joined by name there);
+        charged to ``inference``, or to ``reference`` for a torch session."""
+        with self.clock.stage("reference" if isinstance(session, TorchSession) else "inference"):
+            return run_all(session, prepared, batch_size, desc)
 
     def reference_logits(self, loaded: LoadedModel, prepared: data_mod.PreparedDataset) -> np.ndarray:
-        """The torch reference's logits on ``prepared``, cached by weights + data + torch version."""
-        spec = loaded.spec
-        inputs = {
-            "arch": as_dict(spec.arch),
-            "num_classes": spec.num_classes,
-            "weights": loaded.provenance,
-            "dataset": prepared.key,
-            "normalize": {"mean": list(prepared.spec.mean), "std": list(prepared.spec.std)},
-            "torch": torch_version(),
-        }
+        """The torch reference's logits on ``prepared``, cached by weights + pixels + normalization
+        (harness.run.reference; imported from a file by ``python -m harness reference import``)."""
+        return self._reference(loaded, prepared)[0]
 
-        def build(tmp: Path) -> Mapping[str, Any]:
-            session = TorchSession(loaded.module, 32, spec.input_shape, spec.num_classes)
-            logits = self.run(session, prepared, 32, f"{spec.name} torch reference")
-            np.save(tmp / "logits.npy", logits)
-            return {"count": int(logits.shape[0])}
-
-        entry = self.cache.get_or_build("reference-logits", inputs, build)
-        return np.load(entry.path / "logits.npy")
+    def _reference(self, loaded: LoadedModel, prepared: data_mod.PreparedDataset) -> tuple[np.ndarray, dict[str, Any]]:
+        with self.clock.stage("reference"):
+            logits, entry = cached_reference(self.cache, loaded.spec, loaded.module, loaded.weights, prepared)
+        return logits, reference_origin(entry.manifest)
 
     def evaluate(self, spec: ModelSpec, chip: ChipSpec, batch_size: int, source: str) -> Evaluation:
         """Compile, run on ``source`` and compare with the torch reference on the same images."""
         prepared = self.dataset(spec, source)
         compiled = self.compile(spec, chip, batch_size, source)
         backend, loaded = compiled.backend, compiled.loaded
-        with compiled.open(self.device_id()) as session:
+        with ExitStack() as stack:
+            with self.clock.stage("session"):
+                session = stack.enter_context(compiled.open(self.device_id()))
             logits = self.run(session, prepared, batch_size, f"{spec.name} on {chip.name} bs{batch_size}")
         environment = backend.describe()
-        ref_logits = self.reference_logits(loaded, prepared)
+        ref_logits, origin = self._reference(loaded, prepared)
         listing = prepared.listing
+        with self.clock.stage("scoring"):
+            scored, ref_scored = accuracy(logits, prepared.labels), accuracy(ref_logits, prepared.labels)
+            agreement = parity(ref_logits, logits)
+            ref_correct, correct = topk_correct(ref_logits, prepared.labels), topk_correct(logits, prepared.labels)
+            covered = coverage(listing, self.cfg.limit if source == "imagenet" else None)
         return Evaluation(
             model=spec.name,
             chip=chip.name,
@@ -345,16 +360,17 @@ class Workbench:
             label_source=listing.label_source,
             weights=loaded.provenance,
             preprocess=prepared.spec,
-            accuracy=accuracy(logits, prepared.labels),
-            reference=accuracy(ref_logits, prepared.labels),
-            agreement=parity(ref_logits, logits),
+            accuracy=scored,
+            reference=ref_scored,
+            agreement=agreement,
             skipped_unlabeled=listing.skipped_unlabeled,
             skipped_missing=listing.skipped_missing,
-            reference_correct=topk_correct(ref_logits, prepared.labels),
-            compiled_correct=topk_correct(logits, prepared.labels),
-            coverage=coverage(listing, self.cfg.limit if source == "imagenet" else None),
+            reference_correct=ref_correct,
+            compiled_correct=correct,
+            coverage=covered,
             logits=logits,
             reference_logits=ref_logits,
             onnx_path=self.onnx(loaded, chip),
             prepared=prepared,
+            reference_origin=origin,
         )

@@ -16,7 +16,15 @@ Import from here (``from harness.specs import ModelSpec, load_models``); the mod
 layout, this namespace is the interface.
 """
 
-from harness.specs.chip import PRECISIONS, ChipSpec, CompileTarget, PerfRule
+from harness.specs.chip import (
+    OFFLINE,
+    PRECISIONS,
+    SCENARIOS,
+    SINGLE_STREAM,
+    ChipSpec,
+    CompileTarget,
+    PerfRule,
+)
 from harness.specs.library import catalogue, library_spec, resolve_models
 from harness.specs.load import (
     FIXTURES_DIR,
@@ -48,7 +56,10 @@ __all__ = [
     "INTERPOLATIONS",
     "KEY_MAPPINGS",
     "LIBRARY_PREFIXES",
+    "OFFLINE",
     "PRECISIONS",
+    "SCENARIOS",
+    "SINGLE_STREAM",
     "RESIZE_METHODS",
     "AccuracyRef",
     "ArchSpec",

@@ -11,6 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+# How throughput is measured, named as MLPerf names its scenarios: ``single-stream`` issues one
+# request at a time and waits for it (latency percentiles, the seeds' synchronous ais_bench loop);
+# ``offline`` keeps as many requests in flight as the backend's throughput mode uses (images/s only).
+SINGLE_STREAM = "single-stream"
+OFFLINE = "offline"
+SCENARIOS = (SINGLE_STREAM, OFFLINE)
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,7 @@ from harness.backends.onnxruntime.sessions import (
     OnnxRuntimeSession,
     input_dtype,
 )
-from harness.specs import CompileTarget
+from harness.specs import SINGLE_STREAM, CompileTarget
 
 __all__ = [
     "ARTIFACT_NAME", "CPU", "CUDA", "INSTALL_HINT", "TENSORRT", "TRT_ENGINE_DIR", "OnnxRuntimeBackend",
@@ -250,9 +250,14 @@ class OnnxRuntimeBackend(Backend):
 
     @contextmanager
     def open(
-        self, artifact: Path, target: CompileTarget, device_id: int | None = None, num_classes: int = 1000
+        self, artifact: Path, target: CompileTarget, device_id: int | None = None, num_classes: int = 1000,
+        scenario: str = SINGLE_STREAM,
     ) -> Iterator[OnnxRuntimeSession | OnnxRuntimeBoundSession]:
-        """Load ``artifact``; ``device_id`` (GPU providers) defaults to the backend's ``device_id``."""
+        """Load ``artifact``; ``device_id`` (GPU providers) defaults to the backend's ``device_id``.
+
+        ONNX Runtime has no throughput mode and no asynchronous requests of its own: the same
+        session serves both scenarios, and ``offline`` runs one request at a time (its figures say
+        ``requests = 1``; its intra-op threads already use every core on one request)."""
         check_precision(self.providers, target.precision)
         if not self.cpu_only:
             self._require_available()

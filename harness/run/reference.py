@@ -1,0 +1,261 @@
+"""The torch reference logits: computed once per (weights, images, normalization), cached, and
+carried to another machine as a file (``python -m harness reference export|import``).
+
+The cache entry (kind ``reference-logits``) is keyed by what decides the logits' values and
+nothing machine-specific (docs/reference-logits.md): the architecture and class count, the
+weights' value-deciding fields (checkpoint SHA-256, or seed and calibration; not the file's
+path), the SHA-256 and shape of the preprocessed uint8 pixels (not the images' mtimes) and the
+normalization. The torch version that computed them is recorded in the entry, not keyed: torch's
+CPU kernels already differ between machines of one torch version, so keying it bought no bit
+identity, only recomputation. An entry imported from a file says so in ``imported_from``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import socket
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from harness import data as data_mod
+from harness.backends.torch_ref import TorchSession, torch_version
+from harness.cache import (
+    MANIFEST,
+    ArtifactCache,
+    CacheError,
+    Entry,
+    content_key,
+    file_sha256,
+)
+from harness.errors import UsageError
+from harness.run.infer import run_all
+from harness.specs import ModelSpec, as_dict
+
+REFERENCE_KIND = "reference-logits"
+DIGEST_KIND = "dataset-sha256"
+KEY_FORMAT = 2  # 1: keyed by torch version, weights path and the images' stat (before the file format)
+FILE_FORMAT = "modelzoo-cert reference-logits"
+FILE_VERSION = 1
+INDEX = "reference.json"
+REFERENCE_BATCH = 32
+_FILE_FIELDS = ("key", "inputs", "model", "shape", "sha256", "member")
+
+
+class ReferenceFileError(UsageError):
+    """A reference-logits file that cannot be imported: not one, corrupt, altered or inconsistent."""
+
+
+def images_digest(cache: ArtifactCache, prepared: data_mod.PreparedDataset) -> dict[str, Any]:
+    """SHA-256, shape and dtype of ``prepared``'s uint8 pixels: their identity on any machine.
+
+    Hashed once per dataset entry and remembered in a ``dataset-sha256`` entry (a memo of a
+    published entry's bytes, not a product of the run: written through a plain ArtifactCache at
+    the same root, so a cache that counts a run's products sees the same kinds as before).
+    """
+    images = prepared.path / "images.u8"
+
+    def build(_tmp: Path) -> Mapping[str, Any]:
+        return {"sha256": file_sha256(images), "shape": [int(d) for d in prepared.images.shape],
+                "dtype": str(prepared.images.dtype)}
+
+    manifest = ArtifactCache(cache.root).get_or_build(DIGEST_KIND, {"dataset": prepared.key}, build).manifest
+    return {"sha256": manifest["sha256"], "shape": list(manifest["shape"]), "dtype": manifest["dtype"]}
+
+
+def reference_inputs(cache: ArtifactCache, spec: ModelSpec, weights: Any,
+                     prepared: data_mod.PreparedDataset) -> dict[str, Any]:
+    """The key inputs of ``spec``'s reference logits with ``weights`` (a WeightsInfo) on ``prepared``."""
+    return {
+        "format": KEY_FORMAT,
+        "arch": as_dict(spec.arch),
+        "num_classes": spec.num_classes,
+        "weights": weights.export_key_fields(),
+        "images": images_digest(cache, prepared),
+        "normalize": {"mean": list(prepared.spec.mean), "std": list(prepared.spec.std)},
+    }
+
+
+def cached_reference(cache: ArtifactCache, spec: ModelSpec, module: Any, weights: Any,
+                     prepared: data_mod.PreparedDataset) -> tuple[np.ndarray, Entry]:
+    """The torch reference's logits on ``prepared`` and their cache entry, computed if absent."""
+    inputs = reference_inputs(cache, spec, weights, prepared)
+
+    def build(tmp: Path) -> Mapping[str, Any]:
+        session = TorchSession(module, REFERENCE_BATCH, spec.input_shape, spec.num_classes)
+        logits = run_all(session, prepared, REFERENCE_BATCH, f"{spec.name} torch reference")
+        np.save(tmp / "logits.npy", logits)
+        return {"model": spec.name, "count": int(logits.shape[0]), "torch": torch_version(),
+                "computed_host": socket.gethostname(), "computed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+    entry = cache.get_or_build(REFERENCE_KIND, inputs, build)
+    return np.load(entry.path / "logits.npy"), entry
+
+
+def reference_origin(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """Who computed an entry's logits, with which torch, and the file it was imported from (or None)."""
+    return {"torch": manifest.get("torch"), "computed_host": manifest.get("computed_host", manifest.get("host")),
+            "computed_at": manifest.get("computed_at", manifest.get("created")),
+            "imported_from": manifest.get("imported_from")}
+
+
+# -- the file -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One verified entry of a reference file."""
+
+    key: str
+    inputs: Mapping[str, Any]
+    model: str
+    logits: np.ndarray
+    origin: Mapping[str, Any]  # torch, computed_host, computed_at
+
+
+def cached_entries(cache: ArtifactCache) -> tuple[list[Entry], list[Path]]:
+    """Every finished reference entry of the current key format, and the paths of older ones
+    (key format 1: rebuilt once by the next run, never exported)."""
+    current: list[Entry] = []
+    old: list[Path] = []
+    root = cache.root / REFERENCE_KIND
+    for path in sorted(root.iterdir()) if root.is_dir() else ():
+        manifest_path = path / MANIFEST
+        if path.name.startswith(".") or not manifest_path.is_file():
+            continue  # a build in progress, a lock file
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CacheError(f"cache entry {path} has an unreadable manifest ({exc}); delete that directory") from exc
+        if manifest.get("inputs", {}).get("format") == KEY_FORMAT:
+            current.append(Entry(path=path, key=path.name, manifest=manifest, built_here=False))
+        else:
+            old.append(path)
+    return current, old
+
+
+def export_references(cache: ArtifactCache, out: Path, models: Sequence[str] | None) -> list[Entry]:
+    """Write the cached reference entries of ``models`` (None: all) to the file ``out``
+    atomically; returns the entries written."""
+    entries, _old = cached_entries(cache)
+    chosen = [e for e in entries if models is None or e.manifest.get("model") in models]
+    if not chosen:
+        have = sorted({str(e.manifest.get("model")) for e in entries})
+        asked = ", ".join(models) if models else "any model"
+        raise UsageError(
+            f"no torch reference logits of {asked} in {cache.root / REFERENCE_KIND} (cached: {', '.join(have) or 'none'});"
+            " run the accuracy test once to compute them, or pass --cache-dir")
+    index: list[dict[str, Any]] = []
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+            for entry in chosen:
+                blob = (entry.path / "logits.npy").read_bytes()
+                logits = np.load(io.BytesIO(blob), allow_pickle=False)
+                member = f"{entry.key}.npy"
+                zf.writestr(member, blob)
+                index.append({"key": entry.key, "inputs": entry.manifest["inputs"], "model": entry.manifest.get("model"),
+                              "shape": list(logits.shape), "dtype": str(logits.dtype), "member": member,
+                              "sha256": hashlib.sha256(blob).hexdigest(), **reference_origin(entry.manifest)})
+            zf.writestr(INDEX, json.dumps({
+                "format": FILE_FORMAT, "version": FILE_VERSION, "exported_host": socket.gethostname(),
+                "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "entries": index}, indent=2, sort_keys=True))
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return chosen
+
+
+def _index(zf: zipfile.ZipFile, path: Path) -> Mapping[str, Any]:
+    what = f"{path} is not a reference-logits file (python -m harness reference export writes them)"
+    try:
+        index = json.loads(zf.read(INDEX))
+    except KeyError:
+        raise ReferenceFileError(f"{what}: it has no {INDEX}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ReferenceFileError(f"{path}: its {INDEX} is not JSON ({exc}); the file is corrupt, export it again") from exc
+    if not isinstance(index, dict) or index.get("format") != FILE_FORMAT:
+        raise ReferenceFileError(f"{what}: {INDEX} says format {index.get('format') if isinstance(index, dict) else index!r}")
+    if index.get("version") != FILE_VERSION:
+        raise ReferenceFileError(f"{path}: reference file version {index.get('version')!r}, this harness reads version "
+                                 f"{FILE_VERSION}; export it with the same harness version")
+    if not isinstance(index.get("entries"), list) or not index["entries"]:
+        raise ReferenceFileError(f"{path}: no entries in {INDEX}")
+    return index
+
+
+def _verified(zf: zipfile.ZipFile, path: Path, item: Any) -> FileEntry:
+    """One index item, checked: fields, key against its inputs, checksum, array shape and values."""
+    if not isinstance(item, dict) or any(f not in item for f in _FILE_FIELDS):
+        raise ReferenceFileError(f"{path}: an entry of {INDEX} lacks one of {', '.join(_FILE_FIELDS)}; the file is corrupt")
+    inputs, where = item["inputs"], f"{path}: entry {item['key']} ({item['model']})"
+    if not isinstance(inputs, dict) or inputs.get("format") != KEY_FORMAT:
+        raise ReferenceFileError(f"{where}: key format {inputs.get('format') if isinstance(inputs, dict) else None!r}, "
+                                 f"this harness keys references with format {KEY_FORMAT}; export it with the same version")
+    if content_key(inputs) != item["key"]:
+        raise ReferenceFileError(f"{where}: the key does not match its inputs; the file was altered, export it again")
+    try:
+        blob = zf.read(item["member"])
+    except KeyError:
+        raise ReferenceFileError(f"{where}: member {item['member']} is missing; the file is truncated") from None
+    digest = hashlib.sha256(blob).hexdigest()
+    if digest != item["sha256"]:
+        raise ReferenceFileError(f"{where}: checksum mismatch (sha256 {digest}, the file says {item['sha256']}); "
+                                 "the file is corrupt or was altered, export it again")
+    try:
+        logits = np.load(io.BytesIO(blob), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ReferenceFileError(f"{where}: the logits are not a readable .npy array ({exc})") from exc
+    try:
+        images = int(inputs["images"]["shape"][0])
+        expected = (images, int(inputs["num_classes"]))
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise ReferenceFileError(f"{where}: its inputs lack the images' shape or the class count ({exc!r})") from exc
+    if logits.dtype != np.float32 or logits.shape != expected or list(logits.shape) != list(item["shape"]):
+        raise ReferenceFileError(f"{where}: logits of shape {logits.shape} {logits.dtype}, expected {expected} float32 "
+                                 f"({expected[0]} images x {expected[1]} classes, as its key says; the file says {item['shape']})")
+    if not np.isfinite(logits).all():
+        raise ReferenceFileError(f"{where}: the logits hold NaN or infinite values")
+    origin = {k: item.get(k) for k in ("torch", "computed_host", "computed_at")}
+    return FileEntry(key=item["key"], inputs=inputs, model=str(item["model"]), logits=logits, origin=origin)
+
+
+def read_reference_file(path: Path) -> tuple[Mapping[str, Any], list[FileEntry]]:
+    """The file's index and every entry, each verified; a :class:`ReferenceFileError` otherwise."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            index = _index(zf, path)
+            return index, [_verified(zf, path, item) for item in index["entries"]]
+    except zipfile.BadZipFile as exc:
+        raise ReferenceFileError(f"{path} is not a reference-logits file ({exc}): expected the zip file "
+                                 "python -m harness reference export writes") from None
+    except (zipfile.LargeZipFile, NotImplementedError, RuntimeError) as exc:  # unsupported or encrypted members
+        raise ReferenceFileError(f"{path}: unreadable reference file ({exc})") from exc
+
+
+def import_references(cache: ArtifactCache, path: Path) -> list[tuple[FileEntry, bool]]:
+    """Verify every entry of ``path``, then write each into ``cache`` under the key it names;
+    returns (entry, written) pairs, ``written`` False where the cache already held that key."""
+    index, entries = read_reference_file(path)  # all verified before anything is written
+    imported_from = {"file": str(Path(path).resolve()), "file_sha256": file_sha256(Path(path)),
+                     "exported_host": index.get("exported_host"), "exported_at": index.get("exported_at")}
+    results = []
+    for item in entries:
+        def build(tmp: Path, item: FileEntry = item) -> Mapping[str, Any]:
+            np.save(tmp / "logits.npy", item.logits)
+            return {"model": item.model, "count": int(item.logits.shape[0]), **item.origin, "imported_from": imported_from}
+
+        entry = cache.get_or_build(REFERENCE_KIND, item.inputs, build)
+        if entry.key != item.key:  # content_key(inputs) was checked against the key: cannot differ
+            raise ReferenceFileError(f"{path}: entry {item.key} landed under {entry.key}")
+        results.append((item, entry.built_here))
+    return results
