@@ -29,7 +29,6 @@ from harness.data import (
     dataset_cache_inputs,
     list_dataset,
     locate_dataset,
-    make_synthetic_dataset,
     normalize,
     prepare_dataset,
     preprocess_image,
@@ -71,7 +70,7 @@ def sample_1000() -> Path:
 @pytest.fixture(scope="session")
 def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small read-only-by-convention synthetic dataset shared by tests that do not mutate it."""
-    return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic") / "syn", 12)
+    return synthetic_dataset(ArtifactCache(tmp_path_factory.mktemp("synthetic")), 12)
 
 
 @pytest.fixture
@@ -748,20 +747,23 @@ def test_cache_key_changes_with_dataset_content(mutable_dataset: Path) -> None:
 # Synthetic dataset
 
 
-def test_make_synthetic_dataset_is_deterministic(tmp_path: Path, synthetic: Path) -> None:
-    other = make_synthetic_dataset(tmp_path / "again", 12)
-    names = sorted(p.name for p in synthetic.iterdir())
-    assert names == sorted(p.name for p in other.iterdir())
+def test_synthetic_dataset_is_deterministic(tmp_path: Path, synthetic: Path) -> None:
+    other = synthetic_dataset(ArtifactCache(tmp_path / "again"), 12)
+    def data_files(root: Path) -> list[str]:  # not the cache's manifest, which says when it was built
+        return sorted(p.name for p in root.iterdir() if p.suffix == ".JPEG" or p.name == "val_label.txt")
+
+    names = data_files(synthetic)
+    assert len(names) == 13 and names == data_files(other)
     for name in names:
         assert (synthetic / name).read_bytes() == (other / name).read_bytes(), name
-    different = make_synthetic_dataset(tmp_path / "seed1", 3, seed=1)
+    different = synthetic_dataset(ArtifactCache(tmp_path / "seed1"), 3, seed=1)
     assert (different / "synthetic_00000001.JPEG").read_bytes() != (synthetic / "synthetic_00000001.JPEG").read_bytes()
     # A larger set starts with the same images: each image depends only on (seed, index).
-    larger = make_synthetic_dataset(tmp_path / "larger", 14)
+    larger = synthetic_dataset(ArtifactCache(tmp_path / "larger"), 14)
     assert (larger / "synthetic_00000012.JPEG").read_bytes() == (synthetic / "synthetic_00000012.JPEG").read_bytes()
 
 
-def test_make_synthetic_dataset_contents(synthetic: Path) -> None:
+def test_synthetic_dataset_contents(synthetic: Path) -> None:
     listing = list_dataset(synthetic)
     assert listing.names[0] == "synthetic_00000001.JPEG" and len(listing) == 12
     assert listing.labels == tuple(range(12))
@@ -773,29 +775,14 @@ def test_make_synthetic_dataset_contents(synthetic: Path) -> None:
             sides += img.size
     assert modes == {"RGB", "L"}
     assert 200 <= min(sides) and max(sides) <= 600 and len(set(sides)) > 10
-    assert not [p for p in synthetic.parent.iterdir() if p.name.startswith(".")]
-
-
-def test_make_synthetic_dataset_reuses_and_refuses(tmp_path: Path) -> None:
-    out = make_synthetic_dataset(tmp_path / "syn", 3)
-    mtime = (out / "synthetic_00000001.JPEG").stat().st_mtime_ns
-    assert make_synthetic_dataset(out, 3) == out
-    assert (out / "synthetic_00000001.JPEG").stat().st_mtime_ns == mtime
-    with pytest.raises(DataError, match="different synthetic dataset"):
-        make_synthetic_dataset(out, 4)
-    (tmp_path / "user").mkdir()
-    write(tmp_path / "user" / "precious.txt", "x")
-    with pytest.raises(DataError, match="not a synthetic dataset"):
-        make_synthetic_dataset(tmp_path / "user", 3)
-    with pytest.raises(DataError, match="must be positive"):
-        make_synthetic_dataset(tmp_path / "none", 0)
+    assert not [p for p in synthetic.parent.iterdir() if ".tmp-" in p.name]  # nothing half-built left
 
 
 def test_synthetic_dataset_is_a_cache_entry_built_once(
     tmp_path: Path, synthetic: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The embedded images are a "synthetic" entry of the cache (its lock, its atomic publish):
-    the same files as make_synthetic_dataset, listed like any dataset, reused by the next call,
+    the same files in every cache, listed like any dataset, reused by the next call,
     and a leftover of a killed build is removed by the next build of that entry."""
     cache = RecordingCache(tmp_path / "cache")
     (cache.root / "synthetic").mkdir(parents=True)

@@ -20,8 +20,8 @@ from harness.cache import ArtifactCache
 from harness.data import (
     PreparedDataset,
     list_dataset,
-    make_synthetic_dataset,
     prepare_dataset,
+    synthetic_dataset,
 )
 from harness.judge.gates import best_batch
 from harness.run.sweep import NotComputedError, accuracy_mode_logits, time_one
@@ -64,9 +64,8 @@ def conv_onnx(path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> PreparedDataset:
-    root = tmp_path_factory.mktemp("timing")
-    images = make_synthetic_dataset(root / "images", 10, seed=5)
-    return prepare_dataset(list_dataset(images), SPEC, ArtifactCache(root / "cache"), workers=1)
+    cache = ArtifactCache(tmp_path_factory.mktemp("timing"))
+    return prepare_dataset(list_dataset(synthetic_dataset(cache, 10, seed=5)), SPEC, cache, workers=1)
 
 
 @pytest.fixture(scope="module")
@@ -214,8 +213,8 @@ class ThreadedRequestsSession:
     streams = 2
 
     def __init__(self, requests: int, delay_s: float = 0.004, call_back: bool = True) -> None:
-        from concurrent.futures import ThreadPoolExecutor
         import threading
+        from concurrent.futures import ThreadPoolExecutor
 
         self.requests = requests
         self._pool = ThreadPoolExecutor(requests)

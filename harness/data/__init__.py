@@ -34,7 +34,7 @@ from harness.data.prepared import (
     dataset_cache_inputs,
     prepare_dataset,
 )
-from harness.data.synthetic import make_synthetic_dataset, synthetic_dataset
+from harness.data.synthetic import synthetic_dataset
 from harness.data.transforms import DECODE_MODES, preprocess_image
 
 __all__ = [
@@ -52,7 +52,6 @@ __all__ = [
     "list_dataset",
     "load_wnids",
     "locate_dataset",
-    "make_synthetic_dataset",
     "normalize",
     "prepare_dataset",
     "preprocess_image",

@@ -4,7 +4,7 @@
 as a cache entry of kind ``synthetic`` (keyed by format, count and seed), built and published
 under the :class:`~harness.cache.ArtifactCache`'s lock with its atomic rename, so concurrent
 sessions and xdist workers generate them once and an interrupted build leaves nothing that is
-read. :func:`make_synthetic_dataset` writes the same images into a directory the caller names.
+read.
 
 The labels (``index % 1000``, ``index`` 0-based) are NOT meaningful: they exist so the pipeline
 runs end to end, and are good only for conversion and agreement checks, never for accuracy.
@@ -12,10 +12,6 @@ runs end to end, and are good only for conversion and agreement checks, never fo
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +22,7 @@ from harness.data.errors import DataError
 from harness.data.labels import LABEL_FILE_NAME
 
 SYNTHETIC_KIND = "synthetic"
-_SYNTHETIC_MARKER = "synthetic.json"
-# Bump when the images or their names change: it is part of the cache key and the marker.
+# Bump when the images or their names change: it is part of the cache key.
 _SYNTHETIC_VERSION = 1
 
 
@@ -90,61 +85,3 @@ def synthetic_dataset(cache: ArtifactCache, count: int, seed: int = 0) -> Path:
         return {"labels": "index % 1000: not meaningful, never for accuracy"}
 
     return cache.get_or_build(SYNTHETIC_KIND, inputs, build).path
-
-
-def _synthetic_complete(out_dir: Path, count: int, seed: int) -> bool:
-    marker = out_dir / _SYNTHETIC_MARKER
-    if not marker.is_file():
-        return False
-    try:
-        recorded = json.loads(marker.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{marker} is unreadable ({exc}); delete {out_dir} and rerun to regenerate it") from exc
-    wanted = {"version": _SYNTHETIC_VERSION, "count": count, "seed": seed}
-    if recorded != wanted:
-        raise DataError(
-            f"{out_dir} holds a different synthetic dataset ({recorded}, wanted {wanted}); "
-            f"delete it or choose another directory"
-        )
-    return True
-
-
-def make_synthetic_dataset(out_dir: Path, count: int, seed: int = 0) -> Path:
-    """:func:`synthetic_dataset`'s images in a directory the caller names, ``out_dir``.
-
-    For tests and benchmarks that want the images in a folder of their own. The directory
-    appears atomically (temp dir + rename; a ``synthetic.json`` written last marks it complete)
-    but without the cache's lock: processes making the same directory at once each generate it,
-    and the first rename wins. An existing complete one with the same count and seed is reused.
-    """
-    out_dir = Path(out_dir)
-    if count <= 0:
-        raise DataError(f"synthetic dataset size must be positive, found {count}")
-    if out_dir.exists():
-        if _synthetic_complete(out_dir, count, seed):
-            return out_dir
-        raise DataError(
-            f"{out_dir} exists but is not a synthetic dataset made by this suite (no "
-            f"{_SYNTHETIC_MARKER}); choose an empty or new directory"
-        )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        _write_images(tmp, count, seed)
-        # Written last: its presence is what "complete" means.
-        (tmp / _SYNTHETIC_MARKER).write_text(
-            json.dumps({"version": _SYNTHETIC_VERSION, "count": count, "seed": seed})
-        )
-        try:
-            os.rename(tmp, out_dir)
-        except OSError:
-            # Another process published the same directory first: use theirs if it is ours.
-            if out_dir.exists() and _synthetic_complete(out_dir, count, seed):
-                shutil.rmtree(tmp, ignore_errors=True)
-                return out_dir
-            raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
