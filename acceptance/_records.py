@@ -15,13 +15,13 @@ from harness.judge.baselines import Figure
 from harness.records.parts import (
     MEASURED,
     Configuration,
-    PerfPoint,
     Published,
     Reference,
     Scores,
     Setup,
 )
-from harness.run.sweep import Sweep
+from harness.records.perf_parts import Best, PerfPoint
+from harness.run.sweep import CardPoint, Sweep
 from harness.run.workbench import Evaluation, Workbench
 from harness.specs import ChipSpec, ModelSpec
 
@@ -94,6 +94,14 @@ def sweep_points(sweep: Sweep) -> tuple[PerfPoint, ...]:
             scenario=m.scenario, clock=m.clock, streams=m.streams, requests=m.requests,
         ))
     return tuple(points)
+
+
+def card_best(best: Best, point: CardPoint, top: Figure, chip: ChipSpec) -> Best:
+    """The best batch's record with the whole card measured beside the seeds' chip x devices_per_card."""
+    card = point.card
+    return replace(best, per_card_measured=round(card.images_per_s, 4),
+                   per_card_from_chip_x4=round(top.per_card(chip), 4) if top.unit == "per_chip" else None,
+                   per_card_devices=point.devices, per_card_window_s=round(card.window_s, 3))
 
 
 def figure_points(figures: Sequence[Figure]) -> tuple[PerfPoint, ...]:

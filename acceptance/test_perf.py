@@ -12,12 +12,19 @@ from __future__ import annotations
 import os
 import socket
 import time
+import warnings
 from dataclasses import replace
 from typing import Mapping
 
 import pytest
 
-from acceptance._records import configuration, figure_points, sweep_points, sweep_setup
+from acceptance._records import (
+    card_best,
+    configuration,
+    figure_points,
+    sweep_points,
+    sweep_setup,
+)
 from harness.judge.baselines import (
     Figure,
     baseline_path,
@@ -30,17 +37,20 @@ from harness.pytest.fixtures import PerfOptions, RecordWriter
 from harness.records.parts import (
     MEASURED,
     MEASUREMENTS,
-    Best,
     Configuration,
     Judgement,
+)
+from harness.records.perf_parts import (
+    Best,
     Origin,
     PerfPoint,
     RatioResult,
     RatioRule,
+    VendorComparison,
     merge_points,
 )
 from harness.records.schema import PerfRatioRecord, PerfRecord
-from harness.run.sweep import session_sweep
+from harness.run.sweep import CardPoint, card_point, session_sweep
 from harness.run.workbench import Workbench
 from harness.specs import ChipSpec, ModelSpec, PerfRule
 
@@ -104,6 +114,51 @@ def _figures_under_test(
     gates = [computed_check(p.computed, workbench.policy.timing, p.measurement.batch_size, sweep.ring_images)
              for p in sweep.points]
     return sweep.figures(f"measured on {socket.gethostname()} {time.strftime('%Y-%m-%d')}"), gates
+
+
+def card_and_vendor(workbench: Workbench, options: PerfOptions, spec: ModelSpec, chip: ChipSpec, top: Figure,
+                    record: RecordWriter) -> None:
+    """At the best batch measured here: the whole card when --device-ids names several devices (one
+    process, not pytest-xdist's workers), and the vendor's own tool with --compare-vendor-tool."""
+    ids = workbench.cfg.device_ids
+    if len(ids) > 1 and int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) == 1:
+        point = session_card(workbench, spec, chip, top.batch_size, _source(workbench), ids, options.scenario)
+        record.update(best=card_best(record.current.best, point, top, chip))
+    if options.compare_vendor_tool:
+        record.update(vendor=vendor_comparison(workbench, spec, chip, top, options.scenario))
+
+
+def session_card(workbench: Workbench, spec: ModelSpec, chip: ChipSpec, bs: int, source: str, ids: tuple[int, ...],
+                 scenario: str) -> CardPoint:
+    memo = ("card", spec.name, chip.name, bs, source, ids, scenario)
+    if memo not in workbench.sweeps:
+        workbench.sweeps[memo] = card_point(workbench, spec, chip, bs, source, ids, scenario)
+    return workbench.sweeps[memo]
+
+
+def vendor_comparison(workbench: Workbench, spec: ModelSpec, chip: ChipSpec, top: Figure, scenario: str
+                      ) -> VendorComparison:
+    """The vendor tool on the best batch's artifact, same scenario, right after the suite's sweep;
+    a tool that cannot run here is recorded as such (and warned about), never a failed certification."""
+    from harness.errors import NotApplicable
+    from harness.vendor import vendor_tool_for
+
+    try:
+        tool = vendor_tool_for(chip.backend, chip.backend_options)
+        compiled = workbench.compile(spec, chip, top.batch_size, _source(workbench))
+        seconds = max(workbench.policy.timing.min_seconds, 2.0)
+        theirs = tool.run(compiled.artifact, compiled.target, scenario, device_id=workbench.device_id(),
+                          seconds=seconds, threads=workbench.cfg.threads)
+    except NotApplicable as exc:
+        warnings.warn(f"--compare-vendor-tool: {exc.reason()}", stacklevel=2)
+        return VendorComparison(vendor_note=f"not run: {exc.reason()}")
+    return VendorComparison(
+        vendor_tool=theirs.tool, vendor_tool_version=theirs.tool_version, vendor_command=theirs.command_line(),
+        vendor_batch_size=theirs.batch_size, vendor_images_per_s=round(theirs.images_per_s, 4),
+        vendor_clock=theirs.clock, vendor_streams=theirs.streams, vendor_requests=theirs.requests,
+        suite_images_per_s=round(top.images_per_s, 4),
+        suite_vs_vendor=round(top.images_per_s / theirs.images_per_s, 4),
+    )
 
 
 @pytest.mark.perf

@@ -34,7 +34,7 @@ from harness.localize.graph import sites, topological_nodes
 from harness.localize.run import LocalizationSummary
 from harness.localize.targets import OrtTarget, Program, Target
 from harness.localize.write import COLUMNS
-from harness.specs import FIXTURES_DIR, SpecError
+from harness.specs import FIXTURES_DIR, SpecError, load_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 VAL1300 = ROOT.parent / "shared" / "datasets" / "imagenet-val-1300"
@@ -273,20 +273,24 @@ def test_thresholds_judge_each_metric_at_its_bound() -> None:
 
 
 def test_thresholds_are_read_from_the_policy_table(tmp_path: Path) -> None:
-    policy = tmp_path / "policy.toml"
-    policy.write_text("[accuracy]\ntolerance_points = 1.0\n\n[localize]\nmin_cosine = 0.95\nmax_abs_diff = 3\n"
-                      "images = 8\n")
-    th = load_thresholds(policy)
+    """One reader for the whole policy file: the [localize] table is Policy.localize."""
+    text = (FIXTURES_DIR / "policy.toml").read_text()
+    without = text[: text.index("[localize]")]  # the other tables, as the project ships them
+
+    def policy(table: str) -> Path:
+        path = tmp_path / f"policy-{len(list(tmp_path.iterdir()))}.toml"
+        path.write_text(without + table)
+        return path
+
+    th = load_thresholds(policy("[localize]\nmin_cosine = 0.95\nmax_abs_diff = 3\nimages = 8\n"))
     assert (th.min_cosine, th.max_abs_diff, th.images) == (0.95, 3.0, 8)
     assert th.max_rmse == 1.0 and math.isinf(th.max_relative_diff)  # defaults where absent
-    (tmp_path / "none.toml").write_text("[accuracy]\ntolerance_points = 1.0\n")
-    assert load_thresholds(tmp_path / "none.toml") == Thresholds()
-    (tmp_path / "bad.toml").write_text("[localize]\nmin_cosin = 0.9\n")
+    assert load_thresholds(policy("")) == Thresholds()
     with pytest.raises(SpecError, match="min_cosin"):
-        load_thresholds(tmp_path / "bad.toml")
-    (tmp_path / "range.toml").write_text("[localize]\nmin_cosine = 1.5\n")
+        load_thresholds(policy("[localize]\nmin_cosin = 0.9\n"))
     with pytest.raises(SpecError, match="min_cosine"):
-        load_thresholds(tmp_path / "range.toml")
+        load_thresholds(policy("[localize]\nmin_cosine = 1.5\n"))
+    assert load_policy().localize == load_thresholds()
 
 
 def test_the_policy_files_thresholds_are_msits_debug_compare_defaults() -> None:

@@ -9,7 +9,7 @@ zeros, skipped work or returned stale buffers fails here, before any figure is r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from harness.specs import SINGLE_STREAM, ChipSpec, ModelSpec, TimingPolicy
 if TYPE_CHECKING:
     from harness.backends.base import Session
     from harness.data import PreparedDataset
+    from harness.run.cards import CardMeasurement
     from harness.run.workbench import Workbench
 
 
@@ -67,9 +68,15 @@ class Sweep:
         return [
             Figure(chip=self.chip, model=self.model, batch_size=m.batch_size, images_per_s=m.images_per_s,
                    unit="per_chip", clock=m.clock, source=source, scenario=m.scenario,
-                   note=f"{self.backend} {self.backend_version}, {self.precision}, {m.runs} runs, cv {m.latency_cv_percent:.1f}%")
+                   note=f"{self.backend} {self.backend_version}, {self.precision}, {m.runs} runs, {_spread(m)}")
             for m in self.measurements
         ]
+
+
+def _spread(m: Measurement) -> str:
+    if m.latency_cv_percent is None:  # offline: no per-request latency
+        return f"{m.streams} stream(s), {m.requests} request(s) in flight"
+    return f"cv {m.latency_cv_percent:.1f}%"
 
 
 def accuracy_mode_logits(session: Session, prepared: PreparedDataset, count: int) -> np.ndarray:
@@ -85,24 +92,76 @@ def accuracy_mode_logits(session: Session, prepared: PreparedDataset, count: int
 def time_one(session: Session, prepared: PreparedDataset, policy: TimingPolicy, scenario: str = SINGLE_STREAM) -> Point:
     """Time ``session`` in ``scenario`` on ring batches of real images and check their outputs
     against accuracy mode."""
-    indices = ring_indices(len(prepared), session.batch_size, policy.ring_images)
-    ring = int(max(int(i.max()) for i in indices)) + 1
+    indices, batches = ring_batches(prepared, session.batch_size, session.input_dtype, policy)
+    reference = accuracy_mode_logits(session, prepared, _ring_size(indices))
+    timed = measure(session, batches, policy, scenario=scenario)
+    return Point(measurement=timed.measurement, computed=_computed(reference, indices, timed.outputs, policy, ""))
+
+
+def ring_batches(prepared: PreparedDataset, batch_size: int, input_dtype: np.dtype, policy: TimingPolicy
+                 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The timed ring: image indices per batch and the batches as the session takes them."""
+    indices = ring_indices(len(prepared), batch_size, policy.ring_images)
     spec = prepared.spec
-    raw = session.input_dtype == np.uint8
+    raw = input_dtype == np.uint8
     batches = [np.asarray(prepared.images[idx]) if raw else normalize(np.asarray(prepared.images[idx]), spec.mean, spec.std)
                for idx in indices]
-    reference = accuracy_mode_logits(session, prepared, ring)
-    timed = measure(session, batches, policy, scenario=scenario)
-    expected = np.concatenate([reference[idx] for idx in indices[: len(timed.outputs)]], axis=0)
-    got = np.concatenate(timed.outputs, axis=0)
-    computed = parity(expected, got)
-    check = computed_check(computed, policy, session.batch_size, ring)
+    return indices, batches
+
+
+def _ring_size(indices: Sequence[np.ndarray]) -> int:
+    return int(max(int(i.max()) for i in indices)) + 1
+
+
+def _computed(reference: np.ndarray, indices: Sequence[np.ndarray], outputs: Sequence[np.ndarray],
+              policy: TimingPolicy, where: str) -> Parity:
+    """The timed outputs against the accuracy-mode logits of the same images (MLPerf TEST01)."""
+    expected = np.concatenate([reference[idx] for idx in indices[: len(outputs)]], axis=0)
+    computed = parity(expected, np.concatenate(outputs, axis=0))
+    check = computed_check(computed, policy, indices[0].shape[0], _ring_size(indices))
     if not check.passed:
         raise NotComputedError(
-            f"{check.line()}: the timing loop did not compute what the accuracy run computes, so its "
+            f"{where}{check.line()}: the timing loop did not compute what the accuracy run computes, so its "
             "throughput would not be a certification figure"
         )
-    return Point(measurement=timed.measurement, computed=computed)
+    return computed
+
+
+@dataclass(frozen=True)
+class CardPoint:
+    """The best batch on several devices of one card at once (harness.run.cards), computed-checked."""
+
+    card: CardMeasurement
+    computed: Mapping[int, Parity]
+
+    @property
+    def devices(self) -> str:
+        return ",".join(str(d) for d in self.card.devices)
+
+
+def card_point(workbench: Workbench, spec: ModelSpec, chip: ChipSpec, batch_size: int, source: str,
+               device_ids: Sequence[int], scenario: str = SINGLE_STREAM) -> CardPoint:
+    """``spec`` at ``batch_size`` timed on ``device_ids`` concurrently, one process per device; every
+    device's timed outputs must equal the accuracy-mode outputs (computed here, on the first device)."""
+    from harness.run.cards import SessionOpener, measure_card
+
+    policy = workbench.policy.timing
+    prepared = workbench.dataset(spec, source)
+    compiled = workbench.compile(spec, chip, batch_size, source)
+    for device in device_ids:
+        with on_chip(chip.name):
+            compiled.backend.preflight(device)
+    with compiled.open(device_ids[0], scenario=scenario) as session:
+        indices, batches = ring_batches(prepared, batch_size, session.input_dtype, policy)
+        reference = accuracy_mode_logits(session, prepared, _ring_size(indices))
+    opener = SessionOpener(backend=compiled.backend.name, options={"threads": workbench.cfg.threads, **chip.backend_options},
+                           artifact=compiled.artifact, target=compiled.target,
+                           num_classes=spec.num_classes, scenario=scenario)
+    with on_chip(chip.name):
+        card = measure_card(opener, device_ids, batches, policy, scenario)
+    computed = {d: _computed(reference, indices, outputs, policy, f"device {d}: ")
+                for d, outputs in card.per_device_outputs.items()}
+    return CardPoint(card=card, computed=computed)
 
 
 def run_sweep(workbench: Workbench, spec: ModelSpec, chip: ChipSpec, batch_sizes: Sequence[int],

@@ -7,6 +7,7 @@ SpecError naming the file, the entry, the field, what was expected and what was 
 
 from __future__ import annotations
 
+import math
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Mapping
@@ -30,6 +31,7 @@ from harness.specs.policy import (
     TOLERANCE_RULES,
     AccuracyTolerance,
     HistoryPolicy,
+    LocalizeThresholds,
     Policy,
     TimingPolicy,
     VerdictPolicy,
@@ -301,12 +303,29 @@ def load_policy(path: Path | None = None) -> Policy:
             "regression_throughput_percent", 0.0, 100.0, hist_defaults.regression_throughput_percent),
     )
     hist.finish()
-    # [localize] belongs to harness.localize (harness/localize/thresholds.py reads and checks it)
     extra = sorted(set(data) - {"accuracy", "conversion", "perf", "history", "localize"})
     if extra:
         raise SpecError(f"{path}: unknown table(s) {extra}; allowed: [accuracy], [conversion], [perf], [history], "
                         "[localize]")
-    return replace(policy, timing=timing, history=history, accuracy_tolerance=tolerance, verdicts=verdicts)
+    return replace(policy, timing=timing, history=history, accuracy_tolerance=tolerance, verdicts=verdicts,
+                   localize=_localize(Reader(str(path), "localize", data.get("localize", {}))))
+
+
+def _localize(r: Reader) -> LocalizeThresholds:
+    """``[localize]``: a missing field is its default (msit's thresholds, docs/localize.md)."""
+    d = LocalizeThresholds()
+    thresholds = LocalizeThresholds(
+        min_cosine=r.number("min_cosine", -1.0, 1.0, d.min_cosine),
+        max_rmse=r.number("max_rmse", 0.0, math.inf, d.max_rmse),
+        max_mean_relative_error=r.number("max_mean_relative_error", 0.0, math.inf, d.max_mean_relative_error),
+        max_abs_diff=r.number("max_abs_diff", 0.0, math.inf, d.max_abs_diff),
+        max_relative_diff=r.number("max_relative_diff", 0.0, math.inf, d.max_relative_diff),
+        images=r.integer("images", 1, 4096, d.images),
+        exposure_tolerance=r.number("exposure_tolerance", 0.0, math.inf, d.exposure_tolerance),
+        growth_factor=r.number("growth_factor", 1.0, math.inf, d.growth_factor),
+    )
+    r.finish()  # NaN is refused by the range checks above, a misspelt field here
+    return thresholds
 
 
 def _fraction(reader: Reader, key: str, default: object = ...) -> float:

@@ -8,7 +8,9 @@ result (the defaults below are what a missing [perf] or [history] table, or a mi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
 
 TOLERANCE_RULES = ("absolute", "relative")
 INCONCLUSIVE_POLICIES = ("fail", "allow")
@@ -83,6 +85,52 @@ class HistoryPolicy:
 
 
 @dataclass(frozen=True)
+class LocalizeThresholds:
+    """When a tensor is over threshold, and how localisation runs (fixtures/policy.toml [localize]).
+
+    The metric thresholds are msit's documented defaults for ``debug compare`` (its analyser flags
+    the first operator with CosineSimilarity < 0.99, RootMeanSquareError > 1.0 or MeanRelativeError
+    > 1.0; github.com/Ascend/msit ``msit/components/debug/compare/README_EN.md``, "Comparison Result
+    Analysis", and ``msquickcmp/net_compare/analyser.py`` ``MONITOR_THRESHOLD``; docs/localize.md).
+    msit has no threshold on the largest absolute or relative difference: ours default to infinity
+    (reported, never judged). The other fields are this suite's own choices (docs/localize.md).
+    """
+
+    min_cosine: float = 0.99  # msit: CosineSimilarity < 0.99
+    max_rmse: float = 1.0  # msit: RootMeanSquareError > 1.0
+    max_mean_relative_error: float = 1.0  # msit: MeanRelativeError > 1.0
+    max_abs_diff: float = math.inf  # msit has none: reported, not judged
+    max_relative_diff: float = math.inf  # msit has none: reported, not judged
+    images: int = 16  # the most divergent images the layer comparison runs on
+    # Exposing every tensor must not change the candidate's final error by more than this fraction,
+    # or the exposed run does not show the error being localised: bisect instead.
+    exposure_tolerance: float = 0.2
+    # Accumulated: some tensor after the first divergent one is this many times further from the
+    # reference (1 - cosine) than the first divergent one; local otherwise.
+    growth_factor: float = 2.0
+
+    def over(self, cosine: float, rmse: float, mean_relative_error: float, max_abs_diff: float,
+             max_relative_diff: float) -> tuple[str, ...]:
+        """The metrics over threshold (empty: within); a NaN (non-finite output) counts as over."""
+        reasons = []
+        if not cosine >= self.min_cosine:
+            reasons.append("cosine")
+        if not rmse <= self.max_rmse:
+            reasons.append("rmse")
+        if not mean_relative_error <= self.max_mean_relative_error:
+            reasons.append("mean_relative_error")
+        if not max_abs_diff <= self.max_abs_diff:
+            reasons.append("max_abs_diff")
+        if not max_relative_diff <= self.max_relative_diff:
+            reasons.append("max_relative_diff")
+        return tuple(reasons)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready (infinity as the string ``"inf"``: JSON has no infinity)."""
+        return {k: ("inf" if isinstance(v, float) and math.isinf(v) else v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
 class Policy:
     """fixtures/policy.toml, validated: the numbers the gates and the timing loop use."""
 
@@ -98,3 +146,4 @@ class Policy:
     # The tolerance as a rule; its ``points`` is always ``accuracy_tolerance_points``.
     accuracy_tolerance: AccuracyTolerance = AccuracyTolerance()
     verdicts: VerdictPolicy = VerdictPolicy()
+    localize: LocalizeThresholds = LocalizeThresholds()
