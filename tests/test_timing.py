@@ -15,6 +15,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from harness.backends.base import InferenceError
 from harness.backends.onnxruntime import OnnxRuntimeBackend
 from harness.cache import ArtifactCache
 from harness.data import (
@@ -309,3 +310,30 @@ def test_before_steady_runs_after_the_warm_up_and_before_the_first_timed_run() -
     assert timed.device_ms is not None and len(timed.device_ms) == timed.measurement.runs == 3
     assert all(b <= e for b, e in timed.run_spans_ns)
     assert all(e1 <= b2 for (_, e1), (b2, _) in zip(timed.run_spans_ns, timed.run_spans_ns[1:]))  # one at a time
+
+
+def test_onnx_runtime_offline_runs_one_thread_per_request_and_computes_the_same(model_path: Path) -> None:
+    """ONNX Runtime's offline layout on the CPU: ``threads`` requests in flight on one session, each
+    on one intra-op thread (OpenVINO THROUGHPUT's one stream per core); the same logits as one at a time."""
+    rng = np.random.default_rng(4)
+    batches = [rng.normal(size=(2, *SHAPE)).astype(np.float32) for _ in range(4)]
+    target = CompileTarget(chip="cpu", batch_size=2, input_shape=SHAPE, input_name="input")
+    backend = OnnxRuntimeBackend(threads=2)
+    with backend.open(model_path, target, num_classes=CLASSES, scenario="offline") as session:
+        assert (session.requests, session.streams) == (2, 2)
+        assert session._session.get_session_options().intra_op_num_threads == 1
+        timed = measure(session, batches, FAST, scenario="offline")
+    with backend.open(model_path, target, num_classes=CLASSES) as single:
+        assert (single.requests, single.streams) == (1, 1)
+        assert single._session.get_session_options().intra_op_num_threads == 2
+        for batch, out in zip(batches, timed.outputs):
+            np.testing.assert_allclose(out, single.infer(batch), rtol=1e-5, atol=1e-6)
+    assert (timed.measurement.requests, timed.measurement.streams) == (2, 2)
+
+
+def test_a_failed_offline_run_is_raised_by_wait_all(model_path: Path) -> None:
+    target = CompileTarget(chip="cpu", batch_size=2, input_shape=SHAPE, input_name="input")
+    with OnnxRuntimeBackend(threads=2).open(model_path, target, num_classes=CLASSES, scenario="offline") as session:
+        session.submit(np.zeros((2, *SHAPE), np.float64), lambda out: None)  # wrong dtype: refused in the worker
+        with pytest.raises(InferenceError, match="expected float32 input"):
+            session.wait_all()

@@ -69,10 +69,11 @@ from harness.backends.onnxruntime.providers import (
 )
 from harness.backends.onnxruntime.sessions import (
     OnnxRuntimeBoundSession,
+    OnnxRuntimeConcurrentSession,
     OnnxRuntimeSession,
     input_dtype,
 )
-from harness.specs import SINGLE_STREAM, CompileTarget
+from harness.specs import OFFLINE, SINGLE_STREAM, CompileTarget
 
 __all__ = [
     "ARTIFACT_NAME", "CPU", "CUDA", "INSTALL_HINT", "TENSORRT", "TRT_ENGINE_DIR", "OnnxRuntimeBackend",
@@ -172,11 +173,17 @@ class OnnxRuntimeBackend(Backend):
             **({"tensorrt": tensorrt_version()} if TENSORRT in self.providers else {}),
         }
 
-    def _options(self, ort: Any) -> Any:
+    def offline_requests(self) -> int:
+        """Requests in flight in the ``offline`` scenario on the CPU: one per thread (``threads``, or
+        every core), each run on one thread, as OpenVINO's THROUGHPUT mode makes one stream per core."""
+        return self.threads or os.cpu_count() or 1
+
+    def _options(self, ort: Any, threads: int | None = None) -> Any:
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
-        if self.threads:
-            opts.intra_op_num_threads = self.threads
+        threads = threads or self.threads
+        if threads:
+            opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return opts
@@ -212,10 +219,11 @@ class OnnxRuntimeBackend(Backend):
             del session
         return artifact
 
-    def _inference_session(self, artifact: Path, target: CompileTarget, engine_dir: Path | None, device_id: int) -> Any:
+    def _inference_session(self, artifact: Path, target: CompileTarget, engine_dir: Path | None, device_id: int,
+                           threads: int | None = None) -> Any:
         """An ORT InferenceSession on the planned providers; refuses a silent fallback to the CPU."""
         ort = load_ort()
-        opts = self._options(ort)
+        opts = self._options(ort, threads)
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         plan = self.plan(target, engine_dir, device_id)
         session = ort.InferenceSession(
@@ -235,11 +243,15 @@ class OnnxRuntimeBackend(Backend):
 
     @contextmanager
     def _session(
-        self, artifact: Path, target: CompileTarget, engine_dir: Path | None, device_id: int, num_classes: int
+        self, artifact: Path, target: CompileTarget, engine_dir: Path | None, device_id: int, num_classes: int,
+        scenario: str = SINGLE_STREAM,
     ) -> Iterator[OnnxRuntimeSession | OnnxRuntimeBoundSession]:
-        session = self._inference_session(artifact, target, engine_dir, device_id)
+        concurrent = scenario == OFFLINE and self.cpu_only and not self.io_binding
+        session = self._inference_session(artifact, target, engine_dir, device_id, threads=1 if concurrent else None)
         wrapped: OnnxRuntimeSession | OnnxRuntimeBoundSession
-        if self.io_binding:
+        if concurrent:
+            wrapped = OnnxRuntimeConcurrentSession(session, target, num_classes, self.offline_requests())
+        elif self.io_binding:
             wrapped = OnnxRuntimeBoundSession(session, target, num_classes, "cuda" if self.uses_gpu else "cpu", device_id)
         else:
             wrapped = OnnxRuntimeSession(session, target, num_classes)
@@ -255,15 +267,17 @@ class OnnxRuntimeBackend(Backend):
     ) -> Iterator[OnnxRuntimeSession | OnnxRuntimeBoundSession]:
         """Load ``artifact``; ``device_id`` (GPU providers) defaults to the backend's ``device_id``.
 
-        ONNX Runtime has no throughput mode and no asynchronous requests of its own: the same
-        session serves both scenarios, and ``offline`` runs one request at a time (its figures say
-        ``requests = 1``; its intra-op threads already use every core on one request)."""
+        ONNX Runtime has no throughput mode of its own. On the CPU, ``offline`` runs
+        :meth:`offline_requests` requests at once on one session, each on one intra-op thread
+        (``InferenceSession.run`` is thread-safe): the layout of OpenVINO's THROUGHPUT hint, one
+        stream per core. On a GPU (IOBinding, device-compute clock) ``offline`` runs one request at
+        a time and its figures say ``requests = 1``."""
         check_precision(self.providers, target.precision)
         if not self.cpu_only:
             self._require_available()
         engine_dir = Path(artifact).parent / TRT_ENGINE_DIR if TENSORRT in self.providers else None
         device = self.device_id if device_id is None else device_id
-        with self._session(Path(artifact), target, engine_dir, device, num_classes) as session:
+        with self._session(Path(artifact), target, engine_dir, device, num_classes, scenario) as session:
             yield session
 
     def describe(self) -> dict[str, Any]:

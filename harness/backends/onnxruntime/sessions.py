@@ -9,8 +9,10 @@ clock (and no such member): it is timed by the wall clock.
 
 from __future__ import annotations
 
+import threading
 import time
-from typing import Any, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -48,6 +50,42 @@ class OnnxRuntimeSession(Session):
         except Exception as exc:  # ORT raises its own exception types per failure kind
             raise InferenceError(f"onnxruntime failed on a batch of shape {batch.shape}: {exc}") from exc
         return check_logits(out, batch.shape[0], self._num_classes, "onnxruntime")
+
+
+class OnnxRuntimeConcurrentSession(OnnxRuntimeSession):
+    """An ORT session that also keeps ``requests`` runs in flight (:meth:`submit`), each on a worker
+    thread of its own: the ``offline`` scenario on the CPU. The session is opened with one intra-op
+    thread, so ``requests`` runs use ``requests`` cores (``streams == requests``)."""
+
+    def __init__(self, session: Any, target: CompileTarget, num_classes: int, requests: int):
+        super().__init__(session, target, num_classes)
+        self.requests = self.streams = max(1, int(requests))
+        self._slots = threading.BoundedSemaphore(self.requests)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list[Future[None]] = []
+
+    def submit(self, batch: np.ndarray, done: Callable[[np.ndarray], None]) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.requests, thread_name_prefix="ort-request")
+        self._slots.acquire()  # blocks while every request is busy
+
+        def run() -> None:
+            try:
+                out = self.infer(batch)
+            finally:
+                self._slots.release()
+            done(out)
+
+        self._pending.append(self._pool.submit(run))
+
+    def wait_all(self) -> None:
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()  # re-raises a failed run's InferenceError here
+
+    def __del__(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class OnnxRuntimeBoundSession(OnnxRuntimeSession):
