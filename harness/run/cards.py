@@ -14,7 +14,8 @@ CPU, PCIe, driver):
 - the card's figure is counted over the *common window*, from the latest first-timed-run start to
   the earliest last-timed-run end over the devices (``time.monotonic_ns``, system-wide on Linux),
   while every device was timing. A run inside it counts whole; a run straddling an edge counts pro
-  rata, ``batch_size x`` the fraction of its span inside (its images progress evenly over it). The
+  rata, ``batch_size x`` the fraction of its span inside (its images progress evenly over it; in
+  ``offline`` a span runs from submission to completion, and overlapping spans add up right). The
   wall figure: those images, all devices, over the window's seconds. When every device reports
   its compute time (ais_bench's NPU clock), the device figure is the sum over devices of
   ``1000 x batch / mean compute ms`` of the device's runs in the window (weighted the same way);
@@ -27,10 +28,12 @@ included; a child also ends when the parent dies). The orchestration is tested w
 the devices (tests/doubles/fake_card.py) and ONNX Runtime on two CPU "devices", not on Ascend
 hardware, which was not available.
 """
+
 from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import signal
 import threading
 import time
@@ -75,19 +78,14 @@ class CardUsageError(UsageError, ValueError):
     """What was asked cannot be measured as a card (no device, a repeated id, another scenario)."""
 
 
-# A child's exception, by its harness.errors category, becomes this class in the parent (any other: CardError).
-_CATEGORIES: dict[str, type[HarnessError]] = {
-    "not_applicable": CardUnavailable, "not_ready": CardNotReady, "usage": CardUsageError, "error": CardError}
-_BASES = (("not_applicable", NotApplicable), ("not_ready", NotReady), ("usage", UsageError))
+# A child's exception of a harness.errors category is raised in the parent as this class (any other: CardError).
+_CATEGORIES = ((NotApplicable, CardUnavailable), (NotReady, CardNotReady), (UsageError, CardUsageError))
 
 
 @dataclass(frozen=True)
 class SessionOpener:
     """What a device's process needs to open the compiled model: picklable, called with a device id.
-
-    ``options`` are the backend's options as :func:`harness.backends.base.get_backend` takes them
-    (fixtures/chips.toml's ``backend_options``, plus ``threads``).
-    """
+    ``options``: as :func:`~harness.backends.base.get_backend` takes them (chips.toml's, ``threads``)."""
 
     backend: str
     options: Mapping[str, Any]
@@ -118,7 +116,6 @@ class DeviceRun:
     outputs: tuple[np.ndarray, ...] = field(repr=False, compare=False)  # the first steady pass's
     ready_ns: int = 0  # warmed up, arrived at the barrier
     released_ns: int = 0  # left the barrier
-    pid: int = 0
 
 
 @dataclass(frozen=True)
@@ -135,7 +132,7 @@ class CardMeasurement:
     device_images_per_s: float | None  # sum of the devices' compute-clock figures in the window
 
     @property
-    def clock(self) -> str:
+    def clock(self) -> str:  # as a Measurement's
         return DEVICE_COMPUTE if self.device_images_per_s is not None else WALL
 
     @property
@@ -164,7 +161,7 @@ class CardMeasurement:
     @property
     def start_spread_ms(self) -> float:
         """The latest minus the earliest first-timed-run start over the devices."""
-        starts = [r.run_spans_ns[0][0] for r in self.devices.values()]
+        starts = [min(s for s, _ in r.run_spans_ns) for r in self.devices.values()]
         return (max(starts) - min(starts)) / 1e6
 
 
@@ -189,8 +186,8 @@ def card_measurement(runs: Mapping[int, DeviceRun], scenario: str = SINGLE_STREA
     if len(sizes) != 1:
         raise CardError(f"the devices ran batch sizes {sizes}; a card runs one compiled model")
     bs = sizes[0]
-    firsts = {d: r.run_spans_ns[0][0] for d, r in runs.items()}
-    lasts = {d: r.run_spans_ns[-1][1] for d, r in runs.items()}
+    firsts = {d: min(s for s, _ in r.run_spans_ns) for d, r in runs.items()}  # offline: runs overlap, and
+    lasts = {d: max(e for _, e in r.run_spans_ns) for d, r in runs.items()}  # may complete out of order
     start, end, t0 = max(firsts.values()), min(lasts.values()), min(firsts.values())
     timeline = "; ".join(f"device {d} from +{(firsts[d] - t0) / 1e9:.3f} s to +{(lasts[d] - t0) / 1e9:.3f} s"
                          for d in sorted(runs))
@@ -237,12 +234,11 @@ class _Job:  # what one device's process is given (pickled by spawn)
 def _exit_with_parent() -> None:
     """End this process as soon as the parent dies (a SIGKILLed run runs no cleanup)."""
     parent = multiprocessing.parent_process()
-    if parent is None:
-        return
 
     def watch() -> None:
-        parent.join()
-        os._exit(1)
+        if parent is not None:
+            parent.join()
+            os._exit(1)
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
@@ -271,20 +267,17 @@ def _device_main(job: _Job, conn: Connection) -> None:
             device_id=job.device_id, measurement=timed.measurement,
             run_spans_ns=tuple((int(s), int(e)) for s, e in timed.run_spans_ns),
             device_ms=None if timed.device_ms is None else tuple(float(v) for v in timed.device_ms),
-            outputs=tuple(timed.outputs), ready_ns=marks["ready"], released_ns=marks["released"], pid=os.getpid()))
+            outputs=tuple(timed.outputs), ready_ns=marks["ready"], released_ns=marks["released"]))
     except Exception as exc:
-        category = next((name for name, base in _BASES if isinstance(exc, base)), "error")
-        detail = (category, type(exc).__name__, str(exc), traceback.format_exc())
+        cls = next((card for base, card in _CATEGORIES if isinstance(exc, base)), CardError)
+        detail = (cls, type(exc).__name__, str(exc), traceback.format_exc())
         message = (_BROKEN, job.device_id, None) if marks["broken"] else (_FAILED, job.device_id, detail)
     try:
         conn.send(message)
     except (BrokenPipeError, EOFError):
         pass  # the parent is gone, or stopped listening
-    except Exception as exc:  # e.g. a result that does not pickle
-        conn.send((_FAILED, job.device_id, ("error", type(exc).__name__, f"could not send its result: {exc}",
-                                            traceback.format_exc())))
     finally:
-        conn.close()
+        conn.close()  # then the process exits through sys.exit (spawn): atexit handlers (ACL finalize) run
 
 
 def _names(ids: Any) -> str:
@@ -318,8 +311,7 @@ class _Card:
                 writer.close()
             self.procs[d] = proc
 
-    def _late(self) -> CardNotReady:
-        """The error for a deadline passed, or a barrier broken, naming the devices that were late."""
+    def _late(self) -> CardNotReady:  # a deadline passed or the barrier broke: name the late devices
         if len(self.ready) == len(self.ids):
             pending = [d for d in self.ids if d not in self.runs]
             return CardNotReady(f"device(s) {_names(pending)} did not finish timing within {self.finish_s:g} s of "
@@ -331,9 +323,7 @@ class _Card:
                             "the device still loading the model, hung, or in use by another process?")
 
     def _handle(self, d: int, message: tuple[Any, ...]) -> None:
-        kind, sender, payload = message
-        if sender != d:
-            raise CardError(f"device {d}'s process sent a message for device {sender}")
+        kind, _, payload = message
         if kind == _READY:
             self.ready[d] = payload
             if len(self.ready) == len(self.ids):
@@ -347,13 +337,11 @@ class _Card:
         elif kind == _BROKEN:
             raise self._late()
         else:  # _FAILED: the child's category, type, message and traceback
-            category, type_name, text, trace = payload
-            cls = _CATEGORIES.get(category, CardError)
+            cls, type_name, text, trace = payload
             keep = f"\n\nin device {d}'s process:\n{trace.rstrip()}" if cls is CardError else ""  # a tool broke
             raise cls(f"device {d}: {type_name}: {text}{keep}")
 
-    def collect(self) -> dict[int, DeviceRun]:
-        """Every device's run; raises on the first failure, death or missed deadline."""
+    def collect(self) -> dict[int, DeviceRun]:  # raises on the first failure, death or missed deadline
         while len(self.runs) < len(self.ids):
             left = self.deadline - time.monotonic()
             if left <= 0:
@@ -410,6 +398,10 @@ def measure_card(opener: Opener, device_ids: Sequence[int], batches: Sequence[np
     _check_scenario(scenario)
     if isinstance(opener, SessionOpener) and opener.scenario != scenario:
         raise CardUsageError(f"the sessions open for {opener.scenario!r} but the card is timed as {scenario!r}")
+    try:
+        pickle.dumps(opener)
+    except Exception as exc:  # spawn sends it to every device's process
+        raise CardUsageError(f"the opener {opener!r} cannot be sent to a device's process: {exc}") from exc
     ctx = multiprocessing.get_context("spawn")  # never fork: the parent holds runtime thread pools
     barrier = ctx.Barrier(len(ids))
     finish = finish_timeout_s if finish_timeout_s is not None else 2 * policy.max_seconds + 60.0
