@@ -146,6 +146,10 @@ def reference(spec: ModelSpec, module: nn.Module, prepared: data.PreparedDataset
 # One session per case, compiled once
 
 
+# case id -> (backend, artifact, target) of the compiled model its session was opened from
+COMPILED: dict[str, tuple[Any, Path, CompileTarget]] = {}
+
+
 @pytest.fixture(scope="module", params=CASES, ids=[c.id for c in CASES])
 def case_session(request: pytest.FixtureRequest, spec: ModelSpec, module: nn.Module, onnx_path: Path,
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Case, Session]]:
@@ -163,6 +167,7 @@ def case_session(request: pytest.FixtureRequest, spec: ModelSpec, module: nn.Mod
     # or open with BackendUnavailable naming the missing capability: harness.pytest.outcomes makes
     # that a skip with the backend's own message, here as everywhere.
     artifact = backend.compile(onnx_path, target, tmp_path_factory.mktemp(f"compiled-{case.id}"))
+    COMPILED[case.id] = (backend, artifact, target)
     with backend.open(artifact, target, num_classes=spec.num_classes) as session:
         yield case, session
 
@@ -197,6 +202,28 @@ def test_rows_do_not_depend_on_their_neighbours(case_session: tuple[Case, Sessio
     scale = np.abs(forward).max(axis=1, keepdims=True)
     assert (np.abs(backward - forward) / scale).max() <= case.batch_rtol
     assert (forward.argmax(axis=1) == backward.argmax(axis=1)).all()
+
+
+def test_offline_requests_compute_what_infer_computes(case_session: tuple[Case, Session], spec: ModelSpec,
+                                                     batch: np.ndarray) -> None:
+    """The offline scenario's session (submit / wait_all, several requests in flight where the
+    runtime has them) gives each batch the logits the single-stream session gives it."""
+    case, session = case_session
+    if case.id not in COMPILED:
+        pytest.skip(f"{case.id}: the torch reference is not a backend and has no offline scenario")
+    backend, artifact, target = COMPILED[case.id]
+    batches = (batch, np.ascontiguousarray(batch[::-1]))
+    got: dict[int, np.ndarray] = {}
+    with backend.open(artifact, target, num_classes=spec.num_classes, scenario="offline") as offline:
+        assert offline.requests >= 1 and offline.streams >= 1
+        for i, b in enumerate(batches * 2):
+            offline.submit(b, lambda out, i=i: got.__setitem__(i, out))
+        offline.wait_all()
+    assert sorted(got) == [0, 1, 2, 3]
+    for i, b in enumerate(batches * 2):
+        expected = session.infer(b)
+        scale = np.abs(expected).max(axis=1, keepdims=True)
+        assert got[i].shape == expected.shape and (np.abs(got[i] - expected) / scale).max() <= case.batch_rtol
 
 
 def test_the_same_input_twice_gives_identical_output(case_session: tuple[Case, Session], batch: np.ndarray) -> None:
