@@ -175,8 +175,8 @@ def test_seed_003_se_resnext50_every_ratio(seed_report: Path, seed_results: Path
 def test_headers_name_clock_unit_and_source(seed_report: Path) -> None:
     md = (seed_report / "report.md").read_text()
     header = next(line for line in md.split("(resnext50_32x4d)", 1)[1].splitlines() if line.startswith("| bs |"))
-    assert "Ascend310P3<br>device compute, per card<br>measured: Ascend310P3.csv (--measurements)" in header
-    assert "Ascend310<br>device compute, per card<br>baseline: Ascend310.csv (000_4d34db7f961b74c7.txt)" in header
+    assert "Ascend310P3<br>device compute, single-stream, per card<br>measured: Ascend310P3.csv (--measurements)" in header
+    assert "Ascend310<br>device compute, single-stream, per card<br>baseline: Ascend310.csv (000_4d34db7f961b74c7.txt)" in header
     assert "Ascend310P3/Ascend310<br>(>= 1.2)" in header and "Ascend310P3/T4<br>(>= 1.6)" in header
 
 
@@ -235,7 +235,7 @@ def test_two_machines_merge_into_one_report(seed_results: Path, tmp_path: Path) 
     md = paths.markdown.read_text()
     rows = table_rows(md, "resnext50_32x4d")
     assert rows["bs1"][:3] == ["1413.46", "642.98", "800"] and rows["bs4"][2] == DASH
-    assert "T4<br>device compute, per card<br>measured: measured on gpu-box, run night1-gpu-box" in md
+    assert "T4<br>device compute, single-stream, per card<br>measured: measured on gpu-box, run night1-gpu-box" in md
     # The 310P3 machine's gate compared with the T4 CSV; the table shows tonight's T4: both are said.
     assert ("gate PASSED in run {}: recorded ratio 2.7650 (bs32 vs T4 bs64, need >= 1.6); the table's T4 column "
             "shows T4 as measured in these results, the gate compared with its baseline figure 1451.07 "
@@ -272,7 +272,7 @@ def test_history_flags_top1_and_throughput_regressions(seed_results: Path, tmp_p
     results = load_results(_two_nights(seed_results, tmp_path, top1_drop=2.0, perf_factor=0.8))
     assert [r.run_id for r in results.runs][1] == "night2-vm"
     history = model_history(results, "resnext50_32x4d")
-    seeds = Configuration(model="resnext50_32x4d", chip="Ascend310P3", source=MEASUREMENTS)
+    seeds = Configuration(model="resnext50_32x4d", chip="Ascend310P3", source=MEASUREMENTS, scenario="single-stream")
     assert [p.throughput[seeds] for p in history.points] == [(32, 4012.15), (32, 3209.72)]
     found = all_regressions(results, load_policy().history)
     assert [(r.model, r.what) for r in found] == [
@@ -558,7 +558,7 @@ def test_schema_0_results_load_and_report(v0_report: Path) -> None:
         assert row in accuracy
     assert "cpu (--predictions): predictions read from /tmp/v0/preds/efficientnet_lite0 (ais_bench txt:64" in accuracy
     throughput = section(md, "(efficientnet_lite0)", "### History")
-    assert "cpu onnxruntime fp32<br>wall, per card" in throughput and "cpu openvino fp32<br>wall, per card" in throughput
+    assert "cpu onnxruntime fp32<br>wall, single-stream, per card" in throughput and "cpu openvino fp32<br>wall, single-stream, per card" in throughput
     assert table_rows(md, "efficientnet_lite0")["best"] == ["69.7239 (bs1)", "34.893 (bs4)"]
     history = section(md, "(efficientnet_lite0)", "\n## ")
     for header in ("top-1 / top-5<br>cpu onnxruntime fp32 bs8", "top-1 / top-5<br>cpu openvino fp32 bs8",
@@ -683,3 +683,32 @@ def test_the_rendered_verdicts_keep_rows_of_one_height_and_colour_inconclusive_a
             continue
         heights = [row["height"] for row in table["rows"]]
         assert max(heights) <= 1.6 * min(heights), (table["css"], heights)
+
+
+def test_offline_columns_vendor_figures_and_whole_cards_are_shown_as_recorded(tmp_path: Path) -> None:
+    """Two scenarios of one configuration are two columns; the vendor tool's figure and the whole
+    card measured together are notes under the table, with the recorded numbers."""
+    def perf(scenario: str, ips: float, **extra: Any) -> dict[str, Any]:
+        return {"run_id": "r1", "test": f"acceptance/test_perf.py::test_throughput[m-cpu-{scenario}]",
+                "outcome": "passed", "phase": "call", "time": "2026-11-30T12:00:00+0000", "host": "vm", "kind": "perf",
+                "model": "efficientnet_lite0", "chip": "cpu", "backend": "openvino", "precision": "fp32",
+                "input_dtype": "float32", "source": MEASURED, "scenario": scenario, "images_per_s_bs1": ips,
+                "scenario_bs1": scenario, "clock_bs1": "wall", "best_batch": 1, "best_images_per_s": ips,
+                "best_images_per_s_per_card": ips, "unit": "per_chip", "clock": "wall", "devices_per_card": 1, **extra}
+
+    records = [perf("single-stream", 101.5, vendor_tool="benchmark_app", vendor_batch_size=1,
+                    vendor_images_per_s=100.0, vendor_clock="wall", suite_images_per_s=101.5, suite_vs_vendor=1.015),
+               perf("offline", 160.25, per_card_measured=301.0, per_card_from_chip_x4=160.25,
+                    per_card_devices="0,1", per_card_window_s=2.5, vendor_note="not run: no tool here"),
+               run_record("r1", "2026-11-30T12:00:00+0000", "vm", ["cpu"])]
+    results = load_results(write_records(tmp_path / "results.jsonl", records))
+    table = throughput_table(results, "efficientnet_lite0")
+    assert table is not None
+    assert [c.name for c in table.columns] == ["cpu openvino fp32", "cpu openvino fp32 offline"]
+    assert [c.figures for c in table.columns] == [{1: 101.5}, {1: 160.25}]
+    md = write_report(results, tmp_path / "report").markdown.read_text()
+    assert "cpu openvino fp32 offline<br>wall, offline, per card" in md
+    assert ("benchmark_app on the same artifact, bs1, same scenario: 100 images/s (wall); the suite's 101.5 is "
+            "1.0150 x the tool's") in md
+    assert "vendor tool not run: no tool here" in md
+    assert "devices 0,1 measured together at bs1: 301 images/s per card over 2.5 s; one chip x devices per card: 160.2" in md

@@ -12,7 +12,7 @@ measured tonight).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping
 
@@ -30,10 +30,10 @@ from harness.report.tables import (
     short,
     status_of,
 )
-from harness.specs import ChipSpec, load_chips
+from harness.specs import SINGLE_STREAM, ChipSpec, load_chips
 
 CLOCK_NAMES = {"device_compute": "device compute", "wall": "wall"}
-NAME_FIELDS = ("chip", "backend", "precision", "input_dtype")
+NAME_FIELDS = ("chip", "backend", "precision", "input_dtype", "scenario")
 
 
 def clock_name(clock: str | None) -> str:
@@ -117,6 +117,7 @@ def _measured_column(record: PerfRecord) -> ChipColumn:
     notes: list[Text] = []
     if record.best.unit == "per_chip" and (record.best.devices_per_card or 1) > 1:
         notes.append(f"per-chip figures x {record.best.devices_per_card} chips per card")
+    notes += _vendor_and_card_notes(record)
     note = reason_note(f"run {run_id}", record)
     if note is not None:
         notes.append(note)
@@ -124,18 +125,41 @@ def _measured_column(record: PerfRecord) -> ChipColumn:
                       origin="measured", source=source, record=record, notes=tuple(notes), best=record.best_per_card())
 
 
+def _vendor_and_card_notes(record: PerfRecord) -> list[Text]:
+    """What --compare-vendor-tool and a whole-card measurement recorded beside the sweep."""
+    notes: list[Text] = []
+    v, b = record.vendor, record.best
+    if v.vendor_tool and v.vendor_images_per_s is not None:
+        notes.append(f"{v.vendor_tool} on the same artifact, bs{v.vendor_batch_size}, same scenario: "
+                     f"{fmt_figure(v.vendor_images_per_s)} images/s ({clock_name(v.vendor_clock)}); the suite's "
+                     f"{fmt_figure(v.suite_images_per_s)} is {fmt_ratio(v.suite_vs_vendor)} x the tool's")
+    elif v.vendor_note:
+        notes.append(f"vendor tool {v.vendor_note}")
+    if b.per_card_measured is not None:
+        x4 = f"; one chip x devices per card: {fmt_figure(b.per_card_from_chip_x4)}" if b.per_card_from_chip_x4 else ""
+        notes.append(f"devices {b.per_card_devices} measured together at bs{b.best_batch}: "
+                     f"{fmt_figure(b.per_card_measured)} images/s per card over {b.per_card_window_s:g} s{x4}")
+    return notes
+
+
 def _baseline_column(chip: ChipSpec, model: str, baselines_dir: Path | None) -> ChipColumn:
+    """The baseline file's single-stream figures (the seeds'), or its one scenario when it has no other."""
     path = baseline_path(chip.name, baselines_dir)
     config = Configuration(model=model, chip=chip.name, source=BASELINE)
     try:
-        figures: list[Figure] = [f for f in load_baselines(chip.name, baselines_dir) if f.model == model]
+        every: list[Figure] = [f for f in load_baselines(chip.name, baselines_dir) if f.model == model]
     except BaselineError as exc:
         return ChipColumn(chip.name, config, {}, "", "baseline", path.name, notes=(f"unreadable baseline file: {exc}",))
-    if not figures:
+    if not every:
         return ChipColumn(chip.name, config, {}, "", "baseline", path.name,
                           notes=(f"no {chip.name} figures for {model} in {path}",))
+    scenarios = sorted({f.scenario for f in every})
+    shown = SINGLE_STREAM if SINGLE_STREAM in scenarios else scenarios[0]
+    figures = [f for f in every if f.scenario == shown]
+    config = replace(config, scenario=shown)
     clocks = sorted({f.clock for f in figures})
-    notes: list[Text] = []
+    notes: list[Text] = [f"{', '.join(s for s in scenarios if s != shown)} rows of {path.name} not shown (the gates "
+                         "compare each scenario with its own)"] if len(scenarios) > 1 else []
     if any(f.unit == "per_chip" for f in figures) and chip.devices_per_card > 1:
         notes.append(f"per-chip figures x {chip.devices_per_card} chips per card")
     top = best_batch(figures)
@@ -251,7 +275,7 @@ def _best_ratio_cell(r: RatioColumn) -> Text:
 
 
 def _column_header(c: ChipColumn) -> str:
-    clock = f"{clock_name(c.clock)}, per card" if c.figures else "no figures"
+    clock = f"{clock_name(c.clock)}, {c.config.scenario or SINGLE_STREAM}, per card" if c.figures else "no figures"
     return f"{c.name}\n{clock}\n{c.origin}: {c.source}"
 
 
