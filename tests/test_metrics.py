@@ -197,3 +197,29 @@ def test_parity_cosine_of_zero_and_small_rows() -> None:
         assert small.min_cosine == pytest.approx(0.03 / math.sqrt(0.02 * 0.05))
         assert small.max_rel_diff == pytest.approx(1.0)
         assert parity(zero, zero + 1e-9).max_rel_diff == np.inf
+
+
+def test_topk_equals_a_stable_full_sort_on_random_tied_and_non_finite_logits() -> None:
+    """The fast top-k (partition, then a sort of k values) is exactly the stable argsort it
+    replaces: ties at and above the k-th place go to the lower class index."""
+    rng = np.random.default_rng(18)
+    for trial in range(400):
+        n, c, k = int(rng.integers(1, 40)), int(rng.integers(1, 30)), int(rng.integers(1, 8))
+        x = (rng.normal(size=(n, c)) if trial % 3 == 0 else
+             rng.integers(0, 4, size=(n, c)) if trial % 3 == 1 else np.round(rng.normal(size=(n, c)), 1)).astype(np.float32)
+        if trial % 50 == 7:
+            x[0, 0] = np.nan
+        expected = np.argsort(-x, axis=1, kind="stable")[:, :min(k, c)]
+        np.testing.assert_array_equal(topk_predictions(x, k), expected, err_msg=f"trial {trial}")
+
+
+def test_accuracy_of_the_per_image_correctness_equals_accuracy_of_the_logits() -> None:
+    from harness.judge.gates import topk_correct
+    from harness.judge.metrics import accuracy_of
+
+    rng = np.random.default_rng(5)
+    logits = rng.normal(size=(300, 20)).astype(np.float32)
+    labels = rng.integers(0, 20, size=300)
+    assert accuracy_of(topk_correct(logits, labels)) == accuracy(logits, labels)
+    with pytest.raises(MetricsError, match="no images"):
+        accuracy_of({"top1": np.zeros(0, bool), "top5": np.zeros(0, bool)})

@@ -2,9 +2,10 @@
 
 At the end of a session that used the workbench, its stage clock (harness.run.stages) is written
 atomically to ``<report-dir>/stages.json`` (none with ``--no-report``): the seconds and calls per
-stage, the session's wall time from ``pytest_sessionstart`` to the end of ``pytest_sessionfinish``
-(``session_seconds``) and that finish alone (``session_finish_seconds``: the results file's run
-line, the report and the fixtures' teardown). Under pytest-xdist every worker has its own
+stage, the session's start (``started_at``, epoch seconds), its wall time from
+``pytest_sessionstart`` to the end of ``pytest_sessionfinish`` (``session_seconds``) and that
+finish alone (``session_finish_seconds``: the results file's run line, the report and the
+fixtures' teardown). Under pytest-xdist every worker has its own
 workbench and writes its own ``stages-<worker>.json`` (``stages-gw0.json``...); nothing merges
 them, and the controller, which writes the results and the report, has no workbench and writes
 no stage file, so its finish is not measured there.
@@ -88,7 +89,8 @@ def stages_path(config: pytest.Config) -> Path:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    session.config.stash.setdefault(_SESSION, {})["started"] = time.perf_counter()
+    state = session.config.stash.setdefault(_SESSION, {})
+    state["started"], state["started_at"] = time.perf_counter(), time.time()
 
 
 @pytest.hookimpl(wrapper=True)
@@ -113,7 +115,7 @@ def _write_stages(config: pytest.Config, finishing: float, exitstatus: int) -> N
     try:
         write_stages(path, bench.clock, worker=os.environ.get("PYTEST_XDIST_WORKER"), host=socket.gethostname(),
                      pid=os.getpid(), exit_status=exitstatus, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                     session_seconds=round(now - state.get("started", finishing), 6),
+                     started_at=state.get("started_at"), session_seconds=round(now - state.get("started", finishing), 6),
                      session_finish_seconds=round(now - finishing, 6))
     except OSError as exc:  # a measurement, never a lost run
         print(f"warning: stage times not written to {path}: {exc}", file=sys.stderr)

@@ -27,7 +27,7 @@ import time
 from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from harness.cache import atomic_write_bytes
 
@@ -39,7 +39,8 @@ STAGES = ("listing", "preprocessing", "model", "export", "compile", "session", "
 class StageClock:
     """Wall seconds and entry counts per stage name; thread-safe, innermost stage pays."""
 
-    def __init__(self) -> None:
+    def __init__(self, timer: Callable[[], float] = time.perf_counter) -> None:
+        self._timer = timer  # seconds; injectable for tests
         self._lock = threading.Lock()
         self._seconds: dict[str, float] = defaultdict(float)
         self._calls: dict[str, int] = defaultdict(int)
@@ -59,7 +60,7 @@ class StageClock:
     def stage(self, name: str) -> Iterator[None]:
         """Charge the block's wall time (minus nested stages) and one call to ``name``."""
         stack = self._stack()
-        now = time.perf_counter()
+        now = self._timer()
         if stack:  # pause the enclosing stage: charge it up to here
             outer = stack[-1]
             self._charge(outer[0], now - outer[1])
@@ -70,7 +71,7 @@ class StageClock:
         try:
             yield
         finally:
-            now = time.perf_counter()
+            now = self._timer()
             stack.pop()
             self._charge(name, now - frame[1])
             if stack:  # resume the enclosing stage from here

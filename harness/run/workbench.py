@@ -29,7 +29,7 @@ from harness.backends.torch_ref import TorchSession
 from harness.cache import ArtifactCache, default_cache_root, file_sha256
 from harness.data.coverage import Coverage, coverage
 from harness.judge.gates import topk_correct
-from harness.judge.metrics import Accuracy, Parity, accuracy, parity
+from harness.judge.metrics import Accuracy, Parity, accuracy_of, check_scorable, parity
 from harness.run.infer import run_all
 from harness.run.reference import cached_reference, reference_origin
 from harness.run.stages import StageClock
@@ -341,9 +341,11 @@ class Workbench:
         ref_logits, origin = self._reference(loaded, prepared)
         listing = prepared.listing
         with self.clock.stage("scoring"):
-            scored, ref_scored = accuracy(logits, prepared.labels), accuracy(ref_logits, prepared.labels)
-            agreement = parity(ref_logits, logits)
+            check_scorable(logits, prepared.labels)
+            check_scorable(ref_logits, prepared.labels)
             ref_correct, correct = topk_correct(ref_logits, prepared.labels), topk_correct(logits, prepared.labels)
+            scored, ref_scored = accuracy_of(correct), accuracy_of(ref_correct)  # one ranking per logits array
+            agreement = parity(ref_logits, logits)
             covered = coverage(listing, self.cfg.limit if source == "imagenet" else None)
         return Evaluation(
             model=spec.name,
