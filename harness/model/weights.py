@@ -49,10 +49,10 @@ class WeightsInfo:
 
     - :meth:`export_key_fields`: what decides the weights' *values* (checkpoint SHA-256, or seed
       plus calibration); part of the ONNX export cache key. The file's path is left out, so a
-      moved or re-downloaded checkpoint reuses its export.
+      moved or re-downloaded checkpoint reuses its export, and the key of the torch reference
+      logits (``harness.run.reference``: reusable on another machine).
     - :meth:`provenance`: every field, where the weights came from (``source``: path or
-      ``package:...``) included; what manifests and result records store, and what keys the
-      torch reference logits (``harness.run.workbench``).
+      ``package:...``) included; what manifests and result records store.
 
     ``calibration_sha256`` identifies the images random weights' BatchNorm statistics were
     calibrated on (None: pretrained, or random without calibration): two calibrations on
@@ -68,14 +68,14 @@ class WeightsInfo:
     def provenance(self) -> dict[str, Any]:
         """Which weights and where they came from, as a JSON-ready dict: every field, ``source`` included.
 
-        Recorded in manifests and result records (a reader wants to know which file ran), and
-        the key of the torch reference logits, so a checkpoint found at another path recomputes
-        those once. Not the export key: see :meth:`export_key_fields`.
+        Recorded in manifests and result records (a reader wants to know which file ran). Not a
+        cache key: see :meth:`export_key_fields`.
         """
         return asdict(self)
 
     def export_key_fields(self) -> dict[str, Any]:
-        """What decides the weights' values, and so the exported ONNX file (its cache key's ``weights``).
+        """What decides the weights' values, and so the exported ONNX file (its cache key's ``weights``)
+        and the torch reference logits.
 
         The source path does not: the same checkpoint may move. Pretrained: kind and SHA-256;
         random: kind, seed, calibration set and batching. For what is recorded, see :meth:`provenance`.
