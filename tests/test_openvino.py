@@ -242,3 +242,22 @@ def test_offline_compiles_for_throughput_and_keeps_several_requests_in_flight(on
     fixed = OpenVinoBackend(performance_hint="LATENCY")
     with fixed.open(artifact, t, num_classes=CLASSES, scenario="offline") as session:
         assert session.info["performance_hint"] == "LATENCY"  # the chip's option wins, and is recorded
+
+
+def test_offline_inputs_are_wrapped_once_per_batch_and_read_only_batches_run(onnx_path: Path, tmp_path: Path,
+                                                                          weight: np.ndarray, batch: np.ndarray) -> None:
+    backend = OpenVinoBackend(threads=1)
+    t = target()
+    artifact = compiled(backend, onnx_path, tmp_path, t)
+    frozen = batch.copy()
+    frozen.setflags(write=False)  # as a memory-mapped dataset hands it out
+    got: list[np.ndarray] = []
+    with backend.open(artifact, t, num_classes=CLASSES, scenario="offline") as session:
+        for b in (batch, frozen, batch):
+            session.submit(b, got.append)
+        assert len(session._tensors) == 2  # one tensor per distinct batch array, reused
+        session.wait_all()
+        assert session._tensors == {}
+    assert len(got) == 3
+    for out in got:
+        np.testing.assert_allclose(out, expected(batch, weight), rtol=1e-5, atol=1e-6)

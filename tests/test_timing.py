@@ -225,6 +225,7 @@ class ThreadedRequestsSession:
         self._call_back = call_back
         self._count = 0
         self.in_flight_max = 0
+        self.callbacks = 0
         self._in_flight = 0
         self._lock = threading.Lock()
 
@@ -251,7 +252,8 @@ class ThreadedRequestsSession:
             with self._lock:
                 self._in_flight -= 1
             self._slots.release()
-            if self._call_back:
+            self.callbacks += done is not None
+            if self._call_back and done is not None:
                 done(out)
 
         self._pending.append(self._pool.submit(work))
@@ -337,3 +339,19 @@ def test_a_failed_offline_run_is_raised_by_wait_all(model_path: Path) -> None:
         session.submit(np.zeros((2, *SHAPE), np.float64), lambda out: None)  # wrong dtype: refused in the worker
         with pytest.raises(InferenceError, match="expected float32 input"):
             session.wait_all()
+
+
+def test_offline_without_every_span_observes_only_the_first_pass() -> None:
+    """The sweep's offline loop: after the first pass no completion calls back (nothing runs on
+    the host while the device works); the figure is over the whole loop, the outputs are the first pass's."""
+    rng = np.random.default_rng(2)
+    batches = [rng.normal(size=(2, *SHAPE)).astype(np.float32) for _ in range(3)]
+    session = ThreadedRequestsSession(requests=2)
+    timed = measure(session, batches, TimingPolicy(warmup_runs=0, min_runs=10, min_seconds=0.0), scenario="offline",
+                    every_span=False)
+    assert session.callbacks == 3 and len(timed.outputs) == 3 and timed.measurement.runs >= 10
+    for batch, out in zip(batches, timed.outputs):
+        np.testing.assert_array_equal(out, session.infer(batch))
+    last_end = max(end for _, end in timed.run_spans_ns)
+    assert all(end == last_end for _, end in timed.run_spans_ns[3:])
+    assert timed.measurement.images_per_s == pytest.approx(timed.measurement.runs * 2 / timed.measurement.seconds)

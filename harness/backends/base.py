@@ -57,11 +57,14 @@ class Session(ABC):
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, H, W) of ``input_dtype`` with N <= batch_size -> (N, classes) float32 logits."""
 
-    def submit(self, batch: np.ndarray, done: Callable[[np.ndarray], None]) -> None:
-        """Start ``batch`` (a full batch, kept unchanged until ``done`` is called) and call ``done``
-        with its logits when it completes; blocks while all ``requests`` are busy. The default runs
-        it synchronously: the session then has one request in flight, as it says."""
-        done(self.infer(batch))
+    def submit(self, batch: np.ndarray, done: Callable[[np.ndarray], None] | None) -> None:
+        """Start ``batch`` (a full batch, kept unchanged until it completes) and call ``done`` with
+        its logits when it completes (``None``: nothing is called and the output is not read);
+        blocks while all ``requests`` are busy. The default runs it synchronously: the session then
+        has one request in flight, as it says."""
+        out = self.infer(batch)
+        if done is not None:
+            done(out)
 
     def wait_all(self) -> None:
         """Return when every submitted batch has completed and called back."""

@@ -94,7 +94,7 @@ def time_one(session: Session, prepared: PreparedDataset, policy: TimingPolicy, 
     against accuracy mode."""
     indices, batches = ring_batches(prepared, session.batch_size, session.input_dtype, policy)
     reference = accuracy_mode_logits(session, prepared, _ring_size(indices))
-    timed = measure(session, batches, policy, scenario=scenario)
+    timed = measure(session, batches, policy, scenario=scenario, every_span=False)  # one figure per loop
     return Point(measurement=timed.measurement, computed=_computed(reference, indices, timed.outputs, policy, ""))
 
 

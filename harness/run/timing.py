@@ -127,10 +127,14 @@ def _single_stream(session: Session, batches: Sequence[np.ndarray], policy: Timi
     return spans, outputs, start
 
 
-def _offline(session: Session, batches: Sequence[np.ndarray], policy: TimingPolicy
+def _offline(session: Session, batches: Sequence[np.ndarray], policy: TimingPolicy, every_span: bool = True
              ) -> tuple[list[tuple[int, int]], list[np.ndarray], int]:
     """``session.requests`` requests in flight (:meth:`Session.submit` blocks while all are busy):
-    (submitted, completed) of every run in submission order, the first pass's outputs, the start."""
+    (submitted, completed) of every run in submission order, the first pass's outputs, the start.
+
+    With ``every_span`` False, the runs after the first pass are submitted without a callback
+    (``done=None``): no Python runs when they complete, as in ``benchmark_app``'s loop, and each
+    span's end is the end of the loop (only the figure over the whole loop is wanted)."""
     clock = time.monotonic_ns
     ring = len(batches)
     ends: dict[int, int] = {}
@@ -150,9 +154,13 @@ def _offline(session: Session, batches: Sequence[np.ndarray], policy: TimingPoli
     while _keep_going(len(submitted), now - start, policy, ring):
         run = len(submitted)
         submitted.append(clock())
-        session.submit(batches[run % ring], lambda out, run=run: done(run, out))
+        callback = (lambda out, run=run: done(run, out)) if every_span or run < ring else None
+        session.submit(batches[run % ring], callback)
         now = clock()
     session.wait_all()
+    finished = clock()
+    if not every_span:
+        ends.update({run: finished for run in range(ring, len(submitted))})
     if len(ends) != len(submitted):
         raise TimingError(f"the session completed {len(ends)} of {len(submitted)} submitted runs; "
                           "its submit() must call back once per batch before wait_all() returns")
@@ -161,12 +169,16 @@ def _offline(session: Session, batches: Sequence[np.ndarray], policy: TimingPoli
 
 
 def measure(session: Session, batches: Sequence[np.ndarray], policy: TimingPolicy, scenario: str = SINGLE_STREAM,
-            before_steady: Callable[[], None] | None = None) -> Timed:
+            before_steady: Callable[[], None] | None = None, every_span: bool = True) -> Timed:
     """Time ``session`` over ``batches`` (full batches of real images, cycled) in ``scenario``.
 
     Stops submitting after at least ``policy.min_runs`` runs and ``policy.min_seconds`` of steady
     state, or at ``policy.max_seconds`` once the minimum count is reached. ``before_steady`` runs
     after the warm-up, right before the first timed run (the whole-card measurement's barrier).
+    ``every_span=False`` (offline only): completions after the first pass are not observed one by
+    one, which costs the host nothing while the device works; ``run_spans_ns`` then end at the
+    loop's end for those runs, so only a whole-loop figure may be taken from them (the sweep;
+    the whole-card window needs every span).
     """
     if scenario not in SCENARIOS:
         raise TimingError(f"unknown scenario {scenario!r}; known: {', '.join(SCENARIOS)}")
@@ -178,8 +190,10 @@ def measure(session: Session, batches: Sequence[np.ndarray], policy: TimingPolic
     if before_steady is not None:
         before_steady()
 
-    loop = _offline if scenario == OFFLINE else _single_stream
-    spans, outputs, start = loop(session, batches, policy)
+    if scenario == OFFLINE:
+        spans, outputs, start = _offline(session, batches, policy, every_span)
+    else:
+        spans, outputs, start = _single_stream(session, batches, policy)
     run = len(spans)
     seconds = (max(end for _, end in spans) - start) / 1e9
     wall_ips = run * bs / seconds if seconds > 0 else math.inf

@@ -64,7 +64,7 @@ class OnnxRuntimeConcurrentSession(OnnxRuntimeSession):
         self._pool: ThreadPoolExecutor | None = None
         self._pending: list[Future[None]] = []
 
-    def submit(self, batch: np.ndarray, done: Callable[[np.ndarray], None]) -> None:
+    def submit(self, batch: np.ndarray, done: Callable[[np.ndarray], None] | None) -> None:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.requests, thread_name_prefix="ort-request")
         self._slots.acquire()  # blocks while every request is busy
@@ -74,7 +74,8 @@ class OnnxRuntimeConcurrentSession(OnnxRuntimeSession):
                 out = self.infer(batch)
             finally:
                 self._slots.release()
-            done(out)
+            if done is not None:
+                done(out)
 
         self._pending.append(self._pool.submit(run))
 
