@@ -99,8 +99,9 @@ def _figures_under_test(
         figures = [f for f in theirs if f.scenario == options.scenario]
         if not figures:
             other = sorted({f.scenario for f in theirs})
-            pytest.skip(f"no {options.scenario} {chip.name} figures for {spec.name} in --measurements "
-                        f"{options.measurements}" + (f" (it has {', '.join(other)}: --scenario {other[0]})" if other else "")
+            kind = f" {options.scenario}" if other else ""
+            pytest.skip(f"no{kind} {chip.name} figures for {spec.name} in --measurements {options.measurements}"
+                        + (f" (it has {', '.join(other)}: --scenario {other[0]})" if other else "")
                         + ": its source gives none, so this chip is not certified for this model")
         record.update(origin=Origin(figures_from=str(options.measurements),
                                     computed_check="not applicable: figures measured elsewhere (--measurements)"),
