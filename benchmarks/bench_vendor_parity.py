@@ -51,6 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="host threads for both sides (default: OpenVINO's)")
     p.add_argument("--precision", default="fp32", help="fp32 (default), bf16 or fp16")
     p.add_argument("--weights", default="random", help="random (default) or pretrained")
+    p.add_argument("--ring-images", type=int, default=None,
+                   help="images the suite cycles (default: fixtures/policy.toml's ring, 128); 1 feeds one "
+                   "cache-resident input, as benchmark_app's pre-filled tensor")
     return p.parse_args(argv)
 
 
@@ -83,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     if reason:
         print(f"cannot compare: {reason}", file=sys.stderr)
         return 2
-    timing = replace(policy.timing, min_seconds=args.seconds, max_seconds=max(policy.timing.max_seconds, 3 * args.seconds))
+    timing = replace(policy.timing, min_seconds=args.seconds, max_seconds=max(policy.timing.max_seconds, 3 * args.seconds),
+                     ring_images=args.ring_images or policy.timing.ring_images)
     prepared = bench.dataset(spec, "embedded")
     print(f"{args.model} bs{args.batch_size} {args.precision}, IR {compiled.artifact}")
     print(f"OpenVINO {compiled.backend.version()}; benchmark_app {tool.version()}; {args.pairs} pairs of "
