@@ -9,7 +9,7 @@ parts below turn an :class:`~harness.run.workbench.Evaluation` or a
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from harness.judge.baselines import Figure
 from harness.records.parts import (
@@ -62,8 +62,21 @@ def evaluation_parts(ev: Evaluation, config: Configuration, dataset_name: str | 
             delta_top5_vs_reference=round(ev.accuracy.top5 - ev.reference.top5, 4),
             top1_agreement=round(ev.agreement.top1_agreement, 4),
             max_abs_diff=float(f"{ev.agreement.max_abs_diff:.4g}"),
+            reference_computed=reference_computed(ev.reference_origin),
         ),
     }
+
+
+def reference_computed(origin: Mapping[str, Any] | None) -> str | None:
+    """``torch 2.14.1 on HOST at TIME[; imported from FILE (exported on HOST at TIME)]``."""
+    if not origin:
+        return None
+    text = f"torch {origin.get('torch') or '?'} on {origin.get('computed_host') or '?'} at {origin.get('computed_at') or '?'}"
+    imported = origin.get("imported_from")
+    if isinstance(imported, Mapping):
+        text += (f"; imported from {imported.get('file') or '?'} (exported on {imported.get('exported_host') or '?'} "
+                 f"at {imported.get('exported_at') or '?'})")
+    return text
 
 
 def sweep_setup(sweep: Sweep, workbench: Workbench) -> Setup:

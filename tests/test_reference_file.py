@@ -251,3 +251,15 @@ def test_the_command_says_what_is_wrong_in_one_line(origin: dict[str, Any], tmp_
     assert "not a reference-logits file" in capsys.readouterr().err
     assert harness_main(["reference", "import", str(tmp_path / "absent.zip")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_the_accuracy_record_says_who_computed_the_reference_and_from_which_file() -> None:
+    from acceptance._records import reference_computed
+
+    here = {"torch": "2.14.1", "computed_host": "vm", "computed_at": "2026-11-30T14:00:00+0000", "imported_from": None}
+    assert reference_computed(here) == "torch 2.14.1 on vm at 2026-11-30T14:00:00+0000"
+    imported = {**here, "computed_host": "lab", "imported_from": {"file": "/r/ref.zip", "file_sha256": "ab",
+                                                                 "exported_host": "lab", "exported_at": "2026-11-29"}}
+    assert reference_computed(imported) == ("torch 2.14.1 on lab at 2026-11-30T14:00:00+0000; imported from /r/ref.zip "
+                                            "(exported on lab at 2026-11-29)")
+    assert reference_computed(None) is None

@@ -217,6 +217,9 @@ class Reference(Part):
     delta_top5_vs_reference: float | None = None
     top1_agreement: float | None = None
     max_abs_diff: float | None = None
+    # Who computed the reference logits: "torch 2.14.1 on HOST at TIME", plus "; imported from FILE"
+    # when they came from `python -m harness reference import` (harness.run.reference).
+    reference_computed: str | None = None
 
 
 @dataclass(frozen=True)
