@@ -110,7 +110,7 @@ def _check_batches(session: Session, batches: Sequence[np.ndarray]) -> int:
 
 def _single_stream(session: Session, batches: Sequence[np.ndarray], policy: TimingPolicy
                    ) -> tuple[list[tuple[int, int]], list[np.ndarray], int]:
-    """One request at a time: (start, end) of every run, the first pass's outputs, the loop's end."""
+    """One request at a time: (start, end) of every run, the first pass's outputs, the loop's start."""
     spans: list[tuple[int, int]] = []
     outputs: list[np.ndarray] = []
     clock = time.monotonic_ns
