@@ -708,6 +708,8 @@ def test_offline_columns_vendor_figures_and_whole_cards_are_shown_as_recorded(tm
     assert [c.figures for c in table.columns] == [{1: 101.5}, {1: 160.25}]
     md = write_report(results, tmp_path / "report").markdown.read_text()
     assert "cpu openvino fp32 offline<br>wall, offline, per card" in md
+    summary = md.split("## Summary", 1)[1].split("\n## ", 1)[0]
+    assert "| cpu offline | perf |" in summary and "| cpu | perf |" in summary  # the scenario tells them apart
     assert ("benchmark_app on the same artifact, bs1, same scenario: 100 images/s (wall); the suite's 101.5 is "
             "1.0150 x the tool's") in md
     assert "vendor tool not run: no tool here" in md

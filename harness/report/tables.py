@@ -39,7 +39,7 @@ from harness.report.render import (
 
 DASH = "\u2014"  # a cell without data: the source gives no figure
 MAX_REASON = 240
-CONFIG_FIELDS = ("backend", "precision", "input_dtype", "source")
+CONFIG_FIELDS = ("backend", "precision", "input_dtype", "source", "scenario")
 
 
 def fmt_figure(value: float | None) -> str:
