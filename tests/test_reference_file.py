@@ -4,7 +4,6 @@ torch, on a copy of the images with other paths and mtimes; bad files refused, n
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import shutil
@@ -14,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tiny_workbench import tiny_workbench
 
 from harness.__main__ import main as harness_main
 from harness.cache import ArtifactCache
@@ -31,31 +31,11 @@ from harness.run.reference import (
 pytest.importorskip("onnxruntime")
 
 
-def tiny(cache: Path, imagenet: Path | None = None) -> tuple[Any, Any, Any]:
-    """A Workbench on 8 embedded images (or the folder ``imagenet``) and timm's tiny
-    ``test_efficientnet`` with seeded random weights at 32 x 32."""
-    from harness.run.workbench import RunConfig, Workbench
-    from harness.specs import (
-        ArchSpec,
-        PreprocessSpec,
-        load_chips,
-        load_models,
-        load_policy,
-    )
-
-    bench = Workbench(RunConfig(imagenet=imagenet, cache_dir=cache, embedded_images=8, weights="random", threads=1,
-                                workers=1), load_policy())
-    spec = dataclasses.replace(load_models()["efficientnet_lite0"], name="tiny",
-                               arch=ArchSpec(source="timm", name="test_efficientnet"),
-                               preprocess=PreprocessSpec(resize=36, crop=32), preprocess_variants={})
-    return bench, spec, load_chips()["cpu"]
-
-
 @pytest.fixture(scope="module")
 def origin(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The machine that computed the reference: a cache with one entry, and its exported file."""
     root = tmp_path_factory.mktemp("origin")
-    bench, spec, chip = tiny(root / "cache")
+    bench, spec, chip = tiny_workbench(root / "cache")
     ev = bench.evaluate(spec, chip, 4, "embedded")
     out = root / "reference.zip"
     written = export_references(bench.cache, out, ["tiny"])
@@ -100,7 +80,7 @@ def test_imported_on_a_fresh_cache_the_next_run_finds_it_without_running_torch(
     assert written
     # another machine: the same images at another path, other mtimes, so another dataset key
     images = copy_images(origin["images"], tmp_path / "imagenet")
-    bench, spec, chip = tiny(tmp_path / "cache", imagenet=images)
+    bench, spec, chip = tiny_workbench(tmp_path / "cache", imagenet=images)
     no_torch_run(monkeypatch)
     ev = bench.evaluate(spec, chip, 4, "imagenet")
     assert ev.dataset_key != origin["ev"].dataset_key
@@ -115,7 +95,7 @@ def test_without_the_import_a_fresh_cache_computes_it(origin: dict[str, Any], tm
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """The control of the test above: the same run on a fresh cache without the import does run torch."""
     images = copy_images(origin["images"], tmp_path / "imagenet")
-    bench, spec, chip = tiny(tmp_path / "cache", imagenet=images)
+    bench, spec, chip = tiny_workbench(tmp_path / "cache", imagenet=images)
     no_torch_run(monkeypatch)
     with pytest.raises(AssertionError, match="the torch reference was computed"):
         bench.evaluate(spec, chip, 4, "imagenet")

@@ -3,7 +3,6 @@ file; the workbench charges every stage of an accuracy run; a session writes sta
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tiny_workbench import tiny_workbench
 
 from harness.run.stages import STAGES, StageClock, read_stages, write_stages
 
@@ -146,26 +146,6 @@ def test_write_stages_is_json_written_atomically(tmp_path: Path) -> None:
 
 
 # -- the workbench --------------------------------------------------------------------------
-
-
-def tiny_workbench(cache: Path) -> tuple[Any, Any, Any]:
-    """A Workbench on 8 embedded images and timm's tiny ``test_efficientnet`` with seeded random
-    weights at 32 x 32: the real data flow in seconds."""
-    from harness.run.workbench import RunConfig, Workbench
-    from harness.specs import (
-        ArchSpec,
-        PreprocessSpec,
-        load_chips,
-        load_models,
-        load_policy,
-    )
-
-    bench = Workbench(RunConfig(cache_dir=cache, embedded_images=8, weights="random", threads=1, workers=1),
-                      load_policy())
-    spec = dataclasses.replace(load_models()["efficientnet_lite0"], name="tiny",
-                               arch=ArchSpec(source="timm", name="test_efficientnet"),
-                               preprocess=PreprocessSpec(resize=36, crop=32), preprocess_variants={})
-    return bench, spec, load_chips()["cpu"]
 
 
 @pytest.fixture(scope="module")
