@@ -13,7 +13,6 @@ reports/) shows the headline and a note saying what is missing.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any, Mapping
 
 from harness.records.results import Results
 from harness.records.schema import AccuracyRecord
+from harness.report.plots import new_axes, png
 from harness.report.render import BAD, OK, Block, Cell, Heading, Image, Para, Table
 from harness.report.tables import labels
 
@@ -77,16 +77,11 @@ def worst_table(summary: Mapping[str, Any]) -> Table | None:
 def plot_cosine_by_depth(summary: Mapping[str, Any], title: str) -> bytes | None:
     """Cosine similarity of every compared tensor against its node's position in the graph, with
     the threshold and the first divergent node; None when nothing was compared. matplotlib's
-    object API on the Agg canvas, as harness.report.plots draws."""
+    object API on the Agg canvas (harness.report.plots.new_axes)."""
     points = [(int(i), _number(c)) for i, c in summary.get("cosine_by_depth") or []]
     if not points:
         return None
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure as MplFigure
-
-    fig = MplFigure(figsize=(7.5, 3.8), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    fig, ax = new_axes(7.5, 3.8)
     xs = [i for i, _ in points]
     ys = [c if math.isfinite(c) else math.nan for _, c in points]
     ax.plot(xs, ys, marker=".", linewidth=1, label="cosine similarity (candidate vs reference)")
@@ -100,12 +95,7 @@ def plot_cosine_by_depth(summary: Mapping[str, Any], title: str) -> bytes | None
     ax.set_xlabel("node index (topological order)")
     ax.set_ylabel("cosine similarity")
     ax.set_title(title, fontsize="medium")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize="small")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", metadata={"Software": None})
-    return buffer.getvalue()
+    return png(fig, ax)
 
 
 def _headline(label: str, r: AccuracyRecord) -> str:
