@@ -25,6 +25,7 @@ from acceptance._records import (
     sweep_points,
     sweep_setup,
 )
+from harness.errors import NotApplicable
 from harness.judge.baselines import (
     Figure,
     baseline_path,
@@ -50,7 +51,7 @@ from harness.records.perf_parts import (
     merge_points,
 )
 from harness.records.schema import PerfRatioRecord, PerfRecord
-from harness.run.sweep import CardPoint, card_point, session_sweep
+from harness.run.sweep import session_card, session_sweep
 from harness.run.workbench import Workbench
 from harness.specs import ChipSpec, ModelSpec, PerfRule
 
@@ -121,8 +122,6 @@ def card_and_vendor(workbench: Workbench, options: PerfOptions, spec: ModelSpec,
                     record: RecordWriter) -> None:
     """At the best batch measured here: the whole card when --device-ids names several devices (one
     process, not pytest-xdist's workers), and the vendor's own tool with --compare-vendor-tool."""
-    from harness.errors import NotApplicable
-
     ids = workbench.cfg.device_ids
     if len(ids) > 1 and int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) == 1:
         try:
@@ -136,28 +135,18 @@ def card_and_vendor(workbench: Workbench, options: PerfOptions, spec: ModelSpec,
         record.update(vendor=vendor_comparison(workbench, spec, chip, top, options.scenario))
 
 
-def session_card(workbench: Workbench, spec: ModelSpec, chip: ChipSpec, bs: int, source: str, ids: tuple[int, ...],
-                 scenario: str) -> CardPoint:
-    memo = ("card", spec.name, chip.name, bs, source, ids, scenario)
-    if memo not in workbench.sweeps:
-        workbench.sweeps[memo] = card_point(workbench, spec, chip, bs, source, ids, scenario)
-    return workbench.sweeps[memo]
-
-
 def vendor_comparison(workbench: Workbench, spec: ModelSpec, chip: ChipSpec, top: Figure, scenario: str
                       ) -> VendorComparison:
     """The vendor tool on the best batch's artifact, same scenario, right after the suite's sweep;
     a tool that cannot run here is recorded as such (and warned about), never a failed certification."""
-    from harness.errors import NotApplicable
-    from harness.vendor import vendor_tool_for
+    from harness.vendor import vendor_tool_for  # the vendor tools only when asked for
 
 
     try:
         tool = vendor_tool_for(chip.backend, chip.backend_options)
         compiled = workbench.compile(spec, chip, top.batch_size, _source(workbench))
-        seconds = max(workbench.policy.timing.min_seconds, 2.0)
         theirs = tool.run(compiled.artifact, compiled.target, scenario, device_id=workbench.device_id(),
-                          seconds=seconds, threads=workbench.cfg.threads)
+                          seconds=workbench.policy.timing.min_seconds, threads=workbench.cfg.threads)
     except NotApplicable as exc:
         warnings.warn(f"--compare-vendor-tool: {exc.reason()}", stacklevel=2)
         return VendorComparison(vendor_note=f"not run: {exc.reason()}")

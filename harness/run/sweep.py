@@ -201,3 +201,12 @@ def session_sweep(workbench: Workbench, spec: ModelSpec, chip: ChipSpec, batch_s
         workbench.sweeps[memo] = run_sweep(workbench, spec, chip, batch_sizes, source,
                                            device_id=workbench.device_id(), scenario=scenario)
     return workbench.sweeps[memo]
+
+
+def session_card(workbench: Workbench, spec: ModelSpec, chip: ChipSpec, batch_size: int, source: str,
+                 device_ids: Sequence[int], scenario: str = SINGLE_STREAM) -> CardPoint:
+    """The card measured at ``batch_size``, once per session (as :func:`session_sweep`)."""
+    memo = ("card", spec.name, chip.name, batch_size, source, tuple(device_ids), scenario)
+    if memo not in workbench.sweeps:
+        workbench.sweeps[memo] = card_point(workbench, spec, chip, batch_size, source, device_ids, scenario)
+    return workbench.sweeps[memo]

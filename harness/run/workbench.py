@@ -182,8 +182,8 @@ class Workbench:
     _models: dict[tuple[str, str], LoadedModel] = field(default_factory=dict, init=False)
     _datasets: dict[tuple[str, PreprocessSpec], data_mod.PreparedDataset] = field(default_factory=dict, init=False)
     _listings: dict[str, data_mod.DatasetListing] = field(default_factory=dict, init=False)
-    # harness.run.sweep.session_sweep's memo: one sweep per (model, chip, batch sizes, source) and session
-    sweeps: dict[tuple[str, str, tuple[int, ...], str], Any] = field(default_factory=dict, init=False)
+    # harness.run.sweep's memo: one sweep (session_sweep) or card measurement (session_card) per session
+    sweeps: dict[tuple[Any, ...], Any] = field(default_factory=dict, init=False)
     clock: StageClock = field(default_factory=StageClock, init=False)  # wall seconds per stage
 
     def __post_init__(self) -> None:
