@@ -285,3 +285,13 @@ def test_onnxruntime_on_two_cpu_devices(tmp_path: Path) -> None:
         assert len(outputs) == len(batches), d
         for out, exp in zip(outputs, expected):
             np.testing.assert_allclose(out, exp, rtol=1e-5, atol=1e-6)
+
+
+def test_the_overlap_a_card_needs_comes_from_the_policy() -> None:
+    from harness.specs import load_policy
+
+    assert load_policy().timing.card_min_overlap == 0.5  # fixtures/policy.toml [perf]
+    runs = {0: run(0, [(0, 10), (10, 20)]), 1: run(1, [(16, 26), (26, 36)])}  # 4 ms together of 20
+    with pytest.raises(NotConcurrent):
+        card_measurement(runs, min_overlap=0.5)
+    assert card_measurement(runs, min_overlap=0.2).window_s == pytest.approx(0.004)  # exactly at the floor

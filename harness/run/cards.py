@@ -19,7 +19,7 @@ CPU, PCIe, driver):
   wall figure: those images, all devices, over the window's seconds. When every device reports
   its compute time (ais_bench's NPU clock), the device figure is the sum over devices of
   ``1000 x batch / mean compute ms`` of the device's runs in the window (weighted the same way);
-- a window that is empty, or shorter than ``MIN_OVERLAP`` of the shortest device's own steady
+- a window that is empty, or shorter than ``card_min_overlap`` (fixtures/policy.toml) of the shortest device's own steady
   state (a device ran mostly before or after the others), is :class:`NotConcurrent`, never a figure.
 
 A device's failure is raised in the parent naming the device, in the ``harness.errors`` category
@@ -50,7 +50,6 @@ from harness.errors import HarnessError, NotApplicable, NotReady, UsageError
 from harness.run.timing import DEVICE_COMPUTE, WALL, Measurement, measure
 from harness.specs import SCENARIOS, SINGLE_STREAM, CompileTarget, TimingPolicy
 
-MIN_OVERLAP = 0.5  # the window must cover this fraction of the shortest device's steady state
 BARRIER_TIMEOUT_S = 300.0  # how long the devices at the barrier wait for the last one
 START_TIMEOUT_S = 900.0  # from spawning to every device at the barrier (load + warm-up)
 _GRACE_S = 5.0  # the parent's slack over the children's own timeouts; join before kill
@@ -173,8 +172,10 @@ def _overlap(span: tuple[int, int], start: int, end: int) -> float:
     return max(0, min(e, end) - max(s, start)) / (e - s)
 
 
-def card_measurement(runs: Mapping[int, DeviceRun], scenario: str = SINGLE_STREAM) -> CardMeasurement:
-    """The card's figures from its devices' runs, over their common window (module docstring)."""
+def card_measurement(runs: Mapping[int, DeviceRun], scenario: str = SINGLE_STREAM,
+                     min_overlap: float = TimingPolicy.card_min_overlap) -> CardMeasurement:
+    """The card's figures from its devices' runs, over their common window (module docstring);
+    ``min_overlap``: fixtures/policy.toml ``[perf] card_min_overlap``."""
     if not runs:
         raise CardUsageError("no device was measured")
     for d, r in runs.items():
@@ -194,10 +195,10 @@ def card_measurement(runs: Mapping[int, DeviceRun], scenario: str = SINGLE_STREA
     if end <= start:
         raise NotConcurrent(f"the devices did not run concurrently: their timed runs have no common window ({timeline})")
     shortest = min(lasts[d] - firsts[d] for d in runs)
-    if end - start < MIN_OVERLAP * shortest:
+    if end - start < min_overlap * shortest:
         raise NotConcurrent(
             f"the devices did not run concurrently: their timed runs overlapped for {(end - start) / 1e9:.3f} s, less "
-            f"than {MIN_OVERLAP:g} of the shortest device's {shortest / 1e9:.3f} s of steady state ({timeline})")
+            f"than {min_overlap:g} of the shortest device's {shortest / 1e9:.3f} s of steady state ({timeline})")
     images: dict[int, float] = {}
     device_ips: float | None = 0.0
     for d, r in sorted(runs.items()):
@@ -414,4 +415,4 @@ def measure_card(opener: Opener, device_ids: Sequence[int], batches: Sequence[np
         done = True
     finally:
         card.stop(graceful=done)
-    return card_measurement(runs, scenario)
+    return card_measurement(runs, scenario, policy.card_min_overlap)

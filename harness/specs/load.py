@@ -291,6 +291,7 @@ def load_policy(path: Path | None = None) -> Policy:
         max_seconds=perf.number("max_seconds", 0.0, 86400.0, defaults.max_seconds),
         ring_images=perf.integer("ring_images", 1, 10**6, defaults.ring_images),
         computed_rtol=perf.number("computed_rtol", 0.0, 1.0, defaults.computed_rtol),
+        card_min_overlap=perf.number("card_min_overlap", 0.0, 1.0, defaults.card_min_overlap),
     )
     perf.finish()
     if timing.max_seconds < timing.min_seconds:

@@ -70,6 +70,9 @@ class TimingPolicy:
     max_seconds: float = 30.0
     ring_images: int = 128
     computed_rtol: float = 1e-4
+    # A whole card's devices must have been timed together for at least this fraction of the
+    # shortest device's steady state, or there is no card figure (harness.run.cards).
+    card_min_overlap: float = 0.5
 
 
 @dataclass(frozen=True)
