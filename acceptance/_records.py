@@ -109,12 +109,11 @@ def sweep_points(sweep: Sweep) -> tuple[PerfPoint, ...]:
     return tuple(points)
 
 
-def card_best(best: Best, point: CardPoint, top: Figure, chip: ChipSpec) -> Best:
-    """The best batch's record with the whole card measured beside the seeds' chip x devices_per_card."""
-    card = point.card
-    return replace(best, per_card_measured=round(card.images_per_s, 4),
-                   per_card_from_chip_x4=round(top.per_card(chip), 4) if top.unit == "per_chip" else None,
-                   per_card_devices=point.devices, per_card_window_s=round(card.window_s, 3))
+def card_best(best: Best, point: CardPoint) -> Best:
+    """The best batch's record with the whole card measured beside the seeds' chip x devices_per_card
+    (``best_images_per_s_per_card``)."""
+    return replace(best, per_card_measured=round(point.card.images_per_s, 4), per_card_devices=point.devices,
+                   per_card_window_s=round(point.card.window_s, 3))
 
 
 def figure_points(figures: Sequence[Figure]) -> tuple[PerfPoint, ...]:

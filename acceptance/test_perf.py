@@ -130,7 +130,7 @@ def card_and_vendor(workbench: Workbench, options: PerfOptions, spec: ModelSpec,
             warnings.warn(f"--device-ids {','.join(map(str, ids))}: the card was not measured: {exc.reason()}",
                           stacklevel=2)
         else:
-            record.update(best=card_best(record.current.best, point, top, chip))
+            record.update(best=card_best(record.current.best, point))
     if options.compare_vendor_tool:
         record.update(vendor=vendor_comparison(workbench, spec, chip, top, options.scenario))
 

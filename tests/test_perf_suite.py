@@ -112,7 +112,7 @@ def test_offline_whole_card_and_vendor_comparison_are_recorded(tmp_path: Path) -
     assert (case["scenario"], case["scenario_bs1"], case["clock_bs1"]) == ("offline", "offline", "wall")
     assert (case["requests_bs1"], case["streams_bs1"]) == ("2", "2") and "latency_ms_p99_bs1" not in case
     assert case["per_card_devices"] == "0,1" and float(case["per_card_measured"]) > 0
-    assert float(case["per_card_from_chip_x4"]) == float(case["best_images_per_s_per_card"])  # devices_per_card 1
+    assert "per_card_from_chip_x4" not in case  # the seeds' chip x devices figure is best_images_per_s_per_card
     assert float(case["per_card_window_s"]) > 0
     assert case["vendor_note"].startswith("not run: the onnxruntime CPU backend has no vendor benchmark tool")
     assert "--compare-vendor-tool: the onnxruntime CPU backend" in proc.stdout  # the warning summary

@@ -698,7 +698,7 @@ def test_offline_columns_vendor_figures_and_whole_cards_are_shown_as_recorded(tm
 
     records = [perf("single-stream", 101.5, vendor_tool="benchmark_app", vendor_batch_size=1,
                     vendor_images_per_s=100.0, vendor_clock="wall", suite_images_per_s=101.5, suite_vs_vendor=1.015),
-               perf("offline", 160.25, per_card_measured=301.0, per_card_from_chip_x4=160.25,
+               perf("offline", 160.25, per_card_measured=301.0,
                     per_card_devices="0,1", per_card_window_s=2.5, vendor_note="not run: no tool here"),
                run_record("r1", "2026-11-30T12:00:00+0000", "vm", ["cpu"])]
     results = load_results(write_records(tmp_path / "results.jsonl", records))
@@ -713,4 +713,4 @@ def test_offline_columns_vendor_figures_and_whole_cards_are_shown_as_recorded(tm
     assert ("benchmark_app on the same artifact, bs1, same scenario: 100 images/s (wall); the suite's 101.5 is "
             "1.0150 x the tool's") in md
     assert "vendor tool not run: no tool here" in md
-    assert "devices 0,1 measured together at bs1: 301 images/s per card over 2.5 s; one chip x devices per card: 160.2" in md
+    assert "devices 0,1 measured together at bs1: 301 images/s per card over 2.5 s; one chip x devices_per_card 1: 160.2" in md

@@ -32,9 +32,9 @@ class Best(Part):
     clock: str | None = None  # device_compute / wall
     devices_per_card: int | None = None
     # --device-ids naming several devices of a card: measured concurrently at the best batch
-    # (harness.run.cards), beside the seeds' rule of one chip's figure x devices_per_card.
+    # (harness.run.cards), beside best_images_per_s_per_card, the seeds' rule of one chip's
+    # figure x devices_per_card (x 4 on a 310 card).
     per_card_measured: float | None = None
-    per_card_from_chip_x4: float | None = None  # best per-chip figure x devices_per_card (4 on a 310 card)
     per_card_devices: str | None = None  # the devices measured together, e.g. "0,1,2,3"
     per_card_window_s: float | None = None  # the common window the measured figure sums over
 

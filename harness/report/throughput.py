@@ -136,7 +136,8 @@ def _vendor_and_card_notes(record: PerfRecord) -> list[Text]:
     elif v.vendor_note:
         notes.append(f"vendor tool {v.vendor_note}")
     if b.per_card_measured is not None:
-        x4 = f"; one chip x devices per card: {fmt_figure(b.per_card_from_chip_x4)}" if b.per_card_from_chip_x4 else ""
+        x4 = (f"; one chip x devices_per_card {b.devices_per_card}: {fmt_figure(b.best_images_per_s_per_card)}"
+              if b.unit == "per_chip" and b.best_images_per_s_per_card is not None else "")
         notes.append(f"devices {b.per_card_devices} measured together at bs{b.best_batch}: "
                      f"{fmt_figure(b.per_card_measured)} images/s per card over {b.per_card_window_s:g} s{x4}")
     return notes
