@@ -57,7 +57,7 @@ def localize_loss(request: pytest.FixtureRequest, workbench: Workbench, chip: Ch
         summary = localize_failure(
             ev.onnx_path, chip.backend, chip.precision, ev.prepared, localize_dir(request.config, request.node.name),
             backend_options=chip.backend_options, threads=workbench.cfg.threads,
-            outputs=(ev.reference_logits, ev.logits))
+            thresholds=workbench.policy.localize, outputs=(ev.reference_logits, ev.logits))
     except Exception as exc:  # noqa: BLE001 - whatever stops localisation, the verdict stands
         why = exc.reason() if isinstance(exc, NotApplicable) else f"{type(exc).__name__}: {exc}"
         why = " ".join(why.split())
