@@ -36,7 +36,7 @@ from harness.records.parts import Configuration
 from harness.records.results import load_results
 from harness.records.schema import AccuracyRecord, Localization, record_from_json
 from harness.report.build import write_report
-from harness.specs import PreprocessSpec
+from harness.specs import PreprocessSpec, load_policy
 
 pytest_plugins = ["pytester"]
 
@@ -139,7 +139,7 @@ def _hook(request: pytest.FixtureRequest, gates: list[Gate], ev: Any, precision:
     chip = SimpleNamespace(backend=double.NAME, precision=precision, backend_options={})
     record = RecordWriter(SimpleNamespace(user_properties=[]))  # not this test's node: no results line
     record.start(AccuracyRecord(config=Configuration(model="small_cnn", chip="cpu")))
-    certify_or_localize(gates, "small_cnn on cpu bs8", request, SimpleNamespace(cfg=SimpleNamespace(threads=1)),
+    certify_or_localize(gates, "small_cnn on cpu bs8", request, SimpleNamespace(cfg=SimpleNamespace(threads=1), policy=load_policy()),
                         chip, ev, record)
     return record
 
@@ -176,7 +176,7 @@ def test_the_record_carries_the_summary_into_junit_and_the_results_line(
     record.start(AccuracyRecord(config=Configuration(model="small_cnn", chip="cpu")))
     chip = SimpleNamespace(backend=double.NAME, precision="fp32", backend_options={})
     with pytest.raises(NotCertified):
-        certify_or_localize([FAILED], "small_cnn", request, SimpleNamespace(cfg=SimpleNamespace(threads=1)), chip,
+        certify_or_localize([FAILED], "small_cnn", request, SimpleNamespace(cfg=SimpleNamespace(threads=1), policy=load_policy()), chip,
                             failed_run, record)
     props = dict(node.user_properties)
     assert props["first_divergent_node"] == FAULT_NODE and props["first_divergent_op"] == "Conv"
@@ -203,7 +203,7 @@ def test_when_localisation_cannot_run_the_verdict_stands_with_one_line_why(
     record = RecordWriter(node)
     record.start(AccuracyRecord())
     with pytest.raises(NotCertified) as caught:  # still a failure: never a skip, never another error
-        certify_or_localize([FAILED], "small_cnn", request, SimpleNamespace(cfg=SimpleNamespace(threads=1)),
+        certify_or_localize([FAILED], "small_cnn", request, SimpleNamespace(cfg=SimpleNamespace(threads=1), policy=load_policy()),
                             SimpleNamespace(backend=double.NAME, precision=precision, backend_options={}), ev, record)
     head, last = str(caught.value).rsplit("\n", 1)
     assert head == f"small_cnn is not certified (verdict: fail):\n{FAILED.line()}"
