@@ -60,8 +60,12 @@ pytestmark = [pytest.mark.perf, pytest.mark.slow]
 _MEASURED: dict[str, list[Figure]] = {}
 
 
+def _xdist_workers() -> int:
+    return int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+
+
 def _refuse_shared_device(chip: ChipSpec, device_ids: tuple[int, ...]) -> None:
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    workers = _xdist_workers()
     if workers > len(device_ids):
         pytest.fail(
             f"refusing to time {chip.name}: {workers} pytest-xdist workers share {len(device_ids)} device(s) "
@@ -123,7 +127,7 @@ def card_and_vendor(workbench: Workbench, options: PerfOptions, spec: ModelSpec,
     """At the best batch measured here: the whole card when --device-ids names several devices (one
     process, not pytest-xdist's workers), and the vendor's own tool with --compare-vendor-tool."""
     ids = workbench.cfg.device_ids
-    if len(ids) > 1 and int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) == 1:
+    if len(ids) > 1 and _xdist_workers() == 1:
         try:
             point = session_card(workbench, spec, chip, top.batch_size, _source(workbench), ids, options.scenario)
         except NotApplicable as exc:  # e.g. a backend with one device: the sweep stands, the card is not measured
