@@ -21,6 +21,7 @@ from harness.records.parts import (
     Setup,
 )
 from harness.records.perf_parts import Best, PerfPoint
+from harness.run.reference import ReferenceCheck
 from harness.run.sweep import CardPoint, Sweep
 from harness.run.workbench import Evaluation, Workbench
 from harness.specs import ChipSpec, ModelSpec
@@ -62,9 +63,24 @@ def evaluation_parts(ev: Evaluation, config: Configuration, dataset_name: str | 
             delta_top5_vs_reference=round(ev.accuracy.top5 - ev.reference.top5, 4),
             top1_agreement=round(ev.agreement.top1_agreement, 4),
             max_abs_diff=float(f"{ev.agreement.max_abs_diff:.4g}"),
-            reference_computed=reference_computed(ev.reference_origin),
+            **reference_provenance(ev.reference_origin),
         ),
     }
+
+
+def reference_provenance(origin: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The :class:`Reference` fields that say where the reference logits came from and how they
+    were checked (harness.run.workbench.Workbench.reference's ``origin``)."""
+    if not origin:
+        return {}
+    check, imported = origin.get("check"), origin.get("imported_from")
+    fields: dict[str, Any] = {"reference_computed": reference_computed(origin), "reference_origin": origin.get("origin")}
+    if isinstance(imported, Mapping):
+        fields.update(reference_file=imported.get("file"), reference_file_sha256=imported.get("file_sha256"))
+    if isinstance(check, ReferenceCheck):
+        fields.update(reference_checked_images=check.images, reference_check_seed=check.seed,
+                      reference_check_max_rel_diff=float(f"{check.max_rel_diff:.4g}"))
+    return fields
 
 
 def reference_computed(origin: Mapping[str, Any] | None) -> str | None:

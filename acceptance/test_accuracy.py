@@ -23,6 +23,7 @@ from harness.judge.gates import (
     tolerance_for,
     verdict_fields,
 )
+from harness.judge.reference_check import likely_cause, reference_gates
 from harness.pytest.fixtures import RecordWriter
 from harness.pytest.plugin import localize_dir, selection
 from harness.records.parts import Judgement, Setup, Verdicts
@@ -45,6 +46,9 @@ def certify_or_localize(gates: list[Gate], what: str, request: pytest.FixtureReq
     except NotCertified as exc:
         if not selection(request.config)["localize"] or all(g.verdict != "fail" for g in gates):
             raise
+        if any(g.verdict == "fail" for g in gates if g.name.startswith("reference_")):
+            raise NotCertified(f"{exc}\nlocalisation did not run: the torch reference failed its own gate, so "
+                               "comparing the compiled model with it layer by layer would localise nothing") from None
         raise NotCertified(f"{exc}\n{localize_loss(request, workbench, chip, ev, record)}") from None
 
 
@@ -67,6 +71,22 @@ def localize_loss(request: pytest.FixtureRequest, workbench: Workbench, chip: Ch
     return summary.last_line()
 
 
+def skip_random_weights(workbench: Workbench, what: str) -> None:
+    """``--weights random`` never certifies accuracy or agreement: a skip that says why (a failure
+    under --strict-certification). Conversion parity and throughput need no real weights."""
+    if workbench.cfg.weights == "random":
+        pytest.skip(f"{what} not certified: --weights random; an accuracy or agreement verdict needs the pretrained "
+                    "weights the published figure was measured with (random weights certify conversion, "
+                    "pytest -m conversion, and throughput, pytest -m perf)")
+
+
+def reference_cause(ev: Evaluation) -> str:
+    """harness.judge.reference_check.likely_cause on the run's reference logits and labels."""
+    if ev.reference_logits is None or ev.prepared is None:
+        return ""
+    return likely_cause(ev.reference_logits, ev.prepared.labels)
+
+
 @pytest.mark.accuracy
 def test_accuracy(
     workbench: Workbench, policy: Policy, model_spec: ModelSpec, chip_spec: ChipSpec, batch_size: int,
@@ -77,10 +97,13 @@ def test_accuracy(
     if workbench.cfg.imagenet is None:
         pytest.skip("accuracy not certified: no ImageNet given; pass --imagenet DIR "
                     "(DIR/val/*.JPEG with DIR/val_label.txt, or an ImageFolder tree DIR/val/<wnid>/*.JPEG)")
+    skip_random_weights(workbench, "accuracy")
     ev = workbench.evaluate(model_spec, chip_spec, batch_size, "imagenet")
     record.update(**evaluation_parts(ev, config))
     tolerance = tolerance_for(policy, model_spec)
-    gates = paired_accuracy_gates(ev.reference_correct, ev.compiled_correct, policy, tolerance)
+    gates = reference_gates(ev.reference, model_spec.published, ev.coverage, tolerance, policy.reference,
+                            policy.verdicts.confidence, cause=reference_cause(ev))
+    gates += paired_accuracy_gates(ev.reference_correct, ev.compiled_correct, policy, tolerance)
     gates += published_gates(ev.accuracy, model_spec.published, ev.coverage, tolerance, policy.verdicts.confidence)
     gates.append(agreement_verdict_gate(ev.agreement, policy, "torch"))
     not_checked = {} if model_spec.published.top5 is not None else {
@@ -99,6 +122,7 @@ def test_agreement(
     """Compiled model vs torch reference on the images the project makes (runs with no ImageNet)."""
     config = configuration(workbench, model_spec, chip_spec, batch_size)
     record.start(AgreementRecord(config=config, setup=Setup(dataset_name=EMBEDDED)))
+    skip_random_weights(workbench, "agreement")
     ev = workbench.evaluate(model_spec, chip_spec, batch_size, "embedded")
     record.update(**evaluation_parts(ev, config, dataset_name=EMBEDDED))
     gate = agreement_gate(ev.agreement, policy, "torch")

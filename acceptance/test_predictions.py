@@ -17,6 +17,14 @@ The verdict is decided as for a run measured here (acceptance/test_accuracy.py, 
 - **published gate**: decides on the full validation set only (recognised by content,
   harness.data.coverage); on a subset it is ``not applicable: subset of N images``. A ``result.json``
   names no images, so its figures are never recognised as the validation set.
+- **reference gate** (harness.judge.reference_check): the torch reference's own accuracy on the
+  paired images must be plausible beside the published figure before it judges; reference logits
+  not computed in this session are first checked against torch on a fresh random sample.
+- **unpaired gate** (harness.judge.unpaired): predicted images the reference was not computed on
+  (not among ``--imagenet``'s) are judged too, unless the published gate decides every image (full
+  validation set): the reference's accuracy on the paired images against the predictions' on the
+  others, as independent samples. The record says how many were paired (``images_paired``,
+  ``images_unpaired``).
 - agreement with the reference is recorded (``top1_agreement``), not gated: the predictions were
   preprocessed elsewhere, and the paired gate already compares what matters, the accuracy.
 
@@ -28,13 +36,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pytest
 
-from acceptance._records import configuration, published
+from acceptance._records import configuration, published, reference_provenance
 from harness.data import (
+    Coverage,
     DataError,
     coverage_of,
     label_file_is_canonical,
@@ -46,6 +55,7 @@ from harness.judge.gates import (
     Gate,
     certify,
     paired_accuracy_gates,
+    passes_by_policy,
     published_gates,
     tolerance_for,
     verdict_fields,
@@ -53,12 +63,15 @@ from harness.judge.gates import (
 from harness.judge.metrics import wilson_interval
 from harness.judge.paired import z_value
 from harness.judge.predictions import (
+    ReferencePairing,
     ReportedAccuracy,
     pair_with_reference,
     read_result_json,
     result_json_only,
     score_folder,
 )
+from harness.judge.reference_check import likely_cause, reference_gates
+from harness.judge.unpaired import unpaired_gates
 from harness.model.checkpoint import WeightsNotFound
 from harness.pytest.fixtures import RecordWriter
 from harness.records.parts import (
@@ -70,6 +83,7 @@ from harness.records.parts import (
     Verdicts,
 )
 from harness.records.schema import AccuracyRecord
+from harness.run.reference import COMPUTED_HERE
 from harness.run.workbench import Workbench
 from harness.specs import AccuracyRef, ChipSpec, ModelSpec, Policy
 
@@ -102,8 +116,8 @@ def _labels(workbench: Workbench, num_classes: int) -> tuple[str, dict[str, int]
                     "or --imagenet DIR")
 
 
-def _reference(workbench: Workbench, spec: ModelSpec) -> tuple[Sequence[str], np.ndarray] | str:
-    """The torch reference's logits on --imagenet's images (names, logits), or why there are none."""
+def _reference(workbench: Workbench, spec: ModelSpec) -> tuple[Sequence[str], np.ndarray, Mapping[str, Any]] | str:
+    """The torch reference's logits on --imagenet's images (names, logits, origin), or why there are none."""
     cfg = workbench.cfg
     if cfg.imagenet is None:
         return "no --imagenet images to compute the torch reference on (pass --imagenet DIR with the predicted images)"
@@ -113,9 +127,44 @@ def _reference(workbench: Workbench, spec: ModelSpec) -> tuple[Sequence[str], np
     try:
         loaded = workbench.model(spec)
     except WeightsNotFound as exc:
-        return f"weights not available: {exc.short} (--weights-dir DIR)"
+        prepared = workbench.dataset(spec, "imagenet")
+        found = workbench.unverified_reference(spec, prepared)  # imported where the weights are not
+        if found is None:
+            return f"weights not available: {exc.short} (--weights-dir DIR)"
+        return (prepared.listing.names, *found)
     prepared = workbench.dataset(spec, "imagenet")
-    return prepared.listing.names, workbench.reference_logits(loaded, prepared)
+    return (prepared.listing.names, *workbench.reference(loaded, prepared))
+
+
+def _unverified(origin: Mapping[str, Any], policy: Policy) -> Gate:
+    """``reference_verified``: inconclusive, since a reference nothing here could check may not
+    decide a verdict better than that (issue 24)."""
+    imported = origin.get("imported_from")
+    where = f"the reference file {imported.get('file')}" if isinstance(imported, Mapping) else "the cached reference"
+    return Gate(name="reference_verified", measured=0.0, threshold=0.0, verdict="inconclusive",
+                passed=passes_by_policy("inconclusive", policy),
+                detail=(f"reference not verified: the weights are not here, so torch could not recompute a sample of "
+                        f"{where} (computed by torch {origin.get('torch')} on {origin.get('computed_host')}); a verdict "
+                        "resting on it is at best inconclusive: pass --weights-dir with the checkpoint to verify it"))
+
+
+def _judge_pairing(pairing: ReferencePairing, coverage: Coverage, label_path: str,
+                   canonical: bool, spec: ModelSpec, policy: Policy, origin: Mapping[str, Any]) -> list[Gate]:
+    """The reference's own gate on the paired images, the paired gates, and, unless the published
+    gate decides every predicted image (full validation set), the unpaired gates for the rest."""
+    tolerance = tolerance_for(policy, spec)
+    paired_coverage = coverage if not pairing.unpaired else coverage_of(
+        pairing.names, pairing.labels.tolist(), chosen="the predicted images also in --imagenet",
+        label_source=label_path, canonical_labels=canonical)
+    gates = reference_gates(pairing.reference, spec.published, paired_coverage, tolerance, policy.reference,
+                            policy.verdicts.confidence, cause=likely_cause(pairing.reference_logits, pairing.labels))
+    gates += paired_accuracy_gates(pairing.reference_correct, pairing.candidate_correct, policy, tolerance,
+                                   candidate="the predictions")
+    if pairing.unpaired and not coverage.full:
+        gates += unpaired_gates(pairing.reference_correct, pairing.unpaired_correct, policy, tolerance)
+    if origin.get("origin") != COMPUTED_HERE and origin.get("check") is None:
+        gates.append(_unverified(origin, policy))
+    return gates
 
 
 def _stated_gates(reported: ReportedAccuracy, ref: AccuracyRef, confidence: float) -> list[Gate]:
@@ -160,6 +209,7 @@ def test_predictions_accuracy(
     if published_ref.top5 is None:
         not_checked["published_top5"] = "not checked: no published top-5 in " + published_ref.source
     stated = result_json_only(folder)
+    paired_counts: dict[str, int] = {}
     if stated is not None:
         reported = read_result_json(stated)
         record.update(predictions=replace(record.current.predictions, source_format="result.json",
@@ -194,14 +244,15 @@ def test_predictions_accuracy(
                           top1=round(acc.top1, 4), top5=round(acc.top5, 4)))
         gates = published_gates(acc, published_ref, coverage, tolerance, confidence)
         reference = _reference(workbench, model_spec)
-        pairing = None if isinstance(reference, str) else pair_with_reference(score, *reference)
+        pairing = None if isinstance(reference, str) else pair_with_reference(score, *reference[:2])
         paired_why = reference if isinstance(reference, str) else ""
         if pairing is None and not paired_why:
             paired_why = (f"none of the {acc.count:,} predicted images is among the {len(reference[0]):,} images of "
                           f"--imagenet {workbench.cfg.imagenet}")
-        elif pairing is not None:
-            gates = paired_accuracy_gates(pairing.reference_correct, pairing.candidate_correct, policy, tolerance,
-                                          candidate="the predictions") + gates
+        elif pairing is not None and not isinstance(reference, str):
+            gates = _judge_pairing(pairing, coverage, str(label_path), canonical, model_spec, policy,
+                                   reference[2]) + gates
+            paired_counts = {"images_paired": pairing.reference.count, "images_unpaired": len(pairing.unpaired)}
             mine = {k: 100.0 * float(np.mean(v)) for k, v in pairing.candidate_correct.items()}
             ref = pairing.reference
             record.update(reference=Reference(
@@ -209,7 +260,7 @@ def test_predictions_accuracy(
                 delta_top1_vs_reference=round(mine["top1"] - ref.top1, 4),
                 delta_top5_vs_reference=round(mine["top5"] - ref.top5, 4),
                 top1_agreement=round(pairing.agreement.top1_agreement, 4),
-                max_abs_diff=float(f"{pairing.agreement.max_abs_diff:.4g}")))
+                max_abs_diff=float(f"{pairing.agreement.max_abs_diff:.4g}"), **reference_provenance(reference[2])))
         what, scope = f"{model_spec.name} predictions from {folder}", coverage.describe()
         if pairing is not None and pairing.unpaired:
             paired_on = (f"paired with the torch reference on {pairing.reference.count:,} of {acc.count:,} images: "
@@ -219,7 +270,8 @@ def test_predictions_accuracy(
             scope += f"; {paired_on}"
     if paired_why:
         not_checked.update({g: f"not checked: {paired_why}" for g in ("paired_top1", "paired_top5")})
-    record.update(judgement=Judgement.of(gates, not_checked), verdicts=Verdicts.of(verdict_fields(gates), covered))
+    record.update(judgement=Judgement.of(gates, not_checked),
+                  verdicts=Verdicts.of({**verdict_fields(gates), **paired_counts}, covered))
     if not any(g.decided for g in gates):
         published_why = "; ".join(f"{g.name} {g.verdict}" for g in gates) or "no published figure"
         pytest.skip(f"{what} not certified, no gate could decide: paired gate not run: {paired_why}; published gate "

@@ -6,6 +6,14 @@ with one atomic ``rename`` once complete, its ``manifest.json`` written last ins
 reader ever sees a half-written entry; an interrupted build leaves only a ``.tmp-*`` directory
 that the next build of that key removes. A ``FileLock`` per key makes concurrent builders wait
 for the first one instead of building twice.
+
+What is on disk is not trusted once written (disks and people edit files): the manifest records
+every file's size and SHA-256 and its own checksum, and every read verifies the entry
+(:mod:`harness.cache_verify`: sizes always, content of files up to 256 MiB always and of larger
+ones with ``verify_all``). An entry that fails is never used: :meth:`ArtifactCache.get_or_build`
+warns (:class:`CacheEntryRebuilt`), removes it and builds it again; readers without a build
+function (:meth:`ArtifactCache.lookup`, :meth:`ArtifactCache.entries`) refuse it with an
+:class:`UnverifiedEntry`, a :class:`CacheError` naming the directory.
 """
 
 from __future__ import annotations
@@ -17,16 +25,30 @@ import os
 import shutil
 import socket
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from filelock import FileLock
 
+from harness.cache_verify import (  # canonical_json, content_key: re-exported, imported from here
+    MANIFEST_FORMAT,
+    canonical_json,
+    content_key,
+    describe_files,
+    manifest_problem,
+    remember,
+    sealed,
+    verify_files,
+)
 from harness.errors import HarnessError
 
 MANIFEST = "manifest.json"
 DEFAULT_CACHE_ENV = "MZC_CACHE_DIR"
+# Fields the cache writes itself; a build's extra fields may not replace them.
+_OWN_FIELDS = ("kind", "key", "inputs", "created", "host", "files", "manifest_format", "manifest_sha256")
+_FIX = "delete that directory and rerun to rebuild it"
 
 
 # errno values that mean "no room": a full disk, or the user's quota on a shared one.
@@ -37,6 +59,29 @@ _FULL_BELOW_BYTES = 1 << 20
 
 class CacheError(HarnessError, RuntimeError):
     """The cache directory cannot be used (permissions, full disk, corrupt entry)."""
+
+
+class UnverifiedEntry(CacheError):
+    """A published entry that failed verification (edited, truncated, missing files, a manifest
+    that does not match its directory) or cannot be verified (made by an older harness)."""
+
+    def __init__(self, path: Path, problem: str, older: bool = False):
+        self.path, self.problem, self.older = Path(path), problem, older
+        super().__init__(f"cache entry {path} {self._what()}; it was not used: {_FIX}")
+
+    def _what(self) -> str:
+        return f"cannot be verified: {self.problem}" if self.older else f"failed verification: {self.problem}"
+
+    def __reduce__(self) -> Any:  # pickles (pool workers) with its fields, not the message
+        return (type(self), (self.path, self.problem, self.older))
+
+    def rebuilding(self) -> str:
+        """The warning when a build function is at hand."""
+        return f"cache entry {self.path} {self._what()}: not used, removing it and building it again"
+
+
+class CacheEntryRebuilt(HarnessError, UserWarning):
+    """Warning: a cache entry failed verification (or predates it) and is being rebuilt."""
 
 
 def _mb(n: int) -> str:
@@ -87,22 +132,6 @@ def default_cache_root() -> Path:
     return Path(base) / "modelzoo-cert"
 
 
-def _not_json(value: Any) -> Any:
-    raise TypeError(
-        f"cache inputs must be plain JSON (str, int, float, bool, None, lists, dicts); got "
-        f"{type(value).__name__} {value!r}: convert it explicitly so the key is unambiguous"
-    )
-
-
-def canonical_json(inputs: Mapping[str, Any]) -> str:
-    return json.dumps(inputs, sort_keys=True, separators=(",", ":"), default=_not_json)
-
-
-def content_key(inputs: Mapping[str, Any]) -> str:
-    """SHA-256 of the canonical JSON of ``inputs`` (dict order does not matter)."""
-    return hashlib.sha256(canonical_json(inputs).encode()).hexdigest()
-
-
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -122,18 +151,52 @@ class Entry:
 
 
 class ArtifactCache:
-    """Build-once, read-many storage keyed by the content of every input."""
+    """Build-once, read-many storage keyed by the content of every input.
 
-    def __init__(self, root: Path):
+    Every read verifies the entry (see the module's docstring); ``verify_all`` (``--verify-cache``)
+    hashes the files over :data:`harness.cache_verify.FULL_HASH_BYTES` too, which are otherwise
+    checked by size.
+    """
+
+    def __init__(self, root: Path, verify_all: bool = False):
         self.root = Path(root)
+        self.verify_all = verify_all
 
     def entry_dir(self, kind: str, key: str) -> Path:
         return self.root / kind / key
 
     def lookup(self, kind: str, inputs: Mapping[str, Any]) -> Entry | None:
-        """The finished entry for ``inputs``, or None (never a partial one)."""
+        """The finished, verified entry for ``inputs``, or None (never a partial one); an entry
+        that fails verification is an :class:`UnverifiedEntry`."""
         key = content_key(inputs)
         return self._read(kind, key, built_here=False)
+
+    def entries(self, kind: str, refused: list[UnverifiedEntry] | None = None) -> list[Entry]:
+        """Every finished entry of ``kind``, each verified, in key order (builds in progress and
+        lock files are not entries). Entries that fail verification are a :class:`CacheError`
+        naming each of them, or, when a ``refused`` list is given, appended to it and left out."""
+        found: list[Entry] = []
+        bad: list[UnverifiedEntry] = []
+        kind_dir = self.root / kind
+        for path in sorted(kind_dir.iterdir()) if kind_dir.is_dir() else ():
+            if path.name.startswith(".") or not path.is_dir():
+                continue
+            try:
+                entry = self._read(kind, path.name, built_here=False)
+            except UnverifiedEntry as exc:
+                bad.append(exc)
+                continue
+            if entry is not None:
+                found.append(entry)
+        if refused is not None:
+            refused.extend(bad)
+        elif len(bad) == 1:
+            raise bad[0]
+        elif bad:
+            listed = "; ".join(f"{b.path} ({b.problem})" for b in bad)
+            raise CacheError(f"{len(bad)} cache entries of {kind} failed verification "
+                             f"and were not used: {listed}; delete those directories and rerun to rebuild them")
+        return found
 
     def get_or_build(
         self,
@@ -148,10 +211,14 @@ class ArtifactCache:
         file it wrote is flushed to disk before the entry is published, so it needs no fsync of
         its own. If it raises, nothing is published and the exception propagates; a full disk
         (or quota) is a :class:`CacheError` naming the directory, the room the entry needs and
-        the free space.
+        the free space. An entry that fails verification is rebuilt with a
+        :class:`CacheEntryRebuilt` warning saying what failed.
         """
         key = content_key(inputs)
-        found = self._read(kind, key, built_here=False)
+        try:
+            found = self._read(kind, key, built_here=False)
+        except UnverifiedEntry:
+            found = None  # decided again under the lock: another process may be rebuilding it
         if found is not None:
             return found
         kind_dir = self.root / kind
@@ -164,7 +231,11 @@ class ArtifactCache:
             ) from exc
         try:
             with FileLock(str(kind_dir / f"{key}.lock"), timeout=lock_timeout):
-                found = self._read(kind, key, built_here=False)
+                try:
+                    found = self._read(kind, key, built_here=False)
+                except UnverifiedEntry as bad:
+                    warnings.warn(CacheEntryRebuilt(bad.rebuilding()), stacklevel=2)
+                    _discard(bad, kind_dir / f".bad-{key}-{socket.gethostname()}-{os.getpid()}")
                 if found is not None:
                     return found
                 self._build(kind, key, inputs, build, kind_dir)
@@ -186,31 +257,39 @@ class ArtifactCache:
         kind_dir: Path,
     ) -> None:
         """Build ``kind/key`` in a temp dir and publish it; the caller holds the key's lock."""
-        for stale in kind_dir.glob(f".tmp-{key}-*"):
+        for stale in (*kind_dir.glob(f".tmp-{key}-*"), *kind_dir.glob(f".bad-{key}-*")):
             shutil.rmtree(stale, ignore_errors=True)
         final = kind_dir / key
         if final.exists():
             # A directory without a manifest was never published by us (publishing renames a
             # complete directory): someone deleted the manifest. Rebuild it from scratch.
+            warnings.warn(CacheEntryRebuilt(f"cache entry {final} has no {MANIFEST} (deleted after it was "
+                                            "published?): removing it and building it again"), stacklevel=3)
             shutil.rmtree(final)
         tmp = kind_dir / f".tmp-{key}-{socket.gethostname()}-{os.getpid()}"
         tmp.mkdir()
         try:
-            extra = build(tmp) or {}
-            manifest = {
+            extra = dict(build(tmp) or {})
+            clash = sorted(set(extra) & set(_OWN_FIELDS))
+            if clash:
+                raise ValueError(f"the build of {kind} returned manifest fields the cache writes itself: {clash}")
+            files, stamps = describe_files(tmp)
+            manifest = sealed({
+                **extra,
                 "kind": kind,
                 "key": key,
                 "inputs": json.loads(canonical_json(inputs)),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "host": socket.gethostname(),
-                "files": sorted(p.name for p in tmp.iterdir()),
-                **extra,
-            }
+                "manifest_format": MANIFEST_FORMAT,
+                "files": files,
+            })
             _fsync_tree(tmp)
             _write_json_durable(tmp / MANIFEST, manifest)
             _fsync_dir(tmp)
             os.rename(tmp, final)
             _fsync_dir(kind_dir)
+            remember(final, files, stamps)
         except OSError as exc:
             written = _tree_bytes(tmp)
             shutil.rmtree(tmp, ignore_errors=True)
@@ -232,18 +311,45 @@ class ArtifactCache:
             raise
 
     def _read(self, kind: str, key: str, built_here: bool) -> Entry | None:
+        """The verified entry ``kind/key``; None if it has no manifest; :class:`UnverifiedEntry`
+        if it fails verification."""
         path = self.entry_dir(kind, key)
-        manifest_path = path / MANIFEST
-        if not manifest_path.is_file():
+        if not (path / MANIFEST).is_file():
             return None
         try:
-            manifest = json.loads(manifest_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CacheError(
-                f"cache entry {path} has an unreadable manifest ({exc}); delete that directory "
-                "and rerun to rebuild it"
-            ) from exc
+            manifest = _manifest(path)
+            problem, older = manifest_problem(manifest, kind, key)
+            if problem is None:
+                problem = verify_files(path, manifest.get("files"), full=self.verify_all)
+            if problem is not None:
+                raise UnverifiedEntry(path, problem, older)
+        except UnverifiedEntry:
+            if not path.exists():
+                return None  # replaced while it was read: gone, as far as this reader knows
+            raise
         return Entry(path=path, key=key, manifest=manifest, built_here=built_here)
+
+
+def _manifest(path: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: not JSON, not UTF-8
+        raise UnverifiedEntry(path, f"it has an unreadable manifest ({exc})") from exc
+    if not isinstance(manifest, dict):
+        raise UnverifiedEntry(path, f"its manifest is a JSON {type(manifest).__name__}, not an object")
+    return manifest
+
+
+def _discard(bad: UnverifiedEntry, aside: Path) -> None:
+    """Move a bad entry out of readers' way (one rename), then delete it."""
+    shutil.rmtree(aside, ignore_errors=True)
+    try:
+        os.rename(bad.path, aside)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise CacheError(f"{bad}; it cannot be removed ({exc.strerror}): delete it by hand") from exc
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _write_json_durable(path: Path, data: Mapping[str, Any]) -> None:

@@ -313,7 +313,7 @@ def real_outputs(tmp_path_factory: pytest.TempPathFactory) -> RealOutputs:
     compiled = bench.compile(spec, load_chips()["cpu"], 8, "imagenet")
     with compiled.open() as session:
         logits = bench.run(session, prepared, 8, f"{MODEL} on cpu")
-    reference = bench.reference_logits(compiled.loaded, prepared)
+    reference = bench.reference(compiled.loaded, prepared)[0]
     return RealOutputs(cache, tuple(prepared.listing.names), np.asarray(prepared.labels), logits, reference)
 
 

@@ -44,13 +44,13 @@ def origin(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def no_torch_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make computing a reference fail: a run that finds it in the cache never gets there."""
+    """Make computing a whole reference fail: a run that finds it in the cache never gets there
+    (checking a found one recomputes a sample of its images, not the whole run)."""
 
-    class Refused:
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            raise AssertionError("the torch reference was computed, not found in the cache")
+    def refused(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the torch reference was computed, not found in the cache")
 
-    monkeypatch.setattr(reference_mod, "TorchSession", Refused)
+    monkeypatch.setattr(reference_mod, "run_all", refused)
 
 
 def copy_images(src: Path, dst: Path) -> Path:
@@ -89,6 +89,9 @@ def test_imported_on_a_fresh_cache_the_next_run_finds_it_without_running_torch(
     assert ev.reference_origin is not None
     assert ev.reference_origin["imported_from"]["file"] == str(origin["file"].resolve())
     assert ev.reference_origin["torch"] == item.origin["torch"]
+    assert ev.reference_origin["origin"] == "imported"
+    check = ev.reference_origin["check"]
+    assert check.passed and check.images == 8 and check.max_rel_diff <= check.rtol
 
 
 def test_without_the_import_a_fresh_cache_computes_it(origin: dict[str, Any], tmp_path: Path,
@@ -107,7 +110,7 @@ def test_another_torch_version_reuses_the_reference(origin: dict[str, Any], monk
     monkeypatch.setattr(reference_mod, "torch_version", lambda: "0.0.0-another")
     no_torch_run(monkeypatch)
     loaded = bench.model(spec, calibration_source="embedded")
-    logits = bench.reference_logits(loaded, origin["ev"].prepared)
+    logits = bench.reference(loaded, origin["ev"].prepared)[0]
     assert np.array_equal(logits, origin["ev"].reference_logits)
 
 
@@ -243,3 +246,60 @@ def test_the_accuracy_record_says_who_computed_the_reference_and_from_which_file
     assert reference_computed(imported) == ("torch 2.14.1 on lab at 2026-11-30T14:00:00+0000; imported from /r/ref.zip "
                                             "(exported on lab at 2026-11-29)")
     assert reference_computed(None) is None
+
+
+# -- a reference entry edited in the cache (issue 24) ----------------------------------------
+
+
+def edited_entry(tmp_path: Path, seal: bool) -> tuple[Any, Any, Any, Path]:
+    """A cache whose reference entry's logits were changed after a run; ``seal``: and its manifest's
+    checksums recomputed, as someone who knows the format would."""
+    from harness.cache_verify import describe_files, sealed
+
+    bench, spec, chip = tiny_workbench(tmp_path / "cache")
+    ev = bench.evaluate(spec, chip, 4, "embedded")
+    [entry] = [p for p in (tmp_path / "cache" / REFERENCE_KIND).iterdir() if p.is_dir() and not p.name.startswith(".")]
+    logits = np.load(entry / "logits.npy")
+    np.save(entry / "logits.npy", logits[::-1].copy())  # rows swapped: another image's logits each
+    if seal:
+        manifest = json.loads((entry / "manifest.json").read_text())
+        manifest.pop("manifest_sha256")
+        manifest["files"] = describe_files(entry)[0]
+        manifest["files"].pop("manifest.json", None)
+        (entry / "manifest.json").write_text(json.dumps(sealed(manifest)))
+    return ev, spec, chip, entry
+
+
+def test_reference_logits_edited_in_the_cache_are_rebuilt_not_used(tmp_path: Path) -> None:
+    ev, spec, chip, entry = edited_entry(tmp_path, seal=False)
+    bench, spec, chip = tiny_workbench(tmp_path / "cache")  # the next run
+    from harness.cache import CacheEntryRebuilt
+
+    with pytest.warns(CacheEntryRebuilt, match=str(entry)):
+        again = bench.evaluate(spec, chip, 4, "embedded")
+    assert np.array_equal(again.reference_logits, ev.reference_logits)
+    assert again.reference_origin is not None and again.reference_origin["origin"] == "computed here"
+
+
+def test_reference_logits_edited_with_their_checksums_recomputed_are_refused(tmp_path: Path) -> None:
+    from harness.run.reference import ReferenceMismatch
+
+    _ev, _spec, _chip, entry = edited_entry(tmp_path, seal=True)
+    bench, spec, chip = tiny_workbench(tmp_path / "cache")
+    with pytest.raises(ReferenceMismatch, match="reference refused: the cached reference") as err:
+        bench.evaluate(spec, chip, 4, "embedded")
+    assert str(entry) in str(err.value) and "delete that directory" in str(err.value)
+
+
+def test_truncated_reference_logits_are_rebuilt_not_a_numpy_error(tmp_path: Path) -> None:
+    from harness.cache import CacheEntryRebuilt
+
+    bench, spec, chip = tiny_workbench(tmp_path / "cache")
+    ev = bench.evaluate(spec, chip, 4, "embedded")
+    [entry] = [p for p in (tmp_path / "cache" / REFERENCE_KIND).iterdir() if p.is_dir() and not p.name.startswith(".")]
+    blob = (entry / "logits.npy").read_bytes()
+    (entry / "logits.npy").write_bytes(blob[: len(blob) // 2])
+    bench, spec, chip = tiny_workbench(tmp_path / "cache")
+    with pytest.warns(CacheEntryRebuilt, match="logits.npy"):
+        again = bench.evaluate(spec, chip, 4, "embedded")
+    assert np.array_equal(again.reference_logits, ev.reference_logits)

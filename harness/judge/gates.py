@@ -170,11 +170,11 @@ def topk_correct(logits: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1,
     return {f"top{k}": hit[:, :k].any(axis=1) for k in ks}
 
 
-def _passes(verdict: str, policy: Policy) -> bool:
+def passes_by_policy(verdict: str, policy: Policy) -> bool:
     return verdict == "pass" or (verdict == "inconclusive" and policy.verdicts.inconclusive == "allow")
 
 
-def _undecided(needed: int | None, images: int, policy: Policy) -> str:
+def undecided_text(needed: int | None, images: int, policy: Policy) -> str:
     """The inconclusive part of a message: how many images would decide, and what happens now."""
     if needed is None:
         more = "no feasible number of images would decide: the observed figure sits on the threshold"
@@ -214,9 +214,9 @@ def paired_accuracy_gates(reference_correct: Mapping[str, Sequence[bool] | np.nd
             values[f"images_needed_{metric}"] = v.images_needed
         outcome = {"pass": "pass, the whole interval is below the tolerance",
                    "fail": "fail, the whole interval is above the tolerance"}.get(v.verdict) \
-            or _undecided(v.images_needed, table.n, policy)
+            or undecided_text(v.images_needed, table.n, policy)
         gates.append(Gate(
-            name=f"paired_{metric}", measured=v.drop, threshold=allowed, passed=_passes(v.verdict, policy),
+            name=f"paired_{metric}", measured=v.drop, threshold=allowed, passed=passes_by_policy(v.verdict, policy),
             verdict=v.verdict, images_needed=v.images_needed, values=values,
             detail=(f"{metric} drop {v.drop:.3f} points vs the {reference} reference ({table.reference_accuracy:.3f}% "
                     f"-> {table.candidate_accuracy:.3f}% on the same {table.n:,} images; {table.reference_only} "
@@ -273,12 +273,12 @@ def agreement_verdict_gate(agreement: Parity, policy: Policy, reference: str) ->
     v = agreement_verdict(agree, agreement.count, need, policy.verdicts.confidence)
     outcome = {"pass": "pass, the whole interval reaches the minimum",
                "fail": "fail, the whole interval is below the minimum"}.get(v.verdict) \
-        or _undecided(v.images_needed, agreement.count, policy)
+        or undecided_text(v.images_needed, agreement.count, policy)
     values: dict[str, object] = {"agreement_top1": v.agreement, "agreement_top1_low95": v.low,
                                  "agreement_top1_high95": v.high}
     if v.verdict == "inconclusive":
         values["images_needed_agreement"] = v.images_needed
-    return Gate(name="top1_agreement", measured=v.agreement, threshold=need, passed=_passes(v.verdict, policy),
+    return Gate(name="top1_agreement", measured=v.agreement, threshold=need, passed=passes_by_policy(v.verdict, policy),
                 verdict=v.verdict, images_needed=v.images_needed, values=values,
                 detail=(f"top-1 equals the {reference} reference on {agree:,} of {agreement.count:,} images "
                         f"({v.agreement:.2f}%, {v.confidence:.0%} Wilson interval [{v.low:.2f}, {v.high:.2f}]%; "
@@ -304,16 +304,17 @@ def verdict_fields(gates: Sequence[Gate]) -> dict[str, object]:
     """The issue-14 record fields of these gates: every gate's ``values`` plus ``verdict``,
     ``published_gate`` (pass | fail | not applicable: ...; when a published gate is among them)
     and, only when the verdict is inconclusive, ``images_needed``: the largest estimate of the
-    inconclusive gates (None when one of them would not decide at any feasible size). Each
+    inconclusive gates (None when one of them would not decide at any feasible size);
+    ``reference_gate`` likewise from the ``reference_*`` gates (harness.judge.reference_check). Each
     inconclusive gate's own estimate is ``images_needed_top1`` / ``_top5`` / ``_agreement``."""
     out: dict[str, object] = {}
     for g in gates:
         out.update(g.values)
     out["verdict"] = overall_verdict(gates)
-    published = [g for g in gates if g.name.startswith("published_")]
-    if published:
-        out["published_gate"] = overall_verdict(published) if any(g.decided for g in published) \
-            else published[0].verdict
+    for family in ("published", "reference"):  # published_gate, reference_gate
+        members = [g for g in gates if g.name.startswith(f"{family}_")]
+        if members:
+            out[f"{family}_gate"] = overall_verdict(members) if any(g.decided for g in members) else members[0].verdict
     if out["verdict"] == "inconclusive":
         needed = [g.images_needed for g in gates if g.verdict == "inconclusive"]
         out["images_needed"] = None if None in needed else max(n for n in needed if n is not None)

@@ -325,3 +325,49 @@ def agreement_verdict(agree_count: int, n: int, min_percent: float, confidence: 
     if verdict == "inconclusive":
         needed = _images_needed(lambda m: judge(round(agree_count * m / n), m)[0] != "inconclusive", n)
     return AgreementVerdict(verdict, 100.0 * agree_count / n, low, high, float(min_percent), confidence, n, needed)
+
+
+@dataclass(frozen=True)
+class UnpairedVerdict:
+    """A reference's accuracy on some images against a candidate's on other images (independent
+    samples), in points: ``drop`` = reference - candidate, its interval, and the verdict."""
+
+    verdict: Verdict
+    drop: float
+    low: float
+    high: float
+    tolerance_points: float
+    images_needed: int | None = None  # inconclusive only: both groups grown in proportion
+
+
+def unpaired_verdict(reference_correct: int, reference_n: int, candidate_correct: int, candidate_n: int,
+                     tolerance_points: float, confidence: float = 0.95) -> UnpairedVerdict:
+    """pass / fail / inconclusive for "the drop is at most ``tolerance_points``" between two
+    independent samples, with Newcombe's hybrid score interval for independent proportions
+    (Newcombe 1998, Statistics in Medicine 17:873-890, method 10: square-and-add of the two Wilson
+    intervals). Same decision rule as :func:`paired_verdict`; without the pairing the images'
+    difficulty does not cancel, so it needs far more images to decide."""
+    if min(reference_n, candidate_n) <= 0 or not (0 <= reference_correct <= reference_n
+                                                  and 0 <= candidate_correct <= candidate_n):
+        raise PairedStatsError(f"unpaired comparison needs counts within their totals, got {reference_correct} of "
+                               f"{reference_n} and {candidate_correct} of {candidate_n}")
+    if not math.isfinite(tolerance_points):
+        raise PairedStatsError(f"tolerance must be a finite number of points, got {tolerance_points}")
+    z = z_value(confidence)
+    total = reference_n + candidate_n
+
+    def judge(scale: float) -> tuple[Verdict, float, float, float]:
+        k1, n1 = round(reference_correct * scale), max(1, round(reference_n * scale))
+        k2, n2 = round(candidate_correct * scale), max(1, round(candidate_n * scale))
+        p1, p2 = 100.0 * k1 / n1, 100.0 * k2 / n2
+        (l1, u1), (l2, u2) = _wilson(k1, n1, z), _wilson(k2, n2, z)
+        drop = p1 - p2
+        low, high = drop - math.hypot(p1 - l1, u2 - p2), drop + math.hypot(u1 - p1, p2 - l2)
+        verdict: Verdict = "pass" if high < tolerance_points else "fail" if low > tolerance_points else "inconclusive"
+        return verdict, drop, low, high
+
+    verdict, drop, low, high = judge(1.0)
+    needed = None
+    if verdict == "inconclusive":
+        needed = _images_needed(lambda m: judge(m / total)[0] != "inconclusive", total)
+    return UnpairedVerdict(verdict, drop, low, high, float(tolerance_points), needed)

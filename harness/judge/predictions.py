@@ -87,6 +87,12 @@ class ReferencePairing:
     reference: Accuracy
     agreement: Parity
     unpaired: tuple[str, ...]  # scored images the reference was not computed on
+    # The paired images (as the label file names them), their labels and reference logits (same
+    # order as the correctness arrays); the predictions' correctness on the unpaired images.
+    names: tuple[str, ...] = ()
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
+    reference_logits: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32), repr=False)
+    unpaired_correct: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
 
 def pair_with_reference(score: PredictionScore, names: Sequence[str], logits: np.ndarray) -> ReferencePairing | None:
@@ -100,10 +106,12 @@ def pair_with_reference(score: PredictionScore, names: Sequence[str], logits: np
     ref = np.asarray(logits)[[row[Path(score.names[i]).stem] for i in mine]]
     got, truth = score.logits[mine], score.labels[mine]
     taken = set(mine)
+    others = [i for i in range(len(score.names)) if i not in taken]
     return ReferencePairing(
         reference_correct=topk_correct(ref, truth), candidate_correct=topk_correct(got, truth),
         reference=accuracy(ref, truth), agreement=parity(ref, got),
-        unpaired=tuple(n for i, n in enumerate(score.names) if i not in taken))
+        unpaired=tuple(score.names[i] for i in others), names=tuple(score.names[i] for i in mine), labels=truth,
+        reference_logits=ref, unpaired_correct=topk_correct(score.logits[others], score.labels[others]))
 
 
 @dataclass(frozen=True)

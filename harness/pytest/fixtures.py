@@ -50,6 +50,7 @@ def run_config(pytestconfig: pytest.Config) -> RunConfig:
         weights=opt("--weights"),
         weights_dir=_path(opt("--weights-dir")) or cache_dir / "weights",
         cache_dir=cache_dir,
+        verify_cache=opt("--verify-cache"),
         allow_download=not opt("--no-download"),
         preprocess_variant=opt("preprocess_variant"),
         opset=opt("--opset"),

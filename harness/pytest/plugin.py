@@ -88,6 +88,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="pretrained checkpoints (checksum-verified) or seeded random weights (conversion checks only)")
     g.addoption("--weights-dir", metavar="DIR", help="where checkpoints are found / downloaded (default: <cache>/weights)")
     g.addoption("--cache-dir", metavar="DIR", help="artifact cache (default: $MZC_CACHE_DIR or ~/.cache/modelzoo-cert)")
+    g.addoption("--verify-cache", action="store_true",
+                help="hash every file of every cache entry read, the large ones too (a dataset's pixels: ~5 s per 50,000 "
+                "images), instead of checking files over 256 MiB by size; entries that fail are rebuilt")
     g.addoption("--no-download", action="store_true", help="never download weights; fail if absent")
     g.addoption("--preprocess", dest="preprocess_variant", metavar="VARIANT",
                 help="a preprocessing variant of the model (e.g. modelzoo); default: the upstream recipe")

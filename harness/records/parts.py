@@ -220,6 +220,16 @@ class Reference(Part):
     # Who computed the reference logits: "torch 2.14.1 on HOST at TIME", plus "; imported from FILE"
     # when they came from `python -m harness reference import` (harness.run.reference).
     reference_computed: str | None = None
+    # Where the logits came from (issue 24): "computed here" (in this session), "cached" (an earlier
+    # run's cache entry) or "imported" (python -m harness reference import: reference_file and its
+    # SHA-256). Logits not computed in this session judge only after torch, run here on a fresh
+    # random sample of their images (seed recorded), reproduced them (harness.run.reference).
+    reference_origin: str | None = None
+    reference_file: str | None = None
+    reference_file_sha256: str | None = None
+    reference_checked_images: int | None = None
+    reference_check_seed: int | None = None
+    reference_check_max_rel_diff: float | None = None
 
 
 @dataclass(frozen=True)
@@ -291,6 +301,24 @@ class Verdicts(Part):
     agreement_top1_high95: float | None = None
     images_needed_agreement: int | None = None
     images_needed: int | None = None  # when inconclusive: the largest of the gates' estimates
+    # Is the torch reference plausible before it judges (harness.judge.reference_check): pass / fail,
+    # and on a subset its own Wilson interval, which widened by the policy's margin must hold the
+    # published figure.
+    reference_gate: str | None = None
+    reference_top1_low95: float | None = None
+    reference_top1_high95: float | None = None
+    reference_top5_low95: float | None = None
+    reference_top5_high95: float | None = None
+    # Predictions made elsewhere (--predictions): images the paired gate decided, and the rest, which
+    # the unpaired gate decides (reference on the paired images vs the predictions on the others).
+    images_paired: int | None = None
+    images_unpaired: int | None = None
+    unpaired_drop_top1: float | None = None
+    unpaired_drop_top1_low95: float | None = None
+    unpaired_drop_top1_high95: float | None = None
+    unpaired_drop_top5: float | None = None
+    unpaired_drop_top5_low95: float | None = None
+    unpaired_drop_top5_high95: float | None = None
 
     @classmethod
     def of(cls, fields: Mapping[str, Any], coverage: Mapping[str, Any] | None = None) -> Verdicts:

@@ -134,7 +134,7 @@ def labels(configs: Iterable[Configuration]) -> dict[Configuration, str]:
 
 ACCURACY_HEADERS = (
     "chip", "backend", "precision", "input", "bs", "figures", "images", "published top-1 / top-5",
-    "measured top-1 / top-5", "torch top-1 / top-5", "vs published (top-1 / top-5)", "coverage",
+    "measured top-1 / top-5", "torch top-1 / top-5\n(reference gate)", "vs published (top-1 / top-5)", "coverage",
     "published gate", "top-1 drop vs torch\n(points, 95% interval)", "top-1 agreement %", "weights", "verdict",
 )
 ACCURACY_ALIGN = ("l", "l", "l", "l", "r", "l", "r", "r", "r", "r", "r", "l", "l", "r", "r", "l", "l")
@@ -167,6 +167,26 @@ def drop_cell(r: AccuracyRecord) -> Cell | str:
     return _delta(ref.reference_top1, s.top1)
 
 
+def reference_cell(r: AccuracyRecord) -> Cell | str:
+    """The torch reference's own top-1 / top-5, coloured by its recorded reference gate (is it
+    plausible beside the published figure?); plain where the record has no such gate."""
+    text = _pair(pct(r.reference.reference_top1), pct(r.reference.reference_top5))
+    gate = r.verdicts.reference_gate
+    return text if gate is None else Cell(text, outcome_status(gate))
+
+
+def _reference_note(label: str, r: AccuracyRecord) -> Cell | None:
+    """Where a reference not computed in this run came from, and how it was checked."""
+    ref = r.reference
+    if ref.reference_origin in (None, "computed here"):
+        return None
+    where = f" from {ref.reference_file}" if ref.reference_file else ""
+    checked = (f", checked against torch here on {ref.reference_checked_images} images (seed "
+               f"{ref.reference_check_seed}; max relative difference {ref.reference_check_max_rel_diff})"
+               if ref.reference_checked_images else ", not verified (no weights here to check it)")
+    return Cell(f"{label}: torch reference {ref.reference_origin}{where}{checked}")
+
+
 def _accuracy_row(r: AccuracyRecord) -> tuple[str | Cell, ...]:
     c, p, s, ref = r.config, r.published, r.scores, r.reference
     return (
@@ -175,7 +195,7 @@ def _accuracy_row(r: AccuracyRecord) -> tuple[str | Cell, ...]:
         str(s.images if s.images is not None else DASH),
         _pair(fmt_figure(p.published_top1), fmt_figure(p.published_top5)),
         _pair(pct(s.top1), pct(s.top5)),
-        _pair(pct(ref.reference_top1), pct(ref.reference_top5)),
+        reference_cell(r),
         _pair(_delta(s.top1, p.published_top1), _delta(s.top5, p.published_top5)),
         coverage_cell(r), published_gate_cell(r), drop_cell(r),
         pct(ref.top1_agreement),
@@ -223,6 +243,9 @@ def _accuracy_notes(records: Sequence[AccuracyRecord]) -> list[Cell]:
                                         f"labels {r.predictions.labels}" if r.predictions.labels else "") if x)
             notes.append(Cell(f"{label}: predictions read from {where}" + (f" ({how})" if how else "")))
         notes += _gate_notes(label, r)
+        origin = _reference_note(label, r)
+        if origin is not None:
+            notes.append(origin)
         note = reason_note(label, r)
         if note is not None:
             notes.append(note)

@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import os
+import secrets
 import socket
 import time
 import zipfile
@@ -28,16 +29,16 @@ import numpy as np
 from harness import data as data_mod
 from harness.backends.torch_ref import TorchSession, torch_version
 from harness.cache import (
-    MANIFEST,
     ArtifactCache,
-    CacheError,
     Entry,
+    UnverifiedEntry,
     content_key,
     file_sha256,
 )
-from harness.errors import UsageError
+from harness.errors import NotCertified, UsageError
+from harness.judge.metrics import parity
 from harness.run.infer import run_all
-from harness.specs import ModelSpec, as_dict
+from harness.specs import ModelSpec, ReferencePolicy, as_dict
 
 REFERENCE_KIND = "reference-logits"
 DIGEST_KIND = "dataset-sha256"
@@ -45,6 +46,9 @@ KEY_FORMAT = 2  # 1: keyed by torch version, weights path and the images' stat (
 FILE_FORMAT = "modelzoo-cert reference-logits"
 FILE_VERSION = 1
 INDEX = "reference.json"
+# Where reference logits came from (a record's reference_origin): computed in this session, read
+# from this cache (computed by an earlier run) or imported from a reference file.
+COMPUTED_HERE, CACHED, IMPORTED = "computed here", "cached", "imported"
 REFERENCE_BATCH = 32
 _FILE_FIELDS = ("key", "inputs", "model", "shape", "sha256", "member")
 
@@ -99,11 +103,88 @@ def cached_reference(cache: ArtifactCache, spec: ModelSpec, module: Any, weights
     return np.load(entry.path / "logits.npy"), entry
 
 
+def reference_without_weights(cache: ArtifactCache, spec: ModelSpec,
+                              prepared: data_mod.PreparedDataset) -> tuple[np.ndarray, Entry] | None:
+    """A reference of ``spec``'s published weights on ``prepared`` found in the cache (imported,
+    or computed by an earlier run) where the weights themselves are absent: matched by the
+    registry's checksum of the weights (``sha256``, or the ``sha256_prefix`` of a file name). Such
+    logits cannot be checked against torch here; None when there is none."""
+    want = spec.weights.sha256 or spec.weights.sha256_prefix
+    if not want:
+        return None
+    digest = images_digest(cache, prepared)
+    normalize = {"mean": list(prepared.spec.mean), "std": list(prepared.spec.std)}
+    for entry in cached_entries(cache)[0]:
+        inputs = entry.manifest["inputs"]
+        weights = inputs.get("weights") if isinstance(inputs.get("weights"), Mapping) else {}
+        if (weights.get("kind") == "pretrained" and str(weights.get("sha256") or "").startswith(want)
+                and inputs.get("arch") == as_dict(spec.arch) and inputs.get("num_classes") == spec.num_classes
+                and inputs.get("images") == digest and inputs.get("normalize") == normalize):
+            return np.load(entry.path / "logits.npy", allow_pickle=False), entry
+    return None
+
+
 def reference_origin(manifest: Mapping[str, Any]) -> dict[str, Any]:
     """Who computed an entry's logits, with which torch, and the file it was imported from (or None)."""
     return {"torch": manifest.get("torch"), "computed_host": manifest.get("computed_host", manifest.get("host")),
             "computed_at": manifest.get("computed_at", manifest.get("created")),
             "imported_from": manifest.get("imported_from")}
+
+
+# -- checking a reference not computed in this session ---------------------------------------
+
+
+class ReferenceMismatch(NotCertified):
+    """Reference logits that torch, run here on a sample of their images, does not reproduce."""
+
+
+@dataclass(frozen=True)
+class ReferenceCheck:
+    """Stored reference logits against torch recomputed here on a random sample of their images."""
+
+    images: int  # how many were recomputed
+    seed: int  # the sample's seed, drawn afresh for every check
+    max_rel_diff: float  # largest |stored - recomputed| relative to the image's largest |logit|
+    top1_agreement: float  # percent of the sample whose top-1 class is the same
+    rtol: float
+
+    @property
+    def passed(self) -> bool:
+        return self.max_rel_diff <= self.rtol and self.top1_agreement >= 100.0
+
+    def describe(self) -> str:
+        return (f"{self.images} images recomputed with torch (seed {self.seed}): max relative difference "
+                f"{self.max_rel_diff:.3g} (allowed {self.rtol:g}), top-1 equal on {self.top1_agreement:.1f}%")
+
+
+def check_reference(spec: ModelSpec, module: Any, prepared: data_mod.PreparedDataset, logits: np.ndarray,
+                    policy: ReferencePolicy, seed: int | None = None) -> ReferenceCheck:
+    """Recompute ``policy.check_images`` images of ``prepared``, chosen at random (``seed``: drawn
+    from the OS unless given), with the torch ``module`` and compare with the stored ``logits``."""
+    seed = secrets.randbits(32) if seed is None else seed
+    count = min(policy.check_images, len(prepared))
+    chosen = np.sort(np.random.default_rng(seed).choice(len(prepared), count, replace=False))
+    session = TorchSession(module, REFERENCE_BATCH, spec.input_shape, spec.num_classes)
+    pre = prepared.spec
+    fresh = np.concatenate([
+        session.infer(data_mod.normalize(np.asarray(prepared.images[chosen[i:i + REFERENCE_BATCH]]), pre.mean, pre.std))
+        for i in range(0, count, REFERENCE_BATCH)])
+    agreement = parity(fresh, np.asarray(logits)[chosen])
+    return ReferenceCheck(images=count, seed=seed, max_rel_diff=agreement.max_rel_diff,
+                          top1_agreement=agreement.top1_agreement, rtol=policy.check_rtol)
+
+
+def refuse(entry: Entry, check: ReferenceCheck) -> ReferenceMismatch:
+    """The error for an entry whose logits torch does not reproduce, naming the file they came from."""
+    imported = entry.manifest.get("imported_from")
+    if isinstance(imported, Mapping):
+        source = (f"the reference file {imported.get('file')} (sha256 {imported.get('file_sha256')}), imported into "
+                  f"{entry.path}")
+        fix = "it was altered or made from other weights or images; export it again where it was computed"
+    else:
+        source = f"the cached reference {entry.path}"
+        fix = "it was altered after it was computed; delete that directory to recompute it"
+    return ReferenceMismatch(f"reference refused: {source} does not match torch run here: {check.describe()}; {fix}")
 
 
 # -- the file -------------------------------------------------------------------------------
@@ -121,23 +202,17 @@ class FileEntry:
 
 
 def cached_entries(cache: ArtifactCache) -> tuple[list[Entry], list[Path]]:
-    """Every finished reference entry of the current key format, and the paths of older ones
-    (key format 1: rebuilt once by the next run, never exported)."""
-    current: list[Entry] = []
-    old: list[Path] = []
-    root = cache.root / REFERENCE_KIND
-    for path in sorted(root.iterdir()) if root.is_dir() else ():
-        manifest_path = path / MANIFEST
-        if path.name.startswith(".") or not manifest_path.is_file():
-            continue  # a build in progress, a lock file
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CacheError(f"cache entry {path} has an unreadable manifest ({exc}); delete that directory") from exc
-        if manifest.get("inputs", {}).get("format") == KEY_FORMAT:
-            current.append(Entry(path=path, key=path.name, manifest=manifest, built_here=False))
-        else:
-            old.append(path)
+    """Every finished reference entry of the current key format, each verified by the cache, and
+    the paths of older ones (key format 1, or made before the cache recorded checksums: rebuilt
+    once by the next run, never exported). An entry that fails verification is a CacheError
+    naming its directory."""
+    refused: list[UnverifiedEntry] = []
+    entries = cache.entries(REFERENCE_KIND, refused=refused)
+    broken = [r for r in refused if not r.older]
+    if broken:
+        raise broken[0]
+    current = [e for e in entries if e.manifest["inputs"].get("format") == KEY_FORMAT]
+    old = [e.path for e in entries if e not in current] + [r.path for r in refused if r.older]
     return current, old
 
 

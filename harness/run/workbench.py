@@ -31,7 +31,17 @@ from harness.data.coverage import Coverage, coverage
 from harness.judge.gates import topk_correct
 from harness.judge.metrics import Accuracy, Parity, accuracy_of, check_scorable, parity
 from harness.run.infer import run_all
-from harness.run.reference import cached_reference, reference_origin
+from harness.run.reference import (
+    CACHED,
+    COMPUTED_HERE,
+    IMPORTED,
+    ReferenceCheck,
+    cached_reference,
+    check_reference,
+    reference_origin,
+    reference_without_weights,
+    refuse,
+)
 from harness.run.stages import StageClock
 from harness.specs import (
     SINGLE_STREAM,
@@ -66,6 +76,7 @@ class RunConfig:
     weights: str = "pretrained"
     weights_dir: Path | None = None  # None: <cache_dir>/weights
     cache_dir: Path = field(default_factory=default_cache_root)  # $MZC_CACHE_DIR, else the user's cache
+    verify_cache: bool = False  # --verify-cache: hash large cache files too on every read, not only their size
     allow_download: bool = True
     preprocess_variant: str | None = None
     opset: int = 11
@@ -185,9 +196,12 @@ class Workbench:
     # harness.run.sweep's memo: one sweep (session_sweep) or card measurement (session_card) per session
     sweeps: dict[tuple[Any, ...], Any] = field(default_factory=dict, init=False)
     clock: StageClock = field(default_factory=StageClock, init=False)  # wall seconds per stage
+    # Reference entries computed in this session, and the check of each one it did not compute.
+    _computed: set[str] = field(default_factory=set, init=False)
+    _checks: dict[str, ReferenceCheck] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
-        self.cache = ArtifactCache(self.cfg.cache_dir)
+        self.cache = ArtifactCache(self.cfg.cache_dir, verify_all=self.cfg.verify_cache)
 
     # -- data ---------------------------------------------------------------------------------
 
@@ -318,15 +332,37 @@ class Workbench:
         with self.clock.stage("reference" if isinstance(session, TorchSession) else "inference"):
             return run_all(session, prepared, batch_size, desc)
 
-    def reference_logits(self, loaded: LoadedModel, prepared: data_mod.PreparedDataset) -> np.ndarray:
+    def reference(self, loaded: LoadedModel, prepared: data_mod.PreparedDataset) -> tuple[np.ndarray, dict[str, Any]]:
         """The torch reference's logits on ``prepared``, cached by weights + pixels + normalization
-        (harness.run.reference; imported from a file by ``python -m harness reference import``)."""
-        return self._reference(loaded, prepared)[0]
-
-    def _reference(self, loaded: LoadedModel, prepared: data_mod.PreparedDataset) -> tuple[np.ndarray, dict[str, Any]]:
+        (harness.run.reference; imported from a file by ``python -m harness reference import``),
+        and where they came from (``origin``: computed here, cached or imported).
+        Logits this session did not compute are checked once per session against torch run here
+        on a fresh random sample (harness.run.reference.check_reference) before they may judge."""
         with self.clock.stage("reference"):
             logits, entry = cached_reference(self.cache, loaded.spec, loaded.module, loaded.weights, prepared)
-        return logits, reference_origin(entry.manifest)
+            origin = reference_origin(entry.manifest)
+            if entry.built_here or entry.key in self._computed:
+                self._computed.add(entry.key)
+                return logits, {**origin, "origin": COMPUTED_HERE}
+            if entry.key not in self._checks:
+                check = check_reference(loaded.spec, loaded.module, prepared, logits, self.policy.reference)
+                if not check.passed:
+                    raise refuse(entry, check)
+                self._checks[entry.key] = check
+        kind = IMPORTED if origin.get("imported_from") else CACHED
+        return logits, {**origin, "origin": kind, "check": self._checks[entry.key]}
+
+    def unverified_reference(self, spec: ModelSpec, prepared: data_mod.PreparedDataset) -> tuple[np.ndarray, dict[str, Any]] | None:
+        """Where ``spec``'s weights are absent: a cached or imported reference of its published
+        weights on ``prepared`` (harness.run.reference.reference_without_weights), which nothing here
+        can check (``origin["check"]`` is None); None when there is none."""
+        with self.clock.stage("reference"):
+            found = reference_without_weights(self.cache, spec, prepared)
+        if found is None:
+            return None
+        logits, entry = found
+        origin = reference_origin(entry.manifest)
+        return logits, {**origin, "origin": IMPORTED if origin.get("imported_from") else CACHED, "check": None}
 
     def evaluate(self, spec: ModelSpec, chip: ChipSpec, batch_size: int, source: str) -> Evaluation:
         """Compile, run on ``source`` and compare with the torch reference on the same images."""
@@ -338,7 +374,7 @@ class Workbench:
                 session = stack.enter_context(compiled.open(self.device_id()))
             logits = self.run(session, prepared, batch_size, f"{spec.name} on {chip.name} bs{batch_size}")
         environment = backend.describe()
-        ref_logits, origin = self._reference(loaded, prepared)
+        ref_logits, origin = self.reference(loaded, prepared)
         listing = prepared.listing
         with self.clock.stage("scoring"):
             check_scorable(logits, prepared.labels)

@@ -47,7 +47,7 @@ from harness.specs.model import (
     PreprocessSpec,
     WeightsSpec,
 )
-from harness.specs.policy import HistoryPolicy, Policy, TimingPolicy
+from harness.specs.policy import HistoryPolicy, Policy, ReferencePolicy, TimingPolicy
 from harness.specs.reader import SpecError
 
 __all__ = [
@@ -71,6 +71,7 @@ __all__ = [
     "PerfRule",
     "Policy",
     "PreprocessSpec",
+    "ReferencePolicy",
     "SpecError",
     "TimingPolicy",
     "WeightsSpec",

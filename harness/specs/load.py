@@ -33,6 +33,7 @@ from harness.specs.policy import (
     HistoryPolicy,
     LocalizeThresholds,
     Policy,
+    ReferencePolicy,
     TimingPolicy,
     VerdictPolicy,
 )
@@ -304,12 +305,24 @@ def load_policy(path: Path | None = None) -> Policy:
             "regression_throughput_percent", 0.0, 100.0, hist_defaults.regression_throughput_percent),
     )
     hist.finish()
-    extra = sorted(set(data) - {"accuracy", "conversion", "perf", "history", "localize"})
+    extra = sorted(set(data) - {"accuracy", "conversion", "perf", "history", "localize", "reference"})
     if extra:
         raise SpecError(f"{path}: unknown table(s) {extra}; allowed: [accuracy], [conversion], [perf], [history], "
-                        "[localize]")
+                        "[localize], [reference]")
     return replace(policy, timing=timing, history=history, accuracy_tolerance=tolerance, verdicts=verdicts,
-                   localize=_localize(Reader(str(path), "localize", data.get("localize", {}))))
+                   localize=_localize(Reader(str(path), "localize", data.get("localize", {}))),
+                   reference=_reference(Reader(str(path), "reference", data.get("reference", {}))))
+
+
+def _reference(r: Reader) -> ReferencePolicy:
+    d = ReferencePolicy()
+    policy = ReferencePolicy(
+        subset_margin_points=r.number("subset_margin_points", 0.0, 100.0, d.subset_margin_points),
+        check_images=r.integer("check_images", 32, 10**6, d.check_images),
+        check_rtol=r.number("check_rtol", 0.0, 1.0, d.check_rtol),
+    )
+    r.finish()
+    return policy
 
 
 def _localize(r: Reader) -> LocalizeThresholds:

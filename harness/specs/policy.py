@@ -61,6 +61,22 @@ class VerdictPolicy:
 
 
 @dataclass(frozen=True)
+class ReferencePolicy:
+    """When the torch reference may judge (fixtures/policy.toml [reference], issue 24).
+
+    ``subset_margin_points``: on a subset of the validation set, the published figure must lie
+    within the reference's Wilson interval widened by this many points on each side (on the full
+    set the tolerance decides). ``check_images``: how many images of a reference not computed in
+    this session are recomputed with torch before it judges; ``check_rtol``: the largest
+    difference allowed there, relative to each image's largest |logit|.
+    """
+
+    subset_margin_points: float = 20.0
+    check_images: int = 32
+    check_rtol: float = 1e-3
+
+
+@dataclass(frozen=True)
 class TimingPolicy:
     """How the one timing loop measures (fixtures/policy.toml [perf])."""
 
@@ -150,3 +166,4 @@ class Policy:
     accuracy_tolerance: AccuracyTolerance = AccuracyTolerance()
     verdicts: VerdictPolicy = VerdictPolicy()
     localize: LocalizeThresholds = LocalizeThresholds()
+    reference: ReferencePolicy = ReferencePolicy()

@@ -214,7 +214,7 @@ def run_pipeline(root: Path, image_dir: Path, workers: int) -> dict[str, Any]:
     with backend.open(artifact, target, device_id=0, num_classes=spec.num_classes) as session:
         runner = _StallAfterFirstBatch(session) if STALL == "infer" else session
         logits = wb.run(runner, prepared, PIPELINE_BATCH, "tiny on cpu")  # type: ignore[arg-type]
-    reference = wb.reference_logits(loaded, prepared)
+    reference = wb.reference(loaded, prepared)[0]
     return {
         "built": dict(cache.built),
         "sha256": {

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from harness.cache import ArtifactCache, CacheError
+from harness.cache import ArtifactCache, CacheEntryRebuilt, CacheError
 from harness.data import list_dataset, prepare_dataset
 from harness.specs import PreprocessSpec
 
@@ -134,16 +134,21 @@ def test_a_worker_killed_mid_chunk_fails_the_run_with_a_data_error_and_publishes
     assert published(root, "dataset") == [] and leftovers(root) == []
 
 
-def test_a_dataset_entry_truncated_after_publication_is_refused_not_misread(real_images: Path, tmp_path: Path) -> None:
+def test_a_dataset_entry_truncated_after_publication_is_rebuilt_not_misread(real_images: Path, tmp_path: Path) -> None:
     """If a published pixel file is cut short later (disk error, a copy interrupted by hand), the
-    next run refuses it with the fix instead of memory-mapping garbage or crashing in numpy."""
+    next run finds it by its size (every read checks it against the manifest), warns and builds
+    it again, instead of memory-mapping garbage or crashing in numpy; a reader without a build
+    function refuses it with the fix."""
     spec = PreprocessSpec(resize=36, crop=32)
     cache = ArtifactCache(tmp_path / "cache")
     prepared = prepare_dataset(list_dataset(real_images), spec, cache, workers=1)
-    pixels = prepared.path / "images.u8"
+    pixels, first = prepared.path / "images.u8", np.array(prepared.images)
     del prepared
     pixels.write_bytes(pixels.read_bytes()[:-100])
     with pytest.raises(CacheError) as err:
-        prepare_dataset(list_dataset(real_images), spec, cache, workers=1)
-    assert str(cache.root) in str(err.value) and "is inconsistent" in str(err.value)
+        cache.entries("dataset")
+    assert str(pixels.parent) in str(err.value) and "images.u8 is" in str(err.value)
     assert "delete that directory and rerun" in str(err.value)
+    with pytest.warns(CacheEntryRebuilt, match=f"{pixels.parent} failed verification: images.u8 is"):
+        again = prepare_dataset(list_dataset(real_images), spec, cache, workers=1)
+    np.testing.assert_array_equal(np.asarray(again.images), first)
