@@ -13,6 +13,7 @@ from typing import Sequence
 
 from harness.cli import COMMANDS
 from harness.errors import UsageError
+from harness.safe_names import printable
 
 EXIT_BAD_INPUT = 2
 
@@ -30,10 +31,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except UsageError as exc:
-        print(f"python -m harness {args.command}: error: {exc}", file=sys.stderr)
+        print(f"python -m harness {args.command}: error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as exc:
-        print(f"python -m harness {args.command}: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        where = printable(str(exc.filename or ""))
+        print(f"python -m harness {args.command}: error: {where}: {printable(str(exc.strerror or exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 

@@ -26,6 +26,7 @@ import shutil
 import socket
 import time
 import warnings
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -42,7 +43,7 @@ from harness.cache_verify import (  # canonical_json, content_key: re-exported, 
     sealed,
     verify_files,
 )
-from harness.errors import HarnessError
+from harness.errors import HarnessError, UsageError
 
 MANIFEST = "manifest.json"
 DEFAULT_CACHE_ENV = "MZC_CACHE_DIR"
@@ -59,6 +60,11 @@ _FULL_BELOW_BYTES = 1 << 20
 
 class CacheError(HarnessError, RuntimeError):
     """The cache directory cannot be used (permissions, full disk, corrupt entry)."""
+
+
+class CacheNotWritable(CacheError, UsageError):
+    """The cache directory is read-only, not the user's, or under a file: a build cannot start
+    there (a usage error: the message says to pass another --cache-dir, no traceback)."""
 
 
 class UnverifiedEntry(CacheError):
@@ -121,6 +127,20 @@ def _disk_full(
         f"disk full while writing cache entry {kind}/{key} under {kind_dir}: {size}"
         f"{_mb(free_bytes(kind_dir))} free there{own}; free space there or pass --cache-dir "
         f"(or set ${DEFAULT_CACHE_ENV}) to a disk with room, then rerun: finished entries are reused"
+    )
+
+
+def _unwritable(kind: str, key: str, kind_dir: Path, step: str, exc: OSError) -> CacheError:
+    """The cache directory cannot be written (read-only, not ours, full): which, where, and the fix."""
+    if exc.errno in _DISK_FULL:
+        return _disk_full(kind, key, kind_dir, None)
+    why = {errno.EROFS: "it is on a read-only file system", errno.EACCES: "permission denied",
+           errno.EPERM: "operation not permitted", errno.ENOTDIR: "a part of that path is a file",
+           errno.EEXIST: "a part of that path is a file"}.get(exc.errno or 0, exc.strerror or str(exc))
+    return CacheNotWritable(
+        f"cache directory {kind_dir} is not writable ({why}: [Errno {exc.errno}] could not {step} for "
+        f"entry {kind}/{key}); pass --cache-dir DIR (or set ${DEFAULT_CACHE_ENV}) to a writable place: a "
+        "read-only cache can only serve entries that are already in it"
     )
 
 
@@ -225,12 +245,13 @@ class ArtifactCache:
         try:
             kind_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise CacheError(
-                f"cannot create cache directory {kind_dir}: {exc.strerror}; "
-                f"pass --cache-dir to a writable place or set ${DEFAULT_CACHE_ENV}"
-            ) from exc
-        try:
-            with FileLock(str(kind_dir / f"{key}.lock"), timeout=lock_timeout):
+            raise _unwritable(kind, key, kind_dir, "create the directory", exc) from exc
+        with ExitStack() as held:
+            try:
+                held.enter_context(FileLock(str(kind_dir / f"{key}.lock"), timeout=lock_timeout))
+            except OSError as exc:  # EROFS, EACCES, ENOSPC... creating or opening the lock file
+                raise _unwritable(kind, key, kind_dir, "create its lock file", exc) from exc
+            try:
                 try:
                     found = self._read(kind, key, built_here=False)
                 except UnverifiedEntry as bad:
@@ -239,11 +260,11 @@ class ArtifactCache:
                 if found is not None:
                     return found
                 self._build(kind, key, inputs, build, kind_dir)
-        except OSError as exc:
-            # Creating the lock file or the temp dir can hit a full disk too, before any build.
-            if exc.errno in _DISK_FULL:
-                raise _disk_full(kind, key, kind_dir, None) from exc
-            raise
+            except OSError as exc:
+                # Creating the temp dir can hit a full disk too, before any build.
+                if exc.errno in _DISK_FULL:
+                    raise _disk_full(kind, key, kind_dir, None) from exc
+                raise
         entry = self._read(kind, key, built_here=True)
         assert entry is not None
         return entry
@@ -267,7 +288,10 @@ class ArtifactCache:
                                             "published?): removing it and building it again"), stacklevel=3)
             shutil.rmtree(final)
         tmp = kind_dir / f".tmp-{key}-{socket.gethostname()}-{os.getpid()}"
-        tmp.mkdir()
+        try:
+            tmp.mkdir()
+        except OSError as exc:
+            raise _unwritable(kind, key, kind_dir, "create its temporary directory", exc) from exc
         try:
             extra = dict(build(tmp) or {})
             clash = sorted(set(extra) & set(_OWN_FIELDS))

@@ -310,12 +310,12 @@ def test_labels_are_joined_by_name_not_order(tmp_path: Path, val_1300: Path) -> 
 def test_image_extensions_and_hidden_files(mutable_dataset: Path) -> None:
     shutil.copy(mutable_dataset / "synthetic_00000001.JPEG", mutable_dataset / "extra.jpg")
     shutil.copy(mutable_dataset / "synthetic_00000001.JPEG", mutable_dataset / "._synthetic_00000001.JPEG")
-    Image.new("RGB", (8, 8)).save(mutable_dataset / "extra.PNG")
+    Image.new("RGB", (8, 8)).save(mutable_dataset / "extra2.PNG")
     write(mutable_dataset / "notes.txt", "not an image")
     with (mutable_dataset / "val_label.txt").open("a") as fh:
-        fh.write("extra.jpg 3\nextra.PNG 4\n")
+        fh.write("extra.jpg 3\nextra2.PNG 4\n")
     listing = list_dataset(mutable_dataset)
-    assert "extra.jpg" in listing.names and "extra.PNG" in listing.names
+    assert "extra.jpg" in listing.names and "extra2.PNG" in listing.names
     assert len(listing) == 14
 
 

@@ -124,3 +124,27 @@ def test_a_plainly_weak_reference_names_checkpoint_or_recipe() -> None:
     truth = val_like_labels()
     cause = likely_cause(sane_logits(truth, right=0.3), truth)
     assert cause.startswith("no labelling pattern found")
+
+
+def test_exactly_the_tolerance_away_passes_and_the_relative_rule_takes_the_published_figure() -> None:
+    assert verdicts(acc(50_000, 37_000, 46_000), full())["reference_top1"] == "pass"  # 74.0: 1 point below 75
+    relative = AccuracyTolerance(rule="relative", fraction=0.99)  # 0.75 points of the published 75
+    gates = reference_gates(acc(50_000, 37_200, 46_000), PUBLISHED, full(), relative, MARGIN)  # 74.4: 0.6 below
+    assert gates[0].verdict == "pass" and "allowed 0.750 points" in gates[0].detail
+    gates = reference_gates(acc(50_000, 37_100, 46_000), PUBLISHED, full(), relative, MARGIN)  # 74.2: 0.8 below
+    assert gates[0].verdict == "fail" and gates[0].detail.startswith("the torch reference scores top1 74.200%")
+
+
+def test_the_share_of_pairs_is_counted_like_brute_force() -> None:
+    from itertools import combinations
+
+    from harness.judge.reference_check import _order_pattern
+
+    rng = np.random.default_rng(3)
+    labels, predicted = rng.integers(0, 4, 40), rng.integers(0, 5, 40)
+    pairs = list(combinations(range(40), 2))
+    same = [(i, j) for i, j in pairs if labels[i] == labels[j]]
+    other = [(i, j) for i, j in pairs if labels[i] != labels[j]]
+    within = sum(predicted[i] == predicted[j] for i, j in same) / len(same)
+    across = sum(predicted[i] == predicted[j] for i, j in other) / len(other)
+    assert _order_pattern(predicted, labels) == (pytest.approx(within), pytest.approx(across), len(same))

@@ -58,3 +58,36 @@ def test_relative_tolerance_is_taken_of_the_reference() -> None:
     policy = load_policy()
     gates = unpaired_gates(correct(500, 400), correct(800, 640), policy, AccuracyTolerance(rule="relative", fraction=0.99))
     assert gates[0].threshold == pytest.approx(0.8)  # 1% of the reference's 80%, not of anything else
+
+
+def test_an_inconclusive_gate_records_the_images_that_would_decide() -> None:
+    from dataclasses import replace
+
+    policy = load_policy()
+    gates = unpaired_gates(correct(500, 400), correct(800, 640), policy, AccuracyTolerance())
+    top1 = gates[0]
+    v = unpaired_verdict(400, 500, 640, 800, 1.0)
+    assert top1.verdict == "inconclusive" and top1.images_needed == v.images_needed is not None
+    assert top1.values["images_needed_top1"] == v.images_needed and "images would decide" in top1.detail
+    assert (top1.values["unpaired_drop_top1_low95"], top1.values["unpaired_drop_top1_high95"]) == (v.low, v.high)
+    assert "images_needed_top5" not in gates[1].values
+    wider = replace(policy, verdicts=replace(policy.verdicts, confidence=0.99))
+    assert unpaired_gates(correct(500, 400), correct(800, 640), wider, AccuracyTolerance())[0].values[
+        "unpaired_drop_top1_high95"] > v.high  # the policy's confidence, not a default
+
+
+def test_decided_gates_say_which_way() -> None:
+    policy = load_policy()
+    fail, passed = unpaired_gates(correct(500, 413), correct(800, 1), policy, AccuracyTolerance())
+    assert fail.detail.endswith("fail, the whole interval is above the tolerance")
+    assert passed.detail.endswith("pass, the whole interval is below the tolerance")
+    assert fail.passed is False and passed.passed is True
+
+
+def test_edge_counts_are_accepted_and_the_tolerance_recorded() -> None:
+    assert unpaired_verdict(0, 1, 0, 1, 1.0).tolerance_points == 1.0
+    assert unpaired_verdict(1, 1, 0, 1, 2.5).tolerance_points == 2.5
+    with pytest.raises(PairedStatsError, match="finite"):
+        unpaired_verdict(1, 2, 1, 2, float("nan"))
+    with pytest.raises(PairedStatsError, match="within their totals"):
+        unpaired_verdict(-1, 2, 1, 2, 1.0)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import NotApplicable, UsageError
+from harness.safe_names import printable
 
 NAME = "localize"
 EXIT_OK, EXIT_UNAVAILABLE = 0, 3
@@ -77,7 +78,7 @@ def _images(args: argparse.Namespace) -> Any:
     from harness.cache import ArtifactCache, default_cache_root
     from harness.localize import Images
     from harness.run.workbench import EMBEDDED_IMAGES, EMBEDDED_SEED
-    from harness.specs import load_models
+    from harness.specs import load_models, load_policy
 
     models = load_models()
     if args.model not in models:
@@ -92,7 +93,8 @@ def _images(args: argparse.Namespace) -> Any:
         listing = data.list_dataset(data.synthetic_dataset(cache, EMBEDDED_IMAGES, seed=EMBEDDED_SEED))
     else:
         listing = data.list_dataset(args.imagenet, args.imagenet_labels, limit=args.limit)
-    return Images.from_prepared(data.prepare_dataset(listing, spec.preprocess, cache))
+    budget = load_policy().data.decode_memory_mb
+    return Images.from_prepared(data.prepare_dataset(listing, spec.preprocess, cache, decode_memory_mb=budget))
 
 
 def _fmt(value: float) -> str:
@@ -123,8 +125,8 @@ def run(args: argparse.Namespace) -> int:
     except NotApplicable as exc:
         print(f"python -m harness {NAME}: unavailable: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
-    print(f"reference: {summary.reference} (onnxruntime CPU fp32)")
-    print(f"candidate: {summary.candidate}")
+    print(f"reference: {printable(str(summary.reference))} (onnxruntime CPU fp32)")
+    print(f"candidate: {printable(str(summary.candidate))}")
     print(f"images: {len(summary.images)} most divergent of {summary.images_considered} "
           f"({summary.top1_disagreements} with another top-1); final output cosine {_fmt(summary.final_cosine)}")
     print(f"method: {summary.method} ({summary.method_reason})")
@@ -133,8 +135,8 @@ def run(args: argparse.Namespace) -> int:
     for row in summary.worst_nodes:
         m = row.metrics
         if m is not None:
-            print(f"  #{row.index:<4} {row.node} ({row.op}) cosine {_fmt(m.cosine)} max|diff| {m.max_abs_diff:.4g} "
+            print(f"  #{row.index:<4} {printable(row.node)} ({printable(row.op)}) cosine {_fmt(m.cosine)} max|diff| {m.max_abs_diff:.4g} "
                   f"rmse {m.rmse:.4g}{'  OVER' if row.over else ''}")
     print(f"written: {summary.layers_csv}, {summary.summary_json} ({summary.seconds:.1f} s)")
-    print(summary.last_line())
+    print(printable(summary.last_line()))
     return EXIT_OK

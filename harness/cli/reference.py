@@ -11,6 +11,10 @@ of running torch. docs/reference-logits.md says what the key holds and why.
 
 Exit status 0; 2 for bad input (a file that is not a reference file, a wrong checksum, no
 cached entry of the model asked for), printed as one ``error:`` line.
+
+A reference file comes from another machine (not trusted): every line printed, error lines
+included, shows its fields escaped (harness.safe_names.printable), so a model name holding a
+terminal escape code or a newline is printed as ``\\x1b[2J``, ``\\n``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 from typing import Any
+
+from harness.safe_names import printable, printable_errors
 
 NAME = "reference"
 
@@ -50,6 +56,15 @@ def _describe(inputs: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    with printable_errors():
+        return _run(args)
+
+
+def _say(text: str) -> None:
+    print(printable(text))
+
+
+def _run(args: argparse.Namespace) -> int:
     from harness.cache import ArtifactCache, default_cache_root
     from harness.errors import UsageError
     from harness.run.reference import (
@@ -62,18 +77,18 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "export":
         written = export_references(cache, args.out, None if args.all else args.model)
         for entry in written:
-            print(f"exported {entry.manifest.get('model')} ({_describe(entry.manifest['inputs'])}), key {entry.key}")
+            _say(f"exported {entry.manifest.get('model')} ({_describe(entry.manifest['inputs'])}), key {entry.key}")
         _entries, old = cached_entries(cache)
         if old:
-            print(f"note: {len(old)} older entr{'y' if len(old) == 1 else 'ies'} (keyed by torch version and image "
+            _say(f"note: {len(old)} older entr{'y' if len(old) == 1 else 'ies'} (keyed by torch version and image "
                   "mtimes) not exported: the next run recomputes them under the new key")
-        print(f"wrote {len(written)} entr{'y' if len(written) == 1 else 'ies'} to {args.out}")
+        _say(f"wrote {len(written)} entr{'y' if len(written) == 1 else 'ies'} to {args.out}")
         return 0
     if not args.file.is_file():
         raise UsageError(f"{args.file}: no such file; expected a file written by 'python -m harness reference export'")
     for item, built in import_references(cache, args.file):
         state = "imported" if built else "already in the cache, kept"
-        print(f"{state}: {item.model} ({_describe(item.inputs)}, torch {item.origin.get('torch')} on "
+        _say(f"{state}: {item.model} ({_describe(item.inputs)}, torch {item.origin.get('torch')} on "
               f"{item.origin.get('computed_host')}), key {item.key}")
-    print(f"cache: {cache.root}")
+    _say(f"cache: {cache.root}")
     return 0

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Sequence
 
+from harness.safe_names import printable, printable_errors
 from harness.specs import SpecError
 
 NAME = "report"
@@ -43,6 +44,13 @@ def _out_dir(paths: Sequence[Path], out: Path | None) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    """The command; every line it prints is escaped (harness.safe_names.printable): the results
+    files come from other machines, their names and fields may hold terminal escape codes."""
+    with printable_errors():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from harness.records.results import load_results
     from harness.report.build import terminal_table, write_report
 
@@ -54,14 +62,15 @@ def run(args: argparse.Namespace) -> int:
     print(terminal_table(results))
     print()
     for warning in results.warnings:
-        print(f"warning: {warning}")
+        print(printable(f"warning: {warning}"))
     for note in written.notes:
-        print(f"note: {note}")
-    print(f"report written: {written.markdown}, {written.html}, {len(written.plots)} plot(s) in {written.out_dir / 'plots'}")
+        print(printable(f"note: {note}"))
+    print(printable(f"report written: {written.markdown}, {written.html}, {len(written.plots)} plot(s) in "
+                    f"{written.out_dir / 'plots'}"))
     if written.regressions:
         print(f"{len(written.regressions)} regression(s):")
         for regression in written.regressions:
-            print(f"  {regression.describe()}")
+            print(printable(f"  {regression.describe()}"))
     else:
         print("no regressions against the previous runs")
     return EXIT_REGRESSION if written.regressions and args.fail_on_regression else EXIT_OK

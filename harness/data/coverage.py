@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from harness.data.errors import DataError, examples
-from harness.data.labels import WNIDS_SOURCE, load_wnids, read_labels
+from harness.data.labels import WNIDS_SOURCE, image_stem, load_wnids, name_bytes, read_labels, shown
 from harness.data.listing import DatasetListing
 from harness.specs import FIXTURES_DIR
 from harness.specs.reader import Reader, SpecError, hex_string, load_toml
@@ -74,18 +74,23 @@ def load_val_set(path: Path = VAL_SET_FILE) -> ValSet:
 
 
 def stem(name: str) -> str:
-    """An image file name without its extension: the canonical form ignores how it was encoded."""
-    return name.rsplit(".", 1)[0] if "." in name else name
+    """An image file name without its extension: the canonical form ignores how it was encoded.
+    The stem predictions are joined by (:func:`harness.data.labels.image_stem`)."""
+    return image_stem(name)
 
 
 def canonical_sha256(names: Iterable[str], labels: Iterable[object]) -> str:
     """SHA-256 of the sorted ``STEM LABEL`` lines (UTF-8, each ending in a newline).
 
     The form ``fixtures/imagenet_val.toml`` stores: independent of the order images were listed
-    in, of the label file's layout and of the images' file extension.
+    in, of the label file's layout and of the images' file extension. A name that is not UTF-8
+    counts as its bytes on disk.
     """
-    lines = sorted(f"{stem(n)} {label}\n" for n, label in zip(names, labels, strict=True))
-    return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
+    names, labels = list(names), list(labels)
+    if len(names) != len(labels):
+        raise DataError(f"{len(names)} image names but {len(labels)} labels; expected one label per image")
+    lines = sorted(name_bytes(stem(n)) + f" {label}\n".encode() for n, label in zip(names, labels))
+    return hashlib.sha256(b"".join(lines)).hexdigest()
 
 
 def label_file_is_canonical(path: Path, val: ValSet | None = None) -> bool:
@@ -196,6 +201,8 @@ def coverage_of(
         raise DataError("no images to judge the coverage of; expected at least one listed image")
     if folders and len(folders) != n:
         raise DataError(f"{n} image names but {len(folders)} wnid folders; expected one folder per image")
+    if len(labels) != n:
+        raise DataError(f"{n} image names but {len(labels)} labels; expected one label per image")
     if limit is not None and limit == n:
         chosen = (f"--limit {limit} (the first {limit} images in SHA-256-of-file-name order, "
                   f"harness.data.listing, of {chosen})")
@@ -203,7 +210,7 @@ def coverage_of(
     if not_val:
         return Coverage("other", n, val.images, chosen,
                         f"{len(not_val)} of them not named like ILSVRC2012 val images "
-                        f"(ILSVRC2012_val_00000001 ... {val.images:08d}), e.g. {examples(not_val, 3)}")
+                        f"(ILSVRC2012_val_00000001 ... {val.images:08d}), e.g. {examples([shown(n) for n in not_val], 3)}")
     if n > val.images:
         return Coverage("other", n, val.images, chosen,
                         f"more images than the {val.images:,} of the validation set (repeated names?)")
@@ -238,4 +245,8 @@ def _is_val_name(name: str, images: int) -> bool:
 def wnid_labels(labels: Sequence[int]) -> list[str]:
     """Class indices as wnids (``fixtures/imagenet_wnids.txt`` order): the ImageFolder form."""
     wnids = load_wnids()
+    bad = [str(i) for i in labels if not 0 <= i < len(wnids)]
+    if bad:
+        raise DataError(f"class indices {examples(bad)} are not ILSVRC2012 classes; expected 0..{len(wnids) - 1} "
+                        f"({WNIDS_SOURCE} order)")
     return [wnids[i] for i in labels]

@@ -20,14 +20,66 @@ LABEL_FILE_NAME = "val_label.txt"
 WNIDS_FILE = FIXTURES_DIR / "imagenet_wnids.txt"
 WNIDS_SOURCE = "fixtures/imagenet_wnids.txt"
 WNID_PATTERN = re.compile(r"n[0-9]{8}")
+# A class index: ASCII digits only (a minus sign is read, to be refused as out of range). int()
+# would also take "1_0" (10), "+3" and any Unicode digit ("\u0661\u0662" is 12): a label file that
+# needs any of them is not a ModelZoo label file.
+CLASS_INDEX = re.compile(r"-?[0-9]+")
+# Everything str.splitlines() breaks a line at: a name holding one cannot be written on one line
+# of a label file, a names file or a message, and str.split() reads it as a field separator.
+LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def shown(name: str) -> str:
+    """``name`` as a message shows it: as is when printable, else quoted with escapes.
+
+    A byte that is not UTF-8 (a surrogate from :func:`os.fsdecode`) is shown as ``\\xNN``, a
+    line break or control character as its Python escape (``\\n``, ``\\u2028``), so that the
+    message stays on one line and names the file exactly.
+    """
+    if name.isprintable():
+        return name
+    parts = []
+    for ch in name:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:
+            parts.append(f"\\x{code - 0xDC00:02x}")
+        elif ch == "\\":
+            parts.append("\\\\")
+        else:
+            parts.append(ch if ch.isprintable() else repr(ch)[1:-1])
+    return "'" + "".join(parts) + "'"
+
+
+def name_bytes(name: str) -> bytes:
+    """The bytes of a file name as the OS holds them (UTF-8; a surrogate-escaped byte as itself).
+
+    Every name :func:`os.scandir` returns round-trips; a string no OS listing could produce (a
+    lone surrogate outside U+DC80..U+DCFF) is a :class:`DataError`.
+    """
+    try:
+        return name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise DataError(
+            f"image name {shown(name)} is not a file name (it holds a lone surrogate that no "
+            f"directory listing produces); expected names as os.listdir returns them"
+        ) from None
+
+
+def image_stem(name: str) -> str:
+    """A file name without its extension, as predictions are joined to images (``Path.stem``:
+    ``ILSVRC2012_val_00000001.JPEG`` -> ``ILSVRC2012_val_00000001``; a dot file keeps its name)."""
+    i = name.rfind(".")
+    return name[:i] if 0 < i < len(name) - 1 else name
 
 
 def read_labels(path: Path, num_classes: int = 1000) -> dict[str, int]:
     """Parse a ModelZoo label file: one ``ILSVRC2012_val_00000001.JPEG 65`` per line.
 
     Blank lines are ignored. Raises :class:`DataError` naming the file and line for a wrong field
-    count, a non-integer label, a label outside ``[0, num_classes)``, a repeated image name, an
-    empty file or a missing file.
+    count, a label that is not ASCII digits (``1_0``, ``-1``, Unicode digits), a label outside
+    ``[0, num_classes)``, a name with a ``/`` (a path, not a file name), a repeated image name,
+    two names of one stem (``X.JPEG`` and ``X.png``: predictions are joined by stem), an empty
+    file or a missing file.
     """
     path = Path(path)
     try:
@@ -54,6 +106,7 @@ def read_labels(path: Path, num_classes: int = 1000) -> dict[str, int]:
         ) from exc
     labels: dict[str, int] = {}
     first_line: dict[str, int] = {}
+    stems: dict[str, str] = {}
     # Lines end at \n, \r\n or \r only, as editors and grep -n count them: str.splitlines()
     # also breaks at \v, \f, \x1c-\x1e, \x85 and \u2028, which split() treats as field spaces.
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
@@ -64,28 +117,42 @@ def read_labels(path: Path, num_classes: int = 1000) -> dict[str, int]:
         if len(fields) != 2:
             raise DataError(
                 f"{path}:{lineno}: expected 2 fields 'IMAGE_NAME LABEL', found {len(fields)}: "
-                f"{line.strip()!r}; fix that line or pass the right file with --imagenet-labels FILE"
+                f"{_short(line.strip())!r}; fix that line or pass the right file with --imagenet-labels FILE"
             )
         name, raw = fields
-        try:
-            label = int(raw)
-        except ValueError:
+        if not CLASS_INDEX.fullmatch(raw):
             raise DataError(
-                f"{path}:{lineno}: expected an integer class index, found {raw!r} "
-                f"(line {line.strip()!r}); labels are 0-based class indices, not synset ids"
-            ) from None
+                f"{path}:{lineno}: expected an integer class index of ASCII digits 0-9, found {_short(raw)!r} "
+                f"(line {_short(line.strip())!r}); labels are 0-based class indices, not synset ids"
+            )
+        # Compared as text first: int() refuses more than 4300 digits (a ValueError).
+        label = int(raw) if len(raw.lstrip("-0")) <= len(str(num_classes)) else num_classes
         if not 0 <= label < num_classes:
             raise DataError(
-                f"{path}:{lineno}: expected a label in [0, {num_classes}), found {label} "
-                f"(line {line.strip()!r}); is this label file for another dataset or 1-based?"
+                f"{path}:{lineno}: expected a label in [0, {num_classes}), found {_short(raw)} "
+                f"(line {_short(line.strip())!r}); is this label file for another dataset or 1-based?"
+            )
+        if "/" in name or "\0" in name:
+            raise DataError(
+                f"{path}:{lineno}: expected an image file name, found {name!r}, a path; labels are "
+                f"joined to the images of one folder by file name: write the name without folders"
             )
         if name in labels:
             raise DataError(
                 f"{path}:{lineno}: image {name!r} is labelled twice (first on line "
                 f"{first_line[name]}); expected one line per image, remove the duplicate"
             )
+        stem = image_stem(name)
+        if stem in stems:
+            other = stems[stem]
+            raise DataError(
+                f"{path}:{lineno}: images {other!r} (line {first_line[other]}) and {name!r} have "
+                f"the same stem {stem!r}; predictions are joined to labels by stem (ais_bench "
+                f"writes <stem>_0.*), so expected one label per stem: remove one of the two lines"
+            )
         labels[name] = label
         first_line[name] = lineno
+        stems[stem] = name
     if not labels:
         raise DataError(
             f"label file {path} is empty; expected one 'ILSVRC2012_val_00000001.JPEG 65' line per "
@@ -93,6 +160,10 @@ def read_labels(path: Path, num_classes: int = 1000) -> dict[str, int]:
         )
     return labels
 
+
+def _short(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters for a message (a 5000-digit label stays readable)."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 @functools.lru_cache(maxsize=None)

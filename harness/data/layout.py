@@ -5,19 +5,30 @@
 :func:`scan_imagefolder` reads an ImageFolder tree's folders and what else it holds
 (:class:`ImageFolderInfo`); :func:`flat_images` lists a flat folder's images. Only names and
 folders are read here, never image bytes.
+
+A dataset folder is outside data. Every name the OS can hold is listed or refused by name:
+names that are not UTF-8 are kept as :func:`os.fsdecode` gives them (surrogate-escaped; shown
+as ``\\xNN``, stored as the original bytes); an image name with a line break is refused (no label
+file line or names file can hold it); two images of one stem (``X.JPEG`` and ``X.png``) are
+refused (predictions join by stem). An OSError while listing (a symlink loop, a permission, a
+name too long) is a :class:`DataError` naming the path and the fix.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from harness.data.errors import DataError, examples
-from harness.data.labels import LABEL_FILE_NAME, WNID_PATTERN, WNIDS_SOURCE
+from harness.data.labels import LABEL_FILE_NAME, LINE_BREAKS, WNID_PATTERN, WNIDS_SOURCE, image_stem, shown
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+_LINE_BREAK = re.compile(f"[{re.escape(LINE_BREAKS)}]")
 
 _LAYOUT_HELP = (
     "expected either DIR/val/*.JPEG with DIR/val_label.txt (the layout of imagenet-val-1300), "
@@ -25,22 +36,98 @@ _LAYOUT_HELP = (
     "DIR/<wnid>/*.JPEG (wnids like n01440764); pass it as --imagenet DIR, and add "
     "--imagenet-labels FILE if the label file lives elsewhere"
 )
+# What to do about an OSError met while listing a dataset, by errno.
+_FIXES = {
+    errno.ELOOP: "it is a symbolic link that leads back to itself (a loop of links): remove the link "
+                 "or point it at the real file or folder",
+    errno.EACCES: "this user may not read it: make it readable (chmod/chown) or pass a readable copy",
+    errno.EPERM: "this user may not read it: make it readable (chmod/chown) or pass a readable copy",
+    errno.ENAMETOOLONG: "the path is longer than the OS allows: move the dataset to a shorter path "
+                        "or rename the file",
+    errno.ENOENT: "it vanished while being listed (the dataset changed during the run?): rerun",
+    errno.EIO: "the disk reported an I/O error: check the disk (dmesg) or copy the dataset elsewhere",
+}
+
+
+def unreadable(path: Path | str, exc: OSError, doing: str = "listing the dataset") -> DataError:
+    """The :class:`DataError` for an OSError at ``path``: the path (escaped), the cause, the fix."""
+    fix = _FIXES.get(exc.errno or 0, "fix or remove it, or pass another copy of the dataset")
+    return DataError(f"cannot read {shown(str(path))} while {doing}: {exc.strerror or exc}; {fix}")
+
+
+def _kind(path: Path) -> str | None:
+    """``"dir"``, ``"file"`` or ``"other"`` for what ``path`` leads to, None when nothing is there;
+    a symlink loop, a permission or a name-length error is a :class:`DataError`."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise unreadable(path, exc) from None
+    return "dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
+
+
+def _scan(directory: Path) -> list[tuple[str, str]]:
+    """``(name, kind)`` of every entry of ``directory`` that is not a dot file, ``kind`` as
+    :func:`_kind` says (symlinks followed; a dangling one is ``"other"``). Dot files are
+    editor/OS droppings (macOS "._x.JPEG", .ipynb_checkpoints), never images or classes."""
+    current: Path = directory
+    out: list[tuple[str, str]] = []
+    try:
+        with os.scandir(directory) as it:
+            for entry in it:
+                if entry.name.startswith("."):
+                    continue
+                current = directory / entry.name
+                kind = "dir" if entry.is_dir() else "file" if entry.is_file() else "other"
+                out.append((entry.name, kind))
+    except OSError as exc:
+        raise unreadable(current, exc) from None
+    return out
 
 
 def _is_image_name(name: str) -> bool:
-    # Dot files are skipped: they are editor/OS droppings (macOS "._x.JPEG"), never images.
     return not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES)
 
 
-def _has_images(directory: Path) -> bool:
-    with os.scandir(directory) as it:
-        return any(_is_image_name(e.name) and e.is_file() for e in it)
+def _images(entries: Iterable[tuple[str, str]]) -> list[str]:
+    return [name for name, kind in entries if kind == "file" and _is_image_name(name)]
 
 
-def _subfolders(directory: Path) -> list[str]:
-    # Hidden folders (.ipynb_checkpoints, .AppleDouble) are droppings, like hidden files.
-    with os.scandir(directory) as it:
-        return sorted(e.name for e in it if not e.name.startswith(".") and e.is_dir())
+def _folders(entries: Iterable[tuple[str, str]]) -> list[str]:
+    return sorted(name for name, kind in entries if kind == "dir")
+
+
+def _refuse_line_breaks(directory: Path, names: Sequence[str]) -> None:
+    """Image names with a line break (anything ``str.splitlines`` splits at) are refused: no label
+    file line, names file of the dataset cache entry or message line can hold one."""
+    broken = [shown(n) for n in names if _LINE_BREAK.search(n)]
+    if broken:
+        raise DataError(
+            f"{shown(str(directory))}: {len(broken)} image name(s) hold a line break (\\n, \\r, "
+            f"\\v, \\f, \\x1c-\\x1e, \\x85, \\u2028 or \\u2029): {examples(broken)}; no label "
+            f"file or names file can hold such a name: rename or remove those files"
+        )
+
+
+def _refuse_shared_stems(where: Path, paths: Iterable[tuple[str, str]]) -> None:
+    """Two images of one stem (``X.JPEG`` and ``X.png``, in one folder or two) are refused:
+    predictions are joined to images by stem, so one of them would take the other's."""
+    first: dict[str, str] = {}
+    clashes: list[str] = []
+    for folder, name in paths:
+        stem = image_stem(name)
+        shown_path = shown(f"{folder}/{name}" if folder else name)
+        if stem in first:
+            clashes.append(f"{first[stem]} and {shown_path}")
+        else:
+            first[stem] = shown_path
+    if clashes:
+        raise DataError(
+            f"{shown(str(where))}: {len(clashes)} image(s) share a file stem with another: "
+            f"{examples(clashes)}; predictions are joined to images and labels by stem (ais_bench "
+            f"writes <stem>_0.*), so expected one image per stem: remove or rename one of each pair"
+        )
 
 
 @dataclass(frozen=True)
@@ -58,24 +145,32 @@ def locate_dataset(path: Path, label_file: Path | None = None) -> DatasetLayout:
     ``path/<wnid>/``, labels from the folders: a ``val_label.txt`` there is not read implicitly).
     A :class:`DataError` says what was expected and how to pass it."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"ImageNet directory {path} does not exist; {_LAYOUT_HELP}")
-    if not path.is_dir():
-        raise DataError(f"--imagenet {path} is a file, not a directory; {_LAYOUT_HELP}")
-    if not any(path.iterdir()):
-        raise DataError(f"ImageNet directory {path} is empty; {_LAYOUT_HELP}")
+    kind = _kind(path)
+    if kind is None:
+        dangling = " (a symbolic link to nothing)" if os.path.islink(path) else ""
+        raise DataError(f"ImageNet directory {shown(str(path))} does not exist{dangling}; {_LAYOUT_HELP}")
+    if kind != "dir":
+        raise DataError(f"--imagenet {shown(str(path))} is a file, not a directory; {_LAYOUT_HELP}")
+    try:
+        empty = not os.listdir(path)
+    except OSError as exc:
+        raise unreadable(path, exc) from None
+    if empty:
+        raise DataError(f"ImageNet directory {shown(str(path))} is empty; {_LAYOUT_HELP}")
 
     val = path / "val"
-    candidates = [val, path] if val.is_dir() else [path]
+    # DIR itself is scanned only when DIR/val holds nothing: what lies beside val/ is not read.
+    candidates = [val, path] if _kind(val) == "dir" else [path]
     image_dir: Path | None = None
     imagefolder = False
     for candidate in candidates:
-        has_images = _has_images(candidate)
-        wnid_like = [d for d in _subfolders(candidate) if WNID_PATTERN.fullmatch(d)]
+        entries = _scan(candidate)
+        has_images = bool(_images(entries))
+        wnid_like = [d for d in _folders(entries) if WNID_PATTERN.fullmatch(d)]
         if has_images and wnid_like:
             # Half of a valprep.sh run, or two copies in one folder: either reading would be wrong.
             raise DataError(
-                f"{candidate} mixes both layouts: JPEGs directly inside and {len(wnid_like)} "
+                f"{shown(str(candidate))} mixes both layouts: JPEGs directly inside and {len(wnid_like)} "
                 f"wnid folder(s) ({examples(wnid_like, 3)}); expected one of them: move every "
                 f"image into its wnid folder (ImageFolder) or out of them (with {LABEL_FILE_NAME})"
             )
@@ -83,18 +178,20 @@ def locate_dataset(path: Path, label_file: Path | None = None) -> DatasetLayout:
             image_dir, imagefolder = candidate, bool(wnid_like)
             break
     if image_dir is None:
-        found = f"no .JPEG/.jpg/.png files in {path}" + (f" or {val}" if val.is_dir() else "")
-        subdirs = _subfolders(path)
+        found = f"no .JPEG/.jpg/.png files in {shown(str(path))}"
+        if len(candidates) > 1:
+            found += f" or {shown(str(val))}"
+        subdirs = _folders(_scan(path))
         if subdirs:
             found += (
                 f" ({len(subdirs)} subdirectories, none named after an ILSVRC2012 wnid: "
-                f"{examples(subdirs, 3)})"
+                f"{examples([shown(d) for d in subdirs], 3)})"
             )
         raise DataError(f"{found}; {_LAYOUT_HELP}")
 
     if label_file is not None:
         label_file = Path(label_file)
-        if not label_file.is_file():
+        if _kind(label_file) != "file":
             raise DataError(
                 f"label file {label_file} (from --imagenet-labels) does not exist or is not a "
                 f"file; expected a ModelZoo label file ('ILSVRC2012_val_00000001.JPEG 65' per line)"
@@ -106,13 +203,14 @@ def locate_dataset(path: Path, label_file: Path | None = None) -> DatasetLayout:
         return DatasetLayout(image_dir, None, True)
 
     for candidate in (path / LABEL_FILE_NAME, image_dir / LABEL_FILE_NAME):
-        if candidate.is_file():
+        if _kind(candidate) == "file":
             return DatasetLayout(image_dir, candidate, False)
     hint = ""
     if (path.parent / LABEL_FILE_NAME).is_file():
         hint = f" (there is one in the parent directory: did you mean --imagenet {path.parent}?)"
     raise DataError(
-        f"found images in {image_dir} but no {LABEL_FILE_NAME} in {path}{hint}; {_LAYOUT_HELP}"
+        f"found images in {shown(str(image_dir))} but no {LABEL_FILE_NAME} in {shown(str(path))}{hint}; "
+        f"{_LAYOUT_HELP}"
     )
 
 
@@ -153,59 +251,56 @@ class ImageFolderInfo:
 def scan_imagefolder(root: Path, wnids: Sequence[str]) -> tuple[dict[str, str], ImageFolderInfo]:
     """``{image name: wnid folder}`` of ``root/<wnid>/*``, with what else the tree held.
 
-    Refuses folders that are not ILSVRC2012 wnids, folders inside class folders and image names
-    present in two folders; non-image files are skipped and counted (torchvision's ImageFolder
+    Refuses folders that are not ILSVRC2012 wnids, folders inside class folders, image names
+    present in two folders, two images of one stem and names with a line break; non-image files are skipped and counted (torchvision's ImageFolder
     skips them too: e.g. the ``valprep.sh`` or ``LOC_val_solution.csv`` beside the folders).
     """
     known = set(wnids)
-    folders = _subfolders(root)
-    unknown = [f for f in folders if f not in known]
+    top = _scan(root)
+    folders = _folders(top)
+    unknown = [shown(f) for f in folders if f not in known]
     if unknown:
         raise DataError(
-            f"{root} is an ImageFolder tree, but {len(unknown)} folder(s) there are not ILSVRC2012 "
-            f"wnids: {examples(unknown)}; expected only folders named after the 1000 classes "
-            f"(n01440764 ... n15075141, {WNIDS_SOURCE}): move or remove the others"
+            f"{shown(str(root))} is an ImageFolder tree, but {len(unknown)} folder(s) there are not "
+            f"ILSVRC2012 wnids: {examples(unknown)}; expected only folders named after the 1000 "
+            f"classes (n01440764 ... n15075141, {WNIDS_SOURCE}): move or remove the others"
         )
-    with os.scandir(root) as it:
-        ignored = sum(1 for e in it if not e.name.startswith(".") and not e.is_dir())
+    ignored = sum(1 for _, kind in top if kind != "dir")
     folder_of: dict[str, str] = {}
     duplicates: list[str] = []
     nested: list[str] = []
     empty: list[str] = []
     for folder in folders:
-        count = 0
-        with os.scandir(root / folder) as it:
-            for entry in it:
-                if entry.name.startswith("."):
-                    continue
-                if entry.is_dir():
-                    nested.append(f"{folder}/{entry.name}")
-                elif not (_is_image_name(entry.name) and entry.is_file()):
-                    ignored += 1
-                elif entry.name in folder_of:
-                    duplicates.append(f"{entry.name} (in {folder_of[entry.name]}/ and {folder}/)")
-                else:
-                    folder_of[entry.name] = folder
-                    count += 1
-        if count == 0:
+        entries = _scan(root / folder)
+        nested.extend(shown(f"{folder}/{name}") for name in _folders(entries))
+        images = _images(entries)
+        ignored += len(entries) - len(images) - len(_folders(entries))
+        for name in images:
+            if name in folder_of:
+                duplicates.append(f"{shown(name)} (in {folder_of[name]}/ and {folder}/)")
+            else:
+                folder_of[name] = folder
+        if not images:
             empty.append(folder)
     if nested:
         # torchvision would read them recursively; silently skipping them would drop images.
         raise DataError(
-            f"{root}: {len(nested)} folder(s) inside wnid folders: {examples(nested)}; expected "
-            f"the images directly in each wnid folder (val/n01440764/*.JPEG): move them up"
+            f"{shown(str(root))}: {len(nested)} folder(s) inside wnid folders: {examples(nested)}; "
+            f"expected the images directly in each wnid folder (val/n01440764/*.JPEG): move them up"
         )
     if duplicates:
         raise DataError(
-            f"{root}: {len(duplicates)} image name(s) appear in two wnid folders: "
+            f"{shown(str(root))}: {len(duplicates)} image name(s) appear in two wnid folders: "
             f"{examples(duplicates)}; expected each image once (labels are joined by file "
             f"name): remove the copy in the wrong class folder"
         )
     if not folder_of:
         raise DataError(
-            f"{root}: {len(folders)} wnid folder(s) but no .JPEG/.jpg/.png file in any of them; "
-            f"expected the images in val/<wnid>/; {_LAYOUT_HELP}"
+            f"{shown(str(root))}: {len(folders)} wnid folder(s) but no .JPEG/.jpg/.png file in any "
+            f"of them; expected the images in val/<wnid>/; {_LAYOUT_HELP}"
         )
+    _refuse_line_breaks(root, list(folder_of))
+    _refuse_shared_stems(root, sorted((f, n) for n, f in folder_of.items()))
     present = set(folders)
     info = ImageFolderInfo(
         root=root,
@@ -218,6 +313,9 @@ def scan_imagefolder(root: Path, wnids: Sequence[str]) -> tuple[dict[str, str], 
 
 
 def flat_images(directory: Path) -> set[str]:
-    """The image file names directly inside ``directory`` (dot files skipped)."""
-    with os.scandir(directory) as it:
-        return {e.name for e in it if _is_image_name(e.name) and e.is_file()}
+    """The image file names directly inside ``directory`` (dot files skipped); a name with a line
+    break or two images of one stem are a :class:`DataError`."""
+    names = _images(_scan(directory))
+    _refuse_line_breaks(directory, names)
+    _refuse_shared_stems(directory, sorted(("", n) for n in names))
+    return set(names)

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from harness.data.errors import DataError, examples
-from harness.data.labels import LABEL_FILE_NAME, WNIDS_SOURCE, load_wnids, read_labels
+from harness.data.labels import LABEL_FILE_NAME, WNIDS_SOURCE, load_wnids, name_bytes, read_labels, shown
 from harness.data.layout import (
     ImageFolderInfo,
     flat_images,
@@ -83,10 +83,11 @@ class DatasetListing:
                 st = os.stat(image)
             except OSError as exc:
                 raise DataError(
-                    f"image {image} was listed but cannot be read now ({exc.strerror}); "
+                    f"image {shown(str(image))} was listed but cannot be read now ({exc.strerror}); "
                     f"did the dataset change during the run? rerun to list it again"
                 ) from exc
-            digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            # A name that is not UTF-8 hashes as its bytes on disk (surrogateescape).
+            digest.update(name_bytes(name) + f"\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         return {
             "count": len(self.names),
             "labels_sha256": hashlib.sha256(np.asarray(self.labels, dtype="<i8").tobytes()).hexdigest(),
@@ -98,8 +99,13 @@ def _subset(names: Sequence[str], limit: int) -> list[str]:
     # Ordering by a hash of the name gives a subset that does not depend on listing order, is
     # the same on every machine, and is spread over all classes (the val files are not sorted by
     # class, but other datasets are: taking the first N names would be biased there).
-    by_hash = sorted(names, key=lambda n: hashlib.sha256(n.encode()).digest())
+    by_hash = sorted(names, key=lambda n: hashlib.sha256(name_bytes(n)).digest())
     return sorted(by_hash[:limit])
+
+
+def _writable(name: str) -> bool:
+    """Whether a label file line can name ``name``: UTF-8, one whitespace-free field."""
+    return name.split() == [name] and not any(0xD800 <= ord(c) <= 0xDFFF for c in name)
 
 
 def _join(
@@ -109,20 +115,28 @@ def _join(
     unlabeled = sorted(images - labels.keys())
     missing = sorted(labels.keys() - images)
     if (unlabeled or missing) and on_mismatch == "error":
+        # A label file is UTF-8 text split at whitespace: some names cannot be written in one.
+        unwritable = [shown(n) for n in unlabeled if not _writable(n)]
+        note = (
+            f" ({len(unwritable)} of them, e.g. {examples(unwritable, 3)}, have names that are not "
+            f"UTF-8 or hold a space: no label file can name them; rename them, e.g. with convmv, "
+            f"or use an ImageFolder tree val/<wnid>/)"
+        ) if unwritable else ""
         raise DataError(
-            f"{image_dir} and {labels_path} do not match: {len(unlabeled)} image(s) have no label "
-            f"(e.g. {examples(unlabeled) or 'none'}) and {len(missing)} label(s) name images that "
-            f"are not there (e.g. {examples(missing) or 'none'}); expected every image to have "
-            f"exactly one label line; pass the label file that matches these images with "
-            f"--imagenet-labels FILE, or score only the labelled images that exist with "
-            f"--on-label-mismatch intersect (on_mismatch='intersect')"
+            f"{shown(str(image_dir))} and {labels_path} do not match: {len(unlabeled)} image(s) have no "
+            f"label (e.g. {examples([shown(n) for n in unlabeled]) or 'none'}){note} and {len(missing)} "
+            f"label(s) name images that are not there (e.g. {examples([shown(n) for n in missing]) or 'none'}); "
+            f"expected every image to have exactly one label line; pass the label file that matches "
+            f"these images with --imagenet-labels FILE, or score only the labelled images that exist "
+            f"with --on-label-mismatch intersect (on_mismatch='intersect')"
         )
     names = sorted(images & labels.keys())
     if not names:
         raise DataError(
-            f"no image in {image_dir} has a label in {labels_path} ({len(images)} images, "
-            f"{len(labels)} labels, e.g. images {examples(sorted(images), 3)} vs labels "
-            f"{examples(sorted(labels), 3)}); pass the matching label file with --imagenet-labels FILE"
+            f"no image in {shown(str(image_dir))} has a label in {labels_path} ({len(images)} images, "
+            f"{len(labels)} labels, e.g. images {examples([shown(n) for n in images], 3)} vs labels "
+            f"{examples([shown(n) for n in labels], 3)}); pass the matching label file with "
+            f"--imagenet-labels FILE"
         )
     return names, len(unlabeled), len(missing)
 
@@ -161,7 +175,7 @@ def list_dataset(
         wnids = load_wnids()
         if num_classes != len(wnids):
             raise DataError(
-                f"{image_dir} is an ImageFolder tree of ILSVRC2012's {len(wnids)} classes, but the "
+                f"{shown(str(image_dir))} is an ImageFolder tree of ILSVRC2012's {len(wnids)} classes, but the "
                 f"model has {num_classes}; pass a ModelZoo label file for its classes with "
                 f"--imagenet-labels FILE and a flat folder of images"
             )
@@ -175,14 +189,14 @@ def list_dataset(
             names, unlabeled, missing = _join(set(labels), file_labels, image_dir, layout.label_file, on_mismatch)
             disagree = [n for n in names if labels[n] != file_labels[n]]
             if disagree:
-                shown = [
-                    f"{n} (folder {folder_of[n]} = {labels[n]}, file {file_labels[n]} = "
+                cases = [
+                    f"{shown(n)} (folder {folder_of[n]} = {labels[n]}, file {file_labels[n]} = "
                     f"{wnids[file_labels[n]]})"
                     for n in disagree[:5]
                 ]
                 raise DataError(
-                    f"{image_dir} (ImageFolder) and {layout.label_file} disagree on "
-                    f"{len(disagree)} of {len(names)} images: {'; '.join(shown)}"
+                    f"{shown(str(image_dir))} (ImageFolder) and {layout.label_file} disagree on "
+                    f"{len(disagree)} of {len(names)} images: {'; '.join(cases)}"
                     f"{'; ...' if len(disagree) > 5 else ''}; expected the same class for every "
                     f"image (class = position of the wnid in {WNIDS_SOURCE}); one of them is for "
                     f"another dataset or another class order: pass the matching label file with "

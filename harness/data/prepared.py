@@ -26,11 +26,13 @@ import numpy as np
 
 from harness.cache import DEFAULT_CACHE_ENV, ArtifactCache, CacheError, free_bytes
 from harness.data.errors import DataError
+from harness.data.labels import name_bytes, shown
 from harness.data.listing import DatasetListing
 from harness.data.normalization import normalize
 from harness.data.transforms import DECODE_MODES, preprocess_image
 from harness.progress import progress
 from harness.specs import PreprocessSpec
+from harness.specs.policy import DataPolicy
 
 # Bump when the layout of a "dataset" cache entry or the pixel pipeline changes: old entries then
 # stop matching instead of being misread.
@@ -112,8 +114,31 @@ class PreparedDataset:
 
 
 def _names_sha256(names: Sequence[str]) -> str:
-    # NUL cannot occur in a file name, so the joined form is unambiguous.
-    return hashlib.sha256("\0".join(names).encode()).hexdigest()
+    # NUL cannot occur in a file name, so the joined form is unambiguous. A name that is not UTF-8
+    # is hashed as its bytes on disk (the same bytes as before for every UTF-8 name). Computed
+    # before anything is built: a name the names file cannot hold is refused here.
+    broken = [shown(n) for n in names if "\n" in n]
+    if broken:
+        raise DataError(f"image name(s) {', '.join(broken[:5])} hold a newline; a dataset cache entry "
+                        f"stores one name per line: rename those files")
+    return hashlib.sha256(b"\0".join(name_bytes(n) for n in names)).hexdigest()
+
+
+NAMES_FILE = "names.txt"
+
+
+def _names_file_bytes(names: Sequence[str]) -> bytes:
+    """``names.txt``: each name's bytes on disk and a newline. Only ``\\n`` separates names (read
+    back by :func:`_read_names`, never ``splitlines``), so any other character round-trips; a name
+    holding a newline was refused by :func:`_names_sha256` (and by the listing before)."""
+    return b"".join(name_bytes(n) + b"\n" for n in names)
+
+
+def _read_names(path: Path) -> tuple[str, ...]:
+    """The names :func:`_names_file_bytes` wrote, exactly (bytes, not text mode: no newline
+    translation of ``\\r``; surrogateescape: names that are not UTF-8 come back as listed)."""
+    text = path.read_bytes().decode("utf-8", "surrogateescape")
+    return tuple(text.split("\n")[:-1]) if text else ()
 
 
 def dataset_cache_inputs(listing: DatasetListing, spec: PreprocessSpec, decode: str = "exact") -> dict[str, Any]:
@@ -132,18 +157,19 @@ def dataset_cache_inputs(listing: DatasetListing, spec: PreprocessSpec, decode: 
 
 
 def _preprocess_chunk(
-    paths: Sequence[str], first_row: int, out_file: str, spec: PreprocessSpec, decode: str = "exact"
+    paths: Sequence[str], first_row: int, out_file: str, spec: PreprocessSpec, decode: str = "exact",
+    decode_memory_mb: int = DataPolicy.decode_memory_mb,
 ) -> int:
     """Preprocess ``paths`` into rows ``first_row...`` of ``out_file``; returns the row count.
 
     Runs in pool workers: rows go straight into the shared file with ``pwrite``, so no pixel
-    data is pickled back to the parent.
+    data is pickled back to the parent. ``decode_memory_mb``: each image's decoding budget.
     """
     row_bytes = 3 * spec.crop * spec.crop
     fd = os.open(out_file, os.O_WRONLY)
     try:
         for i, image in enumerate(paths):
-            row = preprocess_image(Path(image), spec, decode)
+            row = preprocess_image(Path(image), spec, decode, decode_memory_mb)
             data = row.tobytes()
             offset = (first_row + i) * row_bytes
             written = os.pwrite(fd, data, offset)
@@ -180,7 +206,8 @@ def _default_workers() -> int:
 
 
 def _run_chunks(
-    listing: DatasetListing, spec: PreprocessSpec, out_file: Path, workers: int, decode: str = "exact"
+    listing: DatasetListing, spec: PreprocessSpec, out_file: Path, workers: int, decode: str = "exact",
+    decode_memory_mb: int = DataPolicy.decode_memory_mb,
 ) -> None:
     paths = [str(p) for p in listing.image_paths()]
     count = len(paths)
@@ -195,7 +222,7 @@ def _run_chunks(
         if workers == 1:
             # In-process on purpose: a debugger or a traceback sees the real failing frame.
             for start, part in chunks:
-                bar.update(_preprocess_chunk(part, start, str(out_file), spec, decode))
+                bar.update(_preprocess_chunk(part, start, str(out_file), spec, decode, decode_memory_mb))
             return
         # forkserver, not fork: the parent may hold torch's thread pools, and forking a process
         # with live threads can deadlock the child.
@@ -209,7 +236,7 @@ def _run_chunks(
         )
         try:
             futures = {
-                executor.submit(_preprocess_chunk, part, start, str(out_file), spec, decode): part[0]
+                executor.submit(_preprocess_chunk, part, start, str(out_file), spec, decode, decode_memory_mb): part[0]
                 for start, part in chunks
             }
             for future in concurrent.futures.as_completed(futures):
@@ -242,7 +269,7 @@ def _check_free_space(
 ) -> None:
     """Fail before decoding anything when the entry cannot fit: its size is known in advance."""
     # Pixels, int64 labels, names with newlines, and a generous allowance for the manifest.
-    names_bytes = sum(len(n.encode()) + 1 for n in listing.names)
+    names_bytes = sum(len(name_bytes(n)) + 1 for n in listing.names)
     needed = count * 3 * spec.crop * spec.crop + 8 * count + names_bytes + 65536
     free = free_bytes(tmp)
     if needed > free:
@@ -259,6 +286,7 @@ def prepare_dataset(
     cache: ArtifactCache,
     workers: int | None = None,
     decode: str = "exact",
+    decode_memory_mb: int = DataPolicy.decode_memory_mb,
 ) -> PreparedDataset:
     """Preprocess every listed image once into the cache and memory-map the result.
 
@@ -270,7 +298,10 @@ def prepare_dataset(
     :class:`NoRoomForDataset` before any image is decoded (the size is known in advance); a warm
     entry is reused however full the disk is. ``decode="draft"``
     (opt-in, see :data:`DECODE_MODES`) is faster on large JPEGs but changes pixels; it is part of
-    the key and recorded in the manifest.
+    the key and recorded in the manifest. ``decode_memory_mb`` (fixtures/policy.toml [data],
+    ``Policy.data``) bounds what decoding one image may allocate: an image over it is a
+    :class:`DataError` naming it, before it is decoded; it refuses, never changes pixels, so it is
+    not part of the key.
     """
     if decode not in DECODE_MODES:
         raise DataError(f"unknown decode mode {decode!r}; expected one of {', '.join(DECODE_MODES)}")
@@ -289,11 +320,11 @@ def prepare_dataset(
         with out_file.open("wb") as fh:
             fh.truncate(int(np.prod(shape)))
         used_workers = workers or _default_workers()
-        _run_chunks(listing, spec, out_file, used_workers, decode)
+        _run_chunks(listing, spec, out_file, used_workers, decode, decode_memory_mb)
         # No fsync here: the cache flushes every file of the entry to disk before publishing it.
         with (tmp / "labels.npy").open("wb") as fh:
             np.save(fh, np.asarray(listing.labels, dtype=np.int64), allow_pickle=False)
-        (tmp / "names.txt").write_text("".join(f"{n}\n" for n in listing.names), encoding="utf-8")
+        (tmp / NAMES_FILE).write_bytes(_names_file_bytes(listing.names))
         return {
             "shape": list(shape),
             "dtype": "uint8",
@@ -327,7 +358,7 @@ def _open_entry(
     expected_bytes = int(np.prod(shape)) * dtype.itemsize
     try:
         actual_bytes = images_file.stat().st_size
-        names = tuple(path.joinpath("names.txt").read_text(encoding="utf-8").splitlines())
+        names = _read_names(path / NAMES_FILE)
         labels = np.load(path / "labels.npy", allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise CacheError(f"cache entry {path} is incomplete or unreadable ({exc}); {fix}") from exc

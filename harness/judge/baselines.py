@@ -10,6 +10,7 @@ compare figures (best batch, ratios) are in :mod:`harness.judge.gates`.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import math
@@ -30,7 +31,13 @@ COLUMNS = ("model", "batch_size", "images_per_s", "unit", "clock", "source", "no
 # Optional: a file without it holds single-stream figures (the seeds' synchronous ais_bench loop).
 OPTIONAL_COLUMNS = ("scenario",)
 UNITS = ("per_chip", "per_card")
-_SUMMARY_BS = re.compile(r"(?:^|[_\-/])bs_?(\d+)(?=$|[_\-./])", re.IGNORECASE)
+# [0-9], not \d: \d also matches Unicode digits ("bs\u0661\u0666" would be batch 16).
+_SUMMARY_BS = re.compile(r"(?:^|[_\-/])bs_?([0-9]+)(?=$|[_\-./])", re.IGNORECASE)
+# Figures are ASCII decimal text: float() and int() would also take "1_000", "\u0661\u0662",
+# "infinity", "+5" or " 5".
+_DECIMAL = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_COUNT = re.compile(r"[0-9]+")
+MAX_BATCH = 1_000_000
 
 
 class BaselineError(UsageError, ValueError):
@@ -64,29 +71,39 @@ class Figure:
 # Reading
 
 
+def _shorter(text: str) -> str:
+    return text if len(text) <= 40 else f"{text[:40]}... ({len(text)} characters)"
+
+
 def _float(text: str, where: str, what: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise BaselineError(f"{where}: {what} must be a number, found {text!r}") from None
+    value = float(text) if _DECIMAL.fullmatch(text) else math.nan
     if not math.isfinite(value) or value <= 0:
-        raise BaselineError(f"{where}: {what} must be a positive number, found {text!r}")
+        raise BaselineError(f"{where}: {what} must be a positive, finite decimal number (ASCII digits, "
+                            f"e.g. 1234.5 or 1.2e3), found {_shorter(text)!r}")
     return value
 
 
 def _int(text: str, where: str, what: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise BaselineError(f"{where}: {what} must be an integer, found {text!r}") from None
-    if value <= 0:
-        raise BaselineError(f"{where}: {what} must be positive, found {value}")
+    # Compared as text first: int() refuses more than 4300 digits.
+    value = int(text) if _COUNT.fullmatch(text) and len(text.lstrip("0")) <= 7 else None
+    if value is None or not 1 <= value <= MAX_BATCH:
+        raise BaselineError(f"{where}: {what} must be an integer in [1, {MAX_BATCH}] of ASCII digits, "
+                            f"found {_shorter(text)!r}")
     return value
 
 
 def parse_csv(text: str, chip: str, origin: str, known_models: Iterable[str] | None = None) -> list[Figure]:
     """Rows of the baseline CSV format (see fixtures/baselines/README.md) as figures of ``chip``."""
-    reader = csv.DictReader(io.StringIO(text))
+    # A spreadsheet's UTF-8 byte order mark is not part of the first column's name.
+    reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff")))
+    try:
+        return _parse_rows(reader, chip, origin, known_models)
+    except csv.Error as exc:  # a field over csv's size limit, a quote csv cannot close
+        raise BaselineError(f"{origin}:{reader.line_num}: not a readable CSV row ({exc}); expected the "
+                            f"columns {', '.join(COLUMNS)} (fixtures/baselines/README.md)") from None
+
+
+def _parse_rows(reader: csv.DictReader[str], chip: str, origin: str, known_models: Iterable[str] | None) -> list[Figure]:
     header = tuple(reader.fieldnames or ())
     missing = [c for c in COLUMNS if c not in header]
     if missing:
@@ -113,6 +130,10 @@ def parse_csv(text: str, chip: str, origin: str, known_models: Iterable[str] | N
         if scenario not in SCENARIOS:
             raise BaselineError(f"{where}: scenario must be one of {', '.join(SCENARIOS)}, found {scenario!r}")
         bs = _int(row["batch_size"].strip(), where, "batch_size")
+        for column in ("source", "note"):
+            if "\r" in row[column] or "\n" in row[column]:
+                # csv.writer does not quote a lone \r: a saved figure could not be read back.
+                raise BaselineError(f"{where}: {column} must be one line of text, found {row[column]!r}")
         if (model, bs, scenario) in seen:
             raise BaselineError(f"{where}: a second {scenario} row for {model} bs{bs} (first on line "
                                 f"{seen[(model, bs, scenario)]}); keep one")
@@ -128,6 +149,16 @@ def parse_csv(text: str, chip: str, origin: str, known_models: Iterable[str] | N
     return figures
 
 
+def _read_text(path: Path, fix: str) -> str:
+    """A figures file's text; an unreadable one (permissions, not UTF-8, a directory) is a BaselineError."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise BaselineError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); expected a CSV file; {fix}") from None
+    except OSError as exc:
+        raise BaselineError(f"{path}: cannot read it ({exc.strerror or exc}); {fix}") from None
+
+
 def baseline_path(chip: str, directory: Path | None = None) -> Path:
     return (directory or BASELINES_DIR) / f"{chip}.csv"
 
@@ -137,7 +168,8 @@ def load_baselines(chip: str, directory: Path | None = None, known_models: Itera
     path = baseline_path(chip, directory)
     if not path.is_file():
         return []
-    return parse_csv(path.read_text(encoding="utf-8"), chip, str(path), known_models)
+    text = _read_text(path, "fix its permissions, or pass --baselines-dir DIR holding readable <chip>.csv files")
+    return parse_csv(text, chip, str(path), known_models)
 
 
 def parse_ais_bench_summary(path: Path, chip: str, model: str, batch_size: int | None = None) -> Figure:
@@ -148,20 +180,25 @@ def parse_ais_bench_summary(path: Path, chip: str, model: str, batch_size: int |
     """
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    # ValueError: JSONDecodeError, and an integer of more than 4300 digits; RecursionError: nesting.
+    except (OSError, ValueError, RecursionError) as exc:
         raise BaselineError(f"{path}: cannot read an ais_bench summary ({exc})") from exc
     if not isinstance(data, dict) or "throughput" not in data:
         raise BaselineError(f"{path}: expected an ais_bench summary with a 'throughput' field")
-    throughput = _float(str(data["throughput"]), str(path), "throughput")
+    throughput = _float(_json_number(data["throughput"]), str(path), "throughput")
     compute = data.get("NPU_compute_time")
     implied = None
-    if isinstance(compute, dict) and isinstance(compute.get("mean"), (int, float)) and compute["mean"] > 0:
-        implied = throughput * float(compute["mean"]) / 1000.0
+    if isinstance(compute, dict) and "mean" in compute:
+        mean = _float(_json_number(compute["mean"]), str(path), "NPU_compute_time.mean (ms)")
+        implied = throughput * mean / 1000.0
+        if not math.isfinite(implied):
+            raise BaselineError(f"{path}: throughput {throughput:g} with mean compute {mean:g} ms is not a "
+                                f"plausible pair; expected the *_summary.json ais_bench wrote")
     if batch_size is None:
         found = _SUMMARY_BS.findall(str(path))
         if found:
-            batch_size = int(found[-1])
-        elif implied is not None and abs(implied - round(implied)) < 1e-3 and round(implied) >= 1:
+            batch_size = _int(found[-1], str(path), "the batch size in the path (bs<N>)")
+        elif implied is not None and abs(implied - round(implied)) < 1e-3 and 1 <= round(implied) <= MAX_BATCH:
             batch_size = int(round(implied))
         else:
             raise BaselineError(
@@ -169,11 +206,26 @@ def parse_ais_bench_summary(path: Path, chip: str, model: str, batch_size: int |
             )
     if implied is not None and abs(implied - batch_size) > 1e-3 * batch_size:
         raise BaselineError(
-            f"{path}: throughput {throughput:g} with mean compute {compute['mean']:g} ms implies batch "
+            f"{path}: throughput {throughput:g} with mean compute {mean:g} ms implies batch "
             f"{implied:.3f}, not {batch_size}; is this the summary of a bs{batch_size} run?"
         )
     return Figure(chip=chip, model=model, batch_size=batch_size, images_per_s=throughput, unit="per_chip",
-                  clock=DEVICE_COMPUTE, source=str(path), note="ais_bench summary throughput")
+                  clock=DEVICE_COMPUTE, source=_one_line(str(path)), note="ais_bench summary throughput")
+
+
+def _one_line(text: str) -> str:
+    """``text`` with its line breaks escaped: a figure's source is one cell of one CSV line."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _json_number(value: object) -> str:
+    """A JSON number (or a string holding one) as text for :func:`_float`; anything else (true,
+    a list, a table) as text that no number pattern accepts."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return repr(value)
+    if isinstance(value, int) and len(str(abs(value))) > 400:  # more digits than any float holds
+        return "inf"
+    return str(value)
 
 
 def _model_in_path(path: Path, models: Sequence[str]) -> str | None:
@@ -188,11 +240,15 @@ def read_measurements(path: Path, chip: str, known_models: Sequence[str]) -> lis
     """The chip-under-test's figures from a baseline-format CSV, one summary JSON, or a directory
     of ``*_summary.json`` files (each path naming its model, e.g. ``resnext50_32x4d/bs16/...``)."""
     path = Path(path)
-    if not path.exists():
-        raise BaselineError(f"--measurements {path}: no such file or directory")
-    if path.is_file() and path.suffix.lower() == ".csv":
-        return parse_csv(path.read_text(encoding="utf-8"), chip, str(path), known_models)
-    summaries = [path] if path.is_file() else sorted(path.rglob("*_summary.json"))
+    fix = "pass --measurements a readable .csv file or folder of ais_bench *_summary.json files"
+    try:
+        if not path.exists():
+            raise BaselineError(f"--measurements {path}: no such file or directory")
+        if path.is_file() and path.suffix.lower() == ".csv":
+            return parse_csv(_read_text(path, fix), chip, str(path), known_models)
+        summaries = [path] if path.is_file() else sorted(path.rglob("*_summary.json"))
+    except OSError as exc:  # a folder that cannot be searched
+        raise BaselineError(f"--measurements {path}: cannot read it ({exc.strerror or exc}: {exc.filename}); {fix}") from None
     if not summaries:
         raise BaselineError(f"--measurements {path}: expected a .csv file or ais_bench *_summary.json files, found neither")
     figures = []
@@ -230,13 +286,20 @@ def save_baseline(figures: Sequence[Figure], chip: str, directory: Path | None =
     """Merge ``figures`` into ``<directory>/<chip>.csv`` (same model, batch and scenario replaced), atomically
     and under a lock so that concurrent runs do not lose each other's rows."""
     path = baseline_path(chip, directory)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
-        current = load_baselines(chip, directory, known_models)
-        new_keys = {(f.model, f.batch_size, f.scenario) for f in figures}
-        merged = [f for f in current if (f.model, f.batch_size, f.scenario) not in new_keys]
-        merged.extend(replace(f, chip=chip) for f in figures)
-        merged.sort(key=lambda f: (f.model, f.batch_size, f.scenario))
-        atomic_write_bytes(path, _render(merged))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock"):
+            current = load_baselines(chip, directory, known_models)
+            new_keys = {(f.model, f.batch_size, f.scenario) for f in figures}
+            merged = [f for f in current if (f.model, f.batch_size, f.scenario) not in new_keys]
+            merged.extend(replace(f, chip=chip) for f in figures)
+            merged.sort(key=lambda f: (f.model, f.batch_size, f.scenario))
+            atomic_write_bytes(path, _render(merged))
+    except OSError as exc:  # read-only, not a directory, a full disk: the file is as it was (atomic write)
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        raise BaselineError(
+            f"--save-baseline: cannot write {path} ({exc.strerror or exc}); it is unchanged; "
+            + ("free space there or " if full else "") + "pass --baselines-dir DIR pointing to a writable directory"
+        ) from None
     return path
 

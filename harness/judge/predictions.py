@@ -37,7 +37,6 @@ reader applies (docs/ascend.md repeats them):
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,14 +45,15 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from harness.errors import UsageError
+from harness.safe_load import UntrustedInput, npy_header, read_json_file, read_npy
 from harness.judge.gates import topk_correct
 from harness.judge.metrics import Accuracy, Parity, accuracy, parity
 
 PREDICTION_SUFFIXES = (".txt", ".npy", ".bin")
 RESULT_JSON = "result.json"
-_NAME = re.compile(r"^(?P<stem>.+)_(?P<k>\d+)$")
+_NAME = re.compile(r"^(?P<stem>.+)_(?P<k>[0-9]+)$")
 # ais_bench's per-device output folders: device<N> (Ascend/tools), device<N>_<index> (ait / msit).
-DEVICE_FOLDER = re.compile(r"^device\d+(_\d+)?$")
+DEVICE_FOLDER = re.compile(r"^device[0-9]+(_[0-9]+)?$")
 
 
 class PredictionsError(UsageError, ValueError):
@@ -198,40 +198,67 @@ def result_json_only(folder: Path) -> Path | None:
     return path if path.is_file() and not any(_has_predictions(f) for f in prediction_folders(folder)) else None
 
 
+# The most bytes a .txt of logits takes per value: "-1.2345678901234567e+308" and a separator is 25.
+_TXT_BYTES_PER_VALUE = 64
+# ModelZoo's result.json is a few hundred bytes; ImageNet-1k has 1.33 M images in all, so a count
+# beyond 10**8 is no evaluation (and 10**400 would not even convert to a float).
+RESULT_JSON_MAX_BYTES, MAX_REPORTED_IMAGES = 1 << 20, 10**8
+
+
+def _check_count(path: Path, count: int, num_classes: int) -> None:
+    """``count`` values in one prediction file: exactly ``num_classes``, or the error that says why not."""
+    if count == num_classes:
+        return
+    if count % num_classes == 0 and count > num_classes:
+        raise PredictionsError(
+            f"{path}: holds {count // num_classes} rows of {num_classes} logits: ais_bench wrote a whole (possibly "
+            "padded) batch into one file, so its rows cannot be matched to images by name. Rerun ais_bench on one "
+            "input file per image (the ModelZoo layout) so that it writes <image>_0 files"
+        )
+    raise PredictionsError(f"{path}: expected {num_classes} logits (one per class), found {count} values")
+
+
 def _load_values(path: Path, num_classes: int) -> np.ndarray:
+    """The ``num_classes`` logits of one prediction file, its size (``.bin``, ``.txt``) or header
+    (``.npy``: float or integer dtype only) checked before anything is read: a file from another
+    machine cannot make this allocate more than a few times ``num_classes`` values."""
     suffix = path.suffix
     try:
-        if suffix == ".txt":
-            values = np.array(path.read_text().split(), dtype=np.float64)
-        elif suffix == ".npy":
-            values = np.load(path, allow_pickle=False).astype(np.float64, copy=False).ravel()
-        else:
-            raw = path.read_bytes()
-            if len(raw) == 2 * num_classes:
-                values = np.frombuffer(raw, dtype="<f2").astype(np.float64)
-            elif len(raw) % 4 == 0:
-                values = np.frombuffer(raw, dtype="<f4").astype(np.float64)
-            else:
+        size = path.stat().st_size
+        if suffix == ".npy":
+            _check_count(path, npy_header(path, str(path)).size, num_classes)
+            values = read_npy(path, str(path), size=num_classes, kinds="fiu", finite=False).astype(np.float64).ravel()
+        elif suffix == ".txt":
+            limit = _TXT_BYTES_PER_VALUE * num_classes + 4096
+            if size > limit:
                 raise PredictionsError(
-                    f"{path}: {len(raw)} bytes is neither {num_classes} float32 ({4 * num_classes} bytes) nor "
-                    f"{num_classes} float16 ({2 * num_classes} bytes) values"
-                )
+                    f"{path}: {size} bytes, more than {num_classes} numbers take ({limit} bytes at most); expected "
+                    f"{num_classes} logits separated by whitespace (a whole batch in one file? rerun ais_bench on "
+                    "one input file per image)")
+            values = np.array(path.read_text(encoding="utf-8").split(), dtype=np.float64)
+        else:
+            if size == 2 * num_classes:
+                dtype = "<f2"
+            elif size % 4 == 0:
+                _check_count(path, size // 4, num_classes)
+                dtype = "<f4"
+            else:
+                raise PredictionsError(f"{path}: {size} bytes is neither {num_classes} float32 ({4 * num_classes} "
+                                       f"bytes) nor {num_classes} float16 ({2 * num_classes} bytes) values")
+            with path.open("rb") as fh:  # no more than the size checked, even if it grows meanwhile
+                values = np.frombuffer(fh.read(size), dtype=dtype).astype(np.float64)
     except PredictionsError:
         raise
+    except UntrustedInput as exc:
+        raise PredictionsError(f"{exc}; expected {num_classes} float logits as np.save writes them") from None
     except (ValueError, OSError) as exc:
         raise PredictionsError(f"{path}: cannot read {suffix} logits: {exc}") from None
-    if values.size != num_classes:
-        rows = values.size / num_classes
-        if values.size % num_classes == 0 and rows > 1:
-            raise PredictionsError(
-                f"{path}: holds {int(rows)} rows of {num_classes} logits: ais_bench wrote a whole (possibly padded) "
-                "batch into one file, so its rows cannot be matched to images by name. Rerun ais_bench on one "
-                "input file per image (the ModelZoo layout) so that it writes <image>_0 files"
-            )
-        raise PredictionsError(f"{path}: expected {num_classes} logits (one per class), found {values.size} values")
-    if not np.isfinite(values).all():
-        raise PredictionsError(f"{path}: contains NaN or Inf logits")
-    return values.astype(np.float32)
+    _check_count(path, values.size, num_classes)
+    with np.errstate(over="ignore"):
+        logits = values.astype(np.float32)
+    if not np.isfinite(logits).all():  # after the cast: 1e40 is finite in float64, not in float32
+        raise PredictionsError(f"{path}: contains NaN or Inf logits (or values beyond float32's range)")
+    return logits
 
 
 @dataclass(frozen=True)
@@ -343,10 +370,9 @@ def score_folder(folder: Path, labels: Mapping[str, int], num_classes: int, on_m
 
 def _percent(value: object, where: str) -> float:
     text = str(value).strip().rstrip("%")
-    try:
-        number = float(text)
-    except ValueError:
-        raise PredictionsError(f"{where}: expected a percentage like '77.62%', found {value!r}") from None
+    if not re.fullmatch(r"[0-9]{1,3}(\.[0-9]{1,12})?", text):  # float() takes "7_7", "٧٧" and "nan"
+        raise PredictionsError(f"{where}: expected a percentage like '77.62%', found {value!r}")
+    number = float(text)
     if not 0.0 <= number <= 100.0:
         raise PredictionsError(f"{where}: a percentage must be within 0..100, found {value!r}")
     return number
@@ -357,9 +383,10 @@ def read_result_json(path: Path) -> ReportedAccuracy:
     "Number of images", "value": "50000"}, {"key": "Top1 accuracy", "value": "77.62%"}, ...]}``."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PredictionsError(f"{path}: not a readable JSON file ({exc})") from None
+        data = read_json_file(path, RESULT_JSON_MAX_BYTES)
+    except UntrustedInput as exc:
+        detail = str(exc).removeprefix(f"{path}: ")
+        raise PredictionsError(f"{path}: not a readable JSON file ({detail}); expected ModelZoo's result.json") from None
     entries = data.get("value") if isinstance(data, dict) else None
     if not isinstance(entries, list) or not all(isinstance(e, dict) and "key" in e and "value" in e for e in entries):
         raise PredictionsError(
@@ -369,17 +396,22 @@ def read_result_json(path: Path) -> ReportedAccuracy:
     found = {str(e["key"]).strip().lower(): e["value"] for e in entries}
     if "top1 accuracy" not in found or "number of images" not in found:
         raise PredictionsError(f"{path}: needs the keys 'Number of images' and 'Top1 accuracy'; found {sorted(found)}")
-    try:
-        count = int(str(found["number of images"]).strip())
-    except ValueError:
-        raise PredictionsError(f"{path}: 'Number of images' must be an integer, found {found['number of images']!r}") from None
+    count_text = str(found["number of images"]).strip()
+    if not re.fullmatch(r"[0-9]{1,12}", count_text):  # int() takes "5_000" and other scripts' digits
+        raise PredictionsError(f"{path}: 'Number of images' must be an integer of ASCII digits, found "
+                               f"{found['number of images']!r}")
+    count = int(count_text)
     if count <= 0:
         raise PredictionsError(f"{path}: 'Number of images' must be positive, found {count}")
-    classes = found.get("number of classes")
+    if count > MAX_REPORTED_IMAGES:
+        raise PredictionsError(f"{path}: 'Number of images' {count} is more than any ImageNet evaluation has "
+                               f"(at most {MAX_REPORTED_IMAGES})")
+    classes = str(found.get("number of classes", "")).strip()
     return ReportedAccuracy(
         top1=_percent(found["top1 accuracy"], f"{path}: Top1 accuracy"),
         top5=_percent(found["top5 accuracy"], f"{path}: Top5 accuracy") if "top5 accuracy" in found else None,
         count=count,
-        classes=int(classes) if classes is not None and str(classes).strip().isdigit() else None,
+        # A few ASCII digits only: isdigit() takes "²", which int() refuses, and 5000 digits int() refuses.
+        classes=int(classes) if classes.isascii() and classes.isdigit() and len(classes) < 10 else None,
         path=path,
     )

@@ -8,7 +8,13 @@ not compared: a constant, a tensor the candidate does not compute, or one bisect
 Numbers are written with 9 significant digits; ``nan`` / ``inf`` where a candidate tensor was not
 finite.
 
-Both files appear whole or not at all (written beside, then renamed).
+Both files appear whole or not at all (written beside, then renamed), as UTF-8 whatever the
+locale. Node and tensor names come from the ONNX file (perhaps from another machine): summary.json
+is ASCII JSON (a lone surrogate is written as its ``\\udcXX`` escape and reads back the same);
+layers.csv is UTF-8 text (a lone surrogate, which UTF-8 cannot hold, as its ``\\udcXX``), one CSV
+field per name, quoted where it holds a comma, a quote or a line break.
+Both file names are fixed; the folder is the caller's (``localize_dir`` makes it from a test name
+with harness.safe_names.safe_component).
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import os
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from harness.safe_names import inside
 
 if TYPE_CHECKING:
     from harness.localize.run import LayerRow, LocalizationSummary
@@ -97,7 +105,7 @@ def summary_dict(s: "LocalizationSummary") -> dict[str, Any]:
 
 def _replace_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, newline="")
+    tmp.write_bytes(text.encode("utf-8", "backslashreplace"))  # a lone surrogate as \udcXX, never an error
     os.replace(tmp, path)
 
 
@@ -115,9 +123,10 @@ def layers_text(rows: "tuple[LayerRow, ...]") -> str:
 def write(summary: "LocalizationSummary", out_dir: Path, seconds: float | None = None) -> "LocalizationSummary":
     """Write ``out_dir/layers.csv`` and ``out_dir/summary.json``; the summary with their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    layers = out_dir / LAYERS_CSV
-    final = replace(summary, layers_csv=str(layers), summary_json=str(out_dir / SUMMARY_JSON),
+    layers, summary_json = inside(out_dir, out_dir / LAYERS_CSV), inside(out_dir, out_dir / SUMMARY_JSON)
+    final = replace(summary, layers_csv=str(layers), summary_json=str(summary_json),
                     seconds=summary.seconds if seconds is None else seconds)
     _replace_atomically(layers, layers_text(final.rows))
-    _replace_atomically(out_dir / SUMMARY_JSON, json.dumps(summary_dict(final), indent=1, default=str) + "\n")
+    text = json.dumps(summary_dict(final), indent=1, default=str, ensure_ascii=True)  # ASCII: surrogates escaped
+    _replace_atomically(summary_json, text + "\n")
     return final

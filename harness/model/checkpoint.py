@@ -8,6 +8,7 @@ checkpoint cannot run code. Putting the tensors into a module is ``harness.model
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.client
 import importlib.machinery
@@ -22,7 +23,7 @@ import urllib.request
 import zipfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -62,6 +63,18 @@ class WeightsNotFound(WeightsError, NotApplicable):
         # Exceptions cross process boundaries by pickling; the default would call
         # WeightsNotFound(message) and fail for want of ``short``.
         return (type(self), (str(self), self.short))
+
+
+def _os_errors(fn: Callable[..., Any]) -> Callable[..., Any]:  # an OSError on the weights: a WeightsError with the fix
+    @functools.wraps(fn)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except OSError as exc:  # unreadable, read-only, a full disk; no file name (a write): the weights dir
+            where = exc.filename or kwargs.get("weights_dir") or (args[1] if len(args) > 1 else "the weights directory")
+            raise WeightsError(f"weights: cannot use {where} ({exc.strerror or exc}); pass --weights-dir DIR "
+                               "pointing to a place you can read and write, with room") from exc
+    return wrapped
 
 
 # --------------------------------------------------------------------------------------------
@@ -110,6 +123,7 @@ def _package_file(spec: ModelSpec) -> Path | None:
     return resource
 
 
+@_os_errors
 def locate_weights(spec: ModelSpec, weights_dir: Path, allow_download: bool = True) -> Path:
     """The checkpoint file for ``spec``: from its package, else ``weights_dir``, else downloaded.
 
@@ -200,13 +214,7 @@ def download_weights(spec: ModelSpec, weights_dir: Path, timeout: float = DOWNLO
     w = spec.weights
     if not w.url:
         raise WeightsError(f"model {spec.name!r}: no download URL in fixtures/models.toml; " + _manual_fix(spec, weights_dir))
-    try:
-        weights_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise WeightsError(
-            f"cannot create weights directory {weights_dir}: {exc.strerror}; pass --weights-dir DIR "
-            "pointing to a writable place"
-        ) from exc
+    weights_dir.mkdir(parents=True, exist_ok=True)  # an OSError here or below: locate_weights' _os_errors
     final = weights_dir / w.filename
     fd, tmp_name = tempfile.mkstemp(prefix=f".{w.filename}.", suffix=".part", dir=weights_dir)
     tmp = Path(tmp_name)
@@ -236,6 +244,7 @@ def download_weights(spec: ModelSpec, weights_dir: Path, timeout: float = DOWNLO
     return final
 
 
+@_os_errors
 def verify_checksum(path: Path, weights: WeightsSpec) -> str:
     """Check every checksum ``weights`` gives against ``path``; return the file's SHA-256.
 
@@ -250,13 +259,10 @@ def verify_checksum(path: Path, weights: WeightsSpec) -> str:
             "weights: add its md5 or sha256 there"
         )
     md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
-    try:
-        with Path(path).open("rb") as fh:
-            while block := fh.read(1 << 20):
-                md5.update(block)
-                sha.update(block)
-    except OSError as exc:
-        raise WeightsError(f"cannot read weights file {path}: {exc.strerror}") from exc
+    with Path(path).open("rb") as fh:
+        while block := fh.read(1 << 20):
+            md5.update(block)
+            sha.update(block)
     found_md5, found_sha = md5.hexdigest(), sha.hexdigest()
     checks = [
         ("md5", weights.md5, found_md5, weights.md5 is not None and found_md5 == weights.md5.lower()),

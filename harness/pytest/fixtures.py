@@ -169,7 +169,7 @@ class RecordWriter:
     figures); ``update`` replaces parts as they become known (``update(scores=..., judgement=...)``).
     After every call the record's properties are the test's JUnit properties, so a test that skips
     or fails half-way has recorded what it knew; the results file's line is built from them on the
-    controller (harness.pytest.plugin.ResultsRecorder), once per test.
+    controller (harness.pytest.recorder.ResultsRecorder), once per test.
     """
 
     def __init__(self, node: pytest.Item):

@@ -1,16 +1,11 @@
 """The pytest plugin: options, parametrization from the registry, results file, terminal summary.
 
-Hooks only; the work happens in harness.run.workbench, the fixtures in harness.pytest.fixtures.
+Hooks only; the work happens in harness.run.workbench, the fixtures in harness.pytest.fixtures, the
+results file is written by harness.pytest.recorder.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import time
-import uuid
-from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +13,7 @@ from typing import Any
 import pytest
 
 from harness.errors import UsageError
+from harness.pytest.recorder import ResultsRecorder, check_output_paths
 from harness.specs import (
     PRECISIONS,
     SCENARIOS,
@@ -176,6 +172,8 @@ def pytest_configure(config: pytest.Config) -> None:
             raise SpecError(f"--limit must be a positive number of images, got {limit}")
         if config.getoption("--opset") < 7:
             raise SpecError(f"--opset {config.getoption('--opset')} is too old; ATC supports 11")
+        if not hasattr(config, "workerinput"):  # the controller writes; xdist workers only compute
+            check_output_paths(_under_root(config, config.getoption("--results")), _output_dirs(config))
     except UsageError as exc:  # SpecError, and any other option or fixtures/ data the harness refuses
         raise pytest.UsageError(str(exc)) from None
     config.stash[_STATE] = {
@@ -192,7 +190,24 @@ def pytest_configure(config: pytest.Config) -> None:
                                     or Path(config.getoption("--report-dir")) / "localize"),
     }
     if not hasattr(config, "workerinput"):
-        config.pluginmanager.register(ResultsRecorder(config), "modelzoo-cert-results")
+        recorder = ResultsRecorder(config, _under_root(config, config.getoption("--results")), config.stash[_STATE])
+        config.pluginmanager.register(recorder, "modelzoo-cert-results")
+
+
+def _output_dirs(config: pytest.Config) -> list[tuple[str, Path]]:
+    """The directories this run may write to, checked at start-up (harness.pytest.recorder)."""
+    report_dir = _under_root(config, config.getoption("--report-dir"))
+    localize, localize_given = bool(config.getoption("localize")), config.getoption("--localize-dir")
+    dirs = []
+    if not config.getoption("--no-report") or (localize and not localize_given):  # reports, or <report-dir>/localize
+        dirs.append(("--report-dir", report_dir))
+    if localize and localize_given:
+        dirs.append(("--localize-dir", _under_root(config, localize_given)))
+    if config.getoption("--save-baseline"):
+        from harness.judge.baselines import BASELINES_DIR
+
+        dirs.append(("--baselines-dir", Path(config.getoption("--baselines-dir") or BASELINES_DIR)))
+    return dirs
 
 
 def _under_root(config: pytest.Config, path: str | Path) -> Path:
@@ -202,9 +217,17 @@ def _under_root(config: pytest.Config, path: str | Path) -> Path:
 
 
 def localize_dir(config: pytest.Config, test_name: str) -> Path:
-    """The folder of one test's localisation: ``<--localize-dir>/<test name, made a file name>``."""
-    safe = "".join(c if c.isalnum() or c in "._-" else "-" for c in test_name).strip("-")
-    return selection(config)["localize_dir"] / safe
+    """The folder of one test's localisation: ``<--localize-dir>/<test name, made a file name>``, a
+    test ``function[parameters]`` as ``function-<parameters>`` (``test_accuracy-efficientnet_lite0-cpu-bs8``),
+    the parameters (model names: data) made one safe file name by harness.safe_names.safe_component:
+    never outside --localize-dir, and two tests never share a folder."""
+    from harness.safe_names import inside, safe_component
+
+    base = selection(config)["localize_dir"]
+    function, bracket, params = test_name.partition("[")
+    if bracket and params.endswith("]") and function.isascii() and function.isidentifier() and len(function) <= 80:
+        return inside(base, base / f"{function}-{safe_component(params[:-1])}")
+    return inside(base, base / safe_component(test_name))
 
 
 def _device_ids(text: str | None) -> tuple[int, ...]:
@@ -254,128 +277,3 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "batch_size" in metafunc.fixturenames:
         sizes = state["batch_sizes"]
         metafunc.parametrize("batch_size", sizes, ids=[f"bs{b}" for b in sizes])
-
-
-class ResultsRecorder:
-    """Writes one typed record (harness.records.schema) per test outcome and prints the summary.
-
-    Registered on the controller only: under pytest-xdist it is the one process that sees every
-    report (with the properties the test's record left in it), so each result is written exactly
-    once. The line is the test's record with pytest's facts (outcome, reason, times) filled in.
-    """
-
-    def __init__(self, config: pytest.Config):
-        self.config = config
-        path = Path(config.getoption("--results"))
-        self.path = path if path.is_absolute() else Path(config.rootpath) / path
-        self.records: list[Any] = []  # harness.records.schema.ResultRecord, for the summary
-        self.outcomes: dict[str, int] = defaultdict(int)
-        self.problems: list[str] = []  # records written as the test left them: not readable as typed
-        self.started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
-        self.report: Any = None  # harness.report.build.ReportPaths once written
-        self.report_error: str | None = None
-
-    def _append(self, record: dict[str, Any]) -> None:
-        """One ``write`` on an O_APPEND descriptor: a killed run cannot leave half a line behind
-        another process's record, and concurrent runs appending to one file do not interleave."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = (json.dumps(record, default=str) + "\n").encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when != "call" and not (report.skipped or report.failed):
-            return
-        props = dict(report.user_properties)
-        if "kind" not in props:
-            return
-        from harness.records.parts import PytestFacts, SchemaError
-        from harness.records.schema import SCHEMA_KEY, SCHEMA_VERSION, record_from_json
-
-        reason = None
-        if report.skipped and isinstance(report.longrepr, tuple):
-            reason = str(report.longrepr[2]).removeprefix("Skipped: ")
-        elif report.failed:
-            crash = getattr(report.longrepr, "reprcrash", None)
-            reason = crash.message if crash is not None else str(report.longrepr)
-        meta = PytestFacts(run_id=self.run_id, test=report.nodeid, outcome=report.outcome, phase=report.when,
-                        duration_s=round(report.duration, 3), time=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                        host=socket.gethostname(), reason=reason)
-        line = {SCHEMA_KEY: SCHEMA_VERSION, **meta.properties(), **props}
-        try:
-            record = record_from_json(line)
-        except SchemaError as exc:  # a writer's bug: keep what the test knew, say so at the end
-            self.problems.append(f"{report.nodeid}: {exc}")
-        else:
-            line = record.to_json()
-            self.records.append(record)
-        self.outcomes[report.outcome] += 1
-        self._append(line)
-
-    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        """One ``kind: run`` record per run: the environment fingerprint and what was asked."""
-        if not self.outcomes:
-            return
-        from harness.environment import fingerprint
-        from harness.records.schema import RunRecord
-
-        self._append(RunRecord(
-            run_id=self.run_id, started=self.started, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            exit_status=int(exitstatus), args=tuple(map(str, self.config.invocation_params.args)),
-            chips=tuple(c.name for c in selection(self.config)["chips"]), outcomes=dict(self.outcomes),
-            environment=fingerprint(),
-        ).to_json())
-        if not self.config.getoption("--no-report"):
-            self._write_report()
-
-    def _write_report(self) -> None:
-        """The report of the whole results file; a problem with it is a warning, never a lost run."""
-        from harness.records.results import load_results
-        from harness.report.build import write_report
-
-        try:
-            results = load_results(self.path)
-            out = Path(self.config.getoption("--report-dir"))
-            out = out if out.is_absolute() else Path(self.config.rootpath) / out
-            baselines = self.config.getoption("--baselines-dir")
-            state = selection(self.config)
-            self.report = write_report(results, out, baselines_dir=Path(baselines) if baselines else None,
-                                       chips=state["all_chips"], policy=state["policy"])
-        except Exception as exc:  # noqa: BLE001 - the run's results are already safe in the results file
-            self.report_error = f"{type(exc).__name__}: {exc}"
-
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.outcomes:
-            return
-        from harness.records.results import results_of
-        from harness.report.build import terminal_table
-
-        tr = terminalreporter
-        tr.write_sep("=", "certification summary")
-        tr.write_line(terminal_table(results_of(self.records, self.path)))
-        skipped: dict[str, list[str]] = defaultdict(list)
-        for r in self.records:
-            if r.outcome == "skipped":
-                skipped[r.meta.reason or ""].append(str(r.meta.test).split("::")[-1])
-        if skipped:
-            tr.write_line("")
-            tr.write_line("not run, and what to pass to run them:")
-            for reason, names in skipped.items():
-                tr.write_line(f"  {len(names)} x {reason}")
-                tr.write_line(f"      {', '.join(names[:6])}{' ...' if len(names) > 6 else ''}")
-        for problem in self.problems:
-            tr.write_line(f"warning: record not in the results schema, written as recorded: {problem}")
-        tr.write_line(f"results appended to {self.path}")
-        if self.report is not None:
-            tr.write_line(f"report written: {self.report.html} (and report.md, {len(self.report.plots)} plot(s))")
-            for note in self.report.notes:
-                tr.write_line(f"  note: {note}")
-            for regression in self.report.regressions:
-                tr.write_line(f"  {regression.describe()}")
-        elif self.report_error is not None:
-            tr.write_line(f"warning: no report written ({self.report_error}); the results file is intact: "
-                          f"python -m harness report {self.path} writes it")

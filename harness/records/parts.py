@@ -119,7 +119,7 @@ def checked_value(owner: str, name: str, value: Any, allowed: tuple[type, ...]) 
 
 @dataclass(frozen=True)
 class PytestFacts(Part):
-    """What pytest said about the test; filled in by the recorder (harness.pytest.plugin)."""
+    """What pytest said about the test; filled in by the recorder (harness.pytest.recorder)."""
 
     run_id: str | None = None
     test: str | None = None

@@ -1,27 +1,33 @@
 """Reading the results records of one or many runs back as typed records: the input of the report.
 
 Every pytest run appends one JSON line per test outcome to its ``--results`` file (see
-``harness.pytest.plugin.ResultsRecorder``) and, when it finishes, one ``kind: "run"`` record with the
+``harness.pytest.recorder.ResultsRecorder``) and, when it finishes, one ``kind: "run"`` record with the
 environment fingerprint. Nightly runs on several machines each leave their own file; this module
 merges any number of them (files, or directories searched recursively for ``*.jsonl``), reads each
 line as its typed record (harness.records.schema: schema 0 and 1), groups the records by
 ``run_id``, orders runs by start time, and answers the report's question: the newest record of
 each configuration.
 
-A results file is appended to by runs that may be killed: a malformed or blank line is counted and
-reported with ``file:line``, never fatal, so one bad line cannot hide a night's results.
+A results file is appended to by runs that may be killed, and merged from other machines (not
+trusted): a malformed or blank line is counted and reported with ``file:line``, never fatal, so one
+bad line cannot hide a night's results. Lines are split on ``\\n`` alone, so an unreadable line never
+takes the next one with it. A line cut short by a killed run is reported as a cut line; one with a
+whole record glued onto its end (a run that appended after a killed one, before issue 25 made the
+writer end a cut line first) gives that record back, with a warning.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
+import stat
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Hashable, Iterable, Iterator, Sequence, TypeVar
 
-from harness.errors import UsageError
+from harness.errors import HarnessError, UsageError
 from harness.records.parts import Configuration
 from harness.records.schema import (
     KINDS,
@@ -32,6 +38,7 @@ from harness.records.schema import (
     SchemaError,
     record_from_json,
 )
+from harness.safe_load import load_json_text
 
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 
@@ -179,54 +186,148 @@ class _Reading:
     duplicates: int = 0
 
 
-def _parse_line(raw: bytes, where: str) -> tuple[dict[str, Any] | None, str | None]:
-    """The line's JSON object, or why the line is not one."""
+# Unreadable lines named one by one per file; past that, one line counts the rest.
+MAX_LINE_WARNINGS = 20
+# A line longer than this is not searched for a record glued onto a cut line (records are a few KB).
+_MAX_GLUED_SEARCH = 1 << 18
+_GLUED_CANDIDATES = 64
+# What is left after the parser's error position when a line stops inside a number, a literal or
+# an escape (``1.5e``, ``tru``, ``\u00``): the line was cut, not garbled.
+_UNFINISHED_TOKEN = re.compile(r"[-+.0-9a-fA-FtrulsnE\\]*")
+
+
+def _loads(text: str, where: str) -> Any:
+    """The one place a results line is parsed from JSON: guarded (harness.safe_load: too deep, a
+    number too long is an ``UntrustedInput``; text that is not JSON a ``JsonSyntaxError``, which is
+    a ``json.JSONDecodeError``); ``NaN`` allowed, the writer's spelling of a missing figure."""
+    return load_json_text(text, where, nonfinite=True)
+
+
+def _json_problem(exc: BaseException, text: str, where: str) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        tail = text.rstrip()[exc.pos:]
+        if exc.msg.startswith("Unterminated string") or (len(tail) <= 5 and _UNFINISHED_TOKEN.fullmatch(tail)):
+            return (f"{where}: not JSON, a cut line (it ends after {len(text)} characters, before the record "
+                    "does: the rest was never written by a killed run?)")
+        return f"{where}: not JSON ({exc.msg} at column {exc.colno})"
+    if isinstance(exc, RecursionError):
+        return f"{where}: not a readable record (JSON nested too deeply)"
+    text = str(exc)
+    return text if isinstance(exc, HarnessError) and where in text else f"{where}: not a readable record ({text})"
+
+
+def _parse_json(raw: bytes, where: str) -> tuple[Any, str | None]:
+    """The line's JSON value, or why it has none."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
+        if exc.reason == "unexpected end of data":
+            return None, (f"{where}: not UTF-8 text, a cut line (it ends inside a character: the rest was never "
+                          "written by a killed run?)")
         return None, f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})"
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return None, f"{where}: not JSON ({exc.msg} at column {exc.colno}; a line cut short by a killed run?)"
+        return _loads(text, where), None
+    except (ValueError, RecursionError, HarnessError) as exc:  # ValueError: JSONDecodeError, a huge int
+        return None, _json_problem(exc, text, where)
+
+
+def _as_record(value: Any, where: str) -> tuple[Record | None, str | None]:
     if not isinstance(value, dict):
         return None, f"{where}: expected a JSON object (one record), found {type(value).__name__}"
-    return value, None
+    try:
+        return record_from_json(value), None
+    except SchemaError as exc:
+        return None, f"{where}: {exc}"
+
+
+def _glued(raw: bytes, where: str) -> tuple[dict[str, Any], int] | None:
+    """A whole record at the end of an unreadable line (a cut line with the next record glued on),
+    and the byte it starts at."""
+    if len(raw) > _MAX_GLUED_SEARCH:
+        return None
+    start = 0
+    for _ in range(_GLUED_CANDIDATES):
+        start = raw.find(b'{"', start + 1)
+        if start < 0:
+            return None
+        value, problem = _parse_json(raw[start:], where)
+        if problem is None and isinstance(value, dict) and value.get("kind") in KINDS:
+            return value, start
+    return None
+
+
+def _parse_line(raw: bytes, where: str) -> tuple[dict[str, Any] | None, str | None, str | None]:
+    """The line's JSON object, or why the line is not one; and a note when a glued record was saved."""
+    value, problem = _parse_json(raw, where)
+    if problem is None:
+        return (value, None, None) if isinstance(value, dict) else (
+            None, f"{where}: expected a JSON object (one record), found {type(value).__name__}", None)
+    found = _glued(raw, where)
+    if found is None:
+        return None, problem, None
+    glued, start = found
+    return glued, None, (f"{where}: a cut line ({start} bytes, cut short by a killed run) with the next record "
+                         "glued onto its end: the cut part is skipped, the record after it is read")
+
+
+def _split_lines(data: bytes) -> tuple[list[bytes], bool]:
+    """Lines split on ``\\n`` alone (a stray ``\\r`` or form feed inside a line keeps it one line;
+    a CRLF ending is dropped), and whether the last line has no newline at its end."""
+    lines = data.split(b"\n")
+    unterminated = lines[-1] != b""
+    if not unterminated:
+        lines.pop()
+    return [line[:-1] if line.endswith(b"\r") else line for line in lines], unterminated
 
 
 def _read_file(path: Path, reading: _Reading) -> int:
     """Add the records of one file; return how many it held."""
     try:
+        mode = path.stat().st_mode
+        if not stat.S_ISREG(mode) and not stat.S_ISFIFO(mode):
+            raise ResultsError(f"{path}: not a regular file (a device such as /dev/null or /dev/full has no records "
+                               "to read); expected a results file")
         data = path.read_bytes()
     except OSError as exc:
         raise ResultsError(f"{path}: cannot read results file: {exc.strerror or exc}") from None
-    count, blanks, missing_id = 0, [], 0
-    for line_no, raw in enumerate(data.splitlines(), start=1):
+    lines, unterminated = _split_lines(data)
+    count, blanks, missing_id, bad = 0, [], 0, []
+    for line_no, raw in enumerate(lines, start=1):
         if not raw.strip():
             blanks.append(line_no)
             continue
         where = f"{path}:{line_no}"
-        value, problem = _parse_line(raw, where)
-        record = None
+        value, problem, note = _parse_line(raw, where)
+        record, canonical = None, ""
         if value is not None:
             if not value.get("run_id") and value.get("kind") in KINDS:
                 missing_id += 1
                 value = {**value, "run_id": f"(no run_id) {path}"}
+            record, problem = _as_record(value, where)
             try:
-                record = record_from_json(value)
-            except SchemaError as exc:
-                problem = f"{where}: {exc}"
-        if record is None or value is None:
+                canonical = json.dumps(value, sort_keys=True, default=str)
+            except (ValueError, RecursionError):
+                record, problem = None, f"{where}: not a readable record (JSON nested too deeply)"
+        if record is None:
+            if unterminated and line_no == len(lines) and "cut line" not in str(problem):
+                problem = f"{problem}; it is the last line and has no newline: a cut line (cut short by a killed run?)"
             reading.malformed_lines += 1
-            reading.warnings.append(str(problem))
+            bad.append(line_no)
+            if len(bad) <= MAX_LINE_WARNINGS:
+                reading.warnings.append(str(problem))
             continue
+        if note is not None:
+            reading.warnings.append(note)
         count += 1
-        canonical = json.dumps(value, sort_keys=True, default=str)
         if canonical in reading.seen:
             reading.duplicates += 1
             continue
         reading.seen.add(canonical)
         reading.records.append((record, where))
+    if len(bad) > MAX_LINE_WARNINGS:
+        more = bad[MAX_LINE_WARNINGS:]
+        shown = ", ".join(map(str, more[:10])) + (" ..." if len(more) > 10 else "")
+        reading.warnings.append(f"{path}: {len(more)} more unreadable line(s) skipped (line {shown})")
     if blanks:
         reading.blank_lines += len(blanks)
         shown = ", ".join(map(str, blanks[:10])) + (" ..." if len(blanks) > 10 else "")

@@ -1,23 +1,32 @@
 """Results -> the report a person reads in ten seconds: Markdown, one self-contained HTML file, plots.
 
 ``write_report(load_results(paths), out_dir)`` writes ``report.md``, ``report.html`` and
-``plots/<model>.png``. The regressions open the report, then the newest result of every test in
-every configuration; per model the accuracy table, the throughput table (the seeds' layout), a
-throughput-vs-batch plot and the model's history across runs with its regressions
-(harness.records.history, thresholds from fixtures/policy.toml [history]); the environment of
-every run closes it. ``terminal_table`` is the plain-text summary the plugin prints.
+``plots/<model>.png`` (the model's name made one safe file name, harness.safe_names). The
+regressions open the report, then the newest result of every test in every configuration; per
+model the accuracy table, the throughput table (the seeds' layout), a throughput-vs-batch plot and
+the model's history across runs with its regressions (harness.records.history, thresholds from
+fixtures/policy.toml [history]); the environment of every run closes it. ``terminal_table`` is the
+plain-text summary the plugin prints.
 
 The report shows the verdicts the tests recorded; it never decides one (harness.judge does, the
 records carry it). Tables: :mod:`~harness.report.tables`, :mod:`~harness.report.throughput`;
 rendering: :mod:`~harness.report.render`; plots: :mod:`~harness.report.plots`.
+
+Results files are merged from other machines (not trusted): the report is built from
+:func:`displayed` results, every text of every record escaped (harness.safe_names.printable), so a
+name with a newline, an escape code or a lone surrogate is shown escaped, everywhere it appears; a
+file name is made from a name only by harness.safe_names.safe_component, and every file written is
+checked to be inside ``out_dir`` (harness.safe_names.inside).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from harness.cache import atomic_write_bytes
 from harness.records.history import (
@@ -27,8 +36,9 @@ from harness.records.history import (
     model_history,
 )
 from harness.records.results import Results
+from harness.records.schema import Localization
 from harness.report.localization import localization_blocks
-from harness.report.plots import plot_throughput, plots_unavailable
+from harness.report.plots import PLOTS_DIR, add_plot, plot_throughput, plots_unavailable
 from harness.report.render import (
     BAD,
     Block,
@@ -49,6 +59,7 @@ from harness.report.tables import (
     summary_rows,
 )
 from harness.report.throughput import column_notes, throughput_block, throughput_table
+from harness.safe_names import inside, printable
 from harness.specs import (
     ChipSpec,
     HistoryPolicy,
@@ -60,13 +71,55 @@ from harness.specs import (
 )
 
 MAX_WARNINGS_SHOWN = 20
+MAX_TERMINAL_CELL = 60  # characters; a longer name (from a results file) is cut, report.md has it whole
 TITLE = "Model-zoo certification report"
+_INIT_FIELDS: dict[type, tuple[str, ...]] = {}  # a dataclass's fields that displayed() copies
+_SCALARS = frozenset({type(None), bool, int, float})
+
+
+def displayed(value: Any) -> Any:
+    """``value`` (the results read, or any part of them) with every text in it shown escaped
+    (harness.safe_names.printable): what the report shows. A record's :class:`Localization` is kept
+    as read (its paths are opened; harness.report.localization escapes what it shows). What needs
+    no escaping is returned as the same object."""
+    if type(value) in _SCALARS:
+        return value
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, (Localization, type)):
+        return value
+    if dataclasses.is_dataclass(value):
+        names = _INIT_FIELDS.get(type(value))
+        if names is None:
+            names = _INIT_FIELDS[type(value)] = tuple(f.name for f in dataclasses.fields(value) if f.init)
+        changed = {}
+        for name in names:
+            old = getattr(value, name)
+            new = displayed(old)
+            if new is not old:
+                changed[name] = new
+        return dataclasses.replace(value, **changed) if changed else value
+    if isinstance(value, abc.Mapping):
+        items = [(displayed(k), displayed(v)) for k, v in value.items()]
+        same = all(k is k0 and v is v0 for (k, v), (k0, v0) in zip(items, value.items()))
+        return value if same else dict(items)
+    if type(value) in (list, tuple):
+        shown = [displayed(v) for v in value]
+        return value if all(a is b for a, b in zip(shown, value)) else type(value)(shown)
+    return value
+
+
+def _terminal_cell(text: str) -> str:
+    text = printable(text)
+    return text if len(text) <= MAX_TERMINAL_CELL else text[:MAX_TERMINAL_CELL - 3] + "..."
 
 
 def terminal_table(results: Results) -> str:
     """A compact plain-text table of the newest result of every test: model, configuration, kind,
-    key figure, verdict."""
-    rows = [SUMMARY_HEADERS, *((m, c, k, f, v.text) for m, c, k, f, v in summary_rows(results))]
+    key figure, verdict (each cell one line, escaped: harness.safe_names.printable, and cut at
+    MAX_TERMINAL_CELL characters)."""
+    rows = [SUMMARY_HEADERS,
+            *(tuple(map(_terminal_cell, (m, c, k, f, v.text))) for m, c, k, f, v in summary_rows(results))]
     widths = [max(len(row[i]) for row in rows) for i in range(len(SUMMARY_HEADERS))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -80,7 +133,7 @@ class ReportPaths:
     out_dir: Path
     markdown: Path
     html: Path
-    plots: Mapping[str, Path]
+    plots: Mapping[str, Path]  # the plot's file relative to out_dir (plots/<name>.png) -> its path
     regressions: tuple[Regression, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -141,8 +194,7 @@ def _model_blocks(results: Results, model: str, title: str, chips: Mapping[str, 
         if plot_note is None:
             png = plot_throughput(table, title)
             if png is not None:
-                plots[model] = png
-                blocks.append(Image(f"plots/{model}.png", f"{model} throughput by batch size", png))
+                blocks.append(Image(add_plot(plots, model, png), f"{model} throughput by batch size", png))
         else:
             blocks.append(Para(plot_note, "note"))
     hist = history_block(history, regressions)
@@ -153,7 +205,9 @@ def _model_blocks(results: Results, model: str, title: str, chips: Mapping[str, 
 
 def build_report(results: Results, baselines_dir: Path | None = None, chips: Mapping[str, ChipSpec] | None = None,
                  policy: Policy | HistoryPolicy | None = None) -> tuple[list[Block], dict[str, bytes], list[Regression], list[str]]:
-    """The report's blocks, its plots (model -> PNG), regressions and notes; nothing is written."""
+    """The report's blocks, its plots (file relative to the report -> PNG), regressions and notes, of
+    the :func:`displayed` results; nothing is written."""
+    results = displayed(results)
     chips = chips if chips is not None else load_chips()
     history_policy = policy if isinstance(policy, HistoryPolicy) else (policy or load_policy()).history
     titles = _titles()
@@ -174,18 +228,19 @@ def write_report(results: Results, out_dir: Path | str, baselines_dir: Path | No
                  chips: Mapping[str, ChipSpec] | None = None, policy: Policy | HistoryPolicy | None = None) -> ReportPaths:
     """Write ``report.md``, ``report.html`` (self-contained) and ``plots/<model>.png`` into ``out_dir``.
 
-    Every file is written atomically: a browser or CI upload never sees half a report.
+    Every file is written atomically: a browser or CI upload never sees half a report; and inside
+    ``out_dir``, whatever the names in the results (harness.safe_names).
     """
     out = Path(out_dir)
     blocks, plots, regressions, notes = build_report(results, baselines_dir, chips, policy)
     written: dict[str, Path] = {}
     out.mkdir(parents=True, exist_ok=True)
     if plots:
-        (out / "plots").mkdir(exist_ok=True)
-    for model, png in plots.items():
-        path = out / "plots" / f"{model}.png"
+        inside(out, out / PLOTS_DIR).mkdir(exist_ok=True)
+    for rel, png in plots.items():
+        path = inside(out / PLOTS_DIR, out / rel)
         atomic_write_bytes(path, png)
-        written[model] = path
+        written[rel] = path
     md, page = out / "report.md", out / "report.html"
     atomic_write_bytes(md, render_markdown(blocks).encode("utf-8"))
     atomic_write_bytes(page, render_html(blocks, TITLE).encode("utf-8"))

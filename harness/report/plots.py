@@ -2,6 +2,9 @@
 
 matplotlib is an optional dependency (``pip install -e '.[report]'``): without it the report is
 written without plots and says so (:func:`plots_unavailable`).
+
+Names in a plot come from results files (not trusted): every title and label goes through
+:func:`plot_text`, and a plot's file name through :func:`plot_file` (harness.safe_names).
 """
 
 from __future__ import annotations
@@ -10,8 +13,34 @@ import io
 from typing import Any
 
 from harness.report.throughput import ThroughputTable, clock_name
+from harness.safe_names import printable, safe_component
 
 INSTALL_PLOTS = "pip install -e '.[report]'"
+PLOTS_DIR = "plots"
+
+
+def plot_file(name: str, part: str = "") -> str:
+    """The report-relative file of a plot named after ``name`` (a model, from data): ``plots/<name,
+    made one safe file name>.png``, or ``plots/<name>-<part>.png`` for its other plots."""
+    return f"{PLOTS_DIR}/{safe_component(name)}{'-' + part if part else ''}.png"
+
+
+def add_plot(plots: dict[str, bytes], name: str, data: bytes, part: str = "") -> str:
+    """Add ``data`` to ``plots`` (report-relative file -> PNG) under :func:`plot_file`, or, when a
+    plot of another name already holds that file (a model named like another's localisation plot),
+    under ``...~2.png`` (``~3``...): no plot replaces another. Returns the file it is under."""
+    rel = plot_file(name, part)
+    stem, count = rel.removesuffix(".png"), 2
+    while rel in plots:
+        rel, count = f"{stem}~{count}.png", count + 1
+    plots[rel] = data
+    return rel
+
+
+def plot_text(text: object) -> str:
+    """Text from data as matplotlib draws it literally: escaped (harness.safe_names.printable: a
+    surrogate or control character cannot reach the font engine) and no ``$`` mathtext."""
+    return printable(text).replace("$", r"\$")
 
 
 def plots_unavailable() -> str | None:
@@ -60,13 +89,13 @@ def plot_throughput(table: ThroughputTable, title: str) -> bytes | None:
     for column in drawn:
         xs = sorted(column.figures)
         ax.plot(xs, [column.figures[x] for x in xs], marker="o",
-                label=f"{column.name} ({column.origin}, {clock_name(column.clock)})")
+                label=plot_text(f"{column.name} ({column.origin}, {clock_name(column.clock)})"))
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_locator(FixedLocator(list(table.batch_sizes)))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xticklabels([str(b) for b in table.batch_sizes])
     ax.set_xlabel("batch size")
     ax.set_ylabel("images/s per card")
-    ax.set_title(f"{title}: throughput per card by batch size")
+    ax.set_title(plot_text(f"{title}: throughput per card by batch size"))
     ax.set_ylim(bottom=0)
     return png(fig, ax)

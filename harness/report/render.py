@@ -5,14 +5,25 @@ the Markdown and the HTML cannot disagree. A cell or a bullet carries its status
 ``inconclusive``, ``skip``) from the record it shows (its recorded verdict and outcome, see
 :func:`harness.report.tables.status_of`): the renderer colours by that status and never reads the
 text to guess a verdict.
+
+Every text is rendered through :func:`harness.safe_names.printable` (a control character, a line
+separator or a lone surrogate from a results file is shown escaped, a newline is a line break
+inside its cell or paragraph), then escaped for its format: in HTML every ``<&"``; in Markdown a
+``<`` (no raw HTML), a ``|`` in a table cell, a block marker opening a paragraph or a bullet (``#``,
+``-``, ``1.``...), brackets in an image's alt text, and the image's path as a URL. A name from data
+can neither break a table row nor start a heading or a tag.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import re
 from dataclasses import dataclass
 from typing import Sequence, Union
+from urllib.parse import quote
+
+from harness.safe_names import printable
 
 OK, BAD, SKIP = "ok", "bad", "skip"
 INCONCLUSIVE = "inconclusive"  # too few images to decide: neither a pass nor a fail (issue 14)
@@ -76,19 +87,38 @@ Block = Union[Heading, Para, Bullets, Table, Image]
 # Markdown
 
 
+# a paragraph or bullet starting like this would open another block (heading, list, quote, table, code)
+_BLOCK_START = re.compile(r"( {0,3})(?:([#>+*=|`~_-])|\d{1,9}([.)]))")
+
+
+def _md_text(text: str) -> str:
+    """Inline Markdown of ``text``: escaped control characters, no raw HTML, newlines as ``<br>``."""
+    return printable(text, newlines=True).replace("<", "&lt;").replace("\n", "<br>")
+
+
+def _md_block(text: str) -> str:
+    """:func:`_md_text` that cannot open another block: a leading marker is backslash-escaped."""
+    text = _md_text(text)
+    m = _BLOCK_START.match(text)
+    if m is None:
+        return text
+    at = m.start(2) if m.group(2) else m.start(3)
+    return text[:at] + "\\" + text[at:]
+
+
 def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", "<br>")
+    return _md_text(text).replace("|", "&#124;")
 
 
 def render_markdown(blocks: Sequence[Block]) -> str:
     out: list[str] = []
     for b in blocks:
         if isinstance(b, Heading):
-            out.append(f"{'#' * b.level} {b.text}\n")
+            out.append(f"{'#' * b.level} {_md_text(b.text)}\n")
         elif isinstance(b, Para):
-            out.append(b.text + "\n")
+            out.append(_md_block(b.text) + "\n")
         elif isinstance(b, Bullets):
-            out.append("\n".join(f"- {cell(item).text}" for item in b.items) + "\n")
+            out.append("\n".join(f"- {_md_block(cell(item).text)}" for item in b.items) + "\n")
         elif isinstance(b, Table):
             align = b.align or ("l",) * len(b.headers)
             out.append("| " + " | ".join(_md_cell(h) for h in b.headers) + " |")
@@ -96,7 +126,8 @@ def render_markdown(blocks: Sequence[Block]) -> str:
             out.extend("| " + " | ".join(_md_cell(cell(c).text) for c in row) + " |" for row in b.rows)
             out.append("")
         elif isinstance(b, Image):
-            out.append(f"![{b.alt}]({b.rel_path})\n")
+            alt = _md_text(b.alt).replace("\\", "\\\\").replace("[", "\\[").replace("]", "\\]")
+            out.append(f"![{alt}]({quote(b.rel_path)})\n")
     return "\n".join(out)
 
 
@@ -129,7 +160,7 @@ def _classes(*names: str) -> str:
 
 
 def _html_text(text: str) -> str:
-    return html.escape(text).replace("\n", "<br>")
+    return html.escape(printable(text, newlines=True)).replace("\n", "<br>")
 
 
 def _html_table(b: Table) -> str:
@@ -147,7 +178,7 @@ def render_html(blocks: Sequence[Block], title: str) -> str:
     parts = []
     for b in blocks:
         if isinstance(b, Heading):
-            anchor = f' id="{html.escape(b.anchor)}"' if b.anchor else ""
+            anchor = f' id="{html.escape(printable(b.anchor))}"' if b.anchor else ""
             parts.append(f"<h{b.level}{anchor}>{_html_text(b.text)}</h{b.level}>")
         elif isinstance(b, Para):
             parts.append(f"<p{_classes(b.css)}>{_html_text(b.text)}</p>")
@@ -158,9 +189,9 @@ def render_html(blocks: Sequence[Block], title: str) -> str:
             parts.append(_html_table(b))
         elif isinstance(b, Image):
             data = base64.b64encode(b.png).decode("ascii")
-            parts.append(f'<p><img alt="{html.escape(b.alt)}" src="data:image/png;base64,{data}"></p>')
+            parts.append(f'<p><img alt="{html.escape(printable(b.alt))}" src="data:image/png;base64,{data}"></p>')
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{html.escape(title)}</title>"
+        f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{html.escape(printable(title))}</title>"
         f"<style>{CSS}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n"
     )

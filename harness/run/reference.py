@@ -32,29 +32,31 @@ from harness.cache import (
     ArtifactCache,
     Entry,
     UnverifiedEntry,
-    content_key,
     file_sha256,
 )
 from harness.errors import NotCertified, UsageError
 from harness.judge.metrics import parity
 from harness.run.infer import run_all
+
+# The file's reading side lives in reference_file (checked before anything is allocated, issue 25);
+# re-exported here, where the cache side and the export use them.
+from harness.run.reference_file import (
+    FILE_FORMAT,
+    FILE_VERSION,
+    INDEX,
+    KEY_FORMAT,
+    FileEntry,
+    ReferenceFileError,
+    read_reference_file,
+)
 from harness.specs import ModelSpec, ReferencePolicy, as_dict
 
 REFERENCE_KIND = "reference-logits"
 DIGEST_KIND = "dataset-sha256"
-KEY_FORMAT = 2  # 1: keyed by torch version, weights path and the images' stat (before the file format)
-FILE_FORMAT = "modelzoo-cert reference-logits"
-FILE_VERSION = 1
-INDEX = "reference.json"
 # Where reference logits came from (a record's reference_origin): computed in this session, read
 # from this cache (computed by an earlier run) or imported from a reference file.
 COMPUTED_HERE, CACHED, IMPORTED = "computed here", "cached", "imported"
 REFERENCE_BATCH = 32
-_FILE_FIELDS = ("key", "inputs", "model", "shape", "sha256", "member")
-
-
-class ReferenceFileError(UsageError):
-    """A reference-logits file that cannot be imported: not one, corrupt, altered or inconsistent."""
 
 
 def images_digest(cache: ArtifactCache, prepared: data_mod.PreparedDataset) -> dict[str, Any]:
@@ -190,17 +192,6 @@ def refuse(entry: Entry, check: ReferenceCheck) -> ReferenceMismatch:
 # -- the file -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class FileEntry:
-    """One verified entry of a reference file."""
-
-    key: str
-    inputs: Mapping[str, Any]
-    model: str
-    logits: np.ndarray
-    origin: Mapping[str, Any]  # torch, computed_host, computed_at
-
-
 def cached_entries(cache: ArtifactCache) -> tuple[list[Entry], list[Path]]:
     """Every finished reference entry of the current key format, each verified by the cache, and
     the paths of older ones (key format 1, or made before the cache recorded checksums: rebuilt
@@ -248,73 +239,6 @@ def export_references(cache: ArtifactCache, out: Path, models: Sequence[str] | N
         tmp.unlink(missing_ok=True)
         raise
     return chosen
-
-
-def _index(zf: zipfile.ZipFile, path: Path) -> Mapping[str, Any]:
-    what = f"{path} is not a reference-logits file (python -m harness reference export writes them)"
-    try:
-        index = json.loads(zf.read(INDEX))
-    except KeyError:
-        raise ReferenceFileError(f"{what}: it has no {INDEX}") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ReferenceFileError(f"{path}: its {INDEX} is not JSON ({exc}); the file is corrupt, export it again") from exc
-    if not isinstance(index, dict) or index.get("format") != FILE_FORMAT:
-        raise ReferenceFileError(f"{what}: {INDEX} says format {index.get('format') if isinstance(index, dict) else index!r}")
-    if index.get("version") != FILE_VERSION:
-        raise ReferenceFileError(f"{path}: reference file version {index.get('version')!r}, this harness reads version "
-                                 f"{FILE_VERSION}; export it with the same harness version")
-    if not isinstance(index.get("entries"), list) or not index["entries"]:
-        raise ReferenceFileError(f"{path}: no entries in {INDEX}")
-    return index
-
-
-def _verified(zf: zipfile.ZipFile, path: Path, item: Any) -> FileEntry:
-    """One index item, checked: fields, key against its inputs, checksum, array shape and values."""
-    if not isinstance(item, dict) or any(f not in item for f in _FILE_FIELDS):
-        raise ReferenceFileError(f"{path}: an entry of {INDEX} lacks one of {', '.join(_FILE_FIELDS)}; the file is corrupt")
-    inputs, where = item["inputs"], f"{path}: entry {item['key']} ({item['model']})"
-    if not isinstance(inputs, dict) or inputs.get("format") != KEY_FORMAT:
-        raise ReferenceFileError(f"{where}: key format {inputs.get('format') if isinstance(inputs, dict) else None!r}, "
-                                 f"this harness keys references with format {KEY_FORMAT}; export it with the same version")
-    if content_key(inputs) != item["key"]:
-        raise ReferenceFileError(f"{where}: the key does not match its inputs; the file was altered, export it again")
-    try:
-        blob = zf.read(item["member"])
-    except KeyError:
-        raise ReferenceFileError(f"{where}: member {item['member']} is missing; the file is truncated") from None
-    digest = hashlib.sha256(blob).hexdigest()
-    if digest != item["sha256"]:
-        raise ReferenceFileError(f"{where}: checksum mismatch (sha256 {digest}, the file says {item['sha256']}); "
-                                 "the file is corrupt or was altered, export it again")
-    try:
-        logits = np.load(io.BytesIO(blob), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise ReferenceFileError(f"{where}: the logits are not a readable .npy array ({exc})") from exc
-    try:
-        images = int(inputs["images"]["shape"][0])
-        expected = (images, int(inputs["num_classes"]))
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise ReferenceFileError(f"{where}: its inputs lack the images' shape or the class count ({exc!r})") from exc
-    if logits.dtype != np.float32 or logits.shape != expected or list(logits.shape) != list(item["shape"]):
-        raise ReferenceFileError(f"{where}: logits of shape {logits.shape} {logits.dtype}, expected {expected} float32 "
-                                 f"({expected[0]} images x {expected[1]} classes, as its key says; the file says {item['shape']})")
-    if not np.isfinite(logits).all():
-        raise ReferenceFileError(f"{where}: the logits hold NaN or infinite values")
-    origin = {k: item.get(k) for k in ("torch", "computed_host", "computed_at")}
-    return FileEntry(key=item["key"], inputs=inputs, model=str(item["model"]), logits=logits, origin=origin)
-
-
-def read_reference_file(path: Path) -> tuple[Mapping[str, Any], list[FileEntry]]:
-    """The file's index and every entry, each verified; a :class:`ReferenceFileError` otherwise."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            index = _index(zf, path)
-            return index, [_verified(zf, path, item) for item in index["entries"]]
-    except zipfile.BadZipFile as exc:
-        raise ReferenceFileError(f"{path} is not a reference-logits file ({exc}): expected the zip file "
-                                 "python -m harness reference export writes") from None
-    except (zipfile.LargeZipFile, NotImplementedError, RuntimeError) as exc:  # unsupported or encrypted members
-        raise ReferenceFileError(f"{path}: unreadable reference file ({exc})") from exc
 
 
 def import_references(cache: ArtifactCache, path: Path) -> list[tuple[FileEntry, bool]]:

@@ -230,7 +230,8 @@ class Workbench:
             listing = self.listing(source)
             with self.clock.stage("preprocessing"):
                 self._datasets[memo] = data_mod.prepare_dataset(
-                    listing, pre, self.cache, workers=self.cfg.workers, decode=self.cfg.decode)
+                    listing, pre, self.cache, workers=self.cfg.workers, decode=self.cfg.decode,
+                    decode_memory_mb=self.policy.data.decode_memory_mb)
         return self._datasets[memo]
 
     def calibration(self, spec: ModelSpec, source: str) -> np.ndarray:

@@ -30,6 +30,7 @@ from harness.specs.policy import (
     PAIRED_METHODS,
     TOLERANCE_RULES,
     AccuracyTolerance,
+    DataPolicy,
     HistoryPolicy,
     LocalizeThresholds,
     Policy,
@@ -305,13 +306,21 @@ def load_policy(path: Path | None = None) -> Policy:
             "regression_throughput_percent", 0.0, 100.0, hist_defaults.regression_throughput_percent),
     )
     hist.finish()
-    extra = sorted(set(data) - {"accuracy", "conversion", "perf", "history", "localize", "reference"})
+    extra = sorted(set(data) - {"accuracy", "conversion", "perf", "history", "localize", "reference", "data"})
     if extra:
         raise SpecError(f"{path}: unknown table(s) {extra}; allowed: [accuracy], [conversion], [perf], [history], "
-                        "[localize], [reference]")
+                        "[localize], [reference], [data]")
     return replace(policy, timing=timing, history=history, accuracy_tolerance=tolerance, verdicts=verdicts,
                    localize=_localize(Reader(str(path), "localize", data.get("localize", {}))),
-                   reference=_reference(Reader(str(path), "reference", data.get("reference", {}))))
+                   reference=_reference(Reader(str(path), "reference", data.get("reference", {}))),
+                   data=_data(Reader(str(path), "data", data.get("data", {}))))
+
+
+def _data(r: Reader) -> DataPolicy:
+    # 64 MB: below it a 4000x3000 photo could not be decoded at all; 64 GB: more than a machine has.
+    policy = DataPolicy(decode_memory_mb=r.integer("decode_memory_mb", 64, 65536, DataPolicy.decode_memory_mb))
+    r.finish()
+    return policy
 
 
 def _reference(r: Reader) -> ReferencePolicy:

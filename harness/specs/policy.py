@@ -77,6 +77,18 @@ class ReferencePolicy:
 
 
 @dataclass(frozen=True)
+class DataPolicy:
+    """How much memory decoding one image may take (fixtures/policy.toml [data], issue 25).
+
+    ``decode_memory_mb``: the most one image may allocate in a preprocessing worker, decoded
+    pixels and every intermediate of the resize included, estimated from its header before it is
+    decoded (harness.data.transforms); an image over it is refused naming the file.
+    """
+
+    decode_memory_mb: int = 512
+
+
+@dataclass(frozen=True)
 class TimingPolicy:
     """How the one timing loop measures (fixtures/policy.toml [perf])."""
 
@@ -167,3 +179,4 @@ class Policy:
     verdicts: VerdictPolicy = VerdictPolicy()
     localize: LocalizeThresholds = LocalizeThresholds()
     reference: ReferencePolicy = ReferencePolicy()
+    data: DataPolicy = DataPolicy()

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from harness.cache import canonical_json
 from harness.data import DataError, read_labels
+from harness.data.labels import image_stem
 from harness.specs import (
     FIXTURES_DIR,
     SpecError,
@@ -310,7 +311,12 @@ def test_read_labels_reads_valid_files_exactly_and_names_the_first_bad_line(
 ) -> None:
     """Files built line by line with random separators and blank lines: without a defect the
     result is exactly the written mapping; with one defect the DataError names its line number."""
-    names = [n for n in pairs if n.split() == [n] and n[0] != "\ufeff"]
+    # Valid names: one field, no BOM, a file name (no "/" or NUL), one name per stem.
+    names, stems = [], set()
+    for n in pairs:
+        if n.split() == [n] and n[0] != "\ufeff" and "/" not in n and "\0" not in n and image_stem(n) not in stems:
+            names.append(n)
+            stems.add(image_stem(n))
     if not names:
         return
     lines = [f"{n}{spaces[i % len(spaces)]}{pairs[n]}" for i, n in enumerate(names)]
