@@ -29,6 +29,7 @@ import numpy as np
 from harness import data as data_mod
 from harness.backends.torch_ref import TorchSession, torch_version
 from harness.cache import (
+    MANIFEST,
     ArtifactCache,
     Entry,
     UnverifiedEntry,
@@ -52,28 +53,28 @@ from harness.run.reference_file import (
 from harness.specs import ModelSpec, ReferencePolicy, as_dict
 
 REFERENCE_KIND = "reference-logits"
-DIGEST_KIND = "dataset-sha256"
+IMAGES_FILE = "images.u8"  # the dataset entry's pixels (harness.data.prepared)
 # Where reference logits came from (a record's reference_origin): computed in this session, read
 # from this cache (computed by an earlier run) or imported from a reference file.
 COMPUTED_HERE, CACHED, IMPORTED = "computed here", "cached", "imported"
 REFERENCE_BATCH = 32
 
 
-def images_digest(cache: ArtifactCache, prepared: data_mod.PreparedDataset) -> dict[str, Any]:
+def images_digest(prepared: data_mod.PreparedDataset) -> dict[str, Any]:
     """SHA-256, shape and dtype of ``prepared``'s uint8 pixels: their identity on any machine.
 
-    Hashed once per dataset entry and remembered in a ``dataset-sha256`` entry (a memo of a
-    published entry's bytes, not a product of the run: written through a plain ArtifactCache at
-    the same root, so a cache that counts a run's products sees the same kinds as before).
+    The SHA-256 is the one the dataset entry's manifest records for ``images.u8`` (written when the
+    entry was built, checked by the cache when it serves the entry): hashing 7.5 GB of pixels
+    again per run would be the same work twice. An entry without that record is hashed here.
     """
-    images = prepared.path / "images.u8"
-
-    def build(_tmp: Path) -> Mapping[str, Any]:
-        return {"sha256": file_sha256(images), "shape": [int(d) for d in prepared.images.shape],
-                "dtype": str(prepared.images.dtype)}
-
-    manifest = ArtifactCache(cache.root).get_or_build(DIGEST_KIND, {"dataset": prepared.key}, build).manifest
-    return {"sha256": manifest["sha256"], "shape": list(manifest["shape"]), "dtype": manifest["dtype"]}
+    images = prepared.path / IMAGES_FILE
+    try:
+        record = json.loads((prepared.path / MANIFEST).read_text(encoding="utf-8")).get("files", {}).get(IMAGES_FILE)
+    except (OSError, ValueError, AttributeError):
+        record = None
+    sha = record.get("sha256") if isinstance(record, dict) else None
+    return {"sha256": sha if isinstance(sha, str) else file_sha256(images),
+            "shape": [int(d) for d in prepared.images.shape], "dtype": str(prepared.images.dtype)}
 
 
 def reference_inputs(cache: ArtifactCache, spec: ModelSpec, weights: Any,
@@ -84,7 +85,7 @@ def reference_inputs(cache: ArtifactCache, spec: ModelSpec, weights: Any,
         "arch": as_dict(spec.arch),
         "num_classes": spec.num_classes,
         "weights": weights.export_key_fields(),
-        "images": images_digest(cache, prepared),
+        "images": images_digest(prepared),
         "normalize": {"mean": list(prepared.spec.mean), "std": list(prepared.spec.std)},
     }
 
@@ -114,7 +115,7 @@ def reference_without_weights(cache: ArtifactCache, spec: ModelSpec,
     want = spec.weights.sha256 or spec.weights.sha256_prefix
     if not want:
         return None
-    digest = images_digest(cache, prepared)
+    digest = images_digest(prepared)
     normalize = {"mean": list(prepared.spec.mean), "std": list(prepared.spec.std)}
     for entry in cached_entries(cache)[0]:
         inputs = entry.manifest["inputs"]
