@@ -8,8 +8,9 @@ parts below turn an :class:`~harness.run.workbench.Evaluation` or a
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from harness.judge.baselines import Figure
 from harness.records.parts import (

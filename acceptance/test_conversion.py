@@ -49,8 +49,8 @@ def test_export_parity(workbench: Workbench, policy: Policy, model_spec: ModelSp
                            input_name=model_spec.input_name)
     torch_session = TorchSession(loaded.module, PARITY_BATCH, model_spec.input_shape, model_spec.num_classes)
     with OnnxRuntimeBackend().open(onnx_path, target, num_classes=model_spec.num_classes) as ort_session:
-        onnx_logits = workbench.run(ort_session, prepared, PARITY_BATCH, f"{model_spec.name} onnx")
-    torch_logits = workbench.run(torch_session, prepared, PARITY_BATCH, f"{model_spec.name} torch")
+        onnx_logits = workbench.infer_dataset(ort_session, prepared, PARITY_BATCH, f"{model_spec.name} onnx")
+    torch_logits = workbench.infer_dataset(torch_session, prepared, PARITY_BATCH, f"{model_spec.name} torch")
     assert np.isfinite(torch_logits).all()
 
     report = parity(torch_logits, onnx_logits)

@@ -13,8 +13,8 @@ import os
 import socket
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import Mapping
 
 import pytest
 
@@ -143,13 +143,13 @@ def vendor_comparison(workbench: Workbench, spec: ModelSpec, chip: ChipSpec, top
                       ) -> VendorComparison:
     """The vendor tool on the best batch's artifact, same scenario, right after the suite's sweep;
     a tool that cannot run here is recorded as such (and warned about), never a failed certification."""
-    from harness.vendor import vendor_tool_for  # the vendor tools only when asked for
+    from harness.benchmark_tools import vendor_tool_for  # the vendor tools only when asked for
 
 
     try:
         tool = vendor_tool_for(chip.backend, chip.backend_options)
         compiled = workbench.compile(spec, chip, top.batch_size, _source(workbench))
-        theirs = tool.run(compiled.artifact, compiled.target, scenario, device_id=workbench.device_id(),
+        theirs = tool.measure(compiled.artifact, compiled.target, scenario, device_id=workbench.device_id(),
                           seconds=workbench.policy.timing.min_seconds, threads=workbench.cfg.threads)
     except NotApplicable as exc:
         warnings.warn(f"--compare-vendor-tool: {exc.reason()}", stacklevel=2)

@@ -34,9 +34,10 @@ When no gate can decide, the test skips saying which gate could decide and what 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pytest

@@ -12,8 +12,9 @@ The reference export and the images are made once, outside the timed rounds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import onnx
 import pytest

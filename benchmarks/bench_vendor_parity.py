@@ -11,7 +11,7 @@ disturbance from other work on the machine hits both sides of a pair:
 
 - the suite: ``compiled.open(0, scenario=...)`` and ``harness.run.timing.measure`` on the ring of
   embedded images (real pixels, normalized), ``min_seconds = --seconds``;
-- the tool: ``vendor_tool_for("openvino", {}).run(...)``, i.e. ``benchmark_app -hint latency -api
+- the tool: ``vendor_tool_for("openvino", {}).measure(...)``, i.e. ``benchmark_app -hint latency -api
   sync`` / ``-hint throughput -api async`` for ``-t --seconds`` on random inputs.
 
 Printed per scenario: each pair's figures and ratio, the median over pairs of suite / tool images/s
@@ -31,11 +31,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from harness.benchmark_tools import vendor_tool_for  # noqa: E402
 from harness.run.sweep import ring_batches  # noqa: E402
 from harness.run.timing import measure  # noqa: E402
 from harness.run.workbench import RunConfig, Workbench  # noqa: E402
 from harness.specs import SCENARIOS, load_chips, load_models, load_policy, resolve_chip  # noqa: E402
-from harness.vendor import vendor_tool_for  # noqa: E402
 
 TARGET = 0.03  # the suite within 3% of the vendor tool
 
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                 _, batches = ring_batches(prepared, session.batch_size, session.input_dtype, timing)
                 suite = measure(session, batches, timing, scenario=scenario, every_span=False).measurement
                 suite_note = suite_side(session, args.batch_size)
-            figure = tool.run(compiled.artifact, compiled.target, scenario, seconds=args.seconds, threads=args.threads)
+            figure = tool.measure(compiled.artifact, compiled.target, scenario, seconds=args.seconds, threads=args.threads)
             tool_note = tool_side(figure)
             ratio = suite.images_per_s / figure.images_per_s
             ratios.append(ratio)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from harness.cli import COMMANDS
 from harness.errors import UsageError
@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return int(args.run(args))
+        return int(args.main(args))
     except UsageError as exc:
         print(f"python -m harness {args.command}: error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT

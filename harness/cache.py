@@ -26,10 +26,11 @@ import shutil
 import socket
 import time
 import warnings
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from filelock import FileLock
 

@@ -26,8 +26,9 @@ import json
 import os
 import re
 import stat
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any, Mapping
+from typing import Any
 
 # Files up to this size are hashed on every read (once per process, see sha256_memo); larger ones
 # are checked by size, and hashed only with --verify-cache. 256 MiB puts every reference-logits

@@ -32,9 +32,9 @@ import os
 import re
 import string
 import unicodedata
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from harness.errors import UsageError
 

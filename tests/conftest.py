@@ -9,8 +9,9 @@ green. On a user's machine without ``../shared`` they still skip, saying what is
 from __future__ import annotations
 
 import os
+from collections.abc import Generator
 from pathlib import Path
-from typing import Any, Generator
+from typing import Any
 
 import pytest
 

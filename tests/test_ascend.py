@@ -468,11 +468,11 @@ def test_finalizer_calls_the_generations_finalize_once() -> None:
     first, last = Old(), Old()
     finalizer.track(Old, first)
     finalizer.track(Old, last)  # the most recent session is the one finalized
-    finalizer.run()
-    finalizer.run()  # a second run has nothing left to do
+    finalizer.finalize()
+    finalizer.finalize()  # a second run has nothing left to do
     assert calls == [f"old {id(last)}"]
     finalizer.track(New, New())
-    finalizer.run()
+    finalizer.finalize()
     assert calls[-1] == "new" and len(calls) == 2
 
 

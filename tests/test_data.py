@@ -11,8 +11,9 @@ import struct
 import tempfile
 import warnings
 import zlib
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import pytest
@@ -105,7 +106,7 @@ def png_header_only(path: Path, width: int, height: int) -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def reference_rgb(path: str) -> Image.Image:
     """torchvision's ImageFolder ``pil_loader``, cached: several specs reuse one decode."""
     with open(path, "rb") as fh:

@@ -5,8 +5,9 @@ the plain generator yields, stops cleanly when abandoned, and leaves no thread b
 from __future__ import annotations
 
 import threading
+from collections.abc import Generator
 from pathlib import Path
-from typing import Generator, cast
+from typing import cast
 
 import numpy as np
 import pytest

@@ -19,8 +19,8 @@ import errno
 import os
 import shutil
 import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import pytest
 

@@ -455,7 +455,7 @@ def test_the_reference_command_prints_a_files_names_escaped(tmp_path: Path) -> N
 
 def test_localisation_files_hold_hostile_node_names(tmp_path: Path) -> None:
     from harness.localize.compare import Metrics
-    from harness.localize.run import LayerRow, LocalizationSummary
+    from harness.localize.pipeline import LayerRow, LocalizationSummary
     from harness.localize.write import write
 
     node = "conv\n1,\"x\"\x1b[2J\udcff\u2028"

@@ -19,8 +19,9 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -30,7 +31,7 @@ from suite_runner import ROOT, run_suite
 from harness.cache import ArtifactCache, CacheError
 from harness.judge.baselines import BaselineError, Figure, load_baselines, read_measurements, save_baseline
 from harness.model.checkpoint import WeightsError, locate_weights, verify_checksum
-from harness.pytest.recorder import OutputPathError, check_writable_dir, check_writable_file
+from harness.pytest.recorder import check_writable_dir, check_writable_file
 from harness.records.results import ResultsError, load_results
 from harness.records.schema import KINDS, record_from_json
 from harness.specs import load_models
@@ -526,7 +527,7 @@ def test_weights_where_they_cannot_be_written_or_read_are_weights_errors(
         def read(self, size: int) -> bytes:
             return self.blocks.pop() if self.blocks else b""
 
-        def __enter__(self) -> "Response":
+        def __enter__(self) -> Response:
             return self
 
         def __exit__(self, *exc: object) -> None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterator
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest

@@ -391,6 +391,6 @@ def test_a_small_tv_model_exports_at_opset_11_and_matches_torch(tmp_path: Path) 
     prepared = bench.dataset(spec, "embedded")
     target = CompileTarget(chip="cpu", batch_size=8, input_shape=spec.input_shape, input_name=spec.input_name)
     with OnnxRuntimeBackend().open(path, target, num_classes=spec.num_classes) as session:
-        onnx_logits = bench.run(session, prepared, 8, "onnx")
-    torch_logits = bench.run(TorchSession(loaded.module, 8, spec.input_shape, spec.num_classes), prepared, 8, "torch")
+        onnx_logits = bench.infer_dataset(session, prepared, 8, "onnx")
+    torch_logits = bench.infer_dataset(TorchSession(loaded.module, 8, spec.input_shape, spec.num_classes), prepared, 8, "torch")
     assert not failures(conversion_gates(parity(torch_logits, onnx_logits), policy))

@@ -31,7 +31,7 @@ from harness.localize.compare import (
 )
 from harness.localize.fault import plant_fault
 from harness.localize.graph import sites, topological_nodes
-from harness.localize.run import LocalizationSummary
+from harness.localize.pipeline import LocalizationSummary
 from harness.localize.targets import OrtTarget, Program, Target
 from harness.localize.write import COLUMNS
 from harness.specs import FIXTURES_DIR, SpecError, load_policy

@@ -19,11 +19,11 @@ import subprocess
 import sys
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import yaml

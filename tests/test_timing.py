@@ -7,8 +7,8 @@ skip work (one returns a stale buffer, one ignores its input).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import onnx

@@ -7,8 +7,8 @@ architectures (seeded random weights with BatchNorm calibrated on real images; s
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import onnx

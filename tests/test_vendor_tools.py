@@ -1,4 +1,4 @@
-"""harness.vendor: the vendors' own benchmark tools on the suite's artifacts.
+"""harness.benchmark_tools: the vendors' own benchmark tools on the suite's artifacts.
 
 benchmark_app runs for real here (OpenVINO's wheel ships it) on a tiny IR; its parser is also
 checked on output captured here (tests/data/vendor/). ais_bench and trtexec cannot run here: their
@@ -20,11 +20,7 @@ import pytest
 
 from harness.backends.ascend_tools.tools import ToolError
 from harness.backends.options import BackendOptionError
-from harness.cache import ArtifactCache
-from harness.errors import NotApplicable
-from harness.run.timing import DEVICE_COMPUTE, WALL
-from harness.specs import OFFLINE, SINGLE_STREAM, CompileTarget
-from harness.vendor import (
+from harness.benchmark_tools import (
     AisBench,
     BenchmarkApp,
     NoVendorTool,
@@ -35,8 +31,12 @@ from harness.vendor import (
     VendorUsageError,
     vendor_tool_for,
 )
-from harness.vendor.benchmark_app import ir_input_type
-from harness.vendor.trtexec import decode_version
+from harness.benchmark_tools.benchmark_app import ir_input_type
+from harness.benchmark_tools.trtexec import decode_version
+from harness.cache import ArtifactCache
+from harness.errors import NotApplicable
+from harness.run.timing import DEVICE_COMPUTE, WALL
+from harness.specs import OFFLINE, SINGLE_STREAM, CompileTarget
 
 DATA = Path(__file__).resolve().parent / "data" / "vendor"
 DOUBLES = Path(__file__).resolve().parent / "doubles"
@@ -242,7 +242,7 @@ def test_benchmark_app_runs_both_scenarios_as_the_suites_session_runs_them(tiny_
     assert tool.unavailable_reason() is None
     backend = get_backend("openvino")
     for scenario, hint in ((SINGLE_STREAM, "LATENCY"), (OFFLINE, "THROUGHPUT")):
-        figure = tool.run(tiny_ir, TINY, scenario, seconds=1)
+        figure = tool.measure(tiny_ir, TINY, scenario, seconds=1)
         with backend.open(tiny_ir, TINY, num_classes=10, scenario=scenario) as session:
             suite = (session.streams, session.requests) if scenario == OFFLINE else (1, 1)
             threads = session.info["inference_num_threads"]
@@ -257,7 +257,7 @@ def test_benchmark_app_runs_both_scenarios_as_the_suites_session_runs_them(tiny_
 
 
 def test_benchmark_app_run_with_one_thread_keeps_the_hint(tiny_ir: Path) -> None:
-    figure = BenchmarkApp().run(tiny_ir, TINY, OFFLINE, seconds=1, threads=1)
+    figure = BenchmarkApp().measure(tiny_ir, TINY, OFFLINE, seconds=1, threads=1)
     assert figure.setting("INFERENCE_NUM_THREADS") == "1"
     assert figure.setting("PERFORMANCE_HINT") == "THROUGHPUT"
     assert "-nthreads" in figure.command
@@ -267,7 +267,7 @@ def test_benchmark_app_failure_names_the_command_and_the_output_tail(tiny_ir: Pa
     broken = tmp_path / "model.xml"
     broken.write_text(tiny_ir.read_text())  # without its .bin
     with pytest.raises(ToolError) as info:
-        BenchmarkApp().run(broken, TINY, SINGLE_STREAM, seconds=1)
+        BenchmarkApp().measure(broken, TINY, SINGLE_STREAM, seconds=1)
     message = str(info.value)
     assert "failed with exit status 1" in message and f"-m {broken}" in message
     assert "model.bin" in message  # OpenVINO's own complaint, from the output's tail
@@ -276,7 +276,7 @@ def test_benchmark_app_failure_names_the_command_and_the_output_tail(tiny_ir: Pa
 def test_benchmark_app_is_killed_at_its_time_limit(tiny_ir: Path) -> None:
     start = time.monotonic()
     with pytest.raises(ToolError, match="did not finish within 1 s and was killed"):
-        BenchmarkApp().run(tiny_ir, TINY, SINGLE_STREAM, seconds=60, timeout=1.0)
+        BenchmarkApp().measure(tiny_ir, TINY, SINGLE_STREAM, seconds=60, timeout=1.0)
     assert time.monotonic() - start < 15
 
 
@@ -284,7 +284,7 @@ def test_benchmark_app_missing_says_what_to_install(tiny_ir: Path) -> None:
     tool = BenchmarkApp(executable="/nonexistent/benchmark_app")
     assert "pip install openvino" in (tool.unavailable_reason() or "")
     with pytest.raises(VendorToolUnavailable, match="pip install openvino"):
-        tool.run(tiny_ir, TINY, SINGLE_STREAM, seconds=1)
+        tool.measure(tiny_ir, TINY, SINGLE_STREAM, seconds=1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -303,7 +303,7 @@ def test_ais_bench_command_and_its_offline_refusal(tmp_path: Path) -> None:
 
 def test_ais_bench_offline_run_is_a_skip_before_anything_runs(doubles: Path) -> None:
     with pytest.raises(VendorToolUnavailable, match="compare --scenario single-stream"):
-        AisBench(module="fake_ais_bench").run(fake_om(doubles / "m.om"), BS8, OFFLINE)
+        AisBench(module="fake_ais_bench").measure(fake_om(doubles / "m.om"), BS8, OFFLINE)
     assert logged(doubles / "ais_bench.log") == []
 
 
@@ -353,7 +353,7 @@ def test_ais_bench_runs_end_to_end_with_a_calibrated_loop(doubles: Path, monkeyp
     om = fake_om(doubles / "resnext50_bs8.om")
     tool = AisBench(module="fake_ais_bench")
     assert tool.unavailable_reason() is None
-    figure = tool.run(om, BS8, SINGLE_STREAM, device_id=1, seconds=2)
+    figure = tool.measure(om, BS8, SINGLE_STREAM, device_id=1, seconds=2)
     runs = logged(doubles / "ais_bench.log")
     assert [r[r.index("--loop") + 1] for r in runs] == ["20", "500"]  # calibration, then 2 s of 4 ms runs
     assert runs[-1][runs[-1].index("--device") + 1] == "1"
@@ -366,7 +366,7 @@ def test_ais_bench_failure_names_the_command_and_the_output_tail(doubles: Path, 
     monkeypatch.setenv("FAKE_AIS_BENCH_EXIT", "3")
     om = fake_om(doubles / "m.om")
     with pytest.raises(ToolError) as info:
-        AisBench(module="fake_ais_bench", loop=100).run(om, BS8, SINGLE_STREAM)
+        AisBench(module="fake_ais_bench", loop=100).measure(om, BS8, SINGLE_STREAM)
     message = str(info.value)
     assert "failed with exit status 3" in message and f"--model {om} --loop 100" in message
     assert "the device 0 is busy" in message and "try get model batchsize:1" in message
@@ -377,7 +377,7 @@ def test_ais_bench_missing_says_what_to_install(doubles: Path) -> None:
     reason = tool.unavailable_reason() or ""
     assert "no_such_ais_bench_module is not importable" in reason and "install ais_bench and aclruntime" in reason
     with pytest.raises(VendorToolUnavailable, match="pip install aclruntime"):
-        tool.run(doubles / "m.om", BS8, SINGLE_STREAM)
+        tool.measure(doubles / "m.om", BS8, SINGLE_STREAM)
     assert "not on PATH" in (AisBench(python="/nonexistent/python3").unavailable_reason() or "")
 
 
@@ -386,7 +386,7 @@ def test_ais_bench_timeout_kills_the_tool_and_its_children(doubles: Path, monkey
     monkeypatch.setenv("FAKE_AIS_BENCH_PIDS", str(doubles / "pids"))
     start = time.monotonic()
     with pytest.raises(ToolError, match="did not finish within 4 s and was killed") as info:
-        AisBench(module="fake_ais_bench", loop=10).run(fake_om(doubles / "m.om"), BS8, SINGLE_STREAM, timeout=4.0)
+        AisBench(module="fake_ais_bench", loop=10).measure(fake_om(doubles / "m.om"), BS8, SINGLE_STREAM, timeout=4.0)
     assert time.monotonic() - start < 20
     assert "acl init success" in str(info.value)  # what it printed before it hung
     tool_pid, child_pid = map(int, (doubles / "pids").read_text().split())
@@ -465,8 +465,8 @@ def test_trtexec_runs_end_to_end_building_the_engine_once(doubles: Path, tmp_pat
     onnx_path = tiny_onnx(tmp_path / "model.onnx")
     tool = Trtexec(cache=ArtifactCache(tmp_path / "cache"))
     assert tool.unavailable_reason() is None and tool.version() == "10.16.0"
-    single = tool.run(onnx_path, TINY, SINGLE_STREAM, seconds=2)
-    offline = tool.run(onnx_path, TINY, OFFLINE, seconds=2)
+    single = tool.measure(onnx_path, TINY, SINGLE_STREAM, seconds=2)
+    offline = tool.measure(onnx_path, TINY, OFFLINE, seconds=2)
     runs = [r for r in logged(doubles / "trtexec.log") if r != ["--help"]]
     assert [r[0].split("=")[0] for r in runs] == ["--onnx", "--loadEngine", "--loadEngine"]  # built once
     engine = Path(runs[1][0].split("=", 1)[1])
@@ -482,7 +482,7 @@ def test_trtexec_failure_names_the_command_and_the_output_tail(doubles: Path, tm
     engine = tmp_path / "m.engine"
     engine.write_text("{}")
     with pytest.raises(ToolError) as info:
-        Trtexec().run(engine, BS8, SINGLE_STREAM, seconds=1)
+        Trtexec().measure(engine, BS8, SINGLE_STREAM, seconds=1)
     message = str(info.value)
     assert "failed with exit status 1" in message and f"--loadEngine={engine}" in message
     assert "Cuda failure: out of memory" in message and "&&&& FAILED" in message
@@ -494,11 +494,11 @@ def test_trtexec_missing_or_hung(doubles: Path, tmp_path: Path, monkeypatch: pyt
     engine = tmp_path / "m.engine"
     engine.write_text("{}")
     with pytest.raises(VendorToolUnavailable, match="not found on PATH"):
-        missing.run(engine, BS8, SINGLE_STREAM)
+        missing.measure(engine, BS8, SINGLE_STREAM)
     tool = Trtexec()
     tool.version()
     monkeypatch.setenv("FAKE_TRTEXEC_SLEEP", "300")
     start = time.monotonic()
     with pytest.raises(ToolError, match="did not finish within 1.5 s and was killed"):
-        tool.run(engine, BS8, SINGLE_STREAM, timeout=1.5)
+        tool.measure(engine, BS8, SINGLE_STREAM, timeout=1.5)
     assert time.monotonic() - start < 15

@@ -27,9 +27,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping
+from typing import Any, ClassVar
 
 from harness.backends.ascend_tools import atc, npu_smi
 from harness.backends.ascend_tools.infer_session import (

@@ -11,8 +11,9 @@ from __future__ import annotations
 import importlib
 import inspect
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, ClassVar, ContextManager, Mapping
+from typing import Any, ClassVar, ContextManager
 
 import numpy as np
 

@@ -39,9 +39,10 @@ no switch for its (TBB) worker spinning, unlike ONNX Runtime.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 

@@ -15,8 +15,8 @@ without traceback inside a test) and a ``ValueError``.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Collection, Mapping, Sequence
 
 from harness.errors import UsageError
 

@@ -59,7 +59,7 @@ def add_parser(commands: Any) -> None:
     p.add_argument("--exhaustive", action="store_true", help="with bisect: probe every tensor (one compile per node)")
     p.add_argument("--batch", type=int, default=8, metavar="B", help="images per run (default 8)")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="where layers.csv and summary.json go")
-    p.set_defaults(run=run)
+    p.set_defaults(main=main)
 
 
 def _options(pairs: list[str]) -> dict[str, str]:
@@ -101,7 +101,7 @@ def _fmt(value: float) -> str:
     return "nan" if math.isnan(value) else f"{value:.6f}"
 
 
-def run(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     from harness.localize import backend_target, graph, localize
     from harness.localize.targets import OrtTarget
 

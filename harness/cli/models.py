@@ -10,8 +10,9 @@ than the ``pretrained_cfg``'s. Exit status 0; 2 when a PATTERN matches nothing.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 from fnmatch import fnmatchcase
-from typing import Any, Iterable
+from typing import Any
 
 from harness.specs import ModelSpec, SpecError
 
@@ -30,7 +31,7 @@ def add_parser(commands: Any) -> None:
     models.add_argument("patterns", nargs="*", metavar="PATTERN",
                         help="a glob on the name, with or without its tv:/timm: prefix ('tv:resnet*', 'resnext*'), "
                         "or a part of the name ('resnet50'); default: every model")
-    models.set_defaults(run=run)
+    models.set_defaults(main=main)
 
 
 def _numbers(values: Iterable[float]) -> str:
@@ -73,7 +74,7 @@ def _short_names(source: str) -> dict[str, list[str]]:
     return out
 
 
-def run(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     from harness.specs import catalogue, load_models
 
     sources = [s for s in SOURCES if s in (args.source or SOURCES)]

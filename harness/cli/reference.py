@@ -47,7 +47,7 @@ def add_parser(commands: Any) -> None:
     for sub in (export, imported):
         sub.add_argument("--cache-dir", type=Path, metavar="DIR",
                          help="the artifact cache (default: $MZC_CACHE_DIR or ~/.cache/modelzoo-cert)")
-    ref.set_defaults(run=run)
+    ref.set_defaults(main=main)
 
 
 def _describe(inputs: Any) -> str:
@@ -55,7 +55,7 @@ def _describe(inputs: Any) -> str:
     return f"{images.get('shape', ['?'])[0]} images, pixels sha256 {str(images.get('sha256', '?'))[:12]}"
 
 
-def run(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     with printable_errors():
         return _run(args)
 

@@ -9,8 +9,9 @@ to a red build by default.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from harness.safe_names import printable, printable_errors
 from harness.specs import SpecError
@@ -34,7 +35,7 @@ def add_parser(commands: Any) -> None:
                         help="baseline figures, one <chip>.csv each (default: fixtures/baselines)")
     report.add_argument("--fail-on-regression", action="store_true",
                         help="exit with status 1 when a regression is flagged (default: report it, exit 0)")
-    report.set_defaults(run=run)
+    report.set_defaults(main=main)
 
 
 def _out_dir(paths: Sequence[Path], out: Path | None) -> Path:
@@ -43,7 +44,7 @@ def _out_dir(paths: Sequence[Path], out: Path | None) -> Path:
     return paths[0] if paths and paths[0].is_dir() else DEFAULT_RESULTS
 
 
-def run(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     """The command; every line it prints is escaped (harness.safe_names.printable): the results
     files come from other machines, their names and fields may hold terminal escape codes."""
     with printable_errors():

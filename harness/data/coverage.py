@@ -23,9 +23,9 @@ import functools
 import hashlib
 import os
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from harness.data.errors import DataError, examples
 from harness.data.labels import WNIDS_SOURCE, image_stem, load_wnids, name_bytes, read_labels, shown
@@ -50,7 +50,7 @@ class ValSet:
     source: str
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_val_set(path: Path = VAL_SET_FILE) -> ValSet:
     """Read and validate ``fixtures/imagenet_val.toml`` (a SpecError names any bad field)."""
     data = load_toml(Path(path))

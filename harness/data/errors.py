@@ -7,7 +7,7 @@ a run reports the message (what was expected, what was found, how to fix it) wit
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from harness.errors import UsageError
 

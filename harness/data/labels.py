@@ -166,7 +166,7 @@ def _short(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_wnids(path: Path = WNIDS_FILE) -> tuple[str, ...]:
     """The 1000 ILSVRC2012 wnids in class-index order (``fixtures/imagenet_wnids.txt``).
 

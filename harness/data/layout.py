@@ -20,9 +20,9 @@ import errno
 import os
 import re
 import stat
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from harness.data.errors import DataError, examples
 from harness.data.labels import LABEL_FILE_NAME, LINE_BREAKS, WNID_PATTERN, WNIDS_SOURCE, image_stem, shown

@@ -15,9 +15,9 @@ import io
 import json
 import math
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from filelock import FileLock
 

@@ -1,5 +1,4 @@
-"""Every certification gate and verdict rule: each compares measured figures with a threshold
-taken from fixtures/ (policy.toml, models.toml, chips.toml).
+"""Every certification gate and verdict rule: each compares measured figures with a threshold taken from fixtures/.
 
 Accuracy (top-1/top-5 against the published figures), agreement with the framework reference,
 conversion parity, the throughput-ratio rules of a chip, the computed-check of a timing run
@@ -15,8 +14,9 @@ or "not applicable: why". :func:`verdict_fields` gives a record their issue-14 n
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Mapping, Protocol, Sequence, TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 

@@ -28,8 +28,8 @@ from __future__ import annotations
 import functools
 import math
 import zlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -86,18 +86,18 @@ class Population:
     rate: float = 0.0  # used when size == 0
 
     @classmethod
-    def full_val(cls, name: str, published: float, size: int = FULL_VAL) -> "Population":
+    def full_val(cls, name: str, published: float, size: int = FULL_VAL) -> Population:
         """The validation set as published: round(published% x size) of ``size`` right."""
         return cls(name, correct=round(published / 100.0 * size), size=size)
 
     @classmethod
-    def folder(cls, name: str, correct: Sequence[bool] | np.ndarray) -> "Population":
+    def folder(cls, name: str, correct: Sequence[bool] | np.ndarray) -> Population:
         """A real per-image correctness vector, resampled."""
         vector = np.asarray(correct, dtype=bool)
         return cls(name, correct=int(vector.sum()), size=int(vector.size))
 
     @classmethod
-    def scoring(cls, name: str, percent: float) -> "Population":
+    def scoring(cls, name: str, percent: float) -> Population:
         """A reference that is right on ``percent``% of images, image after image."""
         return cls(name, rate=percent / 100.0)
 

@@ -38,16 +38,16 @@ reader applies (docs/ascend.md repeats them):
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
 from harness.errors import UsageError
-from harness.safe_load import UntrustedInput, npy_header, read_json_file, read_npy
 from harness.judge.gates import topk_correct
 from harness.judge.metrics import Accuracy, Parity, accuracy, parity
+from harness.safe_load import UntrustedInput, npy_header, read_json_file, read_npy
 
 PREDICTION_SUFFIXES = (".txt", ".npy", ".bin")
 RESULT_JSON = "result.json"

@@ -11,7 +11,7 @@ published gate decides every image and this gate is not needed.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

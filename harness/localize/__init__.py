@@ -23,7 +23,7 @@ See docs/localize.md.
 
 from harness.localize.candidates import BACKENDS, backend_target
 from harness.localize.images import Images
-from harness.localize.run import (
+from harness.localize.pipeline import (
     METHODS,
     LayerRow,
     LocalizationSummary,

@@ -18,8 +18,9 @@ of tests/doubles/, which run the compiled graph on ONNX Runtime.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import onnx

@@ -21,7 +21,7 @@ recovers before the next cut and leaves the final output within thresholds is no
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import onnx
 import onnx.shape_inference

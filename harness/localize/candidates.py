@@ -12,7 +12,7 @@ from the command).
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import onnx
 

@@ -9,12 +9,13 @@ no name left and cannot be exposed (their rows say "not compared").
 Exposing a tensor stops a runtime from fusing the node that computes it with the next one (the
 tensor must exist in memory, in the precision the runtime stores it in). Where that changes the
 candidate's numbers, the exposed run no longer shows the error being localised; the orchestrator
-(:mod:`harness.localize.run`) measures that and bisects instead (:mod:`harness.localize.bisect`).
+(:mod:`harness.localize.pipeline`) measures that and bisects instead (:mod:`harness.localize.bisect`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import onnx
 

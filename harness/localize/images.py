@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -22,7 +23,7 @@ class Images:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
     @classmethod
-    def from_prepared(cls, prepared: Any) -> "Images":
+    def from_prepared(cls, prepared: Any) -> Images:
         """From a :class:`harness.data.PreparedDataset` (its uint8 cache and its recipe's mean/std)."""
         return cls(pixels=prepared.images, names=tuple(prepared.names), mean=tuple(prepared.spec.mean),
                    std=tuple(prepared.spec.std))

@@ -14,8 +14,9 @@ fixed to the program's, and any of its tensors can be made outputs
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import onnx

@@ -1,5 +1,5 @@
 """The two files a localisation leaves: ``layers.csv`` (one row per node output, topological order)
-and ``summary.json`` (the :class:`~harness.localize.run.LocalizationSummary` as JSON).
+and ``summary.json`` (the :class:`~harness.localize.pipeline.LocalizationSummary` as JSON).
 
 layers.csv columns, in order (:data:`COLUMNS`): node, op_type, output, shape (on the compared
 images, ``16x32x112x112``), cosine_similarity, max_abs_diff, max_relative_diff, rmse,
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from harness.safe_names import inside
 
 if TYPE_CHECKING:
-    from harness.localize.run import LayerRow, LocalizationSummary
+    from harness.localize.pipeline import LayerRow, LocalizationSummary
 
 COLUMNS = ("node", "op_type", "output", "shape", "cosine_similarity", "max_abs_diff", "max_relative_diff", "rmse",
            "mean_relative_error", "over_threshold")
@@ -49,7 +49,7 @@ def _json_number(value: float | None) -> float | str | None:
     return _number(value) if not math.isfinite(value) else float(value)
 
 
-def csv_row(row: "LayerRow") -> list[str]:
+def csv_row(row: LayerRow) -> list[str]:
     shape = "x".join(str(d) for d in row.shape) if row.shape else ""
     m = row.metrics
     if m is None:
@@ -59,7 +59,7 @@ def csv_row(row: "LayerRow") -> list[str]:
             "yes" if row.over else "no"]
 
 
-def row_dict(row: "LayerRow") -> dict[str, Any]:
+def row_dict(row: LayerRow) -> dict[str, Any]:
     """One row as JSON (the worst nodes of summary.json)."""
     m = row.metrics
     out: dict[str, Any] = {"index": row.index, "node": row.node, "op_type": row.op, "output": row.output,
@@ -72,7 +72,7 @@ def row_dict(row: "LayerRow") -> dict[str, Any]:
     return out
 
 
-def summary_dict(s: "LocalizationSummary") -> dict[str, Any]:
+def summary_dict(s: LocalizationSummary) -> dict[str, Any]:
     """summary.json's content."""
     return {
         "first_divergent_node": s.first_divergent_node,
@@ -109,7 +109,7 @@ def _replace_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def layers_text(rows: "tuple[LayerRow, ...]") -> str:
+def layers_text(rows: tuple[LayerRow, ...]) -> str:
     import io
 
     buf = io.StringIO()
@@ -120,7 +120,7 @@ def layers_text(rows: "tuple[LayerRow, ...]") -> str:
     return buf.getvalue()
 
 
-def write(summary: "LocalizationSummary", out_dir: Path, seconds: float | None = None) -> "LocalizationSummary":
+def write(summary: LocalizationSummary, out_dir: Path, seconds: float | None = None) -> LocalizationSummary:
     """Write ``out_dir/layers.csv`` and ``out_dir/summary.json``; the summary with their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     layers, summary_json = inside(out_dir, out_dir / LAYERS_CSV), inside(out_dir, out_dir / SUMMARY_JSON)

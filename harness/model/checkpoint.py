@@ -3,7 +3,7 @@
 Pretrained weights come from an installed Python package (the one real ImageNet model a package
 registry ships), a local weights directory (hub weights: only there), or a download, always
 checksum-verified and loaded with ``torch.load(weights_only=True)`` or safetensors so that a
-checkpoint cannot run code. Putting the tensors into a module is ``harness.model.weights``' job.
+checkpoint cannot run code; ``harness.model.weights`` puts the tensors into a module.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -34,8 +35,7 @@ from harness.specs import ModelSpec, WeightsSpec
 
 DOWNLOAD_TIMEOUT_S = 60.0
 _COMMON_WRAPPERS = ("state_dict", "model")
-# A timm checkpoint on the Hugging Face hub, as the hub cache keeps it: the file a snapshot links to
-# is blobs/<its SHA-256> (docs/models.md, "Weights").
+# A timm checkpoint on the Hugging Face hub, as the hub cache keeps it: blobs/<its SHA-256> (docs/models.md).
 _HUB_FILES = ("model.safetensors", "pytorch_model.bin")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 

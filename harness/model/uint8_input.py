@@ -22,8 +22,9 @@ unchanged; sessions then expect uint8 batches (``input_dtype``).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import onnx

@@ -9,7 +9,8 @@ line still says how many models were certified and how many were not, and why.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Generator, Sequence
+from collections.abc import Generator, Sequence
+from typing import Any
 
 import pytest
 

@@ -17,9 +17,10 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import pytest
 

@@ -8,7 +8,8 @@ is the message, without a traceback (a verdict, a wrong option or a busy device,
 
 from __future__ import annotations
 
-from typing import Any, Generator
+from collections.abc import Generator
+from typing import Any
 
 import pytest
 

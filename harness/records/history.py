@@ -11,8 +11,8 @@ both runs scored as many images (a --limit 64 run is not "the previous run" of a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from harness.records.parts import Configuration
 from harness.records.results import Results, Run, finite, sort_key

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import types
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import (
     Any,
-    Mapping,
-    Sequence,
     TypeVar,
     Union,
     get_args,

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from harness.records.parts import Part, batch_key, checked_value, field_types
 
@@ -42,7 +43,7 @@ class Best(Part):
 @dataclass(frozen=True)
 class VendorComparison(Part):
     """``--compare-vendor-tool``: the vendor's own tool (benchmark_app, ais_bench, trtexec) on the same
-    artifact, batch and scenario as the suite's best batch, measured right after it (harness.vendor)."""
+    artifact, batch and scenario as the suite's best batch, measured right after it (harness.benchmark_tools)."""
 
     vendor_tool: str | None = None
     vendor_tool_version: str | None = None

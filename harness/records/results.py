@@ -22,10 +22,11 @@ import json
 import math
 import re
 import stat
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Hashable, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from harness.errors import HarnessError, UsageError
 from harness.records.parts import Configuration

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from harness.records.parts import (
     FAIL,
@@ -59,7 +60,7 @@ from harness.records.perf_parts import (
 from harness.specs import SINGLE_STREAM
 
 if TYPE_CHECKING:  # records never import the localisation code: the test hands its summary in
-    from harness.localize.run import LocalizationSummary
+    from harness.localize.pipeline import LocalizationSummary
 
 SCHEMA_VERSION = 1
 SCHEMA_KEY = "schema_version"

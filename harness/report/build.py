@@ -24,9 +24,10 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import abc
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from harness.cache import atomic_write_bytes
 from harness.records.history import (

@@ -23,8 +23,9 @@ import json
 import math
 import os
 import stat
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from harness.records.results import Results
 from harness.records.schema import AccuracyRecord

@@ -19,8 +19,9 @@ from __future__ import annotations
 import base64
 import html
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Union
 from urllib.parse import quote
 
 from harness.safe_names import printable

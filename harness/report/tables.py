@@ -11,7 +11,8 @@ The throughput table (the seeds' layout) is in :mod:`harness.report.throughput`.
 from __future__ import annotations
 
 import shlex
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from harness.judge.gates import NOT_APPLICABLE
 from harness.records.history import THROUGHPUT, TOP1, ModelHistory, Regression

@@ -12,9 +12,9 @@ measured tonight).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Mapping
 
 from harness.judge.baselines import BaselineError, Figure, baseline_path, load_baselines
 from harness.judge.gates import best_batch

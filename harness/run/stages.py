@@ -25,9 +25,10 @@ import json
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 from harness.cache import atomic_write_bytes
 

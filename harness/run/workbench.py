@@ -10,10 +10,11 @@ session, inference, reference, scoring), which the session writes to ``stages.js
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -327,7 +328,7 @@ class Workbench:
 
     # -- inference ----------------------------------------------------------------------------
 
-    def run(self, session: Session, prepared: data_mod.PreparedDataset, batch_size: int, desc: str) -> np.ndarray:
+    def infer_dataset(self, session: Session, prepared: data_mod.PreparedDataset, batch_size: int, desc: str) -> np.ndarray:
         """Logits for every image of ``prepared``, in its order (labels are joined by name there);
         charged to ``inference``, or to ``reference`` for a torch session."""
         with self.clock.stage("reference" if isinstance(session, TorchSession) else "inference"):
@@ -373,7 +374,7 @@ class Workbench:
         with ExitStack() as stack:
             with self.clock.stage("session"):
                 session = stack.enter_context(compiled.open(self.device_id()))
-            logits = self.run(session, prepared, batch_size, f"{spec.name} on {chip.name} bs{batch_size}")
+            logits = self.infer_dataset(session, prepared, batch_size, f"{spec.name} on {chip.name} bs{batch_size}")
         environment = backend.describe()
         ref_logits, origin = self.reference(loaded, prepared)
         listing = prepared.listing

@@ -7,8 +7,9 @@ result.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 # How throughput is measured, named as MLPerf names its scenarios: ``single-stream`` issues one

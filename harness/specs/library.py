@@ -23,11 +23,12 @@ import csv
 import difflib
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from harness.specs.load import FIXTURES_DIR
 from harness.specs.model import (
@@ -296,7 +297,7 @@ def _timm_catalogue() -> Catalogue:
     return Catalogue("timm", specs, aliases)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _catalogue(prefix: str) -> Catalogue:
     return _tv_catalogue() if prefix == "tv" else _timm_catalogue()
 

@@ -8,9 +8,10 @@ SpecError naming the file, the entry, the field, what was expected and what was 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from harness.specs.chip import PRECISIONS, ChipSpec, PerfRule
 from harness.specs.model import (

@@ -7,8 +7,9 @@ result.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from harness.specs.policy import AccuracyTolerance
 from harness.specs.reader import SpecError

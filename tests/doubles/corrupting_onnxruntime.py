@@ -10,7 +10,7 @@ registers the backend as ``corrupting_onnxruntime`` in ``harness.backends.base._
 it with ``--backend corrupting_onnxruntime``), and gives the ``--localize-on-fail`` hook the same
 corrupted model as its candidate: localisation recompiles the chip's ONNX for the chip's backend
 (harness.localize.candidates.backend_target), which knows the real backends only, so the plugin
-wraps the name ``harness.localize.run`` calls. Both are undone at ``pytest_unconfigure``.
+wraps the name ``harness.localize.pipeline`` calls. Both are undone at ``pytest_unconfigure``.
 
 The fault: the weight of node :data:`NODE` times :data:`SCALE` (environment ``CORRUPT_NODE`` and
 ``CORRUPT_SCALE`` when the module is imported; a test may set the attributes). Nothing here is a
@@ -20,8 +20,9 @@ claim about any real runtime.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import onnx
 import pytest
@@ -82,20 +83,20 @@ def localization_target(wrapped: Callable[..., Any]) -> Callable[..., Any]:
 
 def install() -> None:
     """Register the backend and its localisation target (idempotent)."""
-    from harness.localize import run
+    from harness.localize import pipeline
 
     _BACKENDS[NAME] = f"{__name__}:CorruptingOnnxRuntimeBackend"
-    if not hasattr(run.backend_target, "wrapped"):
-        run.backend_target = localization_target(run.backend_target)
+    if not hasattr(pipeline.backend_target, "wrapped"):
+        pipeline.backend_target = localization_target(pipeline.backend_target)
 
 
 def uninstall() -> None:
-    from harness.localize import run
+    from harness.localize import pipeline
 
     _BACKENDS.pop(NAME, None)
-    original = getattr(run.backend_target, "wrapped", None)
+    original = getattr(pipeline.backend_target, "wrapped", None)
     if original is not None:
-        run.backend_target = original
+        pipeline.backend_target = original
 
 
 @pytest.hookimpl(tryfirst=True)  # before harness.pytest.plugin checks --backend against the registry

@@ -27,8 +27,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -213,7 +214,7 @@ def run_pipeline(root: Path, image_dir: Path, workers: int) -> dict[str, Any]:
     artifact = wb.compiled(backend, onnx_path, target)
     with backend.open(artifact, target, device_id=0, num_classes=spec.num_classes) as session:
         runner = _StallAfterFirstBatch(session) if STALL == "infer" else session
-        logits = wb.run(runner, prepared, PIPELINE_BATCH, "tiny on cpu")  # type: ignore[arg-type]
+        logits = wb.infer_dataset(runner, prepared, PIPELINE_BATCH, "tiny on cpu")  # type: ignore[arg-type]
     reference = wb.reference(loaded, prepared)[0]
     return {
         "built": dict(cache.built),

@@ -25,8 +25,8 @@ model was compiled with is recorded as the mode itself (:func:`precision_label`)
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from harness.errors import UsageError
 from harness.specs import CompileTarget

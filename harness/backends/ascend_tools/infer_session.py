@@ -37,7 +37,8 @@ from __future__ import annotations
 
 import atexit
 import inspect
-from typing import Any, Callable, Literal, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -125,10 +126,10 @@ class AclFinalizer:
         else:
             self._static, self._last_session = None, session
         if not self._registered:
-            atexit.register(self.run)
+            atexit.register(self.finalize)
             self._registered = True
 
-    def run(self) -> None:
+    def finalize(self) -> None:
         """Finalize now (at exit); nothing when no session was opened since the last run."""
         static, last = self._static, self._last_session
         self._static = self._last_session = None
@@ -221,5 +222,5 @@ class AscendSession(Session):
 
         ``summary()`` in ait, ``sumary()`` in the Ascend/tools generation (see the module docstring).
         """
-        summary = getattr(self._s, "summary", None) or getattr(self._s, "sumary")
+        summary = getattr(self._s, "summary", None) or self._s.sumary
         return exec_times_ms(summary())

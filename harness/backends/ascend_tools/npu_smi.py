@@ -17,8 +17,8 @@ no process holds it (the seeds: "use npu-smi info to make sure the device is idl
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Sequence
 
 from harness.backends.ascend_tools.tools import run_tool
 from harness.errors import HarnessError

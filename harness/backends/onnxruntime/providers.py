@@ -10,8 +10,9 @@ distribution ships a missing provider, for the unavailability reason.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from harness.backends.base import BackendUnavailable
 from harness.backends.options import OptionReader

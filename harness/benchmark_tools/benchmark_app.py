@@ -34,15 +34,12 @@ import shutil
 import sys
 import tempfile
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from harness.backends.ascend_tools.tools import ToolError
 from harness.backends.base import get_backend
-from harness.cache import atomic_write_bytes, default_cache_root
-from harness.run.timing import WALL
-from harness.specs import OFFLINE, CompileTarget
-from harness.vendor.base import (
+from harness.benchmark_tools.base import (
     NUMBER,
     Output,
     VendorFigure,
@@ -51,6 +48,9 @@ from harness.vendor.base import (
     VendorToolUnavailable,
     settings,
 )
+from harness.cache import atomic_write_bytes, default_cache_root
+from harness.run.timing import WALL
+from harness.specs import OFFLINE, CompileTarget
 
 EXECUTABLE = "benchmark_app"
 INSTALL_HINT = "pip install openvino (its wheel installs benchmark_app beside the Python it is installed for)"

@@ -2,7 +2,7 @@
 
 Every vendor's customers trust one tool for throughput: OpenVINO's ``benchmark_app``, Ascend's
 ``python -m ais_bench``, NVIDIA's ``trtexec``. :func:`vendor_tool_for` picks the one of a backend;
-its :meth:`~harness.vendor.base.VendorTool.run` measures the artifact in the suite's scenario and
+its :meth:`~harness.benchmark_tools.base.VendorTool.measure` measures the artifact in the suite's scenario and
 returns a :class:`VendorFigure` (docs/vendor-parity.md: the commands, and what each tool measures).
 
 - ``base``: :class:`VendorFigure`, :class:`VendorTool`, the errors, output reading;
@@ -11,18 +11,18 @@ returns a :class:`VendorFigure` (docs/vendor-parity.md: the commands, and what e
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
-from harness.vendor.ais_bench_cli import AisBench
-from harness.vendor.base import (
+from harness.benchmark_tools.ais_bench_cli import AisBench
+from harness.benchmark_tools.base import (
     VendorFigure,
     VendorOutputError,
     VendorTool,
     VendorToolUnavailable,
     VendorUsageError,
 )
-from harness.vendor.benchmark_app import BenchmarkApp
-from harness.vendor.trtexec import Trtexec
+from harness.benchmark_tools.benchmark_app import BenchmarkApp
+from harness.benchmark_tools.trtexec import Trtexec
 
 TENSORRT_PROVIDER = "TensorrtExecutionProvider"
 KNOWN = "openvino (benchmark_app), ascend (ais_bench) and onnxruntime with the TensorRT provider (trtexec)"

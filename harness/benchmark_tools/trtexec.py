@@ -33,14 +33,11 @@ from __future__ import annotations
 import math
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from harness.backends.ascend_tools.tools import ToolError
-from harness.cache import ArtifactCache, content_key, default_cache_root, file_sha256
-from harness.run.timing import DEVICE_COMPUTE, WALL
-from harness.specs import OFFLINE, CompileTarget
-from harness.vendor.base import (
+from harness.benchmark_tools.base import (
     NUMBER,
     Output,
     VendorFigure,
@@ -49,6 +46,9 @@ from harness.vendor.base import (
     VendorUsageError,
     settings,
 )
+from harness.cache import ArtifactCache, content_key, default_cache_root, file_sha256
+from harness.run.timing import DEVICE_COMPUTE, WALL
+from harness.specs import OFFLINE, CompileTarget
 
 EXECUTABLE = "trtexec"
 INSTALL_HINT = (

@@ -30,20 +30,20 @@ intervals, while the suite's Ascend backend runs both scenarios as the synchrono
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from harness.backends.ascend_tools.infer_session import AIS_BENCH_HINT
 from harness.backends.ascend_tools.tools import ToolError, ToolNotFound
-from harness.run.timing import DEVICE_COMPUTE
-from harness.specs import OFFLINE, SINGLE_STREAM, CompileTarget
-from harness.vendor.base import (
+from harness.benchmark_tools.base import (
     NUMBER,
     Output,
     VendorFigure,
     VendorTool,
     settings,
 )
+from harness.run.timing import DEVICE_COMPUTE
+from harness.specs import OFFLINE, SINGLE_STREAM, CompileTarget
 
 MODULE = "ais_bench"
 CALIBRATION_LOOP = 20
@@ -127,7 +127,7 @@ class AisBench(VendorTool):
     def _loop_for(self, artifact: Path, target: CompileTarget, device_id: int, seconds: float) -> int:
         mean_ms = self._mean_ms.get((str(artifact), target.batch_size, device_id))
         if mean_ms is None or mean_ms <= 0:
-            return 1000  # not calibrated (command() without run()): a round count
+            return 1000  # not calibrated (command() without measure()): a round count
         return int(min(MAX_LOOP, max(MIN_LOOP, round(1000.0 * seconds / mean_ms))))
 
     def prepare(self, artifact: Path, target: CompileTarget, device_id: int = 0, timeout: float | None = None) -> None:

@@ -15,9 +15,10 @@ import math
 import re
 import shlex
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Mapping, Sequence
+from typing import ClassVar
 
 from harness.backends.ascend_tools.tools import TAIL_LINES, ToolResult, run_tool
 from harness.errors import HarnessError, NotApplicable, UsageError
@@ -145,7 +146,7 @@ class VendorTool(ABC):
         """Run ``argv`` with the time limit (the process group killed on timeout or interrupt)."""
         return run_tool(argv, timeout=timeout, hint=self.install_hint, what=what)
 
-    def run(
+    def measure(
         self, artifact: Path, target: CompileTarget, scenario: str, device_id: int = 0,
         seconds: float = 10.0, threads: int | None = None, timeout: float | None = None,
     ) -> VendorFigure:
