@@ -403,7 +403,7 @@ def test_documented_harness_command_parses_as_typed(command: Command) -> None:
     except SystemExit as exc:
         raise AssertionError(f"{command.where}: python -m harness {shlex.join(command.args)} does not parse "
                              f"(exit {exc.code})") from None
-    assert callable(args.run)
+    assert callable(args.main)
     if command.args[0] == "models":
         proc = subprocess.run([sys.executable, "-m", "harness", *command.args], cwd=ROOT, capture_output=True,
                               text=True, timeout=600, env={**os.environ, "MZC_PROGRESS": "0"})
