@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Set up .venv with everything the suite and its tests need. Safe to rerun (it only adds what is
-# missing). Env: PYTHON (default python3), MZC_EXTRAS (default "test,realweights,openvino,report"),
+# missing). Env: PYTHON (default python3), MZC_EXTRAS (default "test,lint,realweights,openvino,report"),
 # MZC_TORCH_PIN (default "torch==2.14.1 torchvision==0.29.1", the tested pair on x86_64; set it
 # empty to let pip choose from pyproject's ranges, e.g. on aarch64).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-EXTRAS=${MZC_EXTRAS:-test,realweights,openvino,report}
+EXTRAS=${MZC_EXTRAS:-test,lint,realweights,openvino,report}
 TORCH_PIN=${MZC_TORCH_PIN-"torch==2.14.1 torchvision==0.29.1"}
 
 if [ ! -x .venv/bin/python ]; then
