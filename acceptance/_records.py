@@ -75,7 +75,8 @@ def reference_provenance(origin: Mapping[str, Any] | None) -> dict[str, Any]:
     if not origin:
         return {}
     check, imported = origin.get("check"), origin.get("imported_from")
-    fields: dict[str, Any] = {"reference_computed": reference_computed(origin), "reference_origin": origin.get("origin")}
+    fields: dict[str, Any] = {"reference_computed": reference_computed(origin),
+                              "reference_origin": origin.get("origin")}
     if isinstance(imported, Mapping):
         fields.update(reference_file=imported.get("file"), reference_file_sha256=imported.get("file_sha256"))
     if isinstance(check, ReferenceCheck):
@@ -88,7 +89,8 @@ def reference_computed(origin: Mapping[str, Any] | None) -> str | None:
     """``torch 2.14.1 on HOST at TIME[; imported from FILE (exported on HOST at TIME)]``."""
     if not origin:
         return None
-    text = f"torch {origin.get('torch') or '?'} on {origin.get('computed_host') or '?'} at {origin.get('computed_at') or '?'}"
+    text = (f"torch {origin.get('torch') or '?'} on {origin.get('computed_host') or '?'} "
+            f"at {origin.get('computed_at') or '?'}")
     imported = origin.get("imported_from")
     if isinstance(imported, Mapping):
         text += (f"; imported from {imported.get('file') or '?'} (exported on {imported.get('exported_host') or '?'} "
@@ -114,7 +116,8 @@ def sweep_points(sweep: Sweep) -> tuple[PerfPoint, ...]:
     for p in sweep.points:
         m = p.measurement
         points.append(PerfPoint(
-            batch_size=m.batch_size, images_per_s=round(m.images_per_s, 4), wall_images_per_s=round(m.wall_images_per_s, 4),
+            batch_size=m.batch_size, images_per_s=round(m.images_per_s, 4),
+            wall_images_per_s=round(m.wall_images_per_s, 4),
             device_images_per_s=round(m.device_images_per_s, 4) if m.device_images_per_s is not None else None,
             latency_ms_mean=_rounded(m.latency_ms_mean, 4), latency_ms_median=_rounded(m.latency_ms_median, 4),
             latency_ms_p90=_rounded(m.latency_ms_p90, 4), latency_ms_p99=_rounded(m.latency_ms_p99, 4),

@@ -25,7 +25,8 @@ from harness.judge.gates import (
 )
 from harness.judge.reference_check import likely_cause, reference_gates
 from harness.pytest.fixtures import RecordWriter
-from harness.pytest.plugin import localize_dir, selection
+from harness.pytest.plugin import localize_dir
+from harness.pytest.state import session_state
 from harness.records.parts import Judgement, Setup, Verdicts
 from harness.records.schema import AccuracyRecord, AgreementRecord, Localization
 from harness.run.workbench import Evaluation, Workbench
@@ -44,7 +45,7 @@ def certify_or_localize(gates: list[Gate], what: str, request: pytest.FixtureReq
     try:
         certify(gates, what)
     except NotCertified as exc:
-        if not selection(request.config)["localize"] or all(g.verdict != "fail" for g in gates):
+        if not session_state(request.config).localize or all(g.verdict != "fail" for g in gates):
             raise
         if any(g.verdict == "fail" for g in gates if g.name.startswith("reference_")):
             raise NotCertified(f"{exc}\nlocalisation did not run: the torch reference failed its own gate, so "
@@ -62,7 +63,7 @@ def localize_loss(request: pytest.FixtureRequest, workbench: Workbench, chip: Ch
             ev.onnx_path, chip.backend, chip.precision, ev.prepared, localize_dir(request.config, request.node.name),
             backend_options=chip.backend_options, threads=workbench.cfg.threads,
             thresholds=workbench.policy.localize, outputs=(ev.reference_logits, ev.logits))
-    except Exception as exc:  # noqa: BLE001 - whatever stops localisation, the verdict stands
+    except Exception as exc:  # whatever stops localisation, the verdict stands
         why = exc.reason() if isinstance(exc, NotApplicable) else f"{type(exc).__name__}: {exc}"
         why = " ".join(why.split())
         record.update(localization=Localization(localization=f"not run: {why}"))
@@ -102,9 +103,9 @@ def test_accuracy(
     record.update(**evaluation_parts(ev, config))
     tolerance = tolerance_for(policy, model_spec)
     gates = reference_gates(ev.reference, model_spec.published, ev.coverage, tolerance, policy.reference,
-                            policy.verdicts.confidence, cause=reference_cause(ev))
+                            policy.accuracy.confidence, cause=reference_cause(ev))
     gates += paired_accuracy_gates(ev.reference_correct, ev.compiled_correct, policy, tolerance)
-    gates += published_gates(ev.accuracy, model_spec.published, ev.coverage, tolerance, policy.verdicts.confidence)
+    gates += published_gates(ev.accuracy, model_spec.published, ev.coverage, tolerance, policy.accuracy.confidence)
     gates.append(agreement_verdict_gate(ev.agreement, policy, "torch"))
     not_checked = {} if model_spec.published.top5 is not None else {
         "published_top5": "not checked: no published top-5 in " + model_spec.published.source}

@@ -33,7 +33,8 @@ from harness.judge.baselines import (
     read_measurements,
     save_baseline,
 )
-from harness.judge.gates import Gate, best_batch, computed_check, ratio_gate
+from harness.judge.gates import Gate, computed_check
+from harness.judge.ratios import best_batch, ratio_gate
 from harness.pytest.fixtures import PerfOptions, RecordWriter
 from harness.records.parts import (
     MEASURED,
@@ -117,7 +118,7 @@ def _figures_under_test(
     record.update(config=replace(record.current.config, backend=sweep.backend, precision=sweep.precision),
                   origin=Origin(figures_from="measured here"), setup=sweep_setup(sweep, workbench),
                   points=merge_points(record.current.points, sweep_points(sweep)))
-    gates = [computed_check(p.computed, workbench.policy.timing, p.measurement.batch_size, sweep.ring_images)
+    gates = [computed_check(p.computed, workbench.policy.perf, p.measurement.batch_size, sweep.ring_images)
              for p in sweep.points]
     return sweep.figures(f"measured on {socket.gethostname()} {time.strftime('%Y-%m-%d')}"), gates
 
@@ -150,7 +151,7 @@ def vendor_comparison(workbench: Workbench, spec: ModelSpec, chip: ChipSpec, top
         tool = vendor_tool_for(chip.backend, chip.backend_options)
         compiled = workbench.compile(spec, chip, top.batch_size, _source(workbench))
         theirs = tool.measure(compiled.artifact, compiled.target, scenario, device_id=workbench.device_id(),
-                          seconds=workbench.policy.timing.min_seconds, threads=workbench.cfg.threads)
+                          seconds=workbench.policy.perf.min_seconds, threads=workbench.cfg.threads)
     except NotApplicable as exc:
         warnings.warn(f"--compare-vendor-tool: {exc.reason()}", stacklevel=2)
         return VendorComparison(vendor_note=f"not run: {exc.reason()}")

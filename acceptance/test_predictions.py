@@ -112,7 +112,7 @@ def _labels(workbench: Workbench, num_classes: int) -> tuple[str, dict[str, int]
     if cfg.imagenet is not None:
         listing = list_dataset(cfg.imagenet, num_classes=num_classes)
         canonical = listing.label_file is not None and label_file_is_canonical(listing.label_file)
-        return listing.label_source, dict(zip(listing.names, listing.labels)), canonical
+        return listing.label_source, dict(zip(listing.names, listing.labels, strict=True)), canonical
     raise DataError("--predictions needs the labels: pass --imagenet-labels FILE (a ModelZoo val_label.txt) "
                     "or --imagenet DIR")
 
@@ -145,7 +145,8 @@ def _unverified(origin: Mapping[str, Any], policy: Policy) -> Gate:
     return Gate(name="reference_verified", measured=0.0, threshold=0.0, verdict="inconclusive",
                 passed=passes_by_policy("inconclusive", policy),
                 detail=(f"reference not verified: the weights are not here, so torch could not recompute a sample of "
-                        f"{where} (computed by torch {origin.get('torch')} on {origin.get('computed_host')}); a verdict "
+                        f"{where} (computed by torch {origin.get('torch')} on {origin.get('computed_host')}); "
+                        "a verdict "
                         "resting on it is at best inconclusive: pass --weights-dir with the checkpoint to verify it"))
 
 
@@ -158,7 +159,7 @@ def _judge_pairing(pairing: ReferencePairing, coverage: Coverage, label_path: st
         pairing.names, pairing.labels.tolist(), chosen="the predicted images also in --imagenet",
         label_source=label_path, canonical_labels=canonical)
     gates = reference_gates(pairing.reference, spec.published, paired_coverage, tolerance, policy.reference,
-                            policy.verdicts.confidence, cause=likely_cause(pairing.reference_logits, pairing.labels))
+                            policy.accuracy.confidence, cause=likely_cause(pairing.reference_logits, pairing.labels))
     gates += paired_accuracy_gates(pairing.reference_correct, pairing.candidate_correct, policy, tolerance,
                                    candidate="the predictions")
     if pairing.unpaired and not coverage.full:
@@ -180,7 +181,8 @@ def _stated_gates(reported: ReportedAccuracy, ref: AccuracyRef, confidence: floa
         low, high = wilson_interval(correct, acc.count, z_value(confidence))
         gates.append(Gate(
             name=f"published_{metric}", measured=got, threshold=published_figure, passed=True,
-            verdict=f"{NOT_APPLICABLE}: result.json names no images", values={f"{metric}_low95": low, f"{metric}_high95": high},
+            verdict=f"{NOT_APPLICABLE}: result.json names no images",
+            values={f"{metric}_low95": low, f"{metric}_high95": high},
             detail=(f"stated {got:.3f}% on {acc.count:,} images that result.json does not name, so they cannot be "
                     f"recognised as the validation set; {confidence:.0%} Wilson interval [{low:.3f}, {high:.3f}]% "
                     f"beside published {published_figure:.3f}% ({ref.source}), for information only")))
@@ -198,14 +200,14 @@ def test_predictions_accuracy(
     root = pytestconfig.getoption("--predictions")
     if not root:
         pytest.skip("no --predictions DIR given (an ais_bench output folder or a ModelZoo result.json to certify)")
-    from harness.pytest.plugin import selection
+    from harness.pytest.state import session_state
 
-    folder = _folder(Path(root).resolve(), model_spec, len(selection(pytestconfig)["models"]))
+    folder = _folder(Path(root).resolve(), model_spec, len(session_state(pytestconfig).models))
     record.start(AccuracyRecord(config=configuration(workbench, model_spec, chip_spec, source=PREDICTIONS),
                                 published=published(model_spec),
                                 predictions=PredictionsInput(figures_from=f"predictions {folder}")))
     published_ref = model_spec.published
-    tolerance, confidence = tolerance_for(policy, model_spec), policy.verdicts.confidence
+    tolerance, confidence = tolerance_for(policy, model_spec), policy.accuracy.confidence
     not_checked = {"top1_agreement": AGREEMENT_NOT_GATED}
     if published_ref.top5 is None:
         not_checked["published_top5"] = "not checked: no published top-5 in " + published_ref.source

@@ -194,7 +194,9 @@ def main() -> int:
         dataset_inputs = json.loads((prepared.path / MANIFEST).read_text())["inputs"]
         made_cache = ArtifactCache(scratch / "made")
         entries = {f"dataset entry, {len(prepared):,} images (real)": (cache, "dataset", dataset_inputs)}
-        entries.update({label: (made_cache, kind, inputs) for label, (kind, inputs) in made_entries(made_cache).items()})
+        entries.update(
+            {label: (made_cache, kind, inputs) for label, (kind, inputs) in made_entries(made_cache).items()}
+        )
 
         print(f"\nreads ({args.reads} per mode; fastest / median)")
         fastest: dict[str, dict[str, float]] = {}
@@ -214,7 +216,9 @@ def main() -> int:
         if run is None:
             print("\n(no warm run: --no-run)")
             return 0
-        print(f"\nwarm run, {MODEL} on ONNX Runtime (cpu, bs{BATCH}), {run['images']:,} images, hash memo emptied first:")
+        print(
+            f"\nwarm run, {MODEL} on ONNX Runtime (cpu, bs{BATCH}), {run['images']:,} images, hash memo emptied first:"
+        )
         print(f"  wall {run['wall']:.2f} s, inference {run['inference']:.2f} s = {run['rate']:.1f} images/s; "
               f"verification {ms(run['verify'])} in {run['verify_calls']} calls = "
               f"{100 * run['verify'] / run['wall']:.2f}% of the wall time")

@@ -155,7 +155,9 @@ def run_pytest(imagenet: Path, cache: Path, out: Path) -> dict[str, Any]:
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=7200)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
-        sys.exit(f"the certification run failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}")
+        sys.exit(
+            f"the certification run failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}"
+        )
     doc = json.loads((out / "report" / "stages.json").read_text())
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
     acc = next(r for r in records if r.get("kind") == "accuracy")
@@ -256,28 +258,40 @@ def measured_table(cold: Mapping[str, Any], warm: Mapping[str, Any], target: int
         c = project(cold["seconds"], cold["images"], target, 1.0, full_size)
         c.update(inference=target / ort, reference=target / torch_rate)
         r = {**c, "reference": project(warm["seconds"], warm["images"], target)["reference"]}
-        lines.append(f"| {name} | {ort:.1f} | {torch_rate:.1f} | {base_ort / ort:.1f} ({SEEDS[name][0] / SEEDS[MODEL][0]:.1f}) "
-                     f"| {hms(sum(c.values()))} | {outside_core(c):.1f}% | {hms(sum(r.values()))} | {outside_core(r):.1f}% "
-                     f"| {hms(c['reference'])} |")
+        lines.append(
+            f"| {name} | {ort:.1f} | {torch_rate:.1f} | {base_ort / ort:.1f} ({SEEDS[name][0] / SEEDS[MODEL][0]:.1f}) "
+            f"| {hms(sum(c.values()))} | {outside_core(c):.1f}% | {hms(sum(r.values()))} | {outside_core(r):.1f}% "
+            f"| {hms(c['reference'])} |"
+        )
     return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--imagenet", type=Path, default=DEFAULT_IMAGENET, help="ImageNet val dir (default: %(default)s)")
-    parser.add_argument("--full-size", type=Path, default=DEFAULT_FULL_SIZE,
-                        help="full-size JPEGs (images/ + labels.txt) to time cold preprocessing on (default: %(default)s; "
-                        "absent: the projection uses the runs' own rate)")
+    parser.add_argument(
+        "--imagenet", type=Path, default=DEFAULT_IMAGENET, help="ImageNet val dir (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--full-size",
+        type=Path,
+        default=DEFAULT_FULL_SIZE,
+        help="full-size JPEGs (images/ + labels.txt) to time cold preprocessing on (default: %(default)s; "
+        "absent: the projection uses the runs' own rate)",
+    )
     parser.add_argument("--seed-check", action=argparse.BooleanOptionalAction, default=True,
                         help="measure every seed's ONNX Runtime and torch rates (default: on)")
     parser.add_argument("--seed-cache", type=Path, metavar="DIR",
                         help="cache for the seed check (default: $MZC_CACHE_DIR or ~/.cache/modelzoo-cert)")
-    parser.add_argument("--keep", type=Path, metavar="DIR", help="keep the cache and reports in DIR (default: a temp dir, removed)")
+    parser.add_argument(
+        "--keep", type=Path, metavar="DIR", help="keep the cache and reports in DIR (default: a temp dir, removed)"
+    )
     parser.add_argument("--warm-runs", type=int, default=2, help="warm runs; the fastest is reported (default 2)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write every figure to FILE")
     args = parser.parse_args(argv)
     if not (args.imagenet / "val_label.txt").is_file() and not (args.imagenet / "val").is_dir():
-        sys.exit(f"no ImageNet val at {args.imagenet}: pass --imagenet DIR (../shared/datasets holds imagenet-val-1300)")
+        sys.exit(
+            f"no ImageNet val at {args.imagenet}: pass --imagenet DIR (../shared/datasets holds imagenet-val-1300)"
+        )
     work = args.keep or Path(tempfile.mkdtemp(prefix="mzc-cost-"))
     cache = work / "cache"
     if cache.exists():
@@ -314,13 +328,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {platform.node()}, {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
           f"Python {platform.python_version()}; {time.strftime('%Y-%m-%d')}")
     print(f"command: python {cold['command']}")
+    walls = ", ".join(f"{w['wall']:.2f} s" for w in warms)
     print(f"{MODEL}, {images} images, top-1 {cold['record'].get('top1')}, verdict {cold['record'].get('verdict')}; "
-          f"warm walls: {', '.join('%.2f s' % w['wall'] for w in warms)} (fastest shown)")
+          f"warm walls: {walls} (fastest shown)")
     print(f"1-minute load average before -> after each run (2 = both cores busy): cold {cold['load']}, "
           f"warm {warm['load']}")
     for name, run in (("cold", cold), ("warm", warm)):
-        shown = [f"{stage} {images / run['seconds'][stage]:.1f} images/s" for stage in ("preprocessing", "inference", "reference")
-                 if run["seconds"][stage] > 0.05]
+        shown = [
+            f"{stage} {images / run['seconds'][stage]:.1f} images/s"
+            for stage in ("preprocessing", "inference", "reference")
+            if run["seconds"][stage] > 0.05
+        ]
         print(f"{name}: {', '.join(shown)}")
     print()
     print("\n".join(stage_table(cold, warm)))
@@ -338,8 +356,10 @@ def main(argv: list[str] | None = None) -> int:
     per_image = None
     if full is not None:
         per_image = full[0] / full[1]
-        print(f"full-size JPEGs ({args.full_size.name}): cold preprocessing {full[1] / full[0]:.1f} images/s, vs "
-              f"{images / cold['seconds']['preprocessing']:.1f} on the runs' 227 x 227 files; the cold projection uses it")
+        print(
+            f"full-size JPEGs ({args.full_size.name}): cold preprocessing {full[1] / full[0]:.1f} images/s, vs "
+            f"{images / cold['seconds']['preprocessing']:.1f} on the runs' 227 x 227 files; the cold projection uses it"
+        )
     print(f"projected to {FULL_VAL:,} images (per-image stages x {FULL_VAL / images:.2f}; fixed costs stay; "
           f"inference and reference x GMACs / {SEEDS[MODEL][0]:g}):")
     print()

@@ -119,7 +119,8 @@ def _interleaved(benchmark: Any, harness: Callable[[], Any], bare: Callable[[], 
 
     result = benchmark.pedantic(harness, setup=setup, rounds=ROUNDS, warmup_rounds=WARMUP)
     harness_seconds = list(benchmark.stats.stats.data) if benchmark.stats is not None else []
-    paired = [b / h for b, h in zip(bare_seconds[WARMUP:], harness_seconds)]
+    # strict=False: with loops, pedantic calls setup once more after the rounds (an unpaired extra).
+    paired = [b / h for b, h in zip(bare_seconds[WARMUP:], harness_seconds, strict=False)]
     benchmark.extra_info["paired_ratio_median"] = float(np.median(paired)) if paired else None
     # With timing disabled (--benchmark-disable) setup ran once and there is nothing to pair.
     return result, min(bare_seconds[WARMUP:] or bare_seconds), float(np.median(paired)) if paired else float("nan")

@@ -60,7 +60,9 @@ def _baseline(benchmark: Any, board: Board, listing: DatasetListing, fresh_dirs:
     return kept[0]
 
 
-def test_modelzoo_baseline_as_written(benchmark: Any, board: Board, listing_1000: DatasetListing, fresh_dirs: Any) -> None:
+def test_modelzoo_baseline_as_written(
+    benchmark: Any, board: Board, listing_1000: DatasetListing, fresh_dirs: Any
+) -> None:
     """The seed script as it runs: torch's default thread count (all cores for its tensor ops)."""
     _baseline(benchmark, board, listing_1000, fresh_dirs, "mz_script", "ModelZoo baseline (script as written)",
               threads=None, rounds=1)
@@ -78,7 +80,8 @@ def test_modelzoo_baseline_one_thread(
         theirs = read_bin(out, path)
         assert np.array_equal(ours, theirs), f"{path.name}: max |diff| {np.abs(ours - theirs).max()}"
     board.facts.append(
-        f"pixels: the ModelZoo baseline's {len(listing_1000)} float32 .bin files equal normalize(uint8 cache) bit for bit"
+        f"pixels: the ModelZoo baseline's {len(listing_1000)} float32 .bin files equal normalize(uint8 cache) "
+        "bit for bit"
     )
 
 

@@ -31,17 +31,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from harness.benchmark_tools import vendor_tool_for  # noqa: E402
-from harness.run.sweep import ring_batches  # noqa: E402
-from harness.run.timing import measure  # noqa: E402
-from harness.run.workbench import RunConfig, Workbench  # noqa: E402
-from harness.specs import SCENARIOS, load_chips, load_models, load_policy, resolve_chip  # noqa: E402
+from harness.benchmark_tools import vendor_tool_for
+from harness.run.sweep import ring_batches
+from harness.run.timing import measure
+from harness.run.workbench import RunConfig, Workbench
+from harness.specs import SCENARIOS, load_chips, load_models, load_policy, resolve_chip
 
 TARGET = 0.03  # the suite within 3% of the vendor tool
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", default="efficientnet_lite0", help="a model of fixtures/models.toml")
     p.add_argument("--pairs", type=int, default=5, help="alternating suite/tool pairs per scenario (default 5)")
     p.add_argument("--seconds", type=float, default=10.0, help="seconds each side measures per run (default 10)")
@@ -65,10 +67,12 @@ def suite_side(session: Any, batch_size: int) -> str:
 
 
 def tool_side(figure: Any) -> str:
-    return (f"{figure.tool}: {figure.streams} stream(s), {figure.requests} request(s) in flight, "
-            f"{figure.setting('INFERENCE_NUM_THREADS')} threads, precision {figure.setting('INFERENCE_PRECISION_HINT')}, "
-            f"hint {figure.setting('PERFORMANCE_HINT')}, pinning {figure.setting('ENABLE_CPU_PINNING')}, "
-            f"input {figure.setting('input')}, random inputs\n    command: {figure.command_line()}")
+    return (
+        f"{figure.tool}: {figure.streams} stream(s), {figure.requests} request(s) in flight, "
+        f"{figure.setting('INFERENCE_NUM_THREADS')} threads, precision {figure.setting('INFERENCE_PRECISION_HINT')}, "
+        f"hint {figure.setting('PERFORMANCE_HINT')}, pinning {figure.setting('ENABLE_CPU_PINNING')}, "
+        f"input {figure.setting('input')}, random inputs\n    command: {figure.command_line()}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     if reason:
         print(f"cannot compare: {reason}", file=sys.stderr)
         return 2
-    timing = replace(policy.timing, min_seconds=args.seconds, max_seconds=max(policy.timing.max_seconds, 3 * args.seconds),
-                     ring_images=args.ring_images or policy.timing.ring_images)
+    timing = replace(policy.perf, min_seconds=args.seconds, max_seconds=max(policy.perf.max_seconds, 3 * args.seconds),
+                     ring_images=args.ring_images or policy.perf.ring_images)
     prepared = bench.dataset(spec, "embedded")
     print(f"{args.model} bs{args.batch_size} {args.precision}, IR {compiled.artifact}")
     print(f"OpenVINO {compiled.backend.version()}; benchmark_app {tool.version()}; {args.pairs} pairs of "
@@ -101,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
                 _, batches = ring_batches(prepared, session.batch_size, session.input_dtype, timing)
                 suite = measure(session, batches, timing, scenario=scenario, every_span=False).measurement
                 suite_note = suite_side(session, args.batch_size)
-            figure = tool.measure(compiled.artifact, compiled.target, scenario, seconds=args.seconds, threads=args.threads)
+            figure = tool.measure(
+                compiled.artifact, compiled.target, scenario, seconds=args.seconds, threads=args.threads
+            )
             tool_note = tool_side(figure)
             ratio = suite.images_per_s / figure.images_per_s
             ratios.append(ratio)

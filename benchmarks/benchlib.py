@@ -79,13 +79,25 @@ RATIOS: tuple[tuple[str, str, str, float | None, str], ...] = (
     ("draft_w1", "pre_w1", "draft decode / exact decode (1 worker)", None, "x"),
     ("pre_w2", "warm_rerun", "warm rerun time (list + cache check) / cold build time (2 workers)", None, "x"),
     ("feed_u8_bs64", "feed_f32_bs64", "feed uint8 copy / normalized float32 (bs64)", None, "x"),
-    ("feed_f32_bs64", "feed_f32_new_bs64", "feed float32 into reused buffers / a new array per batch (bs64)", None, "x"),
+    (
+        "feed_f32_bs64",
+        "feed_f32_new_bs64",
+        "feed float32 into reused buffers / a new array per batch (bs64)",
+        None,
+        "x",
+    ),
     ("acc_effnet", "acc_effnet_bare", "accuracy run / bare session.run, efficientnet_lite0 bs8", 0.95, "%"),
     ("perf_effnet", "perf_effnet_bare", "perf loop / bare session.run, efficientnet_lite0 bs8", 0.97, "%"),
     ("acc_tiny", "acc_tiny_bare", "accuracy run / bare session.run, tiny conv model bs8", 0.95, "%"),
     ("perf_tiny", "perf_tiny_bare", "perf loop / bare session.run, tiny conv model bs8", 0.97, "%"),
     ("acc_device", "acc_device_bare", "accuracy run (Workbench.run) / simulated 4000/s device alone", 0.95, "%"),
-    ("acc_device_prefetch", "acc_device_bare", "accuracy run with batches(prefetch=True) / simulated 4000/s device alone", 0.95, "%"),
+    (
+        "acc_device_prefetch",
+        "acc_device_bare",
+        "accuracy run with batches(prefetch=True) / simulated 4000/s device alone",
+        0.95,
+        "%",
+    ),
 )
 # The order figures are printed in (unlisted ones follow in the order they ran).
 ORDER = (

@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     cache = args.cache_dir or default_cache_root()
     os.environ.setdefault("MZC_PROGRESS", "0")
     spec, policy = load_models()[MODEL], load_policy()
-    confidence = policy.verdicts.confidence
+    confidence = policy.accuracy.confidence
     z = z_value(confidence)
     published = {"top1": spec.published.top1, "top5": float(spec.published.top5 or 0.0)}
     started = time.perf_counter()

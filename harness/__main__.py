@@ -35,7 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except OSError as exc:
         where = printable(str(exc.filename or ""))
-        print(f"python -m harness {args.command}: error: {where}: {printable(str(exc.strerror or exc))}", file=sys.stderr)
+        print(
+            f"python -m harness {args.command}: error: {where}: {printable(str(exc.strerror or exc))}", file=sys.stderr
+        )
         return EXIT_BAD_INPUT
 
 

@@ -175,8 +175,13 @@ def _problem_with_listing(files: Any) -> str | None:
         parts = PurePosixPath(rel).parts
         if not rel or rel.startswith("/") or "\\" in rel or "\0" in rel or any(p in ("", ".", "..") for p in parts):
             return f"its manifest lists a file outside the entry: {rel!r}"
-        if (not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str) or not _HEX64.fullmatch(meta["sha256"])
-                or type(meta.get("size")) is not int or meta["size"] < 0):
+        if (
+            not isinstance(meta, dict)
+            or not isinstance(meta.get("sha256"), str)
+            or not _HEX64.fullmatch(meta["sha256"])
+            or type(meta.get("size")) is not int
+            or meta["size"] < 0
+        ):
             return f"its manifest's record of {rel} is malformed ({meta!r}), expected sha256 and size"
     return None
 

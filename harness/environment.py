@@ -1,12 +1,13 @@
 """The environment fingerprint recorded once per run: host, CPU, OS, Python and tool versions.
 
 On Ascend hosts it adds the CANN toolkit and driver versions and the chip name `npu-smi info`
-prints. Nothing here imports the heavy packages: versions come from installed metadata.
+prints. Nothing here imports the heavy packages: versions come from installed metadata
+(harness.versions). It sits above harness.backends: it asks the Ascend backend's npu-smi reader
+for the chips, and nothing in the backends imports it.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import platform
 import shutil
@@ -15,16 +16,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from harness.versions import DRIVER_VERSION_FILE, cann_version, installed_version, version_from_file
+
 PACKAGES = ("torch", "torchvision", "timm", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "numpy",
             "pillow", "pytest", "ais_bench")
-# Where CANN and the Ascend driver write their version files (CANN install guide); the first
-# readable CANN file gives the toolkit's version.
-CANN_VERSION_FILES = (
-    Path("/usr/local/Ascend/ascend-toolkit/latest/version.cfg"),
-    Path("/usr/local/Ascend/ascend-toolkit/latest/compiler/version.info"),
-    Path("/usr/local/Ascend/ascend-toolkit/latest/ascend_toolkit_install.info"),
-)
-DRIVER_VERSION_FILE = Path("/usr/local/Ascend/driver/version.info")
 
 
 def _cpuinfo() -> str:
@@ -56,36 +51,9 @@ def cpu_features(cpuinfo: str) -> list[str]:
     return []
 
 
-def installed_version(*distributions: str) -> tuple[str, str] | None:
-    """``(name, version)`` of the first of ``distributions`` that is installed, or None."""
-    for name in distributions:
-        try:
-            return name, importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
-
-
 def _versions() -> dict[str, str]:
     found = (installed_version(name) for name in PACKAGES)
     return dict(f for f in found if f is not None)
-
-
-def version_from_file(path: Path) -> str | None:
-    """The value of the first ``...version...=VALUE`` line of a CANN / driver version file, if readable."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if "version" in line.lower() and "=" in line:
-            return line.split("=", 1)[1].strip()
-    return None
-
-
-def cann_version() -> str | None:
-    """The CANN toolkit's version, from the first readable of its version files."""
-    return next((v for v in map(version_from_file, CANN_VERSION_FILES) if v is not None), None)
 
 
 def _ascend() -> dict[str, str]:

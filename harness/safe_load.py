@@ -1,4 +1,4 @@
-"""Guarded readers of files from outside the trust boundary (DESIGN.md, "Trust boundaries").
+"""Guarded readers of files from outside the trust boundary (docs/security.md).
 
 JSON text (result.json, a reference file's index, results lines), ``.npy`` arrays (ais_bench
 predictions, reference-file members) and zip members (reference files) come from other machines
@@ -29,7 +29,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +48,7 @@ MAX_NPY_HEADER = 10_000
 DEFAULT_MAX_NPY_BYTES = 512 << 20
 _CHUNK = 1 << 20
 
-Source = Union[Path, str, bytes, bytearray, memoryview]
+Source = Path | str | bytes | bytearray | memoryview
 
 
 class UntrustedInput(UsageError, ValueError):
@@ -101,7 +101,7 @@ class _Refused(UntrustedInput):
     """Raised from inside json.loads' hooks (without ``where``); re-raised with it."""
 
 
-def load_json_text(text: str | bytes, where: str, *, max_depth: int = MAX_JSON_DEPTH,
+def load_json_text(text: str | bytes | bytearray, where: str, *, max_depth: int = MAX_JSON_DEPTH,
                    max_number_chars: int = MAX_NUMBER_CHARS, nonfinite: bool = False) -> Any:
     """``json.loads(text)`` for text from outside: nesting deeper than ``max_depth`` and number
     tokens longer than ``max_number_chars`` are refused before they are parsed; ``NaN``,

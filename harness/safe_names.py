@@ -1,6 +1,6 @@
 """Names and text that come from data, made safe: as a file name, and as printed text.
 
-The suite builds file names from data it does not trust (DESIGN.md, "Trust boundaries"): a model
+The suite builds file names from data it does not trust (docs/security.md): a model
 field of a results file merged from another machine names a report plot, a test's node name (made of
 model names) names its localisation folder. And it prints text from files: a reference file's model,
 a results file's fields in the report and on the terminal, error messages quoting them.

@@ -35,7 +35,9 @@ SWEEP_IMAGES = 16  # embedded images: BatchNorm calibration (policy: 16) and the
 
 
 def _group_key(spec: Any) -> str:
-    return json.dumps([spec.arch.source, spec.arch.name, dict(spec.arch.kwargs), list(spec.input_shape)], sort_keys=True)
+    return json.dumps(
+        [spec.arch.source, spec.arch.name, dict(spec.arch.kwargs), list(spec.input_shape)], sort_keys=True
+    )
 
 
 def _groups(patterns: list[str]) -> list[list[Any]]:
@@ -177,7 +179,9 @@ def _fmt_names(names: list[str]) -> str:
 def _row(r: dict[str, Any]) -> str:
     exported = r["phase"] in ("parity", "done")
     sec = r.get("seconds", {})
-    export = f"yes ({sec.get('export', '?')} s, {r['onnx']['nodes']} nodes, {r['onnx']['mb']} MB)" if exported else "**no**"
+    export = (
+        f"yes ({sec.get('export', '?')} s, {r['onnx']['nodes']} nodes, {r['onnx']['mb']} MB)" if exported else "**no**"
+    )
     if r["phase"] == "done":
         p = r["parity"]
         parity = ("ok" if p["ok"] else "**fail**") + (f": {p['max_rel_diff']:.1e}, {1 - p['min_cosine']:.0e}, "
@@ -186,7 +190,8 @@ def _row(r: dict[str, Any]) -> str:
         parity = "not run"
     params = f"{r['params'] / 1e6:.1f} M" if "params" in r else ""
     reason = r["reason"].replace("|", "\\|").replace("\n", " ")
-    return f"| {_fmt_names(r['names'])} | {'x'.join(map(str, r['input'][1:]))} | {params} | {export} | {parity} | {reason} |"
+    shape = "x".join(map(str, r["input"][1:]))
+    return f"| {_fmt_names(r['names'])} | {shape} | {params} | {export} | {parity} | {reason} |"
 
 
 def _markdown(results: list[dict[str, Any]], args: argparse.Namespace, total: float) -> str:
@@ -217,7 +222,8 @@ def _markdown(results: list[dict[str, Any]], args: argparse.Namespace, total: fl
         f"{len(results) - len(exported) - len(skipped)} fail to export, {len(skipped)} skipped for time; "
         f"total {total / 60:.0f} min.",
         "",
-        "| model | input | params | export (time, nodes, size) | parity (max rel diff, 1 - min cosine, top-1 agreement) | reason |",
+        "| model | input | params | export (time, nodes, size) "
+        "| parity (max rel diff, 1 - min cosine, top-1 agreement) | reason |",
         "|---|---|---|---|---|---|",
         *(_row(r) for r in sorted(results, key=lambda r: r["model"])),
         "",
@@ -225,7 +231,9 @@ def _markdown(results: list[dict[str, Any]], args: argparse.Namespace, total: fl
     failed: dict[str, list[str]] = {}
     for r in results:
         if r["reason"]:
-            failed.setdefault(r["reason"], []).append(f"{r['model'].split('.')[0]} ({'x'.join(map(str, r['input'][1:]))})")
+            failed.setdefault(r["reason"], []).append(
+                f"{r['model'].split('.')[0]} ({'x'.join(map(str, r['input'][1:]))})"
+            )
     if failed:
         lines += ["## Failures by reason", ""]
         lines += [f"- {reason}: {', '.join(f'`{m}`' for m in models)}" for reason, models in sorted(failed.items())]
@@ -262,8 +270,10 @@ def main(argv: list[str] | None = None) -> int:
         for i, group in enumerate(groups, 1):
             result = _sweep_one(group, args, cache_dir)
             results.append(result)
-            print(f"[{i}/{len(groups)}] {result['model']}: {result['phase']} {result['wall']} s {result['reason'][:100]}",
-                  flush=True)
+            print(
+                f"[{i}/{len(groups)}] {result['model']}: {result['phase']} {result['wall']} s {result['reason'][:100]}",
+                flush=True,
+            )
             if args.jsonl:
                 with args.jsonl.open("a") as fh:
                     fh.write(json.dumps(result) + "\n")

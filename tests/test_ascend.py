@@ -44,6 +44,24 @@ SEED_MODELS = {"000": "resnext50_32x4d", "001": "resnext101_32x8d", "002": "resn
                "003": "se_resnext50_32x4d", "004": "ghostnet_100"}
 
 
+def parse_aipp_config(text: str) -> dict[str, str]:
+    """``key : value`` pairs of an ``aipp_op { ... }`` block (one block; comments with ``#``): what ATC reads
+    of the config :func:`atc.aipp_config` writes."""
+    body = re.search(r"aipp_op\s*\{(.*?)\}", text, re.S)
+    if body is None:
+        raise AssertionError("AIPP config has no `aipp_op { ... }` block")
+    out: dict[str, str] = {}
+    for raw in body.group(1).splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        key, sep, value = line.partition(":")
+        if not sep:
+            raise AssertionError(f"AIPP config line {raw.strip()!r} is not `key : value`")
+        out[key.strip()] = value.strip()
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # The ATC command, against the seeds' own commands
 
@@ -171,7 +189,7 @@ def test_the_compiled_mode_is_named_never_fp32() -> None:
 
 def test_aipp_config_encodes_torchvision_normalization() -> None:
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    conf = atc.parse_aipp_config(atc.aipp_config((3, 224, 224), mean, std))
+    conf = parse_aipp_config(atc.aipp_config((3, 224, 224), mean, std))
     assert conf["aipp_mode"] == "static" and conf["input_format"] == "RGB888_U8"
     assert (conf["src_image_size_w"], conf["src_image_size_h"]) == ("224", "224")
     pixels = np.array([0.0, 17.0, 128.0, 255.0])
@@ -364,7 +382,7 @@ def test_aipp_takes_uint8_pixels_and_matches_host_normalization(doubles: Path, t
     options = {"aipp": "static", "mean": ",".join(map(str, MEAN)), "std": ",".join(map(str, STD))}
     target = CompileTarget(**TINY, options=options)
     om = backend.compile(tiny_onnx, target, tmp_path)
-    assert atc.parse_aipp_config((tmp_path / "aipp.cfg").read_text())["input_format"] == "RGB888_U8"
+    assert parse_aipp_config((tmp_path / "aipp.cfg").read_text())["input_format"] == "RGB888_U8"
     assert json.loads(doubles.read_text().splitlines()[-1])[-1] == "--enable_small_channel=1"
     pixels = np.random.default_rng(1).integers(0, 256, (4, 3, 32, 32), dtype=np.uint8)
     with backend.open(om, target, num_classes=10) as session:

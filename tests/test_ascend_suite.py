@@ -57,7 +57,10 @@ def test_accuracy_and_perf_through_atc_and_ais_bench(tmp_path: Path, imagenet: P
     assert shapes == ["--input_shape=input:1,3,224,224", "--input_shape=input:8,3,224,224"]  # each compiled once
     manifests = [json.loads(p.read_text()) for p in (tmp_path / "cache").rglob("manifest.json")
                  if "compiled-ascend" in str(p)]
-    assert manifests and all(m["atc_command"][0] == "atc" and m["inputs"]["compile_key"]["atc_command"] == m["atc_command"] for m in manifests), manifests[:1]
+    assert manifests and all(
+        m["atc_command"][0] == "atc" and m["inputs"]["compile_key"]["atc_command"] == m["atc_command"]
+        for m in manifests
+    ), manifests[:1]
     assert "force_fp16" in (tmp_path / "report" / "report.md").read_text()  # the report shows the mode too
 
 

@@ -67,7 +67,9 @@ def test_registry_knows_onnxruntime_and_refuses_unknown_names() -> None:
     backend = get_backend("onnxruntime")
     assert backend.unavailable_reason() is None
     assert backend.version().count(".") >= 1
-    with pytest.raises(BackendUnavailable, match="unknown backend 'tensorflow'; known backends: ascend, onnxruntime, openvino"):
+    with pytest.raises(
+        BackendUnavailable, match="unknown backend 'tensorflow'; known backends: ascend, onnxruntime, openvino"
+    ):
         get_backend("tensorflow")
 
 
@@ -113,7 +115,9 @@ def test_wrong_input_is_refused_before_running(tmp_path: Path, weight: np.ndarra
             session.infer(batch)
 
 
-def test_wrong_class_count_and_nan_logits_are_refused(tmp_path: Path, weight: np.ndarray, target: CompileTarget) -> None:
+def test_wrong_class_count_and_nan_logits_are_refused(
+    tmp_path: Path, weight: np.ndarray, target: CompileTarget
+) -> None:
     backend = OnnxRuntimeBackend()
     with backend.open(tiny_onnx(tmp_path / "m.onnx", weight), target, num_classes=1000) as session:
         with pytest.raises(InferenceError, match=r"expected logits of shape \(2, 1000\), got \(2, 10\)"):
@@ -129,7 +133,9 @@ def test_wrong_class_count_and_nan_logits_are_refused(tmp_path: Path, weight: np
 
 def test_torch_reference_matches_the_onnx_graph(tmp_path: Path, weight: np.ndarray, target: CompileTarget) -> None:
     torch = pytest.importorskip("torch")
-    module = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, CLASSES, bias=False))
+    module = torch.nn.Sequential(
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, CLASSES, bias=False)
+    )
     with torch.no_grad():
         module[2].weight.copy_(torch.from_numpy(weight))
     session = TorchSession(module, 4, SHAPE, CLASSES)
@@ -203,10 +209,15 @@ def test_option_reader_readers() -> None:
     assert read.choice("c", "latency", ("LATENCY", "THROUGHPUT")) == "LATENCY"
     with pytest.raises(BackendOptionError, match="^x backend option c: expected one of A, B, found 'C'$"):
         read.choice("c", "C", ("A", "B"))
-    assert read.names("l", " a, b ,,") == ("a", "b") and read.names("l", None) == () and read.names("l", ["a"]) == ("a",)
+    assert (
+        read.names("l", " a, b ,,") == ("a", "b") and read.names("l", None) == () and read.names("l", ["a"]) == ("a",)
+    )
     with pytest.raises(BackendOptionError, match="^x backend option l: a,a names a thing twice$"):
         read.names("l", "a,a", item="thing")
-    with pytest.raises(BackendOptionError, match=r"^x backend option l: unknown thing\(s\) c; expected comma-separated names from: a, b$"):
+    with pytest.raises(
+        BackendOptionError,
+        match=r"^x backend option l: unknown thing\(s\) c; expected comma-separated names from: a, b$",
+    ):
         read.names("l", "a,c", item="thing", allowed=("a", "b"))
     assert read.sections("s", "A:k=1, j = 2;B:k=3") == {"A": {"k": "1", "j": "2"}, "B": {"k": "3"}}
     assert read.sections("s", {"A": {"k": 1}}) == {"A": {"k": "1"}} and read.sections("s", None) == {}

@@ -20,7 +20,7 @@ from harness.judge.baselines import (
     read_measurements,
     save_baseline,
 )
-from harness.judge.gates import ratio_gate
+from harness.judge.ratios import ratio_gate
 from harness.specs import PerfRule, load_chips, load_models
 
 CHIPS = load_chips()
@@ -104,7 +104,8 @@ def test_mixed_clocks_are_refused() -> None:
     (HEADER + "resnest50,1,-3,per_chip,wall,x,\n", "positive"),
     (HEADER + "resnest50,1,nan,per_chip,wall,x,\n", "positive"),
     (HEADER + "resnet9,1,100,per_chip,wall,x,\n", "unknown model 'resnet9'"),
-    (HEADER + "resnest50,1,100,per_chip,wall,x,\nresnest50,1,200,per_chip,wall,y,\n", "second single-stream row for resnest50 bs1"),
+    (HEADER + "resnest50,1,100,per_chip,wall,x,\nresnest50,1,200,per_chip,wall,y,\n",
+     "second single-stream row for resnest50 bs1"),
     (HEADER + "resnest50,1,100,per_chip\n", "different length"),
 ])
 def test_malformed_rows_name_the_line_and_the_fix(text: str, message: str) -> None:
@@ -142,7 +143,9 @@ def test_measurement_directories_name_model_and_batch_in_the_path(tmp_path: Path
     for bs, ms in ((8, 2.139), (16, 4.652794558563232)):
         d = run / "ghostnet_100" / f"bs{bs}" / "2022_08_04"
         d.mkdir(parents=True)
-        (d / "2022_08_04_summary.json").write_text(json.dumps({"NPU_compute_time": {"mean": ms}, "throughput": 1000 * bs / ms}))
+        (d / "2022_08_04_summary.json").write_text(
+            json.dumps({"NPU_compute_time": {"mean": ms}, "throughput": 1000 * bs / ms})
+        )
     figs = read_measurements(run, "Ascend310P3", MODELS)
     assert sorted((f.model, f.batch_size) for f in figs) == [("ghostnet_100", 8), ("ghostnet_100", 16)]
     stray = run / "unknown" / "x_summary.json"
@@ -156,7 +159,10 @@ def test_measurement_directories_name_model_and_batch_in_the_path(tmp_path: Path
 
 
 def test_save_baseline_merges_replaces_and_round_trips(tmp_path: Path) -> None:
-    first = [Figure("cpu", "efficientnet_lite0", bs, ips, "per_chip", "wall", "night 1") for bs, ips in ((1, 240.5), (8, 290.25))]
+    first = [
+        Figure("cpu", "efficientnet_lite0", bs, ips, "per_chip", "wall", "night 1")
+        for bs, ips in ((1, 240.5), (8, 290.25))
+    ]
     path = save_baseline(first, "cpu", tmp_path, MODELS)
     second = [Figure("cpu", "efficientnet_lite0", 8, 301.125, "per_chip", "wall", "night 2"),
               Figure("cpu", "resnest50", 4, 20.0, "per_chip", "wall", "night 2")]
@@ -174,9 +180,15 @@ def test_the_scenario_column_is_optional_checked_and_part_of_a_rows_identity(tmp
     both = parse_csv(HEADER.rstrip("\n") + ",scenario\nresnest50,1,100,per_chip,wall,x,,single-stream\n"
                      "resnest50,1,160,per_chip,wall,x,,offline\n", "cpu", "both.csv", MODELS)
     assert [(f.scenario, f.images_per_s) for f in both] == [("single-stream", 100.0), ("offline", 160.0)]
-    with pytest.raises(BaselineError, match=r"both.csv:2: scenario must be one of single-stream, offline, found 'server'"):
-        parse_csv(HEADER.rstrip("\n") + ",scenario\nresnest50,1,100,per_chip,wall,x,,server\n", "cpu", "both.csv", MODELS)
+    with pytest.raises(
+        BaselineError, match=r"both.csv:2: scenario must be one of single-stream, offline, found 'server'"
+    ):
+        parse_csv(
+            HEADER.rstrip("\n") + ",scenario\nresnest50,1,100,per_chip,wall,x,,server\n", "cpu", "both.csv", MODELS
+        )
     save_baseline(both, "cpu", tmp_path, MODELS)
-    save_baseline([Figure("cpu", "resnest50", 1, 170.0, "per_chip", "wall", "y", scenario="offline")], "cpu", tmp_path, MODELS)
+    save_baseline(
+        [Figure("cpu", "resnest50", 1, 170.0, "per_chip", "wall", "y", scenario="offline")], "cpu", tmp_path, MODELS
+    )
     back = {(f.scenario, f.images_per_s) for f in load_baselines("cpu", tmp_path, MODELS)}
     assert back == {("single-stream", 100.0), ("offline", 170.0)}

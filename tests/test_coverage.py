@@ -28,7 +28,6 @@ from harness.data.coverage import (
     coverage_of,
     label_file_is_canonical,
     load_val_set,
-    wnid_labels,
 )
 from harness.data.listing import _subset
 from harness.specs import SpecError
@@ -36,6 +35,12 @@ from harness.specs import SpecError
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 FULL_LABELS = DATASETS / "ilsvrc2012_val_label_50000.txt"
 VAL_1300 = DATASETS / "imagenet-val-1300"
+
+
+def wnid_labels(labels: list[int]) -> list[str]:
+    """Class indices (0..999) as wnids (``fixtures/imagenet_wnids.txt`` order): the ImageFolder form."""
+    wnids = load_wnids()
+    return [wnids[i] for i in labels]
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +106,9 @@ def test_one_wrong_label_or_one_missing_image_is_not_full(ground_truth: dict[str
     cov = coverage(listing(fewer, label_file=FULL_LABELS))
     assert cov.kind == "subset" and cov.images == 49999 and cov.not_applicable == "subset of 49999 images"
     assert "a file recognised as the full ground truth" in cov.recognised_by
-    assert cov.describe().startswith("subset: 49,999 of 50,000 ILSVRC2012 val images, chosen by the images under /data/val")
+    assert cov.describe().startswith(
+        "subset: 49,999 of 50,000 ILSVRC2012 val images, chosen by the images under /data/val"
+    )
 
 
 def test_limit_takes_a_hash_order_subset_and_says_so(ground_truth: dict[str, int]) -> None:

@@ -366,7 +366,10 @@ def test_limit_is_deterministic_nested_and_sorted(val_1300: Path) -> None:
     assert len(first) == 50 and list(first.names) == sorted(first.names)
     assert set(first.names) <= set(larger.names)
     full = list_dataset(val_1300)
-    assert dict(zip(first.names, first.labels)).items() <= dict(zip(full.names, full.labels)).items()
+    assert (
+        dict(zip(first.names, first.labels, strict=True)).items()
+        <= dict(zip(full.names, full.labels, strict=True)).items()
+    )
     # Not the first 50 files: a hash-ordered subset is spread over the whole listing.
     assert first.names != full.names[:50]
     assert max(first.names) > full.names[650]
@@ -623,7 +626,7 @@ def test_prepare_dataset_end_to_end_with_two_workers(tmp_path: Path, val_1300: P
         expected = preprocess_image(listing.image_dir / name, spec)
         np.testing.assert_array_equal(prepared.images[i], expected, err_msg=name)
 
-    starts, batches = zip(*prepared.batches(32))
+    starts, batches = zip(*prepared.batches(32), strict=True)
     assert starts == (0, 32, 64, 96) and [len(b) for b in batches] == [32, 32, 32, 4]
     np.testing.assert_array_equal(np.concatenate(batches), normalize(np.asarray(prepared.images), spec.mean, spec.std))
 

@@ -62,7 +62,7 @@ def test_prefetch_yields_what_the_plain_generator_yields(count: int, bs: int) ->
     plain = list(prepared.batches(bs))
     ahead = list(prepared.batches(bs, prefetch=True))
     assert [s for s, _ in ahead] == [s for s, _ in plain] == list(range(0, count, bs))
-    for (_, a), (_, b) in zip(plain, ahead):
+    for (_, a), (_, b) in zip(plain, ahead, strict=True):
         assert a.dtype == b.dtype == np.float32 and np.array_equal(a, b)
     # Each batch is its own array (a consumer may keep them).
     assert len({id(b) for _, b in ahead}) == len(ahead)

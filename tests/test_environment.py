@@ -43,7 +43,7 @@ def test_fingerprint_has_no_ascend_section_without_the_driver(monkeypatch: pytes
 
 
 def test_cann_version_files_are_read_by_their_version_line(tmp_path):
-    from harness.environment import version_from_file
+    from harness.versions import version_from_file
 
     cfg = tmp_path / "version.cfg"
     cfg.write_text("# CANN\npackage_name=Ascend-cann-toolkit\nversion=7.0.RC1\ninnerversion=V100R001C13\n")

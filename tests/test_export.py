@@ -48,7 +48,9 @@ def lite0(spec: ModelSpec, tmp_path_factory: pytest.TempPathFactory) -> tuple[nn
 
 
 @pytest.fixture(scope="module")
-def exported(spec: ModelSpec, lite0: tuple[nn.Module, WeightsInfo], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+def exported(
+    spec: ModelSpec, lite0: tuple[nn.Module, WeightsInfo], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, Any]]:
     path = tmp_path_factory.mktemp("export") / "lite0.onnx"
     return path, export_onnx(lite0[0], spec, path, opset=11, simplify=True)
 
@@ -116,13 +118,15 @@ def test_batch_is_dynamic_and_rows_are_independent(spec: ModelSpec, exported: tu
     np.testing.assert_allclose(one[0], three[0], rtol=0, atol=1e-4)
 
 
-def test_onnxruntime_matches_torch(spec: ModelSpec, policy: Policy, lite0: tuple[nn.Module, WeightsInfo], exported: tuple[Path, dict[str, Any]]) -> None:
+def test_onnxruntime_matches_torch(
+    spec: ModelSpec, policy: Policy, lite0: tuple[nn.Module, WeightsInfo], exported: tuple[Path, dict[str, Any]]
+) -> None:
     x = _images(spec, 8)
     with torch.no_grad():
         reference = lite0[0](torch.from_numpy(x)).numpy()
     result = parity(reference, _session(exported[0]).run(None, {spec.input_name: x})[0])
-    assert result.max_rel_diff <= policy.conversion_rtol, result
-    assert result.min_cosine >= policy.conversion_min_cosine, result
+    assert result.max_rel_diff <= policy.conversion.rtol, result
+    assert result.min_cosine >= policy.conversion.min_cosine, result
     assert result.top1_agreement == 100.0, result
 
 
@@ -130,7 +134,9 @@ def test_onnxruntime_matches_torch(spec: ModelSpec, policy: Policy, lite0: tuple
 # The cache
 
 
-def test_cached_onnx_builds_once(spec: ModelSpec, lite0: tuple[nn.Module, WeightsInfo], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cached_onnx_builds_once(
+    spec: ModelSpec, lite0: tuple[nn.Module, WeightsInfo], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls: list[Path] = []
     real_export = export_mod.export_onnx
 
@@ -220,7 +226,9 @@ def test_a_model_that_fails_the_checker_is_an_export_error(tmp_path: Path) -> No
         validate_onnx(path, 11, "input", "output")
 
 
-def test_a_broken_simplified_graph_never_reaches_the_output_path(tiny_spec: ModelSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_broken_simplified_graph_never_reaches_the_output_path(
+    tiny_spec: ModelSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import onnxslim
 
     def breaking(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -234,7 +242,9 @@ def test_a_broken_simplified_graph_never_reaches_the_output_path(tiny_spec: Mode
     assert list(out.parent.iterdir()) == []
 
 
-def test_a_failing_simplifier_is_an_error_not_a_skip(tiny_spec: ModelSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_simplifier_is_an_error_not_a_skip(
+    tiny_spec: ModelSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import onnxslim
 
     def failing(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -31,8 +31,10 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from reliability.test_fuzz import check_usable, keys, load, toml_document, values
+from test_coverage import wnid_labels
 
 from harness.cache import canonical_json
+from harness.clocks import CLOCKS
 from harness.data import (
     DataError,
     coverage,
@@ -43,7 +45,7 @@ from harness.data import (
     load_wnids,
     read_labels,
 )
-from harness.data.coverage import COVERAGE_KINDS, ValSet, canonical_sha256, load_val_set, wnid_labels
+from harness.data.coverage import ValSet, canonical_sha256, load_val_set
 from harness.data.labels import LINE_BREAKS, image_stem
 from harness.data.prepared import _names_file_bytes, _read_names
 from harness.errors import HarnessError, UsageError
@@ -59,15 +61,17 @@ from harness.judge.baselines import (
     read_measurements,
 )
 from harness.judge.predictions import AisBenchOutput, read_ais_bench_folder
-from harness.run.timing import CLOCKS
 from harness.specs import SCENARIOS, PreprocessSpec, SpecError
 
 SCALE = float(os.environ.get("MZC_FUZZ_SCALE", "1"))
 
 
 def budget(examples: int) -> settings:
-    return settings(max_examples=max(1, int(examples * SCALE)), deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
+    return settings(
+        max_examples=max(1, int(examples * SCALE)),
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+    )
 
 
 def outcome(call: Callable[[], Any]) -> Any:
@@ -96,7 +100,9 @@ WNIDS = load_wnids()
 TINY = PreprocessSpec(resize=8, crop=8)
 # Characters that have broken a parser somewhere: every line break, Unicode digits, separators,
 # quotes, controls, a bidi override, and the characters of an ImageNet name.
-TRICKY = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029 \t\u3000._-0179\u0661\u0665\uff11\u00b2\u00e9\\'\",\x01\x7f\u202e\ufeff"
+TRICKY = (
+    "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029 \t\u3000._-0179\u0661\u0665\uff11\u00b2\u00e9\\'\",\x01\x7f\u202e\ufeff"
+)
 
 
 def mostly(valid: st.SearchStrategy[Any], hostile: st.SearchStrategy[Any], one_in: int = 6) -> st.SearchStrategy[Any]:
@@ -105,7 +111,9 @@ def mostly(valid: st.SearchStrategy[Any], hostile: st.SearchStrategy[Any], one_i
     return st.integers(1, one_in).flatmap(lambda i: hostile if i == 1 else valid)
 
 
-HOSTILE_LABELS = st.sampled_from(["1_0", "\u0661\u0662", "\uff11", "-1", "1000", "+3", "007", "9" * 60, "", "x", "1.0", "0x1"])
+HOSTILE_LABELS = st.sampled_from(
+    ["1_0", "\u0661\u0662", "\uff11", "-1", "1000", "+3", "007", "9" * 60, "", "x", "1.0", "0x1"]
+)
 LABEL_TEXT = mostly(st.integers(0, 999).map(str), HOSTILE_LABELS, 8)
 SEPARATORS = [" ", "\t", "  ", "\u3000"]
 SUFFIXES = [b".JPEG", b".jpg", b".png", b".PNG", b".jpeg", b"", b".txt"]
@@ -120,8 +128,14 @@ def _file_name(raw: bytes) -> bool:
     return b"/" not in raw and b"\0" not in raw and raw not in (b".", b"..") and len(raw) <= 255
 
 
-FILE_NAMES = st.builds(bytes.__add__, STEM_BYTES, mostly(st.just(b".JPEG"), st.sampled_from(SUFFIXES), 3)).filter(_file_name)
-SPECIALS = mostly(st.just(set()), st.sets(st.sampled_from(["loop", "dangling", "dir-named-like-an-image", "hidden", "not-an-image"]), max_size=2), 4)
+FILE_NAMES = st.builds(bytes.__add__, STEM_BYTES, mostly(st.just(b".JPEG"), st.sampled_from(SUFFIXES), 3)).filter(
+    _file_name
+)
+SPECIALS = mostly(
+    st.just(set()),
+    st.sets(st.sampled_from(["loop", "dangling", "dir-named-like-an-image", "hidden", "not-an-image"]), max_size=2),
+    4,
+)
 
 
 def make(folder: Path, name: bytes, content: bytes = b"") -> None:
@@ -174,12 +188,12 @@ def check_listing(listing: Any, scratch: Path, expect_labels: dict[str, int] | N
     assert not any(c in n for n in names for c in LINE_BREAKS)
     assert len({image_stem(n) for n in names}) == len(names)
     if expect_labels is not None:
-        assert all(expect_labels[n] == lbl for n, lbl in zip(names, listing.labels))
+        assert all(expect_labels[n] == lbl for n, lbl in zip(names, listing.labels, strict=True))
     canonical_json(dataset_cache_inputs(listing, TINY))
     (scratch / "names.txt").write_bytes(_names_file_bytes(names))
     assert _read_names(scratch / "names.txt") == names
     found = coverage(listing)
-    assert found.kind in COVERAGE_KINDS and found.images == len(names)
+    assert found.kind in ("full", "subset", "other") and found.images == len(names)
     one_clean_line(found.describe())
     json.dumps(found.as_record())
 
@@ -195,8 +209,10 @@ def check_refusal(result: Any) -> None:
 
 
 @budget(150)
-@given(lines=st.lists(st.tuples(mostly(st.integers(0, 99).map(lambda i: f"img{i}.JPEG"), st.text(st.sampled_from(TRICKY + "aX/"), max_size=6), 4),
-                                 mostly(st.just(" "), st.sampled_from(["\t", "\x0b", "\u3000", "\u2028", "\x85"]), 4), LABEL_TEXT), max_size=8),
+@given(lines=st.lists(st.tuples(mostly(st.integers(0, 99).map(lambda i: f"img{i}.JPEG"),
+                                        st.text(st.sampled_from(TRICKY + "aX/"), max_size=6), 4),
+                                 mostly(st.just(" "), st.sampled_from(["\t", "\x0b", "\u3000", "\u2028", "\x85"]), 4),
+                                 LABEL_TEXT), max_size=8),
        newline=st.sampled_from(["\n", "\r\n", "\r", "\x85"]), num_classes=st.sampled_from([10, 1000]))
 @example(lines=[("a.JPEG", " ", "1_0")], newline="\n", num_classes=1000)
 @example(lines=[("a.JPEG", " ", "\u0661\u0662")], newline="\n", num_classes=1000)
@@ -253,8 +269,11 @@ def test_a_flat_folder_of_any_names_lists_or_is_refused(data: st.DataObject) -> 
             assert os.fsencode(result.image_dir) == os.fsencode(images)
 
 
-FOLDERS = mostly(st.sampled_from([WNIDS[0], WNIDS[1], WNIDS[999]]).map(str.encode),
-                 st.one_of(st.sampled_from([b"n0144076", b"n01440764x", b"N01440764", b"\xffn01440764"]), HOSTILE_STEMS), 8)
+FOLDERS = mostly(
+    st.sampled_from([WNIDS[0], WNIDS[1], WNIDS[999]]).map(str.encode),
+    st.one_of(st.sampled_from([b"n0144076", b"n01440764x", b"N01440764", b"\xffn01440764"]), HOSTILE_STEMS),
+    8,
+)
 
 
 @budget(100)
@@ -262,8 +281,14 @@ FOLDERS = mostly(st.sampled_from([WNIDS[0], WNIDS[1], WNIDS[999]]).map(str.encod
 def test_an_imagefolder_tree_of_any_names_lists_or_is_refused(data: st.DataObject) -> None:
     """ImageFolder layout: DIR/val/<wnid>/<name> with any folder and file names, nested folders,
     symlink loops, and sometimes an explicit label file that must agree."""
-    tree = data.draw(st.dictionaries(FOLDERS.filter(_file_name), st.lists(FILE_NAMES, min_size=data.draw(mostly(st.just(1), st.just(0))),
-                                                                          max_size=4, unique=True), min_size=1, max_size=3))
+    tree = data.draw(
+        st.dictionaries(
+            FOLDERS.filter(_file_name),
+            st.lists(FILE_NAMES, min_size=data.draw(mostly(st.just(1), st.just(0))), max_size=4, unique=True),
+            min_size=1,
+            max_size=3,
+        )
+    )
     specials = data.draw(SPECIALS)
     with_labels = data.draw(st.booleans())
     with tempfile.TemporaryDirectory() as tmp:
@@ -277,13 +302,21 @@ def test_an_imagefolder_tree_of_any_names_lists_or_is_refused(data: st.DataObjec
         label_file = None
         if with_labels:
             label_file = Path(tmp) / "labels.txt"
-            truth = {n: WNIDS.index(f.decode()) if f.decode("utf-8", "replace") in WNIDS else 0 for f, names in tree.items() for n in names}
+            truth = {
+                n: WNIDS.index(f.decode()) if f.decode("utf-8", "replace") in WNIDS else 0
+                for f, names in tree.items()
+                for n in names
+            }
             label_file.write_bytes(label_text(data.draw, list(truth), truth))
-        result = outcome(lambda: list_dataset(root, label_file=label_file, on_mismatch=data.draw(st.sampled_from(["error", "intersect"]))))
+        result = outcome(
+            lambda: list_dataset(
+                root, label_file=label_file, on_mismatch=data.draw(st.sampled_from(["error", "intersect"]))
+            )
+        )
         check_refusal(result)
         if not isinstance(result, HarnessError):
             check_listing(result, Path(tmp), read_labels(label_file) if label_file else None)
-            assert all(WNIDS[lbl] == f for lbl, f in zip(result.labels, result.folders))
+            assert all(WNIDS[lbl] == f for lbl, f in zip(result.labels, result.folders, strict=True))
 
 
 # --------------------------------------------------------------------------------------------
@@ -310,20 +343,30 @@ def test_coverage_of_any_names_and_labels_is_a_coverage_or_a_data_error(data: st
         names = [image_stem(val_names[i]) + ext for i in order]
         labels = [val_labels[i] for i in order]
     else:
-        names = data.draw(st.lists(mostly(st.sampled_from(val_names), st.one_of(
-            ODD_NAMES, st.integers(0, 10**9).map(lambda i: f"ILSVRC2012_val_{i:08d}")), 3), min_size=data.draw(st.sampled_from([0, 1, 1, 1])),
-            max_size=n + 2))
-        labels = data.draw(st.lists(st.integers(-3, 1003), min_size=len(names), max_size=len(names) + data.draw(st.integers(0, 1))))
+        names = data.draw(
+            st.lists(
+                mostly(
+                    st.sampled_from(val_names),
+                    st.one_of(ODD_NAMES, st.integers(0, 10**9).map(lambda i: f"ILSVRC2012_val_{i:08d}")),
+                    3,
+                ),
+                min_size=data.draw(st.sampled_from([0, 1, 1, 1])),
+                max_size=n + 2,
+            )
+        )
+        labels = data.draw(
+            st.lists(st.integers(-3, 1003), min_size=len(names), max_size=len(names) + data.draw(st.integers(0, 1)))
+        )
     folders = wnid_labels(labels) if full and data.draw(st.booleans()) else ()
     limit = data.draw(st.one_of(st.none(), st.just(len(names)), st.integers(1, 12)))
     result = outcome(lambda: coverage_of(names, labels, folders=folders, limit=limit, val=val, label_source="fuzz"))
     check_refusal(result)
     if isinstance(result, HarnessError):
         return
-    assert result.kind in COVERAGE_KINDS and result.images == len(names)
+    assert result.kind in ("full", "subset", "other") and result.images == len(names)
     # Drawn as "not full", it may still be the whole set with the canonical labels.
-    same = sorted((image_stem(nm), lbl) for nm, lbl in zip(names, labels)) == sorted(
-        (image_stem(nm), lbl) for nm, lbl in zip(val_names, val_labels)) and len(labels) == len(names)
+    same = sorted((image_stem(nm), lbl) for nm, lbl in zip(names, labels, strict=False)) == sorted(
+        (image_stem(nm), lbl) for nm, lbl in zip(val_names, val_labels, strict=True)) and len(labels) == len(names)
     assert result.full == (full or same)
     one_clean_line(result.describe())
     json.dumps(result.as_record())
@@ -347,7 +390,8 @@ VAL_FIELDS = ["images", "classes", "labels_sha256", "wnids_sha256", "source", "i
 @given(doc=st.one_of(
     st.fixed_dictionaries({"val": st.dictionaries(st.one_of(st.sampled_from(VAL_FIELDS), keys), values, max_size=8)}),
     st.dictionaries(keys, values, max_size=3)))
-@example(doc={"val": {"images": 50000, "classes": 1000, "labels_sha256": "a" * 64, "wnids_sha256": "b" * 64, "source": "x"}})
+@example(doc={"val": {"images": 50000, "classes": 1000, "labels_sha256": "a" * 64, "wnids_sha256": "b" * 64,
+                      "source": "x"}})
 def test_the_val_set_fixture_loader_answers_any_toml_with_a_val_set_or_a_spec_error(doc: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "imagenet_val.toml"
@@ -403,7 +447,8 @@ def check_figures(figures: Any) -> None:
 @budget(200)
 @given(text=st.one_of(csv_texts(), st.text(max_size=200)))
 @example(text="model,batch_size,images_per_s,unit,clock,source,note\nresnet50,1_6,1_000,per_chip,wall,x,\n")
-@example(text="model,batch_size,images_per_s,unit,clock,source,note\nresnet50,1,\"" + "9" * 200000 + "\",per_chip,wall,x,\n")
+@example(text="model,batch_size,images_per_s,unit,clock,source,note\n"
+              "resnet50,1,\"" + "9" * 200000 + "\",per_chip,wall,x,\n")
 def test_parse_csv_answers_any_text_with_figures_or_a_baseline_error(text: str) -> None:
     """Any CSV text: valid figures (ASCII-decimal batch and rate, finite, known names) that
     survive a save and a reload, or a BaselineError naming the file."""
@@ -415,27 +460,60 @@ def test_parse_csv_answers_any_text_with_figures_or_a_baseline_error(text: str) 
     again = parse_csv(_render(result).decode(), "T4", "lab.csv", MODELS)
     assert [(f.model, f.batch_size, f.unit, f.clock, f.scenario, f.note) for f in again] == \
            [(f.model, f.batch_size, f.unit, f.clock, f.scenario, f.note) for f in result]
-    assert all(math.isclose(a.images_per_s, b.images_per_s, rel_tol=1e-9) for a, b in zip(again, result))
+    assert all(math.isclose(a.images_per_s, b.images_per_s, rel_tol=1e-9) for a, b in zip(again, result, strict=True))
 
 
-NUMBER_LIKE = mostly(st.floats(1e-3, 1e6),
-                     st.one_of(st.floats(), st.integers(), st.sampled_from([10**400, True, None, [1], {"a": 1}, *NUMBERS])), 3)
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
-                    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3), max_leaves=6)
+NUMBER_LIKE = mostly(
+    st.floats(1e-3, 1e6),
+    st.one_of(st.floats(), st.integers(), st.sampled_from([10**400, True, None, [1], {"a": 1}, *NUMBERS])),
+    3,
+)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+    max_leaves=6,
+)
 CONSISTENT = st.tuples(st.floats(1e-2, 1e3), st.sampled_from([1, 2, 8, 16])).map(
     lambda mb: {"throughput": 1000.0 * mb[1] / mb[0], "NPU_compute_time": {"mean": mb[0]}})
-SUMMARIES = mostly(st.one_of(CONSISTENT, st.fixed_dictionaries(
-    {"throughput": NUMBER_LIKE}, optional={"NPU_compute_time": mostly(st.fixed_dictionaries({}, optional={"mean": NUMBER_LIKE}), JSON)})),
-    JSON, 5).map(lambda d: json.dumps(d).encode())
-SUMMARY_BYTES = mostly(SUMMARIES, st.sampled_from([b"", b"\xff{", b"[" * 100000 + b"]" * 100000, b'{"throughput": ' + b"9" * 5000 + b"}"]), 8)
-BS_DIRS = ["bs16", "bs_8", "bs0", "BS4", "bs\u0661\u0666", "bs" + "9" * 30, "x", "bs4-run", "resnet50_bs2", "bs\uff11", "bs1", "bs2", "bs8"]
+SUMMARIES = mostly(
+    st.one_of(
+        CONSISTENT,
+        st.fixed_dictionaries(
+            {"throughput": NUMBER_LIKE},
+            optional={"NPU_compute_time": mostly(st.fixed_dictionaries({}, optional={"mean": NUMBER_LIKE}), JSON)},
+        ),
+    ),
+    JSON,
+    5,
+).map(lambda d: json.dumps(d).encode())
+SUMMARY_BYTES = mostly(
+    SUMMARIES,
+    st.sampled_from([b"", b"\xff{", b"[" * 100000 + b"]" * 100000, b'{"throughput": ' + b"9" * 5000 + b"}"]),
+    8,
+)
+BS_DIRS = [
+    "bs16",
+    "bs_8",
+    "bs0",
+    "BS4",
+    "bs\u0661\u0666",
+    "bs" + "9" * 30,
+    "x",
+    "bs4-run",
+    "resnet50_bs2",
+    "bs\uff11",
+    "bs1",
+    "bs2",
+    "bs8",
+]
 
 
 @budget(150)
 @given(content=SUMMARY_BYTES, folder=st.sampled_from(BS_DIRS), batch_size=st.one_of(st.none(), st.integers(1, 64)))
 @example(content=b'{"throughput": 100.0, "NPU_compute_time": {"mean": 1e308}}', folder="x", batch_size=None)
 @example(content=b'{"throughput": 1e308, "NPU_compute_time": {"mean": 1e308}}', folder="x", batch_size=None)
-@example(content=b'{"throughput": 3.4124806396335596e+16, "NPU_compute_time": {"mean": 42.0}}', folder="x", batch_size=None)
+@example(content=b'{"throughput": 3.4124806396335596e+16, "NPU_compute_time": {"mean": 42.0}}', folder="x",
+         batch_size=None)
 def test_parse_ais_bench_summary_answers_any_file_with_a_figure_or_a_baseline_error(
     content: bytes, folder: str, batch_size: int | None
 ) -> None:
@@ -452,12 +530,15 @@ def test_parse_ais_bench_summary_answers_any_file_with_a_figure_or_a_baseline_er
         check_figures([result])
 
 
-MEASUREMENT_NAMES = st.one_of(st.sampled_from([b"a_summary.json", b"b_summary.json", b"sumary.json", b"x.csv", b"c.json"]),
-                              FILE_NAMES.map(lambda n: n + b"_summary.json").filter(_file_name))
+MEASUREMENT_NAMES = st.one_of(
+    st.sampled_from([b"a_summary.json", b"b_summary.json", b"sumary.json", b"x.csv", b"c.json"]),
+    FILE_NAMES.map(lambda n: n + b"_summary.json").filter(_file_name),
+)
 
 
 @budget(80)
-@given(files=st.lists(st.tuples(mostly(st.sampled_from([b"resnet50", b"resnest50"]), st.sampled_from([b"resnet9", b"resnet50_x", b"\xff"]), 4),
+@given(files=st.lists(st.tuples(mostly(st.sampled_from([b"resnet50", b"resnest50"]),
+                                       st.sampled_from([b"resnet9", b"resnet50_x", b"\xff"]), 4),
                                 st.sampled_from([d.encode() for d in BS_DIRS]), MEASUREMENT_NAMES, SUMMARY_BYTES),
                       min_size=1, max_size=4),
        csv_file=mostly(st.none(), csv_texts(), 4))
@@ -488,7 +569,9 @@ MODEL_FIELDS = ["arch", "weights", "preprocess", "preprocess_variants", "accurac
                 "source", "name", "kwargs", "num_classes", "same_as", "resize", "crop", "mean", "std", "top1", "top5"]
 CHIP_FIELDS = ["backend", "aliases", "devices_per_card", "precision", "description", "backend_options", "rules"]
 POLICY_SECTIONS = ["accuracy", "conversion", "perf", "history", "localize", "reference"]
-NAMES = st.one_of(st.sampled_from(["resnet50", "cpu", "a.b", "x_1"]), st.text(st.sampled_from(TRICKY + "az"), max_size=6))
+NAMES = st.one_of(
+    st.sampled_from(["resnet50", "cpu", "a.b", "x_1"]), st.text(st.sampled_from(TRICKY + "az"), max_size=6)
+)
 
 
 def table(fields: list[str]) -> st.SearchStrategy[dict[str, Any]]:
@@ -498,7 +581,25 @@ def table(fields: list[str]) -> st.SearchStrategy[dict[str, Any]]:
 SHAPED = {
     "models": st.fixed_dictionaries({"models": st.dictionaries(NAMES, table(MODEL_FIELDS), max_size=2)}),
     "chips": st.fixed_dictionaries({"chips": st.dictionaries(NAMES, table(CHIP_FIELDS), max_size=2)}),
-    "policy": st.dictionaries(st.one_of(st.sampled_from(POLICY_SECTIONS), keys), st.one_of(table(["tolerance_points", "min_ratio", "rtol", "warmup_runs", "min_seconds", "max_seconds", "agreement_min_top1", "min_cosine"]), values), max_size=4),
+    "policy": st.dictionaries(
+        st.one_of(st.sampled_from(POLICY_SECTIONS), keys),
+        st.one_of(
+            table(
+                [
+                    "tolerance_points",
+                    "min_ratio",
+                    "rtol",
+                    "warmup_runs",
+                    "min_seconds",
+                    "max_seconds",
+                    "agreement_min_top1",
+                    "min_cosine",
+                ]
+            ),
+            values,
+        ),
+        max_size=4,
+    ),
 }
 
 
@@ -523,8 +624,12 @@ def test_registry_loaders_answer_shaped_toml_with_a_result_or_a_spec_error(kind:
 CLASSES = 3
 PRED_STEMS = mostly(st.integers(1, 30).map(lambda i: f"ILSVRC2012_val_{i:08d}".encode()),
                     st.one_of(st.sampled_from([b"a", b"a_0", b"x_y", b".hidden"]), HOSTILE_STEMS), 4)
-PRED_K = mostly(st.sampled_from([b"_0", b"_1"]), st.sampled_from([b"_00", "_\u0660".encode(), b"_12", b"", b"_-1", b"_0x"]), 5)
-PRED_EXT = mostly(st.sampled_from([b".txt", b".npy", b".bin"]), st.sampled_from([b".TXT", b".json", b".log", b"", b".npz"]), 5)
+PRED_K = mostly(
+    st.sampled_from([b"_0", b"_1"]), st.sampled_from([b"_00", "_\u0660".encode(), b"_12", b"", b"_-1", b"_0x"]), 5
+)
+PRED_EXT = mostly(
+    st.sampled_from([b".txt", b".npy", b".bin"]), st.sampled_from([b".TXT", b".json", b".log", b"", b".npz"]), 5
+)
 PRED_FILES = mostly(
     st.builds(lambda s, k, e: s + k + e, PRED_STEMS, PRED_K, PRED_EXT),
     st.sampled_from([b"x_summary.json", b"sumary.json", b"result.json", b"run.log"]), 6,
@@ -548,10 +653,13 @@ def prediction_bytes(name: bytes) -> bytes:
 
 
 @budget(120)
-@given(layout=st.lists(st.tuples(mostly(st.just([]), st.lists(SUBFOLDERS, max_size=2), 3), st.lists(PRED_FILES, max_size=4, unique=True)),
+@given(layout=st.lists(st.tuples(mostly(st.just([]), st.lists(SUBFOLDERS, max_size=2), 3),
+                                 st.lists(PRED_FILES, max_size=4, unique=True)),
                        min_size=1, max_size=3),
        loop=mostly(st.just(False), st.just(True), 8))
-def test_an_ais_bench_folder_of_any_file_names_reads_or_is_refused(layout: list[tuple[list[bytes], list[bytes]]], loop: bool) -> None:
+def test_an_ais_bench_folder_of_any_file_names_reads_or_is_refused(
+    layout: list[tuple[list[bytes], list[bytes]]], loop: bool
+) -> None:
     """Any file names (not UTF-8, Unicode digits as the output index, wrong suffixes, device
     and timestamp folders at any depth, a symlink loop): the stems' logits or a usage error."""
     with tempfile.TemporaryDirectory() as tmp:

@@ -17,18 +17,17 @@ from harness.judge.gates import (
     Gate,
     agreement_gate,
     agreement_verdict_gate,
-    best_batch,
     computed_check,
     failures,
     overall_verdict,
     paired_accuracy_gates,
     published_gate,
     published_gates,
-    ratio_gate,
     topk_correct,
     verdict_fields,
 )
 from harness.judge.metrics import Accuracy, Parity
+from harness.judge.ratios import best_batch, ratio_gate
 from harness.specs import (
     AccuracyRef,
     ChipSpec,
@@ -37,7 +36,7 @@ from harness.specs import (
     TimingPolicy,
     load_policy,
 )
-from harness.specs.policy import AccuracyTolerance, VerdictPolicy
+from harness.specs.policy import AccuracyTolerance
 
 POLICY = TimingPolicy(computed_rtol=1e-4)
 
@@ -130,7 +129,7 @@ def paired(a: int, b: int, c: int, d: int, policy: Policy | None = None,
 
 
 POLICY_14 = load_policy()  # absolute 1 point, 95%, Tango, inconclusive fails
-ALLOW = dataclasses.replace(POLICY_14, verdicts=VerdictPolicy(inconclusive="allow"))
+ALLOW = dataclasses.replace(POLICY_14, accuracy=dataclasses.replace(POLICY_14.accuracy, inconclusive="allow"))
 
 
 # n = 10,000 images, reference right on 7,800, c = 50 only the candidate right; b = only the reference.
@@ -150,7 +149,9 @@ def test_paired_gate_at_the_integer_boundaries_of_a_one_point_tolerance(b: int, 
     assert gate.values["discordant_ref_only"] == b and gate.values["discordant_compiled_only"] == 50
     assert gate.values["images"] == 10000
     assert f"top1 drop {(b - 50) / 100:.3f} points" in gate.detail
-    assert f"[{low:.3f}, {high:.3f}]" in gate.detail and "tolerance 1.000 points (absolute rule: 1 point)" in gate.detail
+    assert (
+        f"[{low:.3f}, {high:.3f}]" in gate.detail and "tolerance 1.000 points (absolute rule: 1 point)" in gate.detail
+    )
     assert gate.line().startswith(verdict.upper())
     if verdict == "inconclusive":
         assert gate.images_needed is not None and gate.images_needed > 10000
@@ -170,7 +171,12 @@ def test_paired_gate_bounds_exactly_on_the_tolerance_decide_nothing() -> None:
     probe = paired(*table)
     low, high = probe.values["paired_drop_top1_low95"], probe.values["paired_drop_top1_high95"]
     assert isinstance(low, float) and isinstance(high, float)
-    at = {"high": high, "above_high": math.nextafter(high, math.inf), "low": low, "below_low": math.nextafter(low, -math.inf)}
+    at = {
+        "high": high,
+        "above_high": math.nextafter(high, math.inf),
+        "low": low,
+        "below_low": math.nextafter(low, -math.inf),
+    }
     verdicts = {k: paired(*table, tolerance=AccuracyTolerance(points=v)).verdict for k, v in at.items()}
     assert verdicts == {"high": "inconclusive", "above_high": "pass", "low": "inconclusive", "below_low": "fail"}
 
@@ -288,7 +294,13 @@ def test_agreement_verdict_gate_bounds_on_the_minimum() -> None:
     assert isinstance(low, float) and isinstance(high, float)
 
     def at(minimum: float) -> str:
-        return agreement_verdict_gate(p, dataclasses.replace(POLICY_14, agreement_min_top1=minimum), "torch").verdict
+        return agreement_verdict_gate(
+            p,
+            dataclasses.replace(
+                POLICY_14, accuracy=dataclasses.replace(POLICY_14.accuracy, agreement_min_top1=minimum)
+            ),
+            "torch",
+        ).verdict
 
     assert at(low) == "pass" and at(math.nextafter(low, math.inf)) == "inconclusive"
     assert at(high) == "inconclusive" and at(math.nextafter(high, math.inf)) == "fail"
@@ -314,7 +326,7 @@ def test_gate_keeps_its_old_fields_and_derives_the_verdict() -> None:
 # images where the figure is a count, the threshold itself and its next float where it is not.
 
 from harness.errors import NotCertified  # noqa: E402  (kept with the tests that need it)
-from harness.judge.gates import accuracy_gates, certify, conversion_gates, tolerance_for  # noqa: E402
+from harness.judge.gates import certify, conversion_gates, tolerance_for  # noqa: E402
 from harness.judge.metrics import parity as logit_parity  # noqa: E402
 from harness.judge.metrics import wilson_interval  # noqa: E402
 from harness.judge.paired import (  # noqa: E402
@@ -331,19 +343,19 @@ TORCHVISION = AccuracyRef(top1=77.618, top5=93.698, source="torchvision")
 @pytest.mark.parametrize(("correct1", "passed"), [(38309, True), (38310, True), (38308, False)])
 def test_accuracy_gate_top1_at_its_integer_boundary(correct1: int, passed: bool) -> None:
     # 77.618 - 1 point = 76.618% = 38,309 of 50,000 right answers (issue 19's example); top-5 passes.
-    top1, top5 = accuracy_gates(measured_on(50000, correct1, 47500), TORCHVISION, POLICY_14)
-    assert (top1.name, top1.passed, top5.passed) == ("top1", passed, True)
+    top1, top5 = published_gates(measured_on(50000, correct1, 47500), TORCHVISION, FULL, tolerance_for(POLICY_14))
+    assert (top1.name, top1.passed, top5.passed) == ("published_top1", passed, True)
     assert top1.measured == 100.0 * correct1 / 50000 and top1.threshold == pytest.approx(76.618)
-    assert "allowed down to 76.618% (tolerance 1.0 points) on 50000 images" in top1.detail
+    assert "allowed down to 76.618% (absolute rule: 1 point)" in top1.detail
 
 
 @pytest.mark.parametrize(("correct5", "passed"), [(46349, True), (46350, True), (46348, False)])
 def test_accuracy_gate_top5_fails_on_its_own_at_its_integer_boundary(correct5: int, passed: bool) -> None:
     # 93.698 - 1 = 92.698% = 46,349 of 50,000; top-1 (80%) passes, so top-5 alone decides.
-    top1, top5 = accuracy_gates(measured_on(50000, 40000, correct5), TORCHVISION, POLICY_14)
-    assert (top5.name, top5.passed, top1.passed) == ("top5", passed, True)
+    top1, top5 = published_gates(measured_on(50000, 40000, correct5), TORCHVISION, FULL, tolerance_for(POLICY_14))
+    assert (top5.name, top5.passed, top1.passed) == ("published_top5", passed, True)
     assert top5.measured == 100.0 * correct5 / 50000 and top5.threshold == pytest.approx(92.698)
-    assert failures([top1, top5]).startswith("FAIL top5") is (not passed)
+    assert failures([top1, top5]).startswith("FAIL published_top5") is (not passed)
 
 
 def agreeing(n: int, agree: int) -> Parity:
@@ -403,7 +415,7 @@ def test_certify_is_silent_when_all_pass_and_lists_failures_first() -> None:
 
 
 def test_tolerance_for_takes_the_models_own_rule_else_the_policys_points() -> None:
-    policy = dataclasses.replace(POLICY_14, accuracy_tolerance_points=2.5)
+    policy = dataclasses.replace(POLICY_14, accuracy=dataclasses.replace(POLICY_14.accuracy, tolerance_points=2.5))
     model = load_models()["resnext50_32x4d"]
     plain = dataclasses.replace(model, accuracy_tolerance=None)
     own = dataclasses.replace(model, accuracy_tolerance=AccuracyTolerance(rule="relative", fraction=0.98))
@@ -430,7 +442,9 @@ def test_paired_gate_default_reference_method_and_decided_wording() -> None:
     assert passing.detail.endswith(": pass, the whole interval is below the tolerance")
     failing = paired(7800 - 179, 179, 50, 2150)
     assert failing.detail.endswith(": fail, the whole interval is above the tolerance")
-    newcombe = dataclasses.replace(POLICY_14, verdicts=VerdictPolicy(paired_method="newcombe"))
+    newcombe = dataclasses.replace(
+        POLICY_14, accuracy=dataclasses.replace(POLICY_14.accuracy, paired_method="newcombe")
+    )
     gate = paired(7800 - 150, 150, 50, 2150, newcombe)
     low, high = newcombe_interval(Discordance(7800 - 150, 150, 50, 2150))
     assert (gate.values["paired_drop_top1_low95"], gate.values["paired_drop_top1_high95"]) == (low, high)
@@ -507,7 +521,7 @@ def test_agreement_verdict_gate_records_and_wording(agree: int, verdict: str) ->
 
 def test_agreement_verdict_gate_uses_the_policys_confidence() -> None:
     p = Parity(count=5000, max_abs_diff=0.1, mean_abs_diff=0.01, min_cosine=0.99, top1_agreement=99.5)
-    policy = dataclasses.replace(POLICY_14, verdicts=VerdictPolicy(confidence=0.90))
+    policy = dataclasses.replace(POLICY_14, accuracy=dataclasses.replace(POLICY_14.accuracy, confidence=0.90))
     gate = agreement_verdict_gate(p, policy, "torch")
     v = agreement_verdict(4975, 5000, 99.0, 0.90)
     assert (gate.values["agreement_top1_low95"], gate.values["agreement_top1_high95"]) == (v.low, v.high)
@@ -517,7 +531,11 @@ def test_agreement_verdict_gate_uses_the_policys_confidence() -> None:
 def test_agreement_verdict_gate_that_no_number_of_images_decides() -> None:
     # 100% agreement against a 100% minimum: the lower bound never reaches 100.
     p = Parity(count=1000, max_abs_diff=0.0, mean_abs_diff=0.0, min_cosine=1.0, top1_agreement=100.0)
-    gate = agreement_verdict_gate(p, dataclasses.replace(POLICY_14, agreement_min_top1=100.0), "torch")
+    gate = agreement_verdict_gate(
+        p,
+        dataclasses.replace(POLICY_14, accuracy=dataclasses.replace(POLICY_14.accuracy, agreement_min_top1=100.0)),
+        "torch",
+    )
     assert gate.verdict == "inconclusive" and gate.images_needed is None and not gate.passed
     assert ("inconclusive, the interval straddles the threshold: no feasible number of images would decide: "
             "the observed figure sits on the threshold; inconclusive fails by default") in gate.detail
@@ -581,5 +599,5 @@ def test_a_count_exactly_at_the_floor_passes_despite_floating_point() -> None:
     published = AccuracyRef(top1=64.004, top5=None, source="test")
     for right, passed in ((31502, True), (31501, False)):
         measured = Accuracy(count=50000, top1=100.0 * right / 50000, top5=100.0, correct1=right, correct5=50000)
-        (gate,) = accuracy_gates(measured, published, policy)
+        (gate,) = published_gates(measured, published, FULL, tolerance_for(policy))
         assert gate.passed is passed, (right, gate.detail)

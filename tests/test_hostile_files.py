@@ -493,27 +493,56 @@ def index_bomb(path: Path) -> Path:
 REFERENCE_BOMBS = {
     # the finding: a 2 GiB member in a 2 MB file, here declared in a file of a few KB
     "declared 2 GiB": (bomb_member(1 << 20, declare=(2 << 30) - 1), r"declares 2147483647 bytes, expected 0\.\.10172"),
-    "streamed past its declared size": (bomb_member(64 << 20, declare=IMAGES * CLASSES * 4 + 128),
-                                        "unreadable member .*Bad CRC-32"),
+    "streamed past its declared size": (
+        bomb_member(64 << 20, declare=IMAGES * CLASSES * 4 + 128),
+        "unreadable member .*Bad CRC-32",
+    ),
     "zeros at 1000x": (bomb_member(8192 * 1000 * 4 + 128, shape=(8192, 1000)), r"ratio \d{4}, more than 20.*zip bomb"),
     "a shape of 4 GB": (bomb_member(1 << 10, shape=(10**6, 1000)), "4000000000 bytes, more than one entry may hold"),
     "a deflated 64 MiB index": (index_bomb, r"reference.json: declares 67108864 bytes, expected 0\.\.16777216"),
-    "2000 members": (lambda path: reference_zip(path, write=lambda zf: [zf.writestr(f"{i}.npy", b"") for i in range(2000)]),
-                     "2002 members, more than the 1025 allowed"),
-    "a deep index": (lambda path: reference_zip(path, lambda index, members: members.update({"reference.json": DEEP.encode()})),
-                     "reference.json: JSON nested 100000 deep"),
-    "a 5000-digit integer in the index": (lambda path: reference_zip(
-        path, lambda index, members: members.update({"reference.json": json.dumps(index).replace(
-            '"version": 1', f'"version": {BIG_INT}').encode()})), "a number of 5000 characters"),
-    "a lying npy header": (lambda path: reference_zip(path, lambda index, members: (
-        members.update({entry_member(index): lying_npy(path.with_suffix(".npy")).read_bytes()}),
-        index["entries"][0].update(sha256=hashlib.sha256(members[entry_member(index)]).hexdigest()))),
-        r"shape \(1000000, 1000000\), expected \(4, 10\)"),
-    "complex logits": (lambda path: reference_zip(path, lambda index, members: (
-        members.update({entry_member(index): npy_bytes({"descr": "<c8", "fortran_order": False, "shape": (4, 10)},
-                                                       bytes(320))}),
-        index["entries"][0].update(sha256=hashlib.sha256(members[entry_member(index)]).hexdigest()))),
-        "dtype complex64"),
+    "2000 members": (
+        lambda path: reference_zip(path, write=lambda zf: [zf.writestr(f"{i}.npy", b"") for i in range(2000)]),
+        "2002 members, more than the 1025 allowed",
+    ),
+    "a deep index": (
+        lambda path: reference_zip(path, lambda index, members: members.update({"reference.json": DEEP.encode()})),
+        "reference.json: JSON nested 100000 deep",
+    ),
+    "a 5000-digit integer in the index": (
+        lambda path: reference_zip(
+            path,
+            lambda index, members: members.update(
+                {"reference.json": json.dumps(index).replace('"version": 1', f'"version": {BIG_INT}').encode()}
+            ),
+        ),
+        "a number of 5000 characters",
+    ),
+    "a lying npy header": (
+        lambda path: reference_zip(
+            path,
+            lambda index, members: (
+                members.update({entry_member(index): lying_npy(path.with_suffix(".npy")).read_bytes()}),
+                index["entries"][0].update(sha256=hashlib.sha256(members[entry_member(index)]).hexdigest()),
+            ),
+        ),
+        r"shape \(1000000, 1000000\), expected \(4, 10\)",
+    ),
+    "complex logits": (
+        lambda path: reference_zip(
+            path,
+            lambda index, members: (
+                members.update(
+                    {
+                        entry_member(index): npy_bytes(
+                            {"descr": "<c8", "fortran_order": False, "shape": (4, 10)}, bytes(320)
+                        )
+                    }
+                ),
+                index["entries"][0].update(sha256=hashlib.sha256(members[entry_member(index)]).hexdigest()),
+            ),
+        ),
+        "dtype complex64",
+    ),
 }
 
 
@@ -551,7 +580,9 @@ def test_index_fields_of_the_wrong_type_are_named(tmp_path: Path, field: str, va
     (lambda index: index["entries"][0]["inputs"].update(num_classes="10"), "lack the images' shape"),
     (lambda index: index["entries"][0]["inputs"].update(images=[]), "lack the images' shape"),
 ])
-def test_inputs_of_the_wrong_type_are_named(tmp_path: Path, change: Callable[[dict[str, Any]], None], match: str) -> None:
+def test_inputs_of_the_wrong_type_are_named(
+    tmp_path: Path, change: Callable[[dict[str, Any]], None], match: str
+) -> None:
     def edit(index: dict[str, Any], _members: dict[str, bytes]) -> None:
         change(index)
         for item in index["entries"] if isinstance(index["entries"], list) else []:
@@ -594,9 +625,11 @@ def test_read_npy_of_any_bytes(data: bytes, shape: tuple[int, ...] | None) -> No
 json_like = st.one_of(
     st.text(alphabet='[]{}",:0123456789eE.-+ ntrufalsNIiy\\xu', max_size=200),
     st.text(max_size=100),
-    st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=10)),
-                 lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=5), inner, max_size=4)),
-                 max_leaves=30).map(json.dumps),
+    st.recursive(
+        st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=10)),
+        lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=5), inner, max_size=4)),
+        max_leaves=30,
+    ).map(json.dumps),
     st.integers(1, 200).map(lambda n: "[" * n + "]" * n),
 )
 
@@ -671,7 +704,8 @@ def test_read_result_json_of_any_file(tmp_path_factory: pytest.TempPathFactory, 
 
 @PROPERTY
 @given(content=st.one_of(st.binary(max_size=300), npy_like,
-                         st.lists(st.floats(allow_nan=True), max_size=12).map(lambda v: " ".join(map(str, v)).encode())),
+                         st.lists(st.floats(allow_nan=True), max_size=12)
+                         .map(lambda v: " ".join(map(str, v)).encode())),
        suffix=st.sampled_from([".txt", ".npy", ".bin"]))
 def test_load_values_of_any_file(tmp_path_factory: pytest.TempPathFactory, content: bytes, suffix: str) -> None:
     path = tmp_path_factory.mktemp("pred") / f"img_0{suffix}"

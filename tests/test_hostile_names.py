@@ -156,7 +156,8 @@ def test_printable_leaves_ordinary_text_alone(text: str) -> None:
 
 @pytest.mark.parametrize(("text", "shown"), [
     ("\x1b[2J", "\\x1b[2J"), ("\x1b]0;title\x07", "\\x1b]0;title\\x07"), ("a\nb", "a\\nb"), ("a\rb\tc", "a\\rb\\tc"),
-    ("\u2028\u2029\x85", "\\u2028\\u2029\\x85"), ("bad\udcffname", "bad\\udcffname"), ("\u202eexe.txt", "\\u202eexe.txt"),
+    ("\u2028\u2029\x85", "\\u2028\\u2029\\x85"), ("bad\udcffname", "bad\\udcffname"),
+    ("\u202eexe.txt", "\\u202eexe.txt"),
     ("C:\\Users\\me", "C:\\Users\\me"), ("模型 ünïcode", "模型 ünïcode"),
 ])
 def test_printable_shows_what_it_escapes(text: str, shown: str) -> None:
@@ -173,10 +174,11 @@ def test_inside_refuses_what_steps_out(tmp_path: Path) -> None:
 
 
 def test_localize_dir_is_one_safe_folder_per_test(pytester: pytest.Pytester) -> None:
-    from harness.pytest.plugin import localize_dir, selection
+    from harness.pytest.plugin import localize_dir
+    from harness.pytest.state import session_state
 
     config = pytester.parseconfigure()
-    base = selection(config)["localize_dir"]
+    base = session_state(config).localize_dir
     assert localize_dir(config, "test_accuracy[efficientnet_lite0-cpu-bs8]") == \
         base / "test_accuracy-efficientnet_lite0-cpu-bs8"  # docs/localize.md's name
     assert localize_dir(config, "test_accuracy[tv:resnet50-cpu-bs8]") == base / "test_accuracy-tv%3Aresnet50-cpu-bs8"
@@ -437,7 +439,9 @@ def test_the_reference_command_prints_a_files_names_escaped(tmp_path: Path) -> N
     assert_no_control_characters(imported.stdout)
     assert "imported: evil\\x1b[2J\\x1b]0;title\\x07\\nmodel\\udcff (2 images" in imported.stdout
     assert "torch 2.0\\x1b[2J on host\\u2028\\x85" in imported.stdout
-    exported = harness_cli("reference", "export", "--all", "--out", str(tmp_path / "out.zip"), "--cache-dir", str(cache))
+    exported = harness_cli(
+        "reference", "export", "--all", "--out", str(tmp_path / "out.zip"), "--cache-dir", str(cache)
+    )
     assert exported.returncode == 0, exported.stderr
     assert_no_control_characters(exported.stdout)
     assert "exported evil\\x1b[2J\\x1b]0;title\\x07\\nmodel\\udcff (2 images" in exported.stdout
@@ -455,12 +459,17 @@ def test_the_reference_command_prints_a_files_names_escaped(tmp_path: Path) -> N
 
 def test_localisation_files_hold_hostile_node_names(tmp_path: Path) -> None:
     from harness.localize.compare import Metrics
-    from harness.localize.pipeline import LayerRow, LocalizationSummary
+    from harness.localize.summary import LayerRow, LocalizationSummary
     from harness.localize.write import write
 
     node = "conv\n1,\"x\"\x1b[2J\udcff\u2028"
-    metrics = Metrics(cosine=0.5, max_abs_diff=1.0, max_relative_diff=2.0, rmse=0.1, mean_relative_error=0.2, elements=4)
-    rows = (LayerRow(0, node, "Conv", "out|1", (1, 2), metrics, ("cosine",)), LayerRow(1, "ok", "Relu", "o", None, None))
+    metrics = Metrics(
+        cosine=0.5, max_abs_diff=1.0, max_relative_diff=2.0, rmse=0.1, mean_relative_error=0.2, elements=4
+    )
+    rows = (
+        LayerRow(0, node, "Conv", "out|1", (1, 2), metrics, ("cosine",)),
+        LayerRow(1, "ok", "Relu", "o", None, None),
+    )
     summary = LocalizationSummary(
         reference="r", candidate="c", method="expose", method_reason="", first_divergent_node=node,
         first_divergent_op="Conv", first_divergent_output="out|1", first_divergent_index=0, first_divergent_cosine=0.5,

@@ -104,13 +104,26 @@ def test_a_record_glued_onto_a_cut_line_by_an_older_harness_is_read_back(tmp_pat
 def test_an_unreadable_line_never_takes_the_next_one_with_it(tmp_path: Path) -> None:
     lines = SAMPLE.read_bytes().splitlines()
     path = tmp_path / "night.jsonl"
-    path.write_bytes(b"\n".join([lines[0], b"\x00\xff\xfe garbage \r still garbage", lines[1], lines[2][:50] + b"\xe2\x82",
-                                 lines[2], b"{" * 5000, lines[3]]) + b"\n")
+    path.write_bytes(
+        b"\n".join(
+            [
+                lines[0],
+                b"\x00\xff\xfe garbage \r still garbage",
+                lines[1],
+                lines[2][:50] + b"\xe2\x82",
+                lines[2],
+                b"{" * 5000,
+                lines[3],
+            ]
+        )
+        + b"\n"
+    )
     loaded = load_results(path)
     assert len(_all_records(loaded)) == 4 and loaded.malformed_lines == 3
     assert loaded.warnings[:3] == [
         f"{path}:2: not UTF-8 text (invalid start byte at byte 1)",
-        f"{path}:4: not UTF-8 text, a cut line (it ends inside a character: the rest was never written by a killed run?)",
+        f"{path}:4: not UTF-8 text, a cut line (it ends inside a character: the rest was never written by a "
+        "killed run?)",
         f"{path}:6: JSON nested 5000 deep, more than the 64 levels any file of this suite has; refused before parsing",
     ]
 
@@ -198,7 +211,9 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("a real full disk needs root to mount a small tmpfs; the /dev/full and injected-ENOSPC tests "
                     "cover the same code")
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(target)], capture_output=True, text=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(target)], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here ({proc.stderr.strip()}): needs CAP_SYS_ADMIN")
     yield target
@@ -370,8 +385,10 @@ def test_a_read_only_cache_serves_what_it_holds_and_refuses_a_build_with_the_fix
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["warm"] == "built"  # a finished entry needs no write
-    assert out["cold"].startswith(f"CacheError: cache directory {root / 'thing'} is not writable (it is on a read-only "
-                                  "file system: [Errno 30] could not create its lock file for entry thing/"), out["cold"]
+    assert out["cold"].startswith(
+        f"CacheError: cache directory {root / 'thing'} is not writable (it is on a read-only "
+        "file system: [Errno 30] could not create its lock file for entry thing/"
+    ), out["cold"]
     assert out["cold"].endswith("pass --cache-dir DIR (or set $MZC_CACHE_DIR) to a writable place: a read-only cache "
                                 "can only serve entries that are already in it")
 
@@ -413,7 +430,9 @@ def test_a_cache_dir_without_write_permission_is_a_cache_error(tmp_path: Path) -
     try:
         os.chmod(shared, 0o755)
         root = shared / "cache"
-        ArtifactCache(root).get_or_build("thing", {"name": "warm"}, lambda tmp: (tmp / "f").write_text("built") and None)
+        ArtifactCache(root).get_or_build(
+            "thing", {"name": "warm"}, lambda tmp: (tmp / "f").write_text("built") and None
+        )
         for path in (root, root / "thing"):
             os.chmod(path, 0o555)
         proc = subprocess.run([*prefix, sys.executable, "-c", CACHE_CHILD, str(root)], capture_output=True, text=True,
@@ -601,7 +620,7 @@ def _expected(data: bytes, path: Path) -> list[str]:
             if not value.get("run_id") and value.get("kind") in KINDS:
                 value["run_id"] = f"(no run_id) {path}"
             found.append(json.dumps(record_from_json(value).to_json(), sort_keys=True))
-        except Exception:  # noqa: BLE001 - not a record: the reader may skip it
+        except Exception:  # not a record: the reader may skip it
             continue
     return found
 

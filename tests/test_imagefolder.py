@@ -146,7 +146,7 @@ def test_labels_are_the_wnid_positions_and_files_are_found_in_their_folders(smal
     assert listing.names == ("ILSVRC2012_val_00000001.JPEG", "ILSVRC2012_val_00000002.JPEG",
                              "ILSVRC2012_val_00000003.JPEG")
     assert listing.labels == (0, 2, 0) and listing.folders == (TENCH, SHARK, TENCH)
-    assert listing.image_paths() == [small / "val" / f / n for f, n in zip(listing.folders, listing.names)]
+    assert listing.image_paths() == [small / "val" / f / n for f, n in zip(listing.folders, listing.names, strict=True)]
     assert all(p.is_file() for p in listing.image_paths())
     # DIR itself may be the val folder.
     inner = list_dataset(small / "val")
@@ -315,9 +315,9 @@ def test_both_layouts_of_the_same_images_and_labels_share_one_entry(small: Path,
     flat = tmp_path / "flat"
     flat.mkdir()
     listing = list_dataset(small)
-    for folder, name in zip(listing.folders, listing.names):
+    for folder, name in zip(listing.folders, listing.names, strict=True):
         os.symlink(small / "val" / folder / name, flat / name)
-    label_file(flat / "val_label.txt", dict(zip(listing.names, listing.labels)))
+    label_file(flat / "val_label.txt", dict(zip(listing.names, listing.labels, strict=True)))
     cache = ArtifactCache(tmp_path / "cache")
     a = prepare_dataset(listing, TINY, cache, workers=1)
     b = prepare_dataset(list_dataset(flat), TINY, cache, workers=1)
@@ -346,7 +346,9 @@ def test_real_val_imagefolder_lists_the_same_pairs_as_the_modelzoo_layout(
 ) -> None:
     modelzoo = list_dataset(val_1300)
     imagefolder = list_dataset(val_1300_imagefolder)
-    assert list(zip(imagefolder.names, imagefolder.labels)) == list(zip(modelzoo.names, modelzoo.labels))
+    assert list(zip(imagefolder.names, imagefolder.labels, strict=True)) == list(
+        zip(modelzoo.names, modelzoo.labels, strict=True)
+    )
     assert len(imagefolder) == 1300
     assert imagefolder.label_source.startswith("imagefolder: 725 of 1000 wnid folders (subset: 275 classes absent)")
     checked = list_dataset(val_1300_imagefolder, label_file=val_1300 / "val_label.txt")

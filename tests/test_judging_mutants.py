@@ -119,7 +119,11 @@ def test_agreement_count_is_recovered_exactly_from_the_percentage(agree: int, im
     got[agree:] = ranked(1, 0)  # the last images - agree rows disagree at top-1
     measured = parity(ref, got)
     assert measured.top1_agreement * images / 100.0 < agree  # the float is just below the count
-    gate = agreement_verdict_gate(measured, dataclasses.replace(POLICY, agreement_min_top1=minimum), "torch")
+    gate = agreement_verdict_gate(
+        measured,
+        dataclasses.replace(POLICY, accuracy=dataclasses.replace(POLICY.accuracy, agreement_min_top1=minimum)),
+        "torch",
+    )
     assert gate.verdict == "inconclusive"
     assert agreement_verdict(agree - 1, images, minimum).verdict == truncated_verdict  # what truncation would say
     assert gate.values["agreement_top1"] == 100.0 * agree / images
@@ -305,7 +309,7 @@ class _CannedWorkbench(Workbench):
                 weights: Any = None) -> Any:
         return _Compiled()
 
-    def run(self, session: Any, prepared: Any, batch_size: int, desc: str) -> np.ndarray:
+    def infer_dataset(self, session: Any, prepared: Any, batch_size: int, desc: str) -> np.ndarray:
         return self.candidate
 
     def reference(self, loaded: Any, prepared: Any) -> tuple[np.ndarray, dict[str, Any]]:

@@ -335,7 +335,8 @@ def test_tv_weights_are_found_in_the_weights_dir_or_downloaded(tmp_path: Path) -
     assert locate_weights(spec, tmp_path, allow_download=False) == tmp_path / spec.weights.filename
 
 
-@pytest.mark.parametrize("name", ["tv:squeezenet1_0", "timm:legacy_seresnext50_32x4d.in1k", "timm:resnest14d.gluon_in1k"])
+@pytest.mark.parametrize("name", ["tv:squeezenet1_0", "timm:legacy_seresnext50_32x4d.in1k",
+                                  "timm:resnest14d.gluon_in1k"])
 def test_random_weights_build_for_library_names(name: str) -> None:
     from harness.model.weights import random_model
 
@@ -348,7 +349,8 @@ def test_random_weights_build_for_library_names(name: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["tv:googlenet", "tv:inception_v3", "tv:vit_b_16.IMAGENET1K_SWAG_E2E_V1", "tv:maxvit_t"])
+@pytest.mark.parametrize("name", ["tv:googlenet", "tv:inception_v3", "tv:vit_b_16.IMAGENET1K_SWAG_E2E_V1",
+                                  "tv:maxvit_t"])
 def test_tv_arch_keywords_build_the_module_the_builder_loads_its_weights_into(
         name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """torchvision's builder given these weights builds the same module as weights=None plus the
@@ -392,5 +394,7 @@ def test_a_small_tv_model_exports_at_opset_11_and_matches_torch(tmp_path: Path) 
     target = CompileTarget(chip="cpu", batch_size=8, input_shape=spec.input_shape, input_name=spec.input_name)
     with OnnxRuntimeBackend().open(path, target, num_classes=spec.num_classes) as session:
         onnx_logits = bench.infer_dataset(session, prepared, 8, "onnx")
-    torch_logits = bench.infer_dataset(TorchSession(loaded.module, 8, spec.input_shape, spec.num_classes), prepared, 8, "torch")
+    torch_logits = bench.infer_dataset(
+        TorchSession(loaded.module, 8, spec.input_shape, spec.num_classes), prepared, 8, "torch"
+    )
     assert not failures(conversion_gates(parity(torch_logits, onnx_logits), policy))

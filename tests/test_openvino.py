@@ -216,8 +216,9 @@ def test_throughput_hint_is_accepted_and_recorded(onnx_path: Path, tmp_path: Pat
     assert backend.describe()["sessions"]["f32"]["performance_hint"] == "THROUGHPUT"
 
 
-def test_offline_compiles_for_throughput_and_keeps_several_requests_in_flight(onnx_path: Path, tmp_path: Path,
-                                                                             weight: np.ndarray, batch: np.ndarray) -> None:
+def test_offline_compiles_for_throughput_and_keeps_several_requests_in_flight(
+    onnx_path: Path, tmp_path: Path, weight: np.ndarray, batch: np.ndarray
+) -> None:
     """The scenario picks the hint (LATENCY / THROUGHPUT, as benchmark_app -hint does) unless the chip's
     options fix one; the offline session's asynchronous results equal the synchronous ones."""
     from harness.run.timing import measure
@@ -238,14 +239,18 @@ def test_offline_compiles_for_throughput_and_keeps_several_requests_in_flight(on
     with backend.open(artifact, t, num_classes=CLASSES) as session:
         assert session.info["performance_hint"] == "LATENCY" and session.requests >= 1
     described = backend.describe()["sessions"]
-    assert described["f32"]["performance_hint"] == "LATENCY" and described["f32 offline"]["performance_hint"] == "THROUGHPUT"
+    assert (
+        described["f32"]["performance_hint"] == "LATENCY"
+        and described["f32 offline"]["performance_hint"] == "THROUGHPUT"
+    )
     fixed = OpenVinoBackend(performance_hint="LATENCY")
     with fixed.open(artifact, t, num_classes=CLASSES, scenario="offline") as session:
         assert session.info["performance_hint"] == "LATENCY"  # the chip's option wins, and is recorded
 
 
-def test_offline_inputs_are_wrapped_once_per_batch_and_read_only_batches_run(onnx_path: Path, tmp_path: Path,
-                                                                          weight: np.ndarray, batch: np.ndarray) -> None:
+def test_offline_inputs_are_wrapped_once_per_batch_and_read_only_batches_run(
+    onnx_path: Path, tmp_path: Path, weight: np.ndarray, batch: np.ndarray
+) -> None:
     backend = OpenVinoBackend(threads=1)
     t = target()
     artifact = compiled(backend, onnx_path, tmp_path, t)

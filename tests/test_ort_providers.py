@@ -32,7 +32,8 @@ from harness.backends.onnxruntime import (
     provider_list,
 )
 from harness.backends.options import BackendOptionError
-from harness.run.timing import DEVICE_COMPUTE, measure
+from harness.clocks import DEVICE_COMPUTE
+from harness.run.timing import measure
 from harness.specs import CompileTarget, TimingPolicy, load_chips
 
 T4_PROVIDERS = "TensorrtExecutionProvider,CUDAExecutionProvider"
@@ -68,14 +69,17 @@ def test_providers_parse_as_chips_toml_gives_them() -> None:
     assert parse_providers(" CUDAExecutionProvider , CPUExecutionProvider ") == (CUDA, CPU)
     assert parse_providers([CUDA]) == (CUDA,)
     assert parse_providers(None) == parse_providers("") == (CPU,)
-    with pytest.raises(BackendOptionError, match=r"unknown provider\(s\) CudaProvider; expected .*CUDAExecutionProvider"):
+    with pytest.raises(
+        BackendOptionError, match=r"unknown provider\(s\) CudaProvider; expected .*CUDAExecutionProvider"
+    ):
         parse_providers("CudaProvider")
     with pytest.raises(BackendOptionError, match="names a provider twice"):
         parse_providers("CUDAExecutionProvider,CUDAExecutionProvider")
 
 
 def test_provider_options_parse_from_one_string() -> None:
-    text = f"{TENSORRT}:trt_max_workspace_size=2147483648, trt_builder_optimization_level=3;{CUDA}:cudnn_conv_algo_search=HEURISTIC"
+    text = (f"{TENSORRT}:trt_max_workspace_size=2147483648, trt_builder_optimization_level=3;"
+            f"{CUDA}:cudnn_conv_algo_search=HEURISTIC")
     assert parse_provider_options(text) == {
         TENSORRT: {"trt_max_workspace_size": "2147483648", "trt_builder_optimization_level": "3"},
         CUDA: {"cudnn_conv_algo_search": "HEURISTIC"},
@@ -255,7 +259,8 @@ def test_compile_and_open_refuse_an_unavailable_gpu_with_the_reason(tmp_path: Pa
             pass
 
 
-@pytest.mark.parametrize("providers, precision", [(T4_PROVIDERS, "fp16"), (CUDA, "fp32")], ids=["tensorrt-fp16", "cuda-fp32"])
+@pytest.mark.parametrize("providers, precision", [(T4_PROVIDERS, "fp16"), (CUDA, "fp32")],
+                         ids=["tensorrt-fp16", "cuda-fp32"])
 def test_gpu_session_runs_on_the_device(tmp_path: Path, weight: np.ndarray, providers: str, precision: str) -> None:
     backend = OnnxRuntimeBackend(providers=providers)
     reason = backend.unavailable_reason()
@@ -389,7 +394,10 @@ def test_a_silent_fallback_to_the_cpu_is_refused(simulated_gpu: type[SimulatedGp
                                                  weight: np.ndarray) -> None:
     simulated_gpu.loaded = [CPU]
     backend = OnnxRuntimeBackend(providers=T4_PROVIDERS)
-    with pytest.raises(BackendUnavailable, match=r"without TensorrtExecutionProvider, CUDAExecutionProvider \(it runs on CPUExecutionProvider\)"):
+    with pytest.raises(
+        BackendUnavailable,
+        match=r"without TensorrtExecutionProvider, CUDAExecutionProvider \(it runs on CPUExecutionProvider\)",
+    ):
         with backend.open(tiny_onnx(tmp_path / "m.onnx", weight), target("fp16"), num_classes=CLASSES):
             pass
 
@@ -398,4 +406,6 @@ def test_without_onnxruntime_the_backend_still_builds_and_says_what_to_install(m
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     backend = OnnxRuntimeBackend(providers=T4_PROVIDERS)
     reason = backend.unavailable_reason()
-    assert reason is not None and "ONNX Runtime is not installed" in reason and "pip install 'onnxruntime>=1.16'" in reason
+    assert (
+        reason is not None and "ONNX Runtime is not installed" in reason and "pip install 'onnxruntime>=1.16'" in reason
+    )

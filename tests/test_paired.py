@@ -15,24 +15,27 @@ import numpy as np
 import pytest
 
 from harness.errors import HarnessError, UsageError
+from harness.judge.gates import paired_accuracy_gates, verdict_fields
 from harness.judge.paired import (
     DEFAULT_METHOD,
     Discordance,
     PairedStatsError,
     agreement_verdict,
+    as_method,
     discordance,
     drop_interval,
     newcombe_interval,
     paired_verdict,
-    relative_tolerance_points,
     tango_interval,
     z_value,
 )
+from harness.specs import load_policy
+from harness.specs.policy import AccuracyTolerance
 
 
 def _matches(got_points: tuple[float, float], published: tuple[float, float], digits: int) -> bool:
     half_unit = 0.5 * 10.0 ** -digits + 1e-12
-    return all(abs(g / 100.0 - p) <= half_unit for g, p in zip(got_points, published))
+    return all(abs(g / 100.0 - p) <= half_unit for g, p in zip(got_points, published, strict=True))
 
 
 # Newcombe (1998) method 10. Sources of the published limits:
@@ -93,6 +96,12 @@ def test_default_method_is_tango_and_methods_are_selectable():
     assert drop_interval(t, method="newcombe") == newcombe_interval(t)
     with pytest.raises(PairedStatsError, match="unknown interval method"):
         drop_interval(t, method="wald")
+
+
+def test_the_policy_names_a_method_by_its_string():
+    assert as_method("tango") == "tango" and as_method("newcombe") == "newcombe"
+    with pytest.raises(PairedStatsError, match="unknown interval method 'wald'"):
+        as_method("wald")
 
 
 def test_z_value_and_bad_confidence():
@@ -252,27 +261,43 @@ def test_images_needed_is_none_when_the_drop_sits_on_the_tolerance():
     assert v.verdict == "inconclusive" and v.drop == pytest.approx(1.0) and v.images_needed is None
 
 
+def relative(fraction: float = 0.99) -> AccuracyTolerance:
+    """MLPerf's relative rule, as the policy and the paired gate have it (AccuracyTolerance.points_for)."""
+    return AccuracyTolerance(rule="relative", fraction=fraction)
+
+
 def test_relative_rule_as_points():
-    assert relative_tolerance_points(75.0) == pytest.approx(0.75)
-    assert relative_tolerance_points(80.0, 0.995) == pytest.approx(0.4)
+    assert relative().points_for(75.0) == pytest.approx(0.75)
+    assert relative(0.995).points_for(80.0) == pytest.approx(0.4)
     t = Discordance(3700, 60, 40, 1200)  # reference 75.2%, drop 0.4 points
-    v = paired_verdict(t, relative_tolerance_points(t.reference_accuracy))
+    v = paired_verdict(t, relative().points_for(t.reference_accuracy))
     assert v.tolerance_points == pytest.approx(0.752) and v.verdict == "inconclusive"
-    for bad in [(75.0, 0.0), (75.0, 1.2), (120.0, 0.99)]:
-        with pytest.raises(PairedStatsError):
-            relative_tolerance_points(*bad)
 
 
-def test_record_uses_the_issue_names():
-    v = paired_verdict(Discordance(90, 3, 1, 6), 1.0)
-    record = v.as_record()
-    assert record["verdict"] == "inconclusive" and record["images"] == 100
+def _correct(t: Discordance) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image correctness of the reference and the candidate with the table ``t``."""
+    ref = [True] * (t.both_right + t.reference_only) + [False] * (t.candidate_only + t.both_wrong)
+    got = [True] * t.both_right + [False] * t.reference_only + [True] * t.candidate_only + [False] * t.both_wrong
+    return np.array(ref), np.array(got)
+
+
+def test_the_paired_gate_records_its_figures_under_the_record_names():
+    """What a record gets of the paired gate (harness.judge.gates: paired_accuracy_gates, verdict_fields)."""
+    policy, one_point = load_policy(), AccuracyTolerance(rule="absolute", points=1.0)
+    table = Discordance(90, 3, 1, 6)
+    v = paired_verdict(table, 1.0, policy.accuracy.confidence, policy.accuracy.paired_method)
+    ref, got = _correct(table)
+    record = verdict_fields(paired_accuracy_gates({"top1": ref}, {"top1": got}, policy, one_point))
+    assert record["verdict"] == v.verdict == "inconclusive" and record["images"] == 100
     assert record["paired_drop_top1"] == pytest.approx(2.0)
     assert record["paired_drop_top1_low95"] == v.low and record["paired_drop_top1_high95"] == v.high
     assert (record["discordant_ref_only"], record["discordant_compiled_only"]) == (3, 1)
-    assert record["images_needed"] == v.images_needed
-    assert "images_needed" not in paired_verdict(Discordance(4500, 60, 55, 385), 1.0).as_record("top5")
-    assert "paired_drop_top5" in paired_verdict(Discordance(4500, 60, 55, 385), 1.0).as_record("top5")
+    assert record["images_needed_top1"] == record["images_needed"] == v.images_needed
+    ref, got = _correct(Discordance(4500, 60, 55, 385))
+    top5 = verdict_fields(paired_accuracy_gates({"top5": ref}, {"top5": got}, policy, one_point))
+    assert top5["verdict"] == "pass" and "images_needed_top5" not in top5 and "images_needed" not in top5
+    assert "paired_drop_top5" in top5
+    assert (top5["discordant_ref_only_top5"], top5["discordant_compiled_only_top5"]) == (60, 55)
     with pytest.raises(PairedStatsError):
         paired_verdict(Discordance(90, 3, 1, 6), math.nan)
 
@@ -334,18 +359,13 @@ def test_error_messages_say_what_is_wrong():
         paired_verdict(Discordance(90, 3, 1, 6), math.inf)
     with pytest.raises(PairedStatsError, match=r"^agreement needs 0 <= agree_count <= n and n > 0, got 11 of 10$"):
         agreement_verdict(11, 10, 99.0)
-    with pytest.raises(PairedStatsError, match=r"^relative rule needs 0 < fraction <= 1 and an accuracy in \[0, 100\], "
-                                               r"got fraction 1.2, accuracy 75.0$"):
-        relative_tolerance_points(75.0, 1.2)
 
 
 def test_relative_rule_at_the_edges_of_its_domain():
-    assert relative_tolerance_points(75.0, 1.0) == 0.0  # fraction 1: no drop allowed, still valid
-    assert relative_tolerance_points(0.0) == 0.0 and relative_tolerance_points(0.5) == pytest.approx(0.005)
-    assert relative_tolerance_points(100.0) == pytest.approx(1.0)
-    for bad in [(100.5, 0.99), (-0.5, 0.99)]:
-        with pytest.raises(PairedStatsError):
-            relative_tolerance_points(*bad)
+    """The policy loader keeps the fraction in (0, 1] (tests/test_specs.py); the accuracy is a percentage."""
+    assert relative(1.0).points_for(75.0) == 0.0  # fraction 1: no drop allowed, still valid
+    assert relative().points_for(0.0) == 0.0 and relative().points_for(0.5) == pytest.approx(0.005)
+    assert relative().points_for(100.0) == pytest.approx(1.0)
 
 
 def test_all_concordant_tango_on_one_and_two_images():

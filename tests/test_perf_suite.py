@@ -84,7 +84,9 @@ def test_cpu_sweep_measures_records_and_saves_a_baseline(tmp_path: Path) -> None
     assert case["backend"] == "onnxruntime" and case["weights"] == "pretrained"
     saved = load_baselines("cpu", baselines)
     assert sorted(f.batch_size for f in saved) == [1, 4]
-    assert [f.images_per_s for f in sorted(saved, key=lambda f: f.batch_size)] == pytest.approx([rates[1], rates[4]], abs=5.1e-5)  # the record rounds to 4 decimals
+    assert [f.images_per_s for f in sorted(saved, key=lambda f: f.batch_size)] == pytest.approx(
+        [rates[1], rates[4]], abs=5.1e-5
+    )  # the record rounds to 4 decimals
 
 
 @pytest.mark.slow
@@ -130,7 +132,9 @@ def test_openvino_beside_benchmark_app_in_one_run(tmp_path: Path) -> None:
     case = cases["test_throughput[efficientnet_lite0-cpu]"]
     assert case["scenario"] == "single-stream" and case["vendor_tool"] == "benchmark_app"
     assert "-hint latency -api sync" in case["vendor_command"] and "model.xml" in case["vendor_command"]
-    assert float(case["vendor_images_per_s"]) > 0 and float(case["suite_images_per_s"]) == float(case["images_per_s_bs1"])
+    assert float(case["vendor_images_per_s"]) > 0 and float(case["suite_images_per_s"]) == float(
+        case["images_per_s_bs1"]
+    )
     ratio = float(case["suite_images_per_s"]) / float(case["vendor_images_per_s"])
     assert float(case["suite_vs_vendor"]) == pytest.approx(ratio, abs=1e-4)  # a record, not a timed assertion
 

@@ -89,7 +89,9 @@ def test_rules_for_missing_extra_other_outputs_and_timestamp_folder(tmp_path: Pa
     _write(ts, {k: v for i, (k, v) in enumerate(logits.items()) if i != 3})
     (ts / "ILSVRC2012_val_99999999_0.txt").write_text(" ".join(["0"] * CLASSES))  # an image with no label
     (ts / f"{next(iter(logits))}_1.txt").write_text("1 2 3")  # a second model output: ignored, counted
-    with pytest.raises(PredictionsError, match=r"1 labelled image\(s\) have no prediction.*1 prediction\(s\) have no label"):
+    with pytest.raises(
+        PredictionsError, match=r"1 labelled image\(s\) have no prediction.*1 prediction\(s\) have no label"
+    ):
         score_folder(tmp_path / "out", labels, CLASSES)
     score = score_folder(tmp_path / "out", labels, CLASSES, on_mismatch="intersect")
     assert (score.accuracy.count, score.missing, score.extra, score.other_outputs_ignored) == (39, 1, 1, 1)
@@ -251,7 +253,10 @@ def test_suite_certifies_predictions_made_elsewhere(tmp_path: Path) -> None:
             "--imagenet images to compute the torch reference on").format(root / "efficientnet_lite0") in proc.stdout
     seed = cases["test_predictions_accuracy[resnext50_32x4d-Ascend310P3]"]
     assert seed["outcome"] == "skipped" and seed["source_format"] == "result.json" and float(seed["top1"]) == 77.62
-    assert seed["dataset_coverage"] == "unknown" and seed["gate_published_top1"] == "not applicable: result.json names no images"
+    assert (
+        seed["dataset_coverage"] == "unknown"
+        and seed["gate_published_top1"] == "not applicable: result.json names no images"
+    )
     assert seed["gate_paired_top1"].startswith("not checked: result.json states figures only")
     no_top5 = cases["test_predictions_accuracy[se_resnext50_32x4d-Ascend310P3]"]
     assert no_top5["gate_published_top5"] == "not checked: result.json states no Top5 accuracy"
@@ -259,7 +264,9 @@ def test_suite_certifies_predictions_made_elsewhere(tmp_path: Path) -> None:
     (tmp_path / "strict").mkdir()
     strict, cases = run_suite(tmp_path / "strict", *args, "--strict-certification")
     assert strict.returncode == 1 and {c["outcome"] for c in cases.values()} == {"failed"}, strict.stdout[-3000:]
-    assert "--strict-certification: not certified, the test could not run: efficientnet_lite0 predictions" in strict.stdout
+    assert (
+        "--strict-certification: not certified, the test could not run: efficientnet_lite0 predictions" in strict.stdout
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -295,7 +302,7 @@ class RealOutputs:
         return out
 
     def folder(self, path: Path, logits: np.ndarray, fmt: str) -> Path:
-        return _write(path, {Path(n).stem: row for n, row in zip(self.names, logits)}, fmt)
+        return _write(path, {Path(n).stem: row for n, row in zip(self.names, logits, strict=True)}, fmt)
 
 
 @pytest.fixture(scope="module")
@@ -312,7 +319,7 @@ def real_outputs(tmp_path_factory: pytest.TempPathFactory) -> RealOutputs:
     prepared = bench.dataset(spec, "imagenet")
     compiled = bench.compile(spec, load_chips()["cpu"], 8, "imagenet")
     with compiled.open() as session:
-        logits = bench.run(session, prepared, 8, f"{MODEL} on cpu")
+        logits = bench.infer_dataset(session, prepared, 8, f"{MODEL} on cpu")
     reference = bench.reference(compiled.loaded, prepared)[0]
     return RealOutputs(cache, tuple(prepared.listing.names), np.asarray(prepared.labels), logits, reference)
 
@@ -331,7 +338,7 @@ def test_real_npu_folder_with_three_dozen_wrong_answers_fails_the_paired_gate(
     """36 of the 1300 right answers made wrong: drop 36/1300 = 2.77 points, Tango 95% interval
     [2.01, 3.81], wholly above the 1-point tolerance: fail. ghostnet_100 beside it has no weights here."""
     real_outputs.folder(tmp_path / "preds" / MODEL, real_outputs.with_wrong_answers(36), "npy")
-    few = {n: row for i, (n, row) in enumerate(zip(real_outputs.names, real_outputs.logits)) if i < 50}
+    few = {n: row for i, (n, row) in enumerate(zip(real_outputs.names, real_outputs.logits, strict=True)) if i < 50}
     _write(tmp_path / "preds" / "ghostnet_100", {Path(n).stem: row for n, row in few.items()}, "txt")
     base = discordance(topk_correct(real_outputs.reference, real_outputs.labels)["top1"],
                        topk_correct(real_outputs.logits, real_outputs.labels)["top1"])
@@ -350,7 +357,9 @@ def test_real_npu_folder_with_three_dozen_wrong_answers_fails_the_paired_gate(
     assert "FAIL paired_top1: top1 drop 2.769 points vs the torch reference" in stdout
     ghost = cases["test_predictions_accuracy[ghostnet_100-Ascend310P3]"]
     assert ghost["outcome"] == "skipped" and ghost["images"] == "50" and ghost["skipped_missing"] == "1250"
-    assert ghost["gate_paired_top1"].startswith("not checked: weights not available: ghostnet_100: state_dict_73.98.pth")
+    assert ghost["gate_paired_top1"].startswith(
+        "not checked: weights not available: ghostnet_100: state_dict_73.98.pth"
+    )
     assert "paired gate not run: weights not available" in stdout
 
 
@@ -377,7 +386,7 @@ def test_real_outputs_paired_by_name_decide_by_the_counts(
                        topk_correct(real_outputs.logits, real_outputs.labels)["top1"])
     assert (base.reference_only, base.candidate_only) == (0, 0)  # ONNX Runtime's top-1 is torch's on every image
     folder = real_outputs.folder(tmp_path / "out", real_outputs.with_wrong_answers(wrong), "npy")
-    labels = dict(zip(real_outputs.names, real_outputs.labels.tolist()))
+    labels = dict(zip(real_outputs.names, real_outputs.labels.tolist(), strict=True))
     score = score_folder(folder, labels, CLASSES)
     pairing = pair_with_reference(score, real_outputs.names[::-1], real_outputs.reference[::-1])
     assert pairing is not None and pairing.unpaired == () and pairing.reference.count == 1300

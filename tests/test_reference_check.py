@@ -56,7 +56,9 @@ def test_on_a_subset_the_published_figure_must_lie_in_the_widened_interval() -> 
 
 
 def test_the_margin_comes_from_the_policy() -> None:
-    gates = reference_gates(acc(500, 300, 460), PUBLISHED, subset(500), TOLERANCE, ReferencePolicy(subset_margin_points=15.0))
+    gates = reference_gates(
+        acc(500, 300, 460), PUBLISHED, subset(500), TOLERANCE, ReferencePolicy(subset_margin_points=15.0)
+    )
     assert gates[0].verdict == "pass" and "widened by 15 points" in gates[0].detail
 
 

@@ -164,7 +164,11 @@ def test_a_wrong_shape_is_refused_even_with_its_own_checksum(origin: dict[str, A
         members[item["member"]] = buf.getvalue()
         item["sha256"] = __import__("hashlib").sha256(buf.getvalue()).hexdigest()
 
-    refused(rewrite(origin["file"], tmp_path / "short.zip", drop_an_image), tmp_path, r"shape \(7, 1000\).*expected \(8, 1000\)")
+    refused(
+        rewrite(origin["file"], tmp_path / "short.zip", drop_an_image),
+        tmp_path,
+        r"shape \(7, 1000\).*expected \(8, 1000\)",
+    )
 
 
 def test_altered_key_inputs_are_refused(origin: dict[str, Any], tmp_path: Path) -> None:
@@ -210,7 +214,9 @@ def test_a_file_of_another_format_is_refused(origin: dict[str, Any], tmp_path: P
 # -- the command ----------------------------------------------------------------------------
 
 
-def test_the_command_exports_and_imports(origin: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_command_exports_and_imports(
+    origin: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "cli.zip"
     source = str(origin["bench"].cache.root)
     assert harness_main(["reference", "export", "--model", "tiny", "--out", str(out), "--cache-dir", source]) == 0
@@ -227,7 +233,10 @@ def test_the_command_says_what_is_wrong_in_one_line(origin: dict[str, Any], tmp_
     assert harness_main(["reference", "export", "--model", "nosuch", "--out", str(tmp_path / "x.zip"),
                          "--cache-dir", source]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("python -m harness reference: error: no torch reference logits of nosuch") and "cached: tiny" in err
+    assert (
+        err.startswith("python -m harness reference: error: no torch reference logits of nosuch")
+        and "cached: tiny" in err
+    )
     bad = tmp_path / "bad.zip"
     bad.write_text("{}")
     assert harness_main(["reference", "import", str(bad), "--cache-dir", str(tmp_path / "fresh")]) == 2

@@ -92,19 +92,52 @@ def later_run(records: list[dict[str, Any]], run_id: str, days: int = 1) -> list
     return out
 
 
-def accuracy_record(run_id: str, chip: str, top1: float, top5: float, *, when: str, host: str = "gpu-box",
-                    model: str = "resnext50_32x4d", backend: str = "onnxruntime", precision: str = "fp16") -> dict[str, Any]:
+def accuracy_record(
+    run_id: str,
+    chip: str,
+    top1: float,
+    top5: float,
+    *,
+    when: str,
+    host: str = "gpu-box",
+    model: str = "resnext50_32x4d",
+    backend: str = "onnxruntime",
+    precision: str = "fp16",
+) -> dict[str, Any]:
     """An accuracy record with the fields acceptance/test_accuracy.py records (evaluation_properties)."""
     return {
-        "run_id": run_id, "test": f"acceptance/test_accuracy.py::test_accuracy[{model}-{chip}-bs8]", "outcome": "passed",
-        "phase": "call", "duration_s": 812.3, "time": when, "host": host, "kind": "accuracy", "model": model,
-        "chip": chip, "batch_size": 8, "published_top1": 77.618, "published_top5": 93.698,
-        "published_source": "torchvision ResNeXt50_32X4D_Weights.IMAGENET1K_V1", "backend": backend,
-        "backend_version": "1.32.0", "precision": precision, "input_dtype": "float32", "decode": "exact",
-        "images": 50000, "weights": "pretrained", "weights_source": "https://download.pytorch.org/models/resnext50_32x4d-7cdf4587.pth",
-        "top1": top1, "top5": top5, "reference_top1": 77.618, "reference_top5": 93.698,
-        "delta_top1_vs_reference": round(top1 - 77.618, 4), "delta_top5_vs_reference": round(top5 - 93.698, 4),
-        "top1_agreement": 99.71, "max_abs_diff": 0.0123, "gate_top1": "pass", "gate_top5": "pass",
+        "run_id": run_id,
+        "test": f"acceptance/test_accuracy.py::test_accuracy[{model}-{chip}-bs8]",
+        "outcome": "passed",
+        "phase": "call",
+        "duration_s": 812.3,
+        "time": when,
+        "host": host,
+        "kind": "accuracy",
+        "model": model,
+        "chip": chip,
+        "batch_size": 8,
+        "published_top1": 77.618,
+        "published_top5": 93.698,
+        "published_source": "torchvision ResNeXt50_32X4D_Weights.IMAGENET1K_V1",
+        "backend": backend,
+        "backend_version": "1.32.0",
+        "precision": precision,
+        "input_dtype": "float32",
+        "decode": "exact",
+        "images": 50000,
+        "weights": "pretrained",
+        "weights_source": "https://download.pytorch.org/models/resnext50_32x4d-7cdf4587.pth",
+        "top1": top1,
+        "top5": top5,
+        "reference_top1": 77.618,
+        "reference_top5": 93.698,
+        "delta_top1_vs_reference": round(top1 - 77.618, 4),
+        "delta_top5_vs_reference": round(top5 - 93.698, 4),
+        "top1_agreement": 99.71,
+        "max_abs_diff": 0.0123,
+        "gate_top1": "pass",
+        "gate_top5": "pass",
         "gate_top1_agreement": "pass",
     }
 
@@ -175,8 +208,13 @@ def test_seed_003_se_resnext50_every_ratio(seed_report: Path, seed_results: Path
 def test_headers_name_clock_unit_and_source(seed_report: Path) -> None:
     md = (seed_report / "report.md").read_text()
     header = next(line for line in md.split("(resnext50_32x4d)", 1)[1].splitlines() if line.startswith("| bs |"))
-    assert "Ascend310P3<br>device compute, single-stream, per card<br>measured: Ascend310P3.csv (--measurements)" in header
-    assert "Ascend310<br>device compute, single-stream, per card<br>baseline: Ascend310.csv (000_4d34db7f961b74c7.txt)" in header
+    assert (
+        "Ascend310P3<br>device compute, single-stream, per card<br>measured: Ascend310P3.csv (--measurements)" in header
+    )
+    assert (
+        "Ascend310<br>device compute, single-stream, per card<br>baseline: Ascend310.csv (000_4d34db7f961b74c7.txt)"
+        in header
+    )
     assert "Ascend310P3/Ascend310<br>(>= 1.2)" in header and "Ascend310P3/T4<br>(>= 1.6)" in header
 
 
@@ -247,7 +285,9 @@ def test_two_machines_merge_into_one_report(seed_results: Path, tmp_path: Path) 
     assert "Intel Xeon Gold 6248, 80 (80 usable) cores" in md and "night1-gpu-box" in md
     run_ids = {r.run_id for r in results.runs}
     assert all(run_id in md for run_id in run_ids)
-    night = terminal_table(results_of([record_from_json(r) for r in t4_tests], t4_file)).splitlines()  # one session's summary, as the plugin prints it
+    night = terminal_table(
+        results_of([record_from_json(r) for r in t4_tests], t4_file)
+    ).splitlines()  # one session's summary, as the plugin prints it
     assert len(night) == 2 + 2 and "top-1 77.55 top-5 93.66 (bs8)" in night[2] + night[3]
 
 
@@ -276,8 +316,14 @@ def test_history_flags_top1_and_throughput_regressions(seed_results: Path, tmp_p
     assert [p.throughput[seeds] for p in history.points] == [(32, 4012.15), (32, 3209.72)]
     found = all_regressions(results, load_policy().history)
     assert [(r.model, r.what) for r in found] == [
-        ("resnext50_32x4d", "top-1 Ascend310P3 ascend fp16 bs8"), ("resnext50_32x4d", "images/s Ascend310P3 (--measurements)")]
-    assert found[0].describe().startswith("REGRESSION resnext50_32x4d top-1 Ascend310P3 ascend fp16 bs8: 77.60 -> 75.60 (-2.00 points)")
+        ("resnext50_32x4d", "top-1 Ascend310P3 ascend fp16 bs8"),
+        ("resnext50_32x4d", "images/s Ascend310P3 (--measurements)"),
+    ]
+    assert (
+        found[0]
+        .describe()
+        .startswith("REGRESSION resnext50_32x4d top-1 Ascend310P3 ascend fp16 bs8: 77.60 -> 75.60 (-2.00 points)")
+    )
     assert "4012.15 -> 3209.72 images/s per card (-20.0%)" in found[1].describe()
     paths = write_report(results, tmp_path / "report")
     md, page = paths.markdown.read_text(), paths.html.read_text()
@@ -329,7 +375,9 @@ def test_unreadable_paths_are_clear_errors(tmp_path: Path) -> None:
         load_results(tmp_path / "empty")
     garbage = tmp_path / "garbage.jsonl"
     garbage.write_text("hello\n\n")
-    with pytest.raises(ResultsError, match=r"garbage.jsonl: holds no results records; expected JSON lines with a 'kind'"):
+    with pytest.raises(
+        ResultsError, match=r"garbage.jsonl: holds no results records; expected JSON lines with a 'kind'"
+    ):
         load_results(garbage)
     assert issubclass(ResultsError, ValueError)
 
@@ -426,7 +474,9 @@ def _browser() -> str | None:
 def test_report_renders_in_a_headless_browser(seed_report: Path, tmp_path: Path) -> None:
     browser = _browser()
     if browser is None:
-        pytest.skip("no chromium, chromium-browser or google-chrome on PATH; install chromium: apt-get install -y chromium")
+        pytest.skip(
+            "no chromium, chromium-browser or google-chrome on PATH; install chromium: apt-get install -y chromium"
+        )
     url = (seed_report / "report.html").resolve().as_uri()
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
     dom = subprocess.run([browser, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
@@ -439,8 +489,12 @@ def test_report_renders_in_a_headless_browser(seed_report: Path, tmp_path: Path)
     with Image.open(io.BytesIO(base64.b64decode(images[0]))) as img:
         assert img.format == "PNG" and img.size[0] >= 600
     shot = tmp_path / "report.png"
-    proc = subprocess.run([browser, *flags, "--hide-scrollbars", "--window-size=1400,2400", f"--screenshot={shot}", url],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [browser, *flags, "--hide-scrollbars", "--window-size=1400,2400", f"--screenshot={shot}", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0 and shot.is_file(), proc.stderr[-2000:]
     with Image.open(shot) as img:
         assert img.size == (1400, 2400)
@@ -454,25 +508,42 @@ def test_a_changed_baseline_file_is_a_disagreement_with_the_gate(seed_results: P
     t4.write_text(t4.read_text().replace("resnext50_32x4d,64,1451.07,", "resnext50_32x4d,64,1500,"))
     md = write_report(load_results(seed_results), tmp_path / "report", baselines_dir=baselines).markdown.read_text()
     assert table_rows(md, "resnext50_32x4d")["best"][2] == "1500 (bs64)"
-    assert ("recorded ratio 2.7650 (bs32 vs T4 bs64, need >= 1.6); DISAGREES with the table's T4 column: the gate "
-            "compared with 1451.07 images/s per card at bs64 (000_4d34db7f961b74c7.txt), the column shows 1500 at bs64: "
-            "the figures changed since that run") in md
+    assert (
+        "recorded ratio 2.7650 (bs32 vs T4 bs64, need >= 1.6); DISAGREES with the table's T4 column: the gate "
+        "compared with 1451.07 images/s per card at bs64 (000_4d34db7f961b74c7.txt), the column shows 1500 at bs64: "
+        "the figures changed since that run"
+    ) in md
     assert table_rows(md, "resnext50_32x4d")["best"][4] == "2.7650 (PASS, need >= 1.6)"  # as recorded
 
 
 def test_accuracy_rows_newest_per_configuration(tmp_path: Path) -> None:
     """A "no ImageNet" skip does not linger once a newer run measured the same model, chip and batch."""
     day1, day2 = "2026-01-01T02:00:00+0000", "2026-01-02T02:00:00+0000"
-    skip = {"run_id": "day1", "test": "acceptance/test_accuracy.py::test_accuracy[resnext50_32x4d-cpu-bs8]",
-            "outcome": "skipped", "time": day1, "host": "vm", "kind": "accuracy", "model": "resnext50_32x4d",
-            "chip": "cpu", "batch_size": 8, "published_top1": 77.618, "published_top5": 93.698,
-            "published_source": "torchvision", "reason": "accuracy not certified: no ImageNet given; pass --imagenet DIR"}
+    skip = {
+        "run_id": "day1",
+        "test": "acceptance/test_accuracy.py::test_accuracy[resnext50_32x4d-cpu-bs8]",
+        "outcome": "skipped",
+        "time": day1,
+        "host": "vm",
+        "kind": "accuracy",
+        "model": "resnext50_32x4d",
+        "chip": "cpu",
+        "batch_size": 8,
+        "published_top1": 77.618,
+        "published_top5": 93.698,
+        "published_source": "torchvision",
+        "reason": "accuracy not certified: no ImageNet given; pass --imagenet DIR",
+    }
     path = write_records(tmp_path / "r.jsonl", [skip])
     (row,) = load_results(path).latest("accuracy").values()
     assert row.outcome == "skipped"
     md = write_report(load_results(path), tmp_path / "a").markdown.read_text()
-    assert "| cpu | — | — | — | 8 | measured here | — | 77.618 / 93.698 | — | — | — | — | — | — | — | — | skipped |" in md
-    assert "- cpu bs8: skipped: accuracy not certified: no ImageNet given; pass --imagenet DIR" in md  # the why, under the table
+    assert (
+        "| cpu | — | — | — | 8 | measured here | — | 77.618 / 93.698 | — | — | — | — | — | — | — | — | skipped |" in md
+    )
+    assert (
+        "- cpu bs8: skipped: accuracy not certified: no ImageNet given; pass --imagenet DIR" in md
+    )  # the why, under the table
     measured = accuracy_record("day2", "cpu", 77.61, 93.69, when=day2, backend="onnxruntime", precision="fp32")
     write_records(path, [skip, measured, accuracy_record("day2", "cpu", 77.5, 93.6, when=day2, backend="openvino",
                                                          precision="bf16")])
@@ -558,7 +629,10 @@ def test_schema_0_results_load_and_report(v0_report: Path) -> None:
         assert row in accuracy
     assert "cpu (--predictions): predictions read from /tmp/v0/preds/efficientnet_lite0 (ais_bench txt:64" in accuracy
     throughput = section(md, "(efficientnet_lite0)", "### History")
-    assert "cpu onnxruntime fp32<br>wall, single-stream, per card" in throughput and "cpu openvino fp32<br>wall, single-stream, per card" in throughput
+    assert (
+        "cpu onnxruntime fp32<br>wall, single-stream, per card" in throughput
+        and "cpu openvino fp32<br>wall, single-stream, per card" in throughput
+    )
     assert table_rows(md, "efficientnet_lite0")["best"] == ["69.7239 (bs1)", "34.893 (bs4)"]
     history = section(md, "(efficientnet_lite0)", "\n## ")
     for header in ("top-1 / top-5<br>cpu onnxruntime fp32 bs8", "top-1 / top-5<br>cpu openvino fp32 bs8",
@@ -568,14 +642,19 @@ def test_schema_0_results_load_and_report(v0_report: Path) -> None:
     assert "bsNone" not in md and " ? " not in md
     assert "| efficientnet_lite0 | cpu (--predictions) | accuracy | top-1 81.25 top-5 95.31 | passed |" in md
     # the verdicts schema 0 recorded: the failed T4 rule is shown as recorded, per-batch ratios absent
-    assert table_rows(md, "se_resnext50_32x4d")["best"][3:] == ["1.2573 (PASS, need >= 1.2)", "1.3282 (FAIL, need >= 1.6)"]
+    assert table_rows(md, "se_resnext50_32x4d")["best"][3:] == [
+        "1.2573 (PASS, need >= 1.2)",
+        "1.3282 (FAIL, need >= 1.6)",
+    ]
     assert "no per-batch ratios recorded (results written before schema 1)" in md
 
 
 def test_the_rendered_page_shows_every_configuration_in_rows_of_one_height(v0_report: Path, tmp_path: Path) -> None:
     browser = _browser()
     if browser is None:
-        pytest.skip("no chromium, chromium-browser or google-chrome on PATH; install chromium: apt-get install -y chromium")
+        pytest.skip(
+            "no chromium, chromium-browser or google-chrome on PATH; install chromium: apt-get install -y chromium"
+        )
     page = rendered(browser, v0_report, tmp_path)
     text = page["text"]
     assert "REGRESSION" not in text and "No regressions" in text  # a backend change is a new series
@@ -648,7 +727,9 @@ def test_schema_1_verdicts_in_the_accuracy_table(v1_report: Path) -> None:
     assert "- cpu openvino bf16 bs8: gate top1_agreement inconclusive (~16,289 images would decide)" in accuracy
     assert ("- Ascend310: gate paired_top1 not checked: no --imagenet images to compute the torch reference on"
             in accuracy)
-    assert "- cpu openvino fp32 bs8: top-5 drop vs torch 0.00 points, 95% interval [-3.70, 3.70]: inconclusive" in accuracy
+    assert (
+        "- cpu openvino fp32 bs8: top-5 drop vs torch 0.00 points, 95% interval [-3.70, 3.70]: inconclusive" in accuracy
+    )
     assert "- cpu onnxruntime fp32 bs8: coverage subset: 1,300 of 50,000 ILSVRC2012 val images" in accuracy
     assert "gate published_top1" not in accuracy  # its "not applicable" is the column's, its reason the coverage's
     history = section(md, "### History", "\n## ")  # a --limit 100 night then a full one: not compared
@@ -663,7 +744,9 @@ def test_the_rendered_verdicts_keep_rows_of_one_height_and_colour_inconclusive_a
 ) -> None:
     browser = _browser()
     if browser is None:
-        pytest.skip("no chromium, chromium-browser or google-chrome on PATH; install chromium: apt-get install -y chromium")
+        pytest.skip(
+            "no chromium, chromium-browser or google-chrome on PATH; install chromium: apt-get install -y chromium"
+        )
     page = rendered(browser, v1_report, tmp_path)
     (accuracy,) = [t for t in page["tables"] if t["css"] == "accuracy"]
     verdict = accuracy["headers"].index("verdict")
@@ -713,4 +796,7 @@ def test_offline_columns_vendor_figures_and_whole_cards_are_shown_as_recorded(tm
     assert ("benchmark_app on the same artifact, bs1, same scenario: 100 images/s (wall); the suite's 101.5 is "
             "1.0150 x the tool's") in md
     assert "vendor tool not run: no tool here" in md
-    assert "devices 0,1 measured together at bs1: 301 images/s per card over 2.5 s; one chip x devices_per_card 1: 160.2" in md
+    assert (
+        "devices 0,1 measured together at bs1: 301 images/s per card over 2.5 s; one chip x devices_per_card 1: 160.2"
+        in md
+    )

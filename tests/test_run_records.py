@@ -101,5 +101,7 @@ def test_a_slower_night_is_flagged_at_the_end_of_the_run(tmp_path: Path) -> None
     assert first.returncode == second.returncode == 0, second.stdout[-3000:]
     assert "REGRESSION" not in first.stdout
     flagged = [line.strip() for line in second.stdout.splitlines() if "REGRESSION" in line]
-    assert len(flagged) == 1 and flagged[0].startswith("REGRESSION resnext50_32x4d images/s Ascend310P3 (--measurements): "
-                                                        "4012.15 -> 3000.00 images/s per card (-25.2%)"), flagged
+    assert len(flagged) == 1 and flagged[0].startswith(
+        "REGRESSION resnext50_32x4d images/s Ascend310P3 (--measurements): "
+        "4012.15 -> 3000.00 images/s per card (-25.2%)"
+    ), flagged

@@ -62,10 +62,20 @@ META = PytestFacts(run_id="r1", test="acceptance/test_x.py::test_x[m-cpu]", outc
                 duration_s=1.5, time="2026-11-30T09:44:44+0000", host="vm")
 CONFIG = Configuration(model="efficientnet_lite0", chip="cpu", backend="onnxruntime", precision="fp32",
                        input_dtype="float32", batch_size=8, source=MEASURED)
-SETUP = Setup(backend_version="1.32.0", environment={"threads": 2, "providers": ["CPUExecutionProvider"], "device_id": None},
-              device_id=0, decode="exact", dataset="/data/val", dataset_key="5981", label_source="val_label.txt: /data/x",
-              preprocess="resize_crop resize=256", ring_images=64, weights="pretrained", weights_source="package:x.pth",
-              weights_sha256="5793")
+SETUP = Setup(
+    backend_version="1.32.0",
+    environment={"threads": 2, "providers": ["CPUExecutionProvider"], "device_id": None},
+    device_id=0,
+    decode="exact",
+    dataset="/data/val",
+    dataset_key="5981",
+    label_source="val_label.txt: /data/x",
+    preprocess="resize_crop resize=256",
+    ring_images=64,
+    weights="pretrained",
+    weights_source="package:x.pth",
+    weights_sha256="5793",
+)
 POINTS = (PerfPoint(1, images_per_s=69.7239, wall_images_per_s=69.7239, latency_ms_mean=14.3, latency_ms_median=13.5,
                     latency_ms_p90=21.7, latency_ms_p99=24.1, latency_cv_percent=35.771, runs=70, seconds=1.004,
                     computed_top1_agreement=100.0, computed_max_rel_diff=0.0, ratio=2.1),
@@ -85,21 +95,42 @@ def every_kind() -> list[ResultRecord]:
     return [
         AccuracyRecord(**accuracy),  # type: ignore[arg-type]
         AgreementRecord(**accuracy),  # type: ignore[arg-type]
-        ConversionRecord(meta=META, config=Configuration(model="resnest50", source=MEASURED), setup=SETUP, opset=11,
-                         images=32, onnx_sha256_prefix="7e79", parity=ParityFigures(32, 1e-5, 1e-6, 1.3e-5, 0.99999, 100.0),
-                         judgement=Judgement(gates={"max_rel_diff": PASS}, verdict=PASS)),
-        PerfRecord(meta=META, config=sweep, setup=SETUP, origin=Origin("measured here"), points=POINTS,
-                   best=Best(16, 80.5, 80.5, "per_chip", "wall", 1, 300.5, "0,1,2,3", 2.5),
-                   vendor=VendorComparison("benchmark_app", "2026.4", "benchmark_app -m m.xml", 16, 81.0, "wall", 2, 4,
-                                           80.5, 0.9938),
-                   saved_baseline="/b/cpu.csv",
-                   judgement=Judgement(gates={"computed": PASS}, verdict=PASS)),
-        PerfRatioRecord(meta=dataclasses.replace(META, outcome="failed", reason="FAIL ratio_vs_T4"),
-                        config=dataclasses.replace(sweep, source=MEASUREMENTS), setup=SETUP,
-                        rule=RatioRule("ratio_vs_T4", "T4", 1.6, "seed guides"), origin=Origin("/m.csv", "not applicable"),
-                        points=POINTS, result=RatioResult(1.328193, 16, 1400.0, 64, 1054.064, "003.txt", "T4 column",
-                                                          "device_compute", "FAIL ratio_vs_T4: ..."),
-                        named_ratio=1.3282, judgement=Judgement(gates={"ratio_vs_T4": FAIL}, verdict=FAIL)),
+        ConversionRecord(
+            meta=META,
+            config=Configuration(model="resnest50", source=MEASURED),
+            setup=SETUP,
+            opset=11,
+            images=32,
+            onnx_sha256_prefix="7e79",
+            parity=ParityFigures(32, 1e-5, 1e-6, 1.3e-5, 0.99999, 100.0),
+            judgement=Judgement(gates={"max_rel_diff": PASS}, verdict=PASS),
+        ),
+        PerfRecord(
+            meta=META,
+            config=sweep,
+            setup=SETUP,
+            origin=Origin("measured here"),
+            points=POINTS,
+            best=Best(16, 80.5, 80.5, "per_chip", "wall", 1, 300.5, "0,1,2,3", 2.5),
+            vendor=VendorComparison(
+                "benchmark_app", "2026.4", "benchmark_app -m m.xml", 16, 81.0, "wall", 2, 4, 80.5, 0.9938
+            ),
+            saved_baseline="/b/cpu.csv",
+            judgement=Judgement(gates={"computed": PASS}, verdict=PASS),
+        ),
+        PerfRatioRecord(
+            meta=dataclasses.replace(META, outcome="failed", reason="FAIL ratio_vs_T4"),
+            config=dataclasses.replace(sweep, source=MEASUREMENTS),
+            setup=SETUP,
+            rule=RatioRule("ratio_vs_T4", "T4", 1.6, "seed guides"),
+            origin=Origin("/m.csv", "not applicable"),
+            points=POINTS,
+            result=RatioResult(
+                1.328193, 16, 1400.0, 64, 1054.064, "003.txt", "T4 column", "device_compute", "FAIL ratio_vs_T4: ..."
+            ),
+            named_ratio=1.3282,
+            judgement=Judgement(gates={"ratio_vs_T4": FAIL}, verdict=FAIL),
+        ),
     ]
 
 
@@ -210,7 +241,9 @@ def test_the_schema_0_file_loads_without_a_warning() -> None:
     ({"kind": "run", "args": "-m perf"}, r"RunRecord.args: expected a list"),
 ])
 def test_unreadable_lines_say_why(line: dict[str, Any], message: str) -> None:
-    with pytest.raises(SchemaError, match=message.replace("(", r"\(").replace(")", r"\)") if "\\" not in message else message):
+    with pytest.raises(
+        SchemaError, match=message.replace("(", r"\(").replace(")", r"\)") if "\\" not in message else message
+    ):
         record_from_json(line)
 
 

@@ -19,7 +19,7 @@ from harness.specs import (
     load_policy,
     resolve_chip,
 )
-from harness.specs.policy import AccuracyTolerance, VerdictPolicy
+from harness.specs.policy import AccuracyPolicy, AccuracyTolerance
 
 SEED_MODELS = {"resnext50_32x4d", "resnext101_32x8d", "resnest50", "se_resnext50_32x4d", "ghostnet_100"}
 SEEDS_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "seeds"
@@ -58,7 +58,10 @@ def test_torchvision_models_pin_the_v1_weights_and_their_published_accuracy() ->
     """DESIGN: pin IMAGENET1K_V1 (DEFAULT is V2 with other numbers); the registry must agree."""
     tvm = pytest.importorskip("torchvision.models")
     models = load_models()
-    for name, enum in (("resnext50_32x4d", tvm.ResNeXt50_32X4D_Weights), ("resnext101_32x8d", tvm.ResNeXt101_32X8D_Weights)):
+    for name, enum in (
+        ("resnext50_32x4d", tvm.ResNeXt50_32X4D_Weights),
+        ("resnext101_32x8d", tvm.ResNeXt101_32X8D_Weights),
+    ):
         v1 = enum.IMAGENET1K_V1
         spec = models[name]
         assert spec.weights.url == v1.url
@@ -106,7 +109,8 @@ def test_good_entry_loads(tmp_path: Path) -> None:
         ('resize = 256, crop = 224', 'resize = 256, crop = 224, method = "warp"', "field 'method': expected one of"),
         ('resize = 256, crop = 224', 'resize = "256", crop = 224', "field 'resize': expected an integer"),
         ('resize = 256, crop = 224', 'resize = 256, crop = 224, std = [0.2, 0.0, 0.2]', "std must be positive"),
-        ('resize = 256, crop = 224', 'resize = 256, crop = 224, mean = [0.5, 0.5]', "field 'mean': expected a list of 3"),
+        ('resize = 256, crop = 224', 'resize = 256, crop = 224, mean = [0.5, 0.5]',
+         "field 'mean': expected a list of 3"),
         ('sha256_prefix = "abcdef12"', 'sha256_prefix = "xyz"', "field 'sha256_prefix': expected a hex string"),
         ('sha256_prefix = "abcdef12"', 'url = "http://x/y.pth"', "at least one checksum"),
         ('filename = "tiny.pth"', 'filename = "../tiny.pth"', "a plain file name"),
@@ -152,7 +156,9 @@ def test_chips_resolve_by_alias_case_insensitively() -> None:
 
 def test_chip_alias_clash_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "chips.toml"
-    path.write_text('[chips.a]\nbackend = "onnxruntime"\naliases = ["x"]\n[chips.b]\nbackend = "onnxruntime"\naliases = ["X"]\n')
+    path.write_text(
+        '[chips.a]\nbackend = "onnxruntime"\naliases = ["x"]\n[chips.b]\nbackend = "onnxruntime"\naliases = ["X"]\n'
+    )
     with pytest.raises(SpecError, match="used by both a and b"):
         load_chips(path)
 
@@ -178,7 +184,7 @@ def test_bad_rules_and_options_are_refused(tmp_path: Path, rules: str, message: 
 
 def test_policy_loads_and_rejects_bad_values(tmp_path: Path) -> None:
     policy = load_policy()
-    assert policy.accuracy_tolerance_points == 1.0
+    assert policy.accuracy.tolerance_points == 1.0
     text = (FIXTURES_DIR / "policy.toml").read_text()
     path = tmp_path / "policy.toml"
     path.write_text(text.replace("tolerance_points = 1.0", "tolerance_points = -1"))
@@ -187,9 +193,10 @@ def test_policy_loads_and_rejects_bad_values(tmp_path: Path) -> None:
     path.write_text(text + "\n[extra]\nx = 1\n")
     with pytest.raises(SpecError, match="unknown table"):
         load_policy(path)
-    assert policy.timing.min_runs >= 1 and policy.timing.computed_rtol > 0
+    assert policy.perf.min_runs >= 1 and policy.perf.computed_rtol > 0
     path.write_text(text.replace("max_seconds = 30.0", "max_seconds = 0.5"))
-    with pytest.raises(SpecError, match="max_seconds 0.5 is below min_seconds"):
+    with pytest.raises(SpecError, match=r"\[perf\] field 'max_seconds': expected at least min_seconds "
+                                         r"\(1.0\), found 0.5"):
         load_policy(path)
 
 
@@ -213,11 +220,14 @@ def test_history_policy_defaults_when_the_section_is_missing(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize(("body", "message"), [
-    ("regression_top1_points = -0.1", r"\[history\] field 'regression_top1_points': expected a number in \[0.0, 100.0\], found -0.1"),
-    ("regression_throughput_percent = 250", r"\[history\] field 'regression_throughput_percent': expected a number in \[0.0, 100.0\], found 250"),
+    ("regression_top1_points = -0.1",
+     r"\[history\] field 'regression_top1_points': expected a number in \[0.0, 100.0\], found -0.1"),
+    ("regression_throughput_percent = 250",
+     r"\[history\] field 'regression_throughput_percent': expected a number in \[0.0, 100.0\], found 250"),
     ('regression_top1_points = "half"', r"field 'regression_top1_points': expected a number"),
     ("regression_top1_points = true", r"field 'regression_top1_points': expected a number"),
-    ("regression_top5_points = 1.0", r"\[history\]: unknown field\(s\) 'regression_top5_points'"),
+    ("regression_top5_points = 1.0", r"\[history\] field 'regression_top5_points': expected one of the known fields "
+                                     r"regression_top1_points, regression_throughput_percent, found an unknown field"),
 ])
 def test_history_policy_rejects_bad_values(tmp_path: Path, body: str, message: str) -> None:
     path = tmp_path / "policy.toml"
@@ -247,10 +257,11 @@ def _policy_with(tmp_path: Path, old: str, new: str) -> Path:
 
 def test_shipped_policy_has_the_absolute_one_point_rule_and_strict_inconclusive() -> None:
     policy = load_policy()
-    assert policy.accuracy_tolerance == AccuracyTolerance(rule="absolute", points=1.0, fraction=0.99)
-    assert policy.verdicts == VerdictPolicy(confidence=0.95, paired_method="tango", inconclusive="fail")
-    assert policy.accuracy_tolerance.points_for(75.0) == 1.0
-    assert tolerance_for(policy) == policy.accuracy_tolerance
+    assert policy.accuracy.tolerance == AccuracyTolerance(rule="absolute", points=1.0, fraction=0.99)
+    assert (policy.accuracy.confidence, policy.accuracy.paired_method, policy.accuracy.inconclusive) == \
+        (0.95, "tango", "fail")
+    assert policy.accuracy.tolerance.points_for(75.0) == 1.0
+    assert tolerance_for(policy) == policy.accuracy.tolerance
 
 
 def test_policy_verdict_fields_default_when_absent(tmp_path: Path) -> None:
@@ -260,13 +271,14 @@ def test_policy_verdict_fields_default_when_absent(tmp_path: Path) -> None:
     path = tmp_path / "policy.toml"
     path.write_text("\n".join(kept) + "\n")
     policy = load_policy(path)
-    assert policy.accuracy_tolerance == AccuracyTolerance() and policy.verdicts == VerdictPolicy()
+    assert policy.accuracy.tolerance == AccuracyTolerance()
+    assert policy.accuracy == AccuracyPolicy(tolerance_points=1.0, agreement_min_top1=99.0, batch_sizes=(8,))
 
 
 def test_policy_relative_rule_is_a_fraction_of_the_reference(tmp_path: Path) -> None:
     path = _policy_with(tmp_path, 'tolerance_rule = "absolute"', 'tolerance_rule = "relative"')
     path.write_text(path.read_text().replace("tolerance_fraction = 0.99", "tolerance_fraction = 0.995"))
-    tolerance = load_policy(path).accuracy_tolerance
+    tolerance = load_policy(path).accuracy.tolerance
     assert tolerance.rule == "relative" and tolerance.fraction == 0.995
     assert tolerance.points_for(80.0) == pytest.approx(0.4)
     assert tolerance.describe() == "relative rule: >= 99.5% of the reference"
@@ -276,26 +288,36 @@ def test_policy_inconclusive_may_be_allowed_and_the_method_chosen(tmp_path: Path
     path = _policy_with(tmp_path, 'inconclusive = "fail"', 'inconclusive = "allow"')
     path.write_text(path.read_text().replace('paired_method = "tango"', 'paired_method = "newcombe"')
                     .replace("confidence = 0.95", "confidence = 0.99"))
-    assert load_policy(path).verdicts == VerdictPolicy(confidence=0.99, paired_method="newcombe", inconclusive="allow")
+    accuracy = load_policy(path).accuracy
+    assert (accuracy.confidence, accuracy.paired_method, accuracy.inconclusive) == (0.99, "newcombe", "allow")
 
 
 @pytest.mark.parametrize(("old", "new", "message"), [
-    ('tolerance_rule = "absolute"', 'tolerance_rule = "percent"', r"field 'tolerance_rule': expected one of absolute, relative, found 'percent'"),
-    ('tolerance_rule = "absolute"', "tolerance_rule = 1", r"field 'tolerance_rule': expected one of absolute, relative, found 1"),
-    ("tolerance_fraction = 0.99", "tolerance_fraction = 0", r"field 'tolerance_fraction': expected a number in \(0, 1\]"),
-    ("tolerance_fraction = 0.99", "tolerance_fraction = 1.01", r"field 'tolerance_fraction': expected a number in \[0.0, 1.0\], found 1.01"),
-    ("tolerance_fraction = 0.99", "tolerance_fraction = 99", r"field 'tolerance_fraction': expected a number in \[0.0, 1.0\], found 99"),
+    ('tolerance_rule = "absolute"', 'tolerance_rule = "percent"',
+     r"field 'tolerance_rule': expected one of absolute, relative, found 'percent'"),
+    ('tolerance_rule = "absolute"', "tolerance_rule = 1",
+     r"field 'tolerance_rule': expected one of absolute, relative, found 1"),
+    ("tolerance_fraction = 0.99", "tolerance_fraction = 0",
+     r"field 'tolerance_fraction': expected a number in \(0.0, 1.0\], found 0"),
+    ("tolerance_fraction = 0.99", "tolerance_fraction = 1.01",
+     r"field 'tolerance_fraction': expected a number in \(0.0, 1.0\], found 1.01"),
+    ("tolerance_fraction = 0.99", "tolerance_fraction = 99",
+     r"field 'tolerance_fraction': expected a number in \(0.0, 1.0\], found 99"),
     ("tolerance_fraction = 0.99", 'tolerance_fraction = "99%"', r"field 'tolerance_fraction': expected a number"),
     ("tolerance_fraction = 0.99", "tolerance_fraction = true", r"field 'tolerance_fraction': expected a number"),
-    ('inconclusive = "fail"', 'inconclusive = "pass"', r"field 'inconclusive': expected one of fail, allow, found 'pass'"),
+    ('inconclusive = "fail"', 'inconclusive = "pass"',
+     r"field 'inconclusive': expected one of fail, allow, found 'pass'"),
     ('inconclusive = "fail"', "inconclusive = false", r"field 'inconclusive': expected one of fail, allow"),
-    ("confidence = 0.95", "confidence = 95", r"field 'confidence': expected a number in \[0.5, 1.0\], found 95"),
-    ("confidence = 0.95", "confidence = 1.0", r"field 'confidence': expected a confidence strictly between 0.5 and 1"),
-    ("confidence = 0.95", "confidence = 0.5", r"field 'confidence': expected a confidence strictly between 0.5 and 1"),
-    ("confidence = 0.95", "confidence = nan", r"field 'confidence': expected a number in \[0.5, 1.0\], found nan"),
-    ('paired_method = "tango"', 'paired_method = "wald"', r"field 'paired_method': expected one of tango, newcombe, found 'wald'"),
-    ("tolerance_points = 1.0", "tolerance_pts = 1.0", r"field 'tolerance_points': expected a number in \[0.0, 100.0\], found '<missing>'"),
-    ('paired_method = "tango"', 'paired_method = "tango"\npaired_methods = "tango"', r"\[accuracy\]: unknown field\(s\) 'paired_methods'"),
+    ("confidence = 0.95", "confidence = 95", r"field 'confidence': expected a number in \(0.5, 1.0\), found 95"),
+    ("confidence = 0.95", "confidence = 1.0", r"field 'confidence': expected a number in \(0.5, 1.0\), found 1.0"),
+    ("confidence = 0.95", "confidence = 0.5", r"field 'confidence': expected a number in \(0.5, 1.0\), found 0.5"),
+    ("confidence = 0.95", "confidence = nan", r"field 'confidence': expected a number in \(0.5, 1.0\), found nan"),
+    ('paired_method = "tango"', 'paired_method = "wald"',
+     r"field 'paired_method': expected one of tango, newcombe, found 'wald'"),
+    ("tolerance_points = 1.0", "tolerance_pts = 1.0",
+     r"field 'tolerance_points': expected a number in \[0.0, 100.0\], found '<missing>'"),
+    ('paired_method = "tango"', 'paired_method = "tango"\npaired_methods = "tango"',
+     r"\[accuracy\] field 'paired_methods': expected one of the known fields"),
 ])
 def test_policy_tolerance_and_verdict_fields_are_validated(tmp_path: Path, old: str, new: str, message: str) -> None:
     path = _policy_with(tmp_path, old, new)
@@ -305,7 +327,9 @@ def test_policy_tolerance_and_verdict_fields_are_validated(tmp_path: Path, old: 
 
 
 def test_model_tolerance_override_loads_and_wins_over_the_policy(tmp_path: Path) -> None:
-    relative = load_models(write(tmp_path, GOOD + 'accuracy_tolerance = { rule = "relative", fraction = 0.99 }\n'))["tiny"]
+    relative = load_models(write(tmp_path, GOOD + 'accuracy_tolerance = { rule = "relative", fraction = 0.99 }\n'))[
+        "tiny"
+    ]
     assert relative.accuracy_tolerance == AccuracyTolerance(rule="relative", fraction=0.99)
     absolute = load_models(write(tmp_path, GOOD + 'accuracy_tolerance = { rule = "absolute", points = 2 }\n'))["tiny"]
     assert absolute.accuracy_tolerance == AccuracyTolerance(rule="absolute", points=2.0)
@@ -314,21 +338,25 @@ def test_model_tolerance_override_loads_and_wins_over_the_policy(tmp_path: Path)
     policy = load_policy()
     assert tolerance_for(policy, relative).points_for(70.0) == pytest.approx(0.7)
     assert tolerance_for(policy, absolute).points_for(70.0) == 2.0
-    assert tolerance_for(policy, plain) == policy.accuracy_tolerance
-    # the policy's points are accuracy_tolerance_points, also in a Policy made by hand
-    assert tolerance_for(dataclasses.replace(policy, accuracy_tolerance_points=0.5)).points == 0.5
+    assert tolerance_for(policy, plain) == policy.accuracy.tolerance
+    # the policy's points are [accuracy] tolerance_points, also in a Policy made by hand
+    assert tolerance_for(dataclasses.replace(policy, accuracy=dataclasses.replace(policy.accuracy,
+                                                                                  tolerance_points=0.5))).points == 0.5
     assert all(spec.accuracy_tolerance is None for spec in load_models().values())
 
 
 @pytest.mark.parametrize(("table", "message"), [
-    ('{ points = 2.0 }', r"\[models.tiny.accuracy_tolerance\] field 'rule': expected one of absolute, relative, found '<missing>'"),
+    ('{ points = 2.0 }',
+     r"\[models.tiny.accuracy_tolerance\] field 'rule': expected one of absolute, relative, found '<missing>'"),
     ('{ rule = "mlperf", fraction = 0.99 }', r"field 'rule': expected one of absolute, relative, found 'mlperf'"),
-    ('{ rule = "relative" }', r"field 'fraction': expected a number in \[0.0, 1.0\], found '<missing>'"),
+    ('{ rule = "relative" }', r"field 'fraction': expected a number in \(0.0, 1.0\], found '<missing>'"),
     ('{ rule = "absolute" }', r"field 'points': expected a number in \[0.0, 100.0\], found '<missing>'"),
-    ('{ rule = "relative", fraction = 0.99, points = 1.0 }', r"field 'points': expected no 'points' with rule = 'relative'"),
-    ('{ rule = "absolute", points = 1.0, fraction = 0.99 }', r"field 'fraction': expected no 'fraction' with rule = 'absolute'"),
+    ('{ rule = "relative", fraction = 0.99, points = 1.0 }',
+     r"field 'points': expected no 'points' with rule = 'relative'"),
+    ('{ rule = "absolute", points = 1.0, fraction = 0.99 }',
+     r"field 'fraction': expected no 'fraction' with rule = 'absolute'"),
     ('{ rule = "absolute", points = -1 }', r"field 'points': expected a number in \[0.0, 100.0\], found -1"),
-    ('{ rule = "relative", fraction = 0 }', r"field 'fraction': expected a number in \(0, 1\]"),
+    ('{ rule = "relative", fraction = 0 }', r"field 'fraction': expected a number in \(0.0, 1.0\], found 0"),
     ('{ rule = "absolute", points = 1.0, colour = "red" }', r"unknown field\(s\) 'colour'"),
     ("1.0", r"\[models.tiny\] field 'accuracy_tolerance': expected a table, found 1.0"),
 ])
@@ -337,3 +365,21 @@ def test_model_tolerance_override_is_validated(tmp_path: Path, table: str, messa
     with pytest.raises(SpecError, match=message) as info:
         load_models(path)
     assert str(path) in str(info.value)
+
+
+def test_every_broken_model_and_chip_entry_is_reported_at_once(tmp_path: Path) -> None:
+    models = write(tmp_path, GOOD + GOOD.replace("[models.tiny]", "[models.tiny2]").replace("crop = 224", "crop = 0")
+                   + GOOD.replace("[models.tiny]", "[models.tiny3]").replace('seed = "none"', "seed = 3"))
+    with pytest.raises(SpecError) as info:
+        load_models(models)
+    assert str(info.value).splitlines() == [
+        f"{models}: 2 entries have problems:",
+        "  [models.tiny2.preprocess] field 'crop': expected an integer in [1, 4096], found 0",
+        "  [models.tiny3] field 'seed': expected a non-empty string, found 3"]
+    assert [p.path for p in info.value.problems] == ["models.tiny2.preprocess.crop", "models.tiny3.seed"]
+    chips = tmp_path / "chips.toml"
+    chips.write_text('[chips.a]\nbackend = "onnxruntime"\ndevices_per_card = 0\n[chips.b]\nbackend = "x"\n'
+                     '[chips.c]\nbackend = "onnxruntime"\ncolour = "red"\n')
+    with pytest.raises(SpecError, match=r"2 entries have problems:\n  \[chips.a\] field 'devices_per_card'.*\n"
+                                        r"  \[chips.c\]: unknown field\(s\) 'colour'"):
+        load_chips(chips)

@@ -34,14 +34,37 @@ def test_not_a_certification():
 def _outcomes(tmp_path: Path, *extra: str) -> tuple[dict[str, tuple[str, str]], str]:
     (tmp_path / "test_generated.py").write_text(GENERATED)
     junit = tmp_path / "junit.xml"
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", "--no-report",
-                           f"--results={tmp_path / 'r.jsonl'}", f"--junitxml={junit}", "test_generated.py", *extra],
-                          cwd=tmp_path, env={**os.environ, "MZC_PROGRESS": "0"}, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:xdist",
+            "--no-report",
+            f"--results={tmp_path / 'r.jsonl'}",
+            f"--junitxml={junit}",
+            "test_generated.py",
+            *extra,
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "MZC_PROGRESS": "0"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     found = {}
     for case in ET.parse(junit).getroot().iter("testcase"):
         failure, skipped = case.find("failure"), case.find("skipped")
-        found[case.get("name", "")] = (("failed", failure.get("message", "") + (failure.text or "")) if failure is not None
-                                       else ("skipped", skipped.get("message", "")) if skipped is not None else ("passed", ""))
+        found[case.get("name", "")] = (
+            ("failed", failure.get("message", "") + (failure.text or ""))
+            if failure is not None
+            else ("skipped", skipped.get("message", ""))
+            if skipped is not None
+            else ("passed", "")
+        )
     return found, proc.stdout
 
 

@@ -56,7 +56,9 @@ def test_gates_record_the_drop_and_fail_a_partly_random_folder() -> None:
 
 def test_relative_tolerance_is_taken_of_the_reference() -> None:
     policy = load_policy()
-    gates = unpaired_gates(correct(500, 400), correct(800, 640), policy, AccuracyTolerance(rule="relative", fraction=0.99))
+    gates = unpaired_gates(
+        correct(500, 400), correct(800, 640), policy, AccuracyTolerance(rule="relative", fraction=0.99)
+    )
     assert gates[0].threshold == pytest.approx(0.8)  # 1% of the reference's 80%, not of anything else
 
 
@@ -71,7 +73,7 @@ def test_an_inconclusive_gate_records_the_images_that_would_decide() -> None:
     assert top1.values["images_needed_top1"] == v.images_needed and "images would decide" in top1.detail
     assert (top1.values["unpaired_drop_top1_low95"], top1.values["unpaired_drop_top1_high95"]) == (v.low, v.high)
     assert "images_needed_top5" not in gates[1].values
-    wider = replace(policy, verdicts=replace(policy.verdicts, confidence=0.99))
+    wider = replace(policy, accuracy=replace(policy.accuracy, confidence=0.99))
     assert unpaired_gates(correct(500, 400), correct(800, 640), wider, AccuracyTolerance())[0].values[
         "unpaired_drop_top1_high95"] > v.high  # the policy's confidence, not a default
 

@@ -38,7 +38,7 @@ ONLY_COMPILED = 0.015  # c / n: images only the compiled model gets right
 TOLERANCE = 1.0  # points
 SIZES = (200, 1000, 5000)
 POLICY = load_policy()
-CONFIDENCE, METHOD = POLICY.verdicts.confidence, POLICY.verdicts.paired_method
+CONFIDENCE, METHOD = POLICY.accuracy.confidence, POLICY.accuracy.paired_method
 # Monte Carlo slack: three standard errors of a 2.5% rate estimated from TRIALS trials.
 SLACK = 3 * np.sqrt(0.025 * 0.975 / TRIALS)
 
@@ -110,7 +110,7 @@ def test_the_gate_reaches_the_simulated_verdicts() -> None:
     low, high = intervals(tables)
     expected = np.where(high < TOLERANCE, "pass", np.where(low > TOLERANCE, "fail", "inconclusive"))
     assert set(expected) == {"pass", "fail", "inconclusive"}
-    for (a, b, c, d), want in zip(tables, expected):
+    for (a, b, c, d), want in zip(tables, expected, strict=True):
         ref = np.repeat([True, True, False, False], [a, b, c, d])
         got = np.repeat([True, False, True, False], [a, b, c, d])
         (gate,) = paired_accuracy_gates({"top1": ref}, {"top1": got}, POLICY)

@@ -53,7 +53,9 @@ def _hashes(data: bytes) -> tuple[str, str]:
     return hashlib.md5(data).hexdigest(), hashlib.sha256(data).hexdigest()
 
 
-def _plain_spec(specs: dict[str, ModelSpec], data: bytes, filename: str = "blob-1234.pth", url: str | None = None) -> ModelSpec:
+def _plain_spec(
+    specs: dict[str, ModelSpec], data: bytes, filename: str = "blob-1234.pth", url: str | None = None
+) -> ModelSpec:
     """resnext50's entry, pointing at a small file with ``data``'s sha256."""
     return _with_weights(
         specs["resnext50_32x4d"], filename=filename, url=url, md5=None, sha256=_hashes(data)[1], sha256_prefix=None
@@ -149,7 +151,13 @@ def test_locate_missing_file_says_where_and_how_to_fix(specs: dict[str, ModelSpe
     with pytest.raises(WeightsError) as err:
         locate_weights(spec, tmp_path, allow_download=False)
     message = str(err.value)
-    for part in ("resnext50_32x4d-7cdf4587.pth", str(tmp_path), str(spec.weights.url), "--weights-dir", "--weights random"):
+    for part in (
+        "resnext50_32x4d-7cdf4587.pth",
+        str(tmp_path),
+        str(spec.weights.url),
+        "--weights-dir",
+        "--weights random",
+    ):
         assert part in message
     assert not list(tmp_path.iterdir())
 
@@ -183,7 +191,9 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[st
         thread.join(timeout=5)
 
 
-def test_download_verifies_and_publishes_the_file(specs: dict[str, ModelSpec], served: tuple[str, Path], tmp_path: Path) -> None:
+def test_download_verifies_and_publishes_the_file(
+    specs: dict[str, ModelSpec], served: tuple[str, Path], tmp_path: Path
+) -> None:
     base, root = served
     (root / "blob-1234.pth").write_bytes(PAYLOAD)
     spec = _plain_spec(specs, PAYLOAD, url=f"{base}/blob-1234.pth")
@@ -194,7 +204,9 @@ def test_download_verifies_and_publishes_the_file(specs: dict[str, ModelSpec], s
     assert sorted(p.name for p in weights_dir.iterdir()) == ["blob-1234.pth"]
 
 
-def test_download_with_wrong_checksum_leaves_no_file(specs: dict[str, ModelSpec], served: tuple[str, Path], tmp_path: Path) -> None:
+def test_download_with_wrong_checksum_leaves_no_file(
+    specs: dict[str, ModelSpec], served: tuple[str, Path], tmp_path: Path
+) -> None:
     base, root = served
     (root / "blob-1234.pth").write_bytes(b"a different checkpoint")
     spec = _plain_spec(specs, PAYLOAD, url=f"{base}/blob-1234.pth")
@@ -204,7 +216,9 @@ def test_download_with_wrong_checksum_leaves_no_file(specs: dict[str, ModelSpec]
     assert list(weights_dir.iterdir()) == []
 
 
-def test_download_404_is_a_weights_error_with_the_manual_fix(specs: dict[str, ModelSpec], served: tuple[str, Path], tmp_path: Path) -> None:
+def test_download_404_is_a_weights_error_with_the_manual_fix(
+    specs: dict[str, ModelSpec], served: tuple[str, Path], tmp_path: Path
+) -> None:
     base, _ = served
     spec = _plain_spec(specs, PAYLOAD, url=f"{base}/missing-1234.pth")
     weights_dir = tmp_path / "weights"
@@ -214,7 +228,9 @@ def test_download_404_is_a_weights_error_with_the_manual_fix(specs: dict[str, Mo
     assert list(weights_dir.iterdir()) == []
 
 
-def test_download_with_no_server_is_a_weights_error(specs: dict[str, ModelSpec], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_with_no_server_is_a_weights_error(
+    specs: dict[str, ModelSpec], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for var in PROXY_VARS:
         monkeypatch.delenv(var, raising=False)
     with socket.socket() as probe:
@@ -282,7 +298,9 @@ def resnet18_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
     return path, _hashes(path.read_bytes())[1]
 
 
-def test_wrong_architecture_by_position_is_refused(specs: dict[str, ModelSpec], resnet18_checkpoint: tuple[Path, str]) -> None:
+def test_wrong_architecture_by_position_is_refused(
+    specs: dict[str, ModelSpec], resnet18_checkpoint: tuple[Path, str]
+) -> None:
     path, sha = resnet18_checkpoint
     spec = _with_weights(specs["efficientnet_lite0"], package=None, package_path=None, filename=path.name, sha256=sha)
     with pytest.raises(WeightsError) as err:
@@ -290,7 +308,9 @@ def test_wrong_architecture_by_position_is_refused(specs: dict[str, ModelSpec], 
     assert "122 tensors" in str(err.value) and "timm:tf_efficientnet_lite0 has 296" in str(err.value)
 
 
-def test_wrong_architecture_by_name_lists_examples(specs: dict[str, ModelSpec], resnet18_checkpoint: tuple[Path, str]) -> None:
+def test_wrong_architecture_by_name_lists_examples(
+    specs: dict[str, ModelSpec], resnet18_checkpoint: tuple[Path, str]
+) -> None:
     path, sha = resnet18_checkpoint
     spec = _with_weights(
         specs["efficientnet_lite0"], package=None, package_path=None, filename=path.name, sha256=sha, key_mapping="none"
@@ -321,7 +341,9 @@ def lite0(specs: dict[str, ModelSpec], tmp_path_factory: pytest.TempPathFactory)
     return load_pretrained(specs["efficientnet_lite0"], tmp_path_factory.mktemp("no-weights"), allow_download=False)
 
 
-def test_real_efficientnet_lite0_loads_strict_by_position(specs: dict[str, ModelSpec], lite0: tuple[torch.nn.Module, WeightsInfo]) -> None:
+def test_real_efficientnet_lite0_loads_strict_by_position(
+    specs: dict[str, ModelSpec], lite0: tuple[torch.nn.Module, WeightsInfo]
+) -> None:
     module, info = lite0
     assert info.kind == "pretrained" and info.seed is None
     assert info.sha256 == specs["efficientnet_lite0"].weights.sha256
@@ -343,14 +365,21 @@ def _preprocess(spec: ModelSpec, path: Path) -> torch.Tensor:
     assert p.method == "resize_crop"
     interpolation = T.InterpolationMode(p.interpolation)
     pipeline = T.Compose(
-        [T.Resize(p.resize, interpolation=interpolation), T.CenterCrop(p.crop), T.ToTensor(), T.Normalize(p.mean, p.std)]
+        [
+            T.Resize(p.resize, interpolation=interpolation),
+            T.CenterCrop(p.crop),
+            T.ToTensor(),
+            T.Normalize(p.mean, p.std),
+        ]
     )
     with Image.open(path) as image:
         return pipeline(image.convert("RGB"))
 
 
 @pytest.mark.skipif(not VAL_DIR.is_dir(), reason=f"real ImageNet images not present at {VAL_DIR} (only on CI machines)")
-def test_real_efficientnet_lite0_classifies_real_images(specs: dict[str, ModelSpec], lite0: tuple[torch.nn.Module, WeightsInfo]) -> None:
+def test_real_efficientnet_lite0_classifies_real_images(
+    specs: dict[str, ModelSpec], lite0: tuple[torch.nn.Module, WeightsInfo]
+) -> None:
     module, _ = lite0
     labels = dict(line.split() for line in VAL_LABELS.read_text().splitlines() if line.strip())
     batch = torch.stack([_preprocess(specs["efficientnet_lite0"], VAL_DIR / name) for name in REAL_IMAGES])

@@ -49,8 +49,8 @@ from harness.backends.base import (
     InferenceError,
 )
 from harness.backends.options import OptionReader
-from harness.environment import cann_version, installed_version
 from harness.specs import SINGLE_STREAM, CompileTarget
+from harness.versions import cann_version, installed_version
 
 OM_STEM = "model"
 AIPP_FILE = "aipp.cfg"
@@ -170,7 +170,9 @@ class AscendBackend(Backend):
             aipp_path = out_dir / AIPP_FILE
             aipp_path.write_text(aipp)
         try:
-            command = self._command(target, str(onnx_path), str(out_dir / OM_STEM), str(aipp_path) if aipp_path else None)
+            command = self._command(
+                target, str(onnx_path), str(out_dir / OM_STEM), str(aipp_path) if aipp_path else None
+            )
         except atc.AtcConfigError as exc:
             raise BackendUnavailable(str(exc)) from exc
         try:
@@ -187,7 +189,9 @@ class AscendBackend(Backend):
         om = produced[0]
         if om.name != f"{OM_STEM}.om":
             om = om.rename(out_dir / f"{OM_STEM}.om")
-        (out_dir / COMMAND_FILE).write_text(json.dumps({"command": command, "seconds": round(result.seconds, 3)}, indent=1))
+        (out_dir / COMMAND_FILE).write_text(
+            json.dumps({"command": command, "seconds": round(result.seconds, 3)}, indent=1)
+        )
         return om
 
     # -- run ------------------------------------------------------------------------------------
@@ -209,7 +213,9 @@ class AscendBackend(Backend):
                 "--device-ids, or set backend_options check_device = \"false\" in fixtures/chips.toml"
             )
         chip = next(c for c in chips if c.device_id == device_id)
-        self.device_checks[device_id] = f"idle: {chip.name}, health {chip.health}, {chip.memory_used_mb:g}/{chip.memory_total_mb:g} MB"
+        self.device_checks[device_id] = (
+            f"idle: {chip.name}, health {chip.health}, {chip.memory_used_mb:g}/{chip.memory_total_mb:g} MB"
+        )
 
     @contextmanager
     def open(
@@ -227,7 +233,9 @@ class AscendBackend(Backend):
         try:
             raw = InferSession(device_id, str(artifact))
         except Exception as exc:  # aclruntime raises RuntimeError with the ACL error code
-            raise load_failure(where, device_id, f"ais_bench could not load the model: {type(exc).__name__}: {exc}") from exc
+            raise load_failure(
+                where, device_id, f"ais_bench could not load the model: {type(exc).__name__}: {exc}"
+            ) from exc
         FINALIZER.track(InferSession, raw)
         self.ais_bench_api = api_shape(InferSession)
         try:

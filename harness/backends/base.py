@@ -12,8 +12,9 @@ import importlib
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, ClassVar, ContextManager
+from typing import Any, ClassVar, final
 
 import numpy as np
 
@@ -38,11 +39,18 @@ class Session(ABC):
     """One loaded model on one device, as :meth:`Backend.open` yields it.
 
     - ``batch_size``: the most images one :meth:`infer` takes;
+    - ``input_shape``: (C, H, W) of one image; ``num_classes``: the logits' width;
     - ``input_dtype``: the dtype :meth:`infer` takes; float32 (normalized images) unless the model
-      takes uint8 pixels (:mod:`harness.model.uint8_input`, Ascend's AIPP).
-
+      takes uint8 pixels (:mod:`harness.model.uint8_input`, Ascend's AIPP);
+    - ``where``: the session's name at the head of its error messages;
     - ``streams`` / ``requests``: the execution streams and the requests in flight of the session's
       ``offline`` scenario (:meth:`submit`); 1 and 1 where the runtime has no asynchronous requests.
+
+    :meth:`infer` is the contract, the same on every backend: the batch is checked
+    (:func:`check_batch`), the backend's :meth:`_forward` runs it, and its output is checked as
+    logits (:func:`check_logits`). A backend implements only :meth:`_forward`; an asynchronous
+    :meth:`submit` checks its batches and outputs with the same :meth:`_check_batch` and
+    :meth:`_check_logits`.
 
     A session that knows its device's compute time per run also has ``compute_times_ms()``
     (:class:`harness.run.timing.ReportsComputeTime`); the others have no such member, so the
@@ -50,25 +58,42 @@ class Session(ABC):
     """
 
     batch_size: int
+    input_shape: tuple[int, int, int]
+    num_classes: int
     input_dtype: np.dtype = np.dtype(np.float32)
+    where: str = "session"
     streams: int = 1
     requests: int = 1
 
-    @abstractmethod
+    @final
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """(N, 3, H, W) of ``input_dtype`` with N <= batch_size -> (N, classes) float32 logits."""
+        self._check_batch(batch)
+        return self._check_logits(self._forward(batch), batch.shape[0])
+
+    @abstractmethod
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        """The runtime's own run of a checked batch: its N rows of output, before they are checked
+        as logits (any float dtype; a runtime failure raised as :class:`InferenceError`)."""
+
+    def _check_batch(self, batch: np.ndarray) -> None:
+        check_batch(batch, self.batch_size, self.input_shape, self.where, self.input_dtype)
+
+    def _check_logits(self, out: np.ndarray, n: int) -> np.ndarray:
+        return check_logits(out, n, self.num_classes, self.where)
 
     def submit(self, batch: np.ndarray, done: Callable[[np.ndarray], None] | None) -> None:
         """Start ``batch`` (a full batch, kept unchanged until it completes) and call ``done`` with
         its logits when it completes (``None``: nothing is called and the output is not read);
-        blocks while all ``requests`` are busy. The default runs it synchronously: the session then
-        has one request in flight, as it says."""
+        blocks while all ``requests`` are busy. The default runs it synchronously through
+        :meth:`infer`: the session then has one request in flight, as it says."""
         out = self.infer(batch)
         if done is not None:
             done(out)
 
     def wait_all(self) -> None:
         """Return when every submitted batch has completed and called back."""
+        return None  # the default submit() completes each batch before it returns
 
 
 class Backend(ABC):
@@ -119,7 +144,7 @@ class Backend(ABC):
     def open(
         self, artifact: Path, target: CompileTarget, device_id: int = 0, num_classes: int = 1000,
         scenario: str = SINGLE_STREAM,
-    ) -> ContextManager[Session]:
+    ) -> AbstractContextManager[Session]:
         """Load ``artifact`` on ``device_id`` set up for ``scenario`` (a backend with a throughput
         mode uses it for ``offline``); the context manager releases the device."""
 
@@ -133,6 +158,7 @@ class Backend(ABC):
 
     def preflight(self, device_id: int) -> None:
         """Before timing on ``device_id``: raise :class:`DeviceBusy` if it cannot be timed now."""
+        return None  # by default every device can be timed
 
     def compiled_precision(self, target: CompileTarget) -> str:
         """The precision the records show for a model compiled for ``target``."""

@@ -8,8 +8,8 @@ float16 by default, and an "f32" run would silently not be one.
 
 Precision is a runtime decision in OpenVINO: ``open`` sets ``INFERENCE_PRECISION_HINT`` from the
 target's precision (fp32 -> f32, bf16 -> bf16, fp16 -> f16), always explicitly, because on a CPU
-with AVX-512 BF16 or AMX the CPU plugin runs bf16 when nothing is said (DESIGN.md, "Measured on
-these machines"). A reduced precision the device does not list in ``OPTIMIZATION_CAPABILITIES``
+with AVX-512 BF16 or AMX the CPU plugin runs bf16 when nothing is said (measured on the CPUs this
+suite runs on). A reduced precision the device does not list in ``OPTIMIZATION_CAPABILITIES``
 is refused with :class:`BackendUnavailable` naming the missing capability (callers turn that into
 a skip), before anything is converted. The precision the compiled model actually uses is read
 back; when it differs from the request the session is refused unless ``allow_precision_fallback``
@@ -18,7 +18,7 @@ session. What the plugin quietly does instead depends on the CPU (OpenVINO 2026.
 AVX-512-BF16 but no native f16 it turns an f16 hint into bf16; without AVX-512 it turns bf16 and
 f16 hints into f32.
 
-The CPU of the machines this runs on changes (DESIGN.md): one day an EPYC with AVX-512-BF16, the
+The CPU of the machines this runs on changes: one day an EPYC with AVX-512-BF16, the
 next one without any AVX-512, whose CPU plugin lists only ``FP32, INT8, BIN, EXPORT_IMPORT``.
 OpenVINO's own ISA caps reproduce the second on the first: with ``OV_CPU_MAX_ISA=AVX2
 ONEDNN_MAX_CPU_ISA=AVX2`` in the environment (read once per process) the plugin reports exactly
@@ -51,8 +51,6 @@ from harness.backends.base import (
     BackendUnavailable,
     InferenceError,
     Session,
-    check_batch,
-    check_logits,
 )
 from harness.backends.options import OptionReader
 from harness.specs import OFFLINE, SINGLE_STREAM, CompileTarget
@@ -103,13 +101,15 @@ class OpenVinoSession(Session):
     the request's input tensor, which is why :meth:`submit` needs the batch unchanged until done.
     """
 
+    where = "openvino"
+
     def __init__(self, compiled: Any, target: CompileTarget, num_classes: int, info: Mapping[str, Any]):
         self._compiled = compiled
         self._request = compiled.create_infer_request()
         self._output = compiled.output(0)
         self.batch_size = target.batch_size
-        self._shape = target.input_shape
-        self._num_classes = num_classes
+        self.input_shape = target.input_shape
+        self.num_classes = num_classes
         element = compiled.input(0).get_element_type().to_string()
         if element not in _NUMPY_DTYPES:
             raise InferenceError(
@@ -126,42 +126,46 @@ class OpenVinoSession(Session):
         self._failure: BaseException | None = None
 
     def _padded(self, batch: np.ndarray) -> np.ndarray:
-        check_batch(batch, self.batch_size, self._shape, "openvino", self.input_dtype)
         n = batch.shape[0]
         if n < self.batch_size:
-            padded = np.zeros((self.batch_size, *self._shape), dtype=self.input_dtype)
+            padded = np.zeros((self.batch_size, *self.input_shape), dtype=self.input_dtype)
             padded[:n] = batch
             return padded
         return np.ascontiguousarray(batch)
 
-    def _logits(self, values: np.ndarray, n: int) -> np.ndarray:
-        return check_logits(np.array(values[:n], dtype=np.float32, copy=True), n, self._num_classes, "openvino")
+    @staticmethod
+    def _rows(values: np.ndarray, n: int) -> np.ndarray:
+        """The first ``n`` rows, copied: the request's output memory is shared and reused."""
+        return np.array(values[:n], dtype=np.float32, copy=True)
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
         n = batch.shape[0]
         padded = self._padded(batch)
         try:
             result = self._request.infer({0: padded}, share_inputs=True, share_outputs=True)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses without a stable type
             raise InferenceError(f"openvino failed on a batch of shape {padded.shape}: {exc}") from exc
-        return self._logits(result[self._output], n)
+        return self._rows(result[self._output], n)
 
     def _completed(self, request: Any, done: Callable[[np.ndarray], None]) -> None:
         try:  # in OpenVINO's callback thread: an exception must reach wait_all, not vanish there
-            done(self._logits(request.get_tensor(self._output).data, self.batch_size))
-        except BaseException as exc:  # noqa: BLE001 - re-raised by wait_all
+            logits = self._rows(request.get_tensor(self._output).data, self.batch_size)
+            done(self._check_logits(logits, self.batch_size))
+        except BaseException as exc:  # re-raised by wait_all
             self._failure = self._failure or exc
 
     def submit(self, batch: np.ndarray, done: Callable[[np.ndarray], None] | None) -> None:
         """On a queue whose completions call back into Python, or (``done=None``) on one without a
-        callback, so that no Python runs when its requests complete (``benchmark_app``'s loop)."""
+        callback, so that no Python runs when its requests complete (``benchmark_app``'s loop). The
+        batch and the logits are checked as :meth:`infer` checks them."""
+        self._check_batch(batch)
+        if batch.shape[0] != self.batch_size:
+            raise InferenceError(f"openvino: submit() takes full batches of {self.batch_size}, got {batch.shape[0]}")
         if self._queue is None:
             ov = _ov()
             self._queue = ov.AsyncInferQueue(self._compiled, self.requests)
             self._queue.set_callback(self._completed)
             self._quiet = ov.AsyncInferQueue(self._compiled, self.requests)
-        if batch.shape[0] != self.batch_size:
-            raise InferenceError(f"openvino: submit() takes full batches of {self.batch_size}, got {batch.shape[0]}")
         try:
             inputs = {0: self._tensor(batch)}
             if done is None:
@@ -340,7 +344,9 @@ class OpenVinoBackend(Backend):
         try:
             compiled = core.compile_model(core.read_model(str(artifact)), self.device, config)
         except Exception as exc:
-            raise InferenceError(f"openvino could not compile {artifact} for {self.device} with {config}: {exc}") from exc
+            raise InferenceError(
+                f"openvino could not compile {artifact} for {self.device} with {config}: {exc}"
+            ) from exc
         used = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         if used != hint and not self.allow_precision_fallback:
             raise BackendUnavailable(

@@ -48,7 +48,9 @@ def vendor_tool_for(backend_name: str, backend_options: Mapping[str, str] | None
         what = f"the onnxruntime backend with providers {','.join(n for n in names if n)}" if any(names) \
             else "the onnxruntime CPU backend"
         raise NoVendorTool(f"{what} has no vendor benchmark tool; --compare-vendor-tool compares {KNOWN}")
-    raise NoVendorTool(f"the {backend_name} backend has no vendor benchmark tool; --compare-vendor-tool compares {KNOWN}")
+    raise NoVendorTool(
+        f"the {backend_name} backend has no vendor benchmark tool; --compare-vendor-tool compares {KNOWN}"
+    )
 
 
 __all__ = [

@@ -42,7 +42,7 @@ from harness.benchmark_tools.base import (
     VendorTool,
     settings,
 )
-from harness.run.timing import DEVICE_COMPUTE
+from harness.clocks import DEVICE_COMPUTE
 from harness.specs import OFFLINE, SINGLE_STREAM, CompileTarget
 
 MODULE = "ais_bench"
@@ -95,7 +95,11 @@ class AisBench(VendorTool):
         return OFFLINE_REASON if scenario == OFFLINE else None
 
     def unavailable_reason(self) -> str | None:
-        probe = [self.python, "-c", f"import importlib.util, sys; sys.exit(0 if importlib.util.find_spec({self.module!r}) else 3)"]
+        probe = [
+            self.python,
+            "-c",
+            f"import importlib.util, sys; sys.exit(0 if importlib.util.find_spec({self.module!r}) else 3)",
+        ]
         try:
             self.execute(probe, 60.0, f"{self.name} availability check")
         except ToolError as exc:
@@ -149,7 +153,8 @@ class AisBench(VendorTool):
                 raise out.error("this is a --pipeline --threads summary (mean only), not the synchronous loop")
             raise out.error("no NPU_compute_time summary line in its output")
         throughput = out.need(
-            rf"\[INFO\] throughput 1000\*batchsize\.mean\(({NUMBER})\)/NPU_compute_time\.mean\(({NUMBER})\): ({NUMBER})",
+            rf"\[INFO\] throughput 1000\*batchsize\.mean\(({NUMBER})\)"
+            rf"/NPU_compute_time\.mean\(({NUMBER})\): ({NUMBER})",
             "throughput summary line", last=True)
         batch, mean_ms, images_per_s = (float(throughput.group(i)) for i in (1, 2, 3))
         if abs(batch - target.batch_size) > 1e-9:

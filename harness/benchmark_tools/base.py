@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from harness.backends.ascend_tools.tools import TAIL_LINES, ToolResult, run_tool
+from harness.clocks import CLOCKS
 from harness.errors import HarnessError, NotApplicable, UsageError
-from harness.run.timing import CLOCKS
 from harness.specs import SCENARIOS, CompileTarget
 
 # A number as C++ streams and Python print them (``12.5``, ``1e+06``, ``inf``).
@@ -49,7 +49,7 @@ class VendorUsageError(UsageError, ValueError):
 class VendorFigure:
     """One figure as a vendor tool reported it, and where it was read from.
 
-    ``images_per_s`` is by ``clock`` (``harness.run.timing.WALL`` or ``DEVICE_COMPUTE``);
+    ``images_per_s`` is by ``clock`` (``harness.clocks.WALL`` or ``DEVICE_COMPUTE``);
     latencies are the tool's own (None where it prints none); ``streams`` / ``requests`` are what
     the tool says it ran with; ``excerpt`` holds the output lines every number came from;
     ``settings`` are further (name, value) pairs the tool printed (threads, precision, other clock).
@@ -141,6 +141,7 @@ class VendorTool(ABC):
 
     def prepare(self, artifact: Path, target: CompileTarget, device_id: int = 0, timeout: float | None = None) -> None:
         """Anything the measuring command needs first (default: nothing)."""
+        return None
 
     def execute(self, argv: Sequence[str], timeout: float, what: str) -> ToolResult:
         """Run ``argv`` with the time limit (the process group killed on timeout or interrupt)."""

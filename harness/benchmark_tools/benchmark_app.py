@@ -36,6 +36,7 @@ import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from harness.backends.ascend_tools.tools import ToolError
 from harness.backends.base import get_backend
@@ -49,8 +50,11 @@ from harness.benchmark_tools.base import (
     settings,
 )
 from harness.cache import atomic_write_bytes, default_cache_root
-from harness.run.timing import WALL
+from harness.clocks import WALL
 from harness.specs import OFFLINE, CompileTarget
+
+if TYPE_CHECKING:  # imported lazily by get_backend, as every backend
+    from harness.backends.openvino import OpenVinoBackend
 
 EXECUTABLE = "benchmark_app"
 INSTALL_HINT = "pip install openvino (its wheel installs benchmark_app beside the Python it is installed for)"
@@ -84,7 +88,7 @@ class BenchmarkApp(VendorTool):
     install_hint = INSTALL_HINT
 
     def __init__(self, options: Mapping[str, str] | None = None, executable: str | None = None):
-        self.backend = get_backend("openvino", **dict(options or {}))
+        self.backend = cast("OpenVinoBackend", get_backend("openvino", **dict(options or {})))
         self.executable = executable
         self._version: str | None = None
 
@@ -158,7 +162,9 @@ class BenchmarkApp(VendorTool):
     def parse(self, output: str, target: CompileTarget, scenario: str, command: Sequence[str]) -> VendorFigure:
         out = Output(self.name, output, command)
         build = out.find(_LINE + r"Build \.+ (\S+)")
-        measuring = out.need(r"Start inference (a?synchronously)(?:, (\d+) inference requests)?", "measuring step (step 10)")
+        measuring = out.need(
+            r"Start inference (a?synchronously)(?:, (\d+) inference requests)?", "measuring step (step 10)"
+        )
         is_async = measuring.group(1) == "asynchronously"
         if is_async != (scenario == OFFLINE):
             raise out.error(f"it ran {measuring.group(1)} but the scenario is {scenario} "

@@ -47,7 +47,7 @@ from harness.benchmark_tools.base import (
     settings,
 )
 from harness.cache import ArtifactCache, content_key, default_cache_root, file_sha256
-from harness.run.timing import DEVICE_COMPUTE, WALL
+from harness.clocks import DEVICE_COMPUTE, WALL
 from harness.specs import OFFLINE, CompileTarget
 
 EXECUTABLE = "trtexec"
@@ -86,7 +86,7 @@ def onnx_batch_is_dynamic(path: Path, input_name: str) -> bool:
         import onnx
 
         graph = onnx.load(str(path), load_external_data=False).graph
-    except Exception:  # noqa: BLE001 - any failure: let trtexec decide with the profile given
+    except Exception:  # any failure: let trtexec decide with the profile given
         return True
     for value in graph.input:
         if value.name == input_name:
@@ -182,7 +182,11 @@ class Trtexec(VendorTool):
 
         def build(tmp: Path) -> dict[str, object]:
             argv = self.build_command(artifact, target, tmp / "model.engine", device_id)
-            self.execute(argv, max(timeout or 0.0, BUILD_TIMEOUT), f"trtexec engine build of {artifact.name} bs{target.batch_size}")
+            self.execute(
+                argv,
+                max(timeout or 0.0, BUILD_TIMEOUT),
+                f"trtexec engine build of {artifact.name} bs{target.batch_size}",
+            )
             if not (tmp / "model.engine").is_file():
                 raise VendorUsageError(f"trtexec did not write the engine {tmp / 'model.engine'}")
             return {"build_command": argv[1:]}

@@ -19,15 +19,15 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from pathlib import Path
 from typing import Any
 
+from harness import options
 from harness.errors import NotApplicable, UsageError
+from harness.options import path, positive_int
 from harness.safe_names import printable
 
 NAME = "localize"
 EXIT_OK, EXIT_UNAVAILABLE = 0, 3
-PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 def add_parser(commands: Any) -> None:
@@ -36,29 +36,29 @@ def add_parser(commands: Any) -> None:
         description="Compare a candidate with the reference ONNX (ONNX Runtime, CPU, fp32) tensor by tensor on the "
         "images whose outputs differ most; write DIR/layers.csv and DIR/summary.json.",
     )
-    p.add_argument("--reference", type=Path, required=True, metavar="REF.onnx", help="the reference ONNX model")
+    p.add_argument("--reference", type=path, required=True, metavar="REF.onnx", help="the reference ONNX model")
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--candidate", type=Path, metavar="CAND.onnx",
+    which.add_argument("--candidate", type=path, metavar="CAND.onnx",
                        help="a candidate ONNX with the reference's tensor names (run on ONNX Runtime, CPU)")
-    which.add_argument("--backend", choices=("onnxruntime", "openvino", "ascend"),
-                       help="compile the reference for this backend instead (with --precision)")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="the backend's precision (default fp32; onnxruntime fp16 = onnxconverter-common float16)")
+    options.BACKEND.add_to(which, help="compile the reference for this backend instead (with --precision)")
+    options.PRECISION.add_to(p, default="fp32", help="the backend's precision (default fp32; onnxruntime fp16 = "
+                             "onnxconverter-common float16)")
     p.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
                    help="a backend option as in fixtures/chips.toml backend_options (e.g. soc_version=Ascend310P3)")
     p.add_argument("--model", required=True, metavar="NAME", help="registered model whose preprocessing recipe to use")
     data = p.add_mutually_exclusive_group(required=True)
-    data.add_argument("--imagenet", type=Path, metavar="DIR", help="ImageNet validation images (as pytest --imagenet)")
+    options.IMAGENET.add_to(data)
     data.add_argument("--embedded", action="store_true", help="the suite's embedded synthetic images")
-    p.add_argument("--imagenet-labels", type=Path, metavar="FILE", help="with --imagenet: its label file, if elsewhere")
-    p.add_argument("--limit", type=int, metavar="N", help="with --imagenet: the first pass looks at N images")
-    p.add_argument("--images", type=int, metavar="K", help="compare layers on the K most divergent images "
-                   "(default: [localize] images in fixtures/policy.toml, 16)")
+    options.IMAGENET_LABELS.add_to(p)
+    options.LIMIT.add_to(p, help="with --imagenet: the first pass looks at a deterministic subset of N images")
+    p.add_argument("--images", type=positive_int("images", 16), metavar="K", help="compare layers on the K most "
+                   "divergent images (default: [localize] images in fixtures/policy.toml, 16)")
     p.add_argument("--method", choices=("auto", "expose", "bisect"), default="auto",
                    help="auto (default): expose every tensor unless that changes the candidate's numbers, then bisect")
     p.add_argument("--exhaustive", action="store_true", help="with bisect: probe every tensor (one compile per node)")
-    p.add_argument("--batch", type=int, default=8, metavar="B", help="images per run (default 8)")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="where layers.csv and summary.json go")
+    p.add_argument("--batch", type=positive_int("images per run", 8), default=8, metavar="B",
+                   help="images per run (default 8)")
+    p.add_argument("--out", type=path, required=True, metavar="DIR", help="where layers.csv and summary.json go")
     p.set_defaults(main=main)
 
 
@@ -84,8 +84,8 @@ def _images(args: argparse.Namespace) -> Any:
     if args.model not in models:
         raise UsageError(f"unknown model {args.model!r}; registered: {', '.join(models)} (fixtures/models.toml)")
     spec = models[args.model]
-    if args.limit is not None and (args.embedded or args.limit < 1):
-        raise UsageError("--limit takes a positive N, and only with --imagenet")
+    if args.limit is not None and args.embedded:  # two options (a positive N was checked at parse time)
+        raise UsageError("--limit goes with --imagenet, not --embedded")
     if args.imagenet_labels is not None and args.embedded:
         raise UsageError("--imagenet-labels goes with --imagenet, not --embedded")
     cache = ArtifactCache(default_cache_root())
@@ -103,15 +103,17 @@ def _fmt(value: float) -> str:
 
 def main(args: argparse.Namespace) -> int:
     from harness.localize import backend_target, graph, localize
-    from harness.localize.targets import OrtTarget
+    from harness.localize.targets import OrtTarget, Target
 
-    if args.images is not None and args.images < 1:
-        raise UsageError(f"--images {args.images}: expected a positive number of images")
-    if args.batch < 1:
-        raise UsageError(f"--batch {args.batch}: expected a positive batch size")
+    if args.backend is not None:
+        from harness.backends.base import known_backends
+
+        if args.backend not in known_backends():
+            raise UsageError(f"unknown --backend {args.backend!r}; known backends: {', '.join(known_backends())}")
     reference = graph.load(args.reference)
     images = _images(args)
     try:
+        target: Target
         if args.candidate is not None:
             target = OrtTarget(graph.load(args.candidate), f"{args.candidate} on onnxruntime CPU", level="all")
         else:
@@ -130,12 +132,14 @@ def main(args: argparse.Namespace) -> int:
     print(f"images: {len(summary.images)} most divergent of {summary.images_considered} "
           f"({summary.top1_disagreements} with another top-1); final output cosine {_fmt(summary.final_cosine)}")
     print(f"method: {summary.method} ({summary.method_reason})")
-    print(f"tensors compared: {summary.tensors_compared} of {summary.nodes} nodes; classification: {summary.classification}")
+    print(f"tensors compared: {summary.tensors_compared} of {summary.nodes} nodes; "
+          f"classification: {summary.classification}")
     print("worst nodes (lowest cosine):")
     for row in summary.worst_nodes:
         m = row.metrics
         if m is not None:
-            print(f"  #{row.index:<4} {printable(row.node)} ({printable(row.op)}) cosine {_fmt(m.cosine)} max|diff| {m.max_abs_diff:.4g} "
+            print(f"  #{row.index:<4} {printable(row.node)} ({printable(row.op)}) cosine {_fmt(m.cosine)} "
+                  f"max|diff| {m.max_abs_diff:.4g} "
                   f"rmse {m.rmse:.4g}{'  OVER' if row.over else ''}")
     print(f"written: {summary.layers_csv}, {summary.summary_json} ({summary.seconds:.1f} s)")
     print(printable(summary.last_line()))

@@ -23,6 +23,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from harness.options import CACHE_DIR
 from harness.safe_names import printable, printable_errors
 
 NAME = "reference"
@@ -37,7 +38,8 @@ def add_parser(commands: Any) -> None:
     )
     actions = ref.add_subparsers(dest="action", required=True, metavar="ACTION")
     export = actions.add_parser("export", help="write cached reference logits to a file")
-    export.add_argument("--out", type=Path, required=True, metavar="FILE", help="the file to write (replaced atomically)")
+    export.add_argument("--out", type=Path, required=True, metavar="FILE",
+                        help="the file to write (replaced atomically)")
     which = export.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", action="append", metavar="NAME",
                        help="the entries of this model (repeatable; the name the run used, e.g. efficientnet_lite0)")
@@ -45,8 +47,7 @@ def add_parser(commands: Any) -> None:
     imported = actions.add_parser("import", help="verify a reference file and write its entries into the cache")
     imported.add_argument("file", type=Path, metavar="FILE", help="a file written by 'reference export'")
     for sub in (export, imported):
-        sub.add_argument("--cache-dir", type=Path, metavar="DIR",
-                         help="the artifact cache (default: $MZC_CACHE_DIR or ~/.cache/modelzoo-cert)")
+        CACHE_DIR.add_to(sub)
     ref.set_defaults(main=main)
 
 

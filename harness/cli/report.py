@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.options import BASELINES_DIR
 from harness.safe_names import printable, printable_errors
 from harness.specs import SpecError
 
@@ -31,8 +32,7 @@ def add_parser(commands: Any) -> None:
                         help="results files, or directories searched recursively for *.jsonl (default: reports/)")
     report.add_argument("--out", type=Path, metavar="DIR",
                         help="where to write the report (default: the first PATH if it is a directory, else reports/)")
-    report.add_argument("--baselines-dir", type=Path, metavar="DIR",
-                        help="baseline figures, one <chip>.csv each (default: fixtures/baselines)")
+    BASELINES_DIR.add_to(report)  # it must exist: checked when the command runs (the docs' commands parse as typed)
     report.add_argument("--fail-on-regression", action="store_true",
                         help="exit with status 1 when a regression is flagged (default: report it, exit 0)")
     report.set_defaults(main=main)

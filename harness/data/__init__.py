@@ -7,7 +7,7 @@ The data flows one way: an ImageNet directory (ModelZoo ``val_label.txt`` or Ima
 - ``labels``: ModelZoo label files and the ILSVRC2012 wnid order (``fixtures/imagenet_wnids.txt``)
 - ``layout``: where the images are (ModelZoo or ImageFolder layout), what an ImageFolder holds
 - ``listing``: DatasetListing and list_dataset (the join by name, ``limit``, the cache identity)
-- ``coverage``: the full ILSVRC2012 val set or a subset of it, recognised by content (issue 14)
+- ``coverage``: the full ILSVRC2012 val set or a subset of it, recognised by content
 - ``transforms``: one image decoded, resized and cropped to uint8 (exact or draft decoding)
 - ``normalization``: uint8 batches to float32, as torchvision's ToTensor + Normalize
 - ``prepared``: PreparedDataset, the ``dataset`` cache entry built by a pool of workers

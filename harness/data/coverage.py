@@ -1,4 +1,4 @@
-"""Dataset coverage (issue 14): did a run score the full ILSVRC2012 validation set, or a part?
+"""Dataset coverage: did a run score the full ILSVRC2012 validation set, or a part?
 
 A published accuracy was measured on all 50,000 validation images with their canonical labels;
 a figure measured on anything else is not comparable with it. :func:`coverage` says which case a
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.data.errors import DataError, examples
-from harness.data.labels import WNIDS_SOURCE, image_stem, load_wnids, name_bytes, read_labels, shown
+from harness.data.labels import WNIDS_SOURCE, image_stem, name_bytes, read_labels, shown
 from harness.data.listing import DatasetListing
 from harness.specs import FIXTURES_DIR
 from harness.specs.reader import Reader, SpecError, hex_string, load_toml
@@ -36,7 +36,6 @@ from harness.specs.reader import Reader, SpecError, hex_string, load_toml
 VAL_SET_FILE = FIXTURES_DIR / "imagenet_val.toml"
 VAL_SET_SOURCE = "fixtures/imagenet_val.toml"
 VAL_STEM = re.compile(r"ILSVRC2012_val_([0-9]{8})")
-COVERAGE_KINDS = ("full", "subset", "other")
 
 
 @dataclass(frozen=True)
@@ -89,7 +88,7 @@ def canonical_sha256(names: Iterable[str], labels: Iterable[object]) -> str:
     names, labels = list(names), list(labels)
     if len(names) != len(labels):
         raise DataError(f"{len(names)} image names but {len(labels)} labels; expected one label per image")
-    lines = sorted(name_bytes(stem(n)) + f" {label}\n".encode() for n, label in zip(names, labels))
+    lines = sorted(name_bytes(stem(n)) + f" {label}\n".encode() for n, label in zip(names, labels, strict=True))
     return hashlib.sha256(b"".join(lines)).hexdigest()
 
 
@@ -155,7 +154,7 @@ class Coverage:
                 f"({self.recognised_by}); chosen by {self.chosen_by}")
 
     def as_record(self) -> dict[str, object]:
-        """The issue-14 record names: ``dataset_coverage``, ``images``, and the explanation."""
+        """The record fields: ``dataset_coverage``, ``images``, and the explanation."""
         return {"dataset_coverage": self.kind, "images": self.images, "dataset_coverage_detail": self.describe()}
 
 
@@ -208,9 +207,14 @@ def coverage_of(
                   f"harness.data.listing, of {chosen})")
     not_val = [name for name in names if not _is_val_name(name, val.images)]
     if not_val:
-        return Coverage("other", n, val.images, chosen,
-                        f"{len(not_val)} of them not named like ILSVRC2012 val images "
-                        f"(ILSVRC2012_val_00000001 ... {val.images:08d}), e.g. {examples([shown(n) for n in not_val], 3)}")
+        return Coverage(
+            "other",
+            n,
+            val.images,
+            chosen,
+            f"{len(not_val)} of them not named like ILSVRC2012 val images "
+            f"(ILSVRC2012_val_00000001 ... {val.images:08d}), e.g. {examples([shown(n) for n in not_val], 3)}",
+        )
     if n > val.images:
         return Coverage("other", n, val.images, chosen,
                         f"more images than the {val.images:,} of the validation set (repeated names?)")
@@ -239,14 +243,4 @@ def coverage_of(
 
 def _is_val_name(name: str, images: int) -> bool:
     match = VAL_STEM.fullmatch(stem(name))
-    return bool(match) and 1 <= int(match.group(1)) <= images
-
-
-def wnid_labels(labels: Sequence[int]) -> list[str]:
-    """Class indices as wnids (``fixtures/imagenet_wnids.txt`` order): the ImageFolder form."""
-    wnids = load_wnids()
-    bad = [str(i) for i in labels if not 0 <= i < len(wnids)]
-    if bad:
-        raise DataError(f"class indices {examples(bad)} are not ILSVRC2012 classes; expected 0..{len(wnids) - 1} "
-                        f"({WNIDS_SOURCE} order)")
-    return [wnids[i] for i in labels]
+    return match is not None and 1 <= int(match.group(1)) <= images

@@ -238,7 +238,8 @@ class ImageFolderInfo:
         text = f"imagefolder: {self.folders} wnid folders"
         if not self.full:
             total = self.folders + len(self.missing_wnids)
-            text = f"imagefolder: {self.folders} of {total} wnid folders (subset: {len(self.missing_wnids)} classes absent)"
+            text = (f"imagefolder: {self.folders} of {total} wnid folders "
+                    f"(subset: {len(self.missing_wnids)} classes absent)")
         extras = []
         if self.empty_folders:
             extras.append(f"{len(self.empty_folders)} empty")
@@ -252,8 +253,9 @@ def scan_imagefolder(root: Path, wnids: Sequence[str]) -> tuple[dict[str, str], 
     """``{image name: wnid folder}`` of ``root/<wnid>/*``, with what else the tree held.
 
     Refuses folders that are not ILSVRC2012 wnids, folders inside class folders, image names
-    present in two folders, two images of one stem and names with a line break; non-image files are skipped and counted (torchvision's ImageFolder
-    skips them too: e.g. the ``valprep.sh`` or ``LOC_val_solution.csv`` beside the folders).
+    present in two folders, two images of one stem and names with a line break; non-image files
+    are skipped and counted (torchvision's ImageFolder skips them too: e.g. the ``valprep.sh`` or
+    ``LOC_val_solution.csv`` beside the folders).
     """
     known = set(wnids)
     top = _scan(root)

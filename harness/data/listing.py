@@ -56,7 +56,7 @@ class DatasetListing:
     def image_paths(self) -> list[Path]:
         """Every listed image's path, in ``names`` order."""
         if self.folders:
-            return [self.image_dir / f / n for f, n in zip(self.folders, self.names)]
+            return [self.image_dir / f / n for f, n in zip(self.folders, self.names, strict=True)]
         return [self.image_dir / n for n in self.names]
 
     @property
@@ -79,7 +79,7 @@ class DatasetListing:
         them, and a label that changes for a listed image changes the key.
         """
         digest = hashlib.sha256()
-        for name, image in zip(self.names, self.image_paths()):
+        for name, image in zip(self.names, self.image_paths(), strict=True):
             try:
                 st = os.stat(image)
             except OSError as exc:

@@ -22,8 +22,8 @@ from pathlib import Path
 from filelock import FileLock
 
 from harness.cache import atomic_write_bytes
+from harness.clocks import CLOCKS, DEVICE_COMPUTE
 from harness.errors import UsageError
-from harness.run.timing import CLOCKS, DEVICE_COMPUTE
 from harness.specs import FIXTURES_DIR, SCENARIOS, SINGLE_STREAM, ChipSpec
 
 BASELINES_DIR = FIXTURES_DIR / "baselines"
@@ -103,7 +103,9 @@ def parse_csv(text: str, chip: str, origin: str, known_models: Iterable[str] | N
                             f"columns {', '.join(COLUMNS)} (fixtures/baselines/README.md)") from None
 
 
-def _parse_rows(reader: csv.DictReader[str], chip: str, origin: str, known_models: Iterable[str] | None) -> list[Figure]:
+def _parse_rows(
+    reader: csv.DictReader[str], chip: str, origin: str, known_models: Iterable[str] | None
+) -> list[Figure]:
     header = tuple(reader.fieldnames or ())
     missing = [c for c in COLUMNS if c not in header]
     if missing:
@@ -120,7 +122,9 @@ def _parse_rows(reader: csv.DictReader[str], chip: str, origin: str, known_model
             raise BaselineError(f"{where}: expected {len(header)} fields, found a row of a different length")
         model = row["model"].strip()
         if models is not None and model not in models:
-            raise BaselineError(f"{where}: unknown model {model!r}; known: {', '.join(sorted(models))} (fixtures/models.toml)")
+            raise BaselineError(
+                f"{where}: unknown model {model!r}; known: {', '.join(sorted(models))} (fixtures/models.toml)"
+            )
         unit, clock = row["unit"].strip(), row["clock"].strip()
         if unit not in UNITS:
             raise BaselineError(f"{where}: unit must be one of {', '.join(UNITS)}, found {unit!r}")
@@ -154,7 +158,9 @@ def _read_text(path: Path, fix: str) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise BaselineError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); expected a CSV file; {fix}") from None
+        raise BaselineError(
+            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); expected a CSV file; {fix}"
+        ) from None
     except OSError as exc:
         raise BaselineError(f"{path}: cannot read it ({exc.strerror or exc}); {fix}") from None
 
@@ -248,9 +254,13 @@ def read_measurements(path: Path, chip: str, known_models: Sequence[str]) -> lis
             return parse_csv(_read_text(path, fix), chip, str(path), known_models)
         summaries = [path] if path.is_file() else sorted(path.rglob("*_summary.json"))
     except OSError as exc:  # a folder that cannot be searched
-        raise BaselineError(f"--measurements {path}: cannot read it ({exc.strerror or exc}: {exc.filename}); {fix}") from None
+        raise BaselineError(
+            f"--measurements {path}: cannot read it ({exc.strerror or exc}: {exc.filename}); {fix}"
+        ) from None
     if not summaries:
-        raise BaselineError(f"--measurements {path}: expected a .csv file or ais_bench *_summary.json files, found neither")
+        raise BaselineError(
+            f"--measurements {path}: expected a .csv file or ais_bench *_summary.json files, found neither"
+        )
     figures = []
     for summary in summaries:
         model = _model_in_path(summary.relative_to(path) if path.is_dir() else summary, known_models)

@@ -1,41 +1,42 @@
-"""Every certification gate and verdict rule: each compares measured figures with a threshold taken from fixtures/.
+"""The certification gates and verdict rules: each compares measured figures with a threshold taken from fixtures/.
 
-Accuracy (top-1/top-5 against the published figures), agreement with the framework reference,
-conversion parity, the throughput-ratio rules of a chip, the computed-check of a timing run
-(MLPerf TEST01: the timed outputs equal the accuracy-mode outputs) and the one best-batch rule
-live here and nowhere else; records store their outcome, the report shows what was recorded.
+Accuracy (paired against the framework reference, and against the published figures), agreement
+with the reference, conversion parity and the computed-check of a timing run (MLPerf TEST01: the
+timed outputs equal the accuracy-mode outputs) live here; the throughput rules (the best batch,
+the ratio rules of a chip) in :mod:`harness.judge.ratios`, the reference's own gate in
+:mod:`harness.judge.reference_check`, the gate of predictions without a reference in
+:mod:`harness.judge.unpaired`. Records store their outcome, the report shows what was recorded.
 Every threshold is inclusive: a figure exactly at the threshold passes.
 
-The three-way gates of issue 14 (paired accuracy against the framework reference, published
-accuracy on the full validation set only, agreement) decide from intervals
-(:mod:`harness.judge.paired`) and carry a ``verdict`` beyond ``passed``: pass, fail, inconclusive
-or "not applicable: why". :func:`verdict_fields` gives a record their issue-14 names.
+The three-way gates (paired accuracy against the framework reference, published accuracy on the
+full validation set only, agreement) decide from intervals (:mod:`harness.judge.paired`) and carry
+a ``verdict`` beyond ``passed``: pass, fail, inconclusive or "not applicable: why".
+:func:`verdict_fields` gives a record their field names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Protocol, TypeVar
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from harness.data.coverage import Coverage
 from harness.errors import NotCertified
-from harness.judge.baselines import BaselineError, Figure
+from harness.judge.baselines import BaselineError
 from harness.judge.metrics import Accuracy, Parity, topk_predictions, wilson_interval
-from harness.judge.paired import agreement_verdict, discordance, paired_verdict, z_value
-from harness.specs import (
-    AccuracyRef,
-    ChipSpec,
-    ModelSpec,
-    PerfRule,
-    Policy,
-    TimingPolicy,
+from harness.judge.paired import (
+    PairedVerdict,
+    UnpairedVerdict,
+    agreement_verdict,
+    as_method,
+    discordance,
+    paired_verdict,
+    z_value,
 )
+from harness.specs import AccuracyRef, ModelSpec, Policy, TimingPolicy
 from harness.specs.policy import AccuracyTolerance
 
-VERDICTS = ("pass", "fail", "inconclusive")
 # Percentages compared with a threshold get this slack, far below one image in 10**9: a count
 # exactly at the threshold is not always exactly equal in floating point (31,502 of 50,000 is
 # 63.004, published 64.004 - 1 is 63.004000000000005; 0.99 * 80 is not 80 - 0.8).
@@ -52,7 +53,7 @@ class Gate:
     the policy's ``inconclusive``) or ``not applicable: <why>`` (decides nothing; ``passed`` is
     True); left empty it is ``pass`` / ``fail`` from ``passed``. ``images_needed``: for
     inconclusive, the estimated images that would decide. ``values``: the figures to record,
-    under the issue-14 record names (``paired_drop_top1``, ``discordant_ref_only``...).
+    under their record names (``paired_drop_top1``, ``discordant_ref_only``...).
     """
 
     name: str
@@ -80,33 +81,9 @@ class Gate:
         return f"{mark} {self.name}: {self.detail}"
 
 
-def accuracy_gates(measured: Accuracy, published: AccuracyRef, policy: Policy) -> list[Gate]:
-    """top-1 (and top-5 where published) may drop at most the policy's tolerance below published."""
-    tol = policy.accuracy_tolerance_points
-    gates = []
-    for which, got, ref in (("top1", measured.top1, published.top1), ("top5", measured.top5, published.top5)):
-        if ref is None:
-            continue
-        floor = ref - tol
-        gates.append(
-            Gate(
-                name=which,
-                measured=got,
-                threshold=floor,
-                passed=got >= floor - SLACK,
-                detail=(
-                    f"measured {got:.3f}% vs published {ref:.3f}% ({published.source}); "
-                    f"delta {got - ref:+.3f} points, allowed down to {floor:.3f}% (tolerance {tol} points) "
-                    f"on {measured.count} images"
-                ),
-            )
-        )
-    return gates
-
-
 def agreement_gate(agreement: Parity, policy: Policy, reference: str) -> Gate:
     """The compiled model's top-1 class must match the reference's on enough images."""
-    need = policy.agreement_min_top1
+    need = policy.accuracy.agreement_min_top1
     return Gate(
         name="top1_agreement",
         measured=agreement.top1_agreement,
@@ -122,11 +99,11 @@ def agreement_gate(agreement: Parity, policy: Policy, reference: str) -> Gate:
 def conversion_gates(p: Parity, policy: Policy) -> list[Gate]:
     """torch vs exported ONNX on the same inputs, seeded random weights."""
     return [
-        Gate("max_rel_diff", p.max_rel_diff, policy.conversion_rtol, p.max_rel_diff <= policy.conversion_rtol,
+        Gate("max_rel_diff", p.max_rel_diff, policy.conversion.rtol, p.max_rel_diff <= policy.conversion.rtol,
              f"max |torch - onnx| / max |torch logit| per image = {p.max_rel_diff:.3g} "
-             f"(allowed {policy.conversion_rtol:g}; max |torch - onnx| = {p.max_abs_diff:.3g})"),
-        Gate("min_cosine", p.min_cosine, policy.conversion_min_cosine, p.min_cosine >= policy.conversion_min_cosine,
-             f"min cosine = {p.min_cosine:.10f} (need >= {policy.conversion_min_cosine})"),
+             f"(allowed {policy.conversion.rtol:g}; max |torch - onnx| = {p.max_abs_diff:.3g})"),
+        Gate("min_cosine", p.min_cosine, policy.conversion.min_cosine, p.min_cosine >= policy.conversion.min_cosine,
+             f"min cosine = {p.min_cosine:.10f} (need >= {policy.conversion.min_cosine})"),
         Gate("top1_agreement", p.top1_agreement, 100.0, p.top1_agreement >= 100.0,
              f"top-1 agreement {p.top1_agreement:.2f}% on {p.count} images (need 100%)"),
     ]
@@ -150,17 +127,16 @@ def failures(gates: list[Gate]) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Three-way verdicts (issue 14): paired drop, published figure on full val only, agreement
+# Three-way verdicts: paired drop, published figure on full val only, agreement
 
 _METHOD_NAMES = {"tango": "Tango score", "newcombe": "Newcombe hybrid score"}
 
 
 def tolerance_for(policy: Policy, model: ModelSpec | None = None) -> AccuracyTolerance:
-    """The model's own ``accuracy_tolerance`` (models.toml) or else the policy's; the policy's
-    points are ``accuracy_tolerance_points`` (one number, whichever object is asked)."""
+    """The model's own ``accuracy_tolerance`` (models.toml) or else the policy's ([accuracy])."""
     if model is not None and model.accuracy_tolerance is not None:
         return model.accuracy_tolerance
-    return replace(policy.accuracy_tolerance, points=policy.accuracy_tolerance_points)
+    return policy.accuracy.tolerance
 
 
 def topk_correct(logits: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1, 5)) -> dict[str, np.ndarray]:
@@ -171,7 +147,7 @@ def topk_correct(logits: np.ndarray, labels: np.ndarray, ks: Sequence[int] = (1,
 
 
 def passes_by_policy(verdict: str, policy: Policy) -> bool:
-    return verdict == "pass" or (verdict == "inconclusive" and policy.verdicts.inconclusive == "allow")
+    return verdict == "pass" or (verdict == "inconclusive" and policy.accuracy.inconclusive == "allow")
 
 
 def undecided_text(needed: int | None, images: int, policy: Policy) -> str:
@@ -181,10 +157,27 @@ def undecided_text(needed: int | None, images: int, policy: Policy) -> str:
     else:
         more = f"about {needed:,} images would decide at the observed rates (this run had {images:,})"
     rule = ("the policy allows it (fixtures/policy.toml [accuracy] inconclusive = \"allow\")"
-            if policy.verdicts.inconclusive == "allow" else
+            if policy.accuracy.inconclusive == "allow" else
             "inconclusive fails by default (fixtures/policy.toml [accuracy] inconclusive = \"fail\"): "
             "run on more images, e.g. the full validation set")
     return f"inconclusive, the interval straddles the threshold: {more}; {rule}"
+
+
+_DROP_OUTCOMES = {"pass": "pass, the whole interval is below the tolerance",
+                  "fail": "fail, the whole interval is above the tolerance"}
+
+
+def drop_gate(name: str, metric: str, v: PairedVerdict | UnpairedVerdict, values: Mapping[str, object], images: int,
+              policy: Policy, detail: str) -> Gate:
+    """A three-way gate on an accuracy drop (the paired gate, :func:`harness.judge.unpaired.unpaired_gates`):
+    ``v``'s interval against its tolerance, ``passed`` by the policy's rule for inconclusive, ``values``
+    plus ``images_needed_<metric>`` when inconclusive, and ``detail`` followed by the outcome."""
+    values = dict(values)
+    if v.verdict == "inconclusive":
+        values[f"images_needed_{metric}"] = v.images_needed
+    outcome = _DROP_OUTCOMES.get(v.verdict) or undecided_text(v.images_needed, images, policy)
+    return Gate(name=name, measured=v.drop, threshold=v.tolerance_points, passed=passes_by_policy(v.verdict, policy),
+                verdict=v.verdict, images_needed=v.images_needed, values=values, detail=f"{detail}: {outcome}")
 
 
 def paired_accuracy_gates(reference_correct: Mapping[str, Sequence[bool] | np.ndarray],
@@ -197,12 +190,12 @@ def paired_accuracy_gates(reference_correct: Mapping[str, Sequence[bool] | np.nd
     (:func:`harness.judge.paired.paired_verdict`); the tolerance is ``tolerance`` (default: the
     policy's), the relative rule's taken of the reference's measured accuracy."""
     tolerance = tolerance or tolerance_for(policy)
-    confidence, method = policy.verdicts.confidence, policy.verdicts.paired_method
+    confidence, method = policy.accuracy.confidence, as_method(policy.accuracy.paired_method)
     gates = []
     for metric, ref in reference_correct.items():
         table = discordance(ref, candidate_correct[metric])
         allowed = tolerance.points_for(table.reference_accuracy)
-        v = paired_verdict(table, allowed, confidence, method)  # type: ignore[arg-type]
+        v = paired_verdict(table, allowed, confidence, method)
         suffix = "" if metric == "top1" else f"_{metric}"
         values: dict[str, object] = {
             f"paired_drop_{metric}": v.drop, f"paired_drop_{metric}_low95": v.low,
@@ -210,19 +203,13 @@ def paired_accuracy_gates(reference_correct: Mapping[str, Sequence[bool] | np.nd
             f"discordant_ref_only{suffix}": table.reference_only,
             f"discordant_compiled_only{suffix}": table.candidate_only, "images": table.n,
         }
-        if v.verdict == "inconclusive":
-            values[f"images_needed_{metric}"] = v.images_needed
-        outcome = {"pass": "pass, the whole interval is below the tolerance",
-                   "fail": "fail, the whole interval is above the tolerance"}.get(v.verdict) \
-            or undecided_text(v.images_needed, table.n, policy)
-        gates.append(Gate(
-            name=f"paired_{metric}", measured=v.drop, threshold=allowed, passed=passes_by_policy(v.verdict, policy),
-            verdict=v.verdict, images_needed=v.images_needed, values=values,
+        gates.append(drop_gate(
+            f"paired_{metric}", metric, v, values, table.n, policy,
             detail=(f"{metric} drop {v.drop:.3f} points vs the {reference} reference ({table.reference_accuracy:.3f}% "
                     f"-> {table.candidate_accuracy:.3f}% on the same {table.n:,} images; {table.reference_only} "
                     f"only the reference got right, {table.candidate_only} only {candidate}), "
                     f"{confidence:.0%} interval [{v.low:.3f}, {v.high:.3f}] ({_METHOD_NAMES[method]}), "
-                    f"tolerance {allowed:.3f} points ({tolerance.describe()}): {outcome}"),
+                    f"tolerance {allowed:.3f} points ({tolerance.describe()})"),
         ))
     return gates
 
@@ -268,9 +255,9 @@ def published_gates(measured: Accuracy, published: AccuracyRef, coverage: Covera
 def agreement_verdict_gate(agreement: Parity, policy: Policy, reference: str) -> Gate:
     """:func:`agreement_gate` three-way (``top1_agreement``): pass when the Wilson lower bound
     reaches ``agreement_min_top1``, fail when the upper bound is below it, else inconclusive."""
-    need = policy.agreement_min_top1
+    need = policy.accuracy.agreement_min_top1
     agree = round(agreement.top1_agreement * agreement.count / 100.0)
-    v = agreement_verdict(agree, agreement.count, need, policy.verdicts.confidence)
+    v = agreement_verdict(agree, agreement.count, need, policy.accuracy.confidence)
     outcome = {"pass": "pass, the whole interval reaches the minimum",
                "fail": "fail, the whole interval is below the minimum"}.get(v.verdict) \
         or undecided_text(v.images_needed, agreement.count, policy)
@@ -301,7 +288,7 @@ def overall_verdict(gates: Sequence[Gate]) -> str:
 
 
 def verdict_fields(gates: Sequence[Gate]) -> dict[str, object]:
-    """The issue-14 record fields of these gates: every gate's ``values`` plus ``verdict``,
+    """The record fields of these gates: every gate's ``values`` plus ``verdict``,
     ``published_gate`` (pass | fail | not applicable: ...; when a published gate is among them)
     and, only when the verdict is inconclusive, ``images_needed``: the largest estimate of the
     inconclusive gates (None when one of them would not decide at any feasible size);
@@ -337,84 +324,3 @@ def computed_check(computed: Parity, policy: TimingPolicy, batch_size: int, ring
             f"{computed.max_rel_diff:.3g} (allowed {policy.computed_rtol:g})"
         ),
     )
-
-
-# --------------------------------------------------------------------------------------------
-# Throughput: the best batch and the ratio rules
-
-
-class _Rated(Protocol):
-    @property
-    def batch_size(self) -> int: ...
-
-    @property
-    def images_per_s(self) -> float: ...
-
-
-R = TypeVar("R", bound=_Rated)
-
-
-def best_batch(items: Iterable[R]) -> R | None:
-    """The highest-throughput item (a figure or a measurement); ties go to the smaller batch.
-    None when there is nothing to choose from."""
-    items = list(items)
-    if not items:
-        return None
-    return max(items, key=lambda i: (i.images_per_s, -i.batch_size))
-
-
-@dataclass(frozen=True)
-class RatioCheck:
-    """One rule evaluated: the chip under test's best vs the baseline chip's best, per card."""
-
-    rule: PerfRule
-    measured: Figure
-    measured_per_card: float
-    baseline: Figure
-    baseline_per_card: float
-    ratio: float  # exact; printed with 4 decimals (seed 000 truncates its ratios, seed 003 rounds)
-    passed: bool
-
-    def line(self) -> str:
-        mark = "PASS" if self.passed else "FAIL"
-        m, b = self.measured, self.baseline
-        return (
-            f"{mark} ratio_vs_{self.rule.baseline} ({m.scenario}, {m.clock}): {m.chip} best "
-            f"{self.measured_per_card:.4f} images/s per card (bs{m.batch_size}; {m.source}) / {b.chip} best "
-            f"{self.baseline_per_card:.4f} images/s per card (bs{b.batch_size}; {b.source}"
-            f"{', ' + b.note if b.note else ''}) = {self.ratio:.4f}, need >= {self.rule.min_ratio:g}"
-        )
-
-
-def _kinds(figures: Iterable[Figure]) -> list[str]:
-    return sorted({f"{f.scenario}, {f.clock}" for f in figures})
-
-
-def ratio_gate(rule: PerfRule, measured: Sequence[Figure], chip: ChipSpec, baseline: Sequence[Figure],
-               baseline_chip: ChipSpec) -> RatioCheck:
-    """Evaluate ``rule`` on the best batch of each side, per card, comparing only figures of the
-    same scenario and clock: the baseline figures of another kind are left out, and a baseline
-    with none of the measured kind is refused, naming the kinds each side has."""
-    if not measured or not baseline:
-        raise BaselineError("a ratio rule needs figures on both sides")
-    measured_kinds = _kinds(measured)
-    if len(measured_kinds) > 1:
-        raise BaselineError(
-            f"the {chip.name} figures of {measured[0].model} mix scenarios or clocks ({'; '.join(measured_kinds)}); "
-            "a ratio compares the best batch of one kind"
-        )
-    scenario, clock = measured[0].scenario, measured[0].clock
-    same = [f for f in baseline if f.scenario == scenario and f.clock == clock]
-    if not same:
-        raise BaselineError(
-            f"cannot compare {measured[0].model} on {chip.name} ({scenario}, {clock}) with {baseline_chip.name}: its "
-            f"baseline figures are {'; '.join(_kinds(baseline))}. A device-compute figure and a wall-time figure, or "
-            "a single-stream and an offline figure, measure different things. Measure the chip under test the "
-            "baseline's way (--scenario), or supply a baseline of the same scenario and clock"
-        )
-    m_best, b_best = best_batch(measured), best_batch(same)
-    assert m_best is not None and b_best is not None
-    m_card, b_card = m_best.per_card(chip), b_best.per_card(baseline_chip)
-    ratio = m_card / b_card
-    return RatioCheck(rule=rule, measured=m_best, measured_per_card=m_card, baseline=b_best,
-                      baseline_per_card=b_card, ratio=ratio, passed=ratio >= rule.min_ratio)

@@ -1,5 +1,5 @@
 """How often does the reference gate's subset rule refuse an honest reference, and how often does
-it catch a broken one? (issue 24, docs/reference-check.md)
+it catch a broken one? (docs/reference-check.md)
 
 On a subset of the validation set (a ``--limit N`` subset or a user's own folder), the reference
 gate (:func:`harness.judge.reference_check.reference_gates`) passes when the published figure lies
@@ -45,13 +45,6 @@ HONEST_REFUSAL_LIMIT = 0.001  # an honest reference may be refused in at most 0.
 CATCH_LIMIT = 0.999  # a broken one must be caught in at least 99.9%
 
 
-def plausible(correct: int, n: int, published: float, margin: float, confidence: float = 0.95) -> bool:
-    """The gate's subset rule: ``published`` (percent) within the Wilson interval of ``correct``
-    of ``n`` widened by ``margin`` points on each side."""
-    low, high = wilson_interval(correct, n, z_value(confidence))
-    return low - margin - SLACK <= published <= high + margin + SLACK
-
-
 @functools.lru_cache(maxsize=64)
 def _wilson_bounds(n: int, confidence: float) -> tuple[np.ndarray, np.ndarray]:
     z = z_value(confidence)
@@ -62,7 +55,7 @@ def _wilson_bounds(n: int, confidence: float) -> tuple[np.ndarray, np.ndarray]:
 
 def refused_counts(n: int, published: float, margin: float, confidence: float = 0.95) -> np.ndarray:
     """Bool (n + 1,): element k is True when a reference right on k of n images is refused
-    (element by element the same decision as :func:`plausible`)."""
+    (element by element the gate's own decision)."""
     low, high = _wilson_bounds(n, confidence)
     return ~((low - margin - SLACK <= published) & (published <= high + margin + SLACK))
 
@@ -71,7 +64,8 @@ def needed_margins(counts: np.ndarray, n: int, published: float, confidence: flo
     """Per drawn count, the smallest margin (points) at which that subset passes."""
     low, high = _wilson_bounds(n, confidence)
     counts = np.asarray(counts)
-    return np.maximum(0.0, np.maximum(low[counts] - published, published - high[counts]))
+    needed: np.ndarray = np.maximum(0.0, np.maximum(low[counts] - published, published - high[counts]))
+    return needed
 
 
 @dataclass(frozen=True)
@@ -141,13 +135,15 @@ class Population:
             out = np.zeros(n + 1)
             out[0 if p <= 0.0 else n] = 1.0
             return out
-        return np.exp(_log_choose(n, k) + k * math.log(p) + (n - k) * math.log1p(-p))
+        binomial: np.ndarray = np.exp(_log_choose(n, k) + k * math.log(p) + (n - k) * math.log1p(-p))
+        return binomial
 
 
 def _log_choose(n: int, k: np.ndarray) -> np.ndarray:
     lgamma = np.frompyfunc(math.lgamma, 1, 1)
     k = np.asarray(k, dtype=float)
-    return (math.lgamma(n + 1) - lgamma(k + 1) - lgamma(n - k + 1)).astype(float)
+    logs: np.ndarray = (math.lgamma(n + 1) - lgamma(k + 1) - lgamma(n - k + 1)).astype(float)
+    return logs
 
 
 def generator(seed: int, population: Population, n: int) -> np.random.Generator:

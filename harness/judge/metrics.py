@@ -113,16 +113,6 @@ class Parity:
     # the logits' own scale (random weights can make logits in the hundreds).
     max_rel_diff: float = 0.0
 
-    def as_record(self) -> dict[str, float | int]:
-        return {
-            "count": self.count,
-            "max_abs_diff": self.max_abs_diff,
-            "mean_abs_diff": self.mean_abs_diff,
-            "max_rel_diff": self.max_rel_diff,
-            "min_cosine": self.min_cosine,
-            "top1_agreement": self.top1_agreement,
-        }
-
 
 def parity(reference: np.ndarray, candidate: np.ndarray) -> Parity:
     """Compare ``candidate`` logits with ``reference`` logits row by row."""

@@ -44,6 +44,7 @@ from statistics import NormalDist
 from typing import Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from harness.errors import UsageError
 from harness.judge.metrics import wilson_interval
@@ -100,7 +101,7 @@ class Discordance:
         return Discordance(*whole)
 
 
-def discordance(reference_correct, candidate_correct) -> Discordance:
+def discordance(reference_correct: ArrayLike, candidate_correct: ArrayLike) -> Discordance:
     """Count the paired table from two per-image correctness vectors (same images, same order)."""
     ref = np.asarray(reference_correct).astype(bool).ravel()
     got = np.asarray(candidate_correct).astype(bool).ravel()
@@ -108,7 +109,9 @@ def discordance(reference_correct, candidate_correct) -> Discordance:
         raise PairedStatsError(f"correctness vectors differ in length: reference {ref.size}, candidate {got.size}")
     if ref.size == 0:
         raise PairedStatsError("no images to compare: both correctness vectors are empty")
-    return Discordance(int((ref & got).sum()), int((ref & ~got).sum()), int((~ref & got).sum()), int((~ref & ~got).sum()))
+    return Discordance(
+        int((ref & got).sum()), int((ref & ~got).sum()), int((~ref & got).sum()), int((~ref & ~got).sum())
+    )
 
 
 def z_value(confidence: float) -> float:
@@ -192,6 +195,15 @@ def newcombe_interval(t: Discordance, confidence: float = 0.95) -> tuple[float, 
     return 100.0 * max(-1.0, low), 100.0 * min(1.0, high)
 
 
+def as_method(name: str) -> Method:
+    """``name`` (the policy's ``paired_method``, a string) as an interval :data:`Method`."""
+    if name == "tango":
+        return "tango"
+    if name == "newcombe":
+        return "newcombe"
+    raise PairedStatsError(f"unknown interval method {name!r}: use 'tango' or 'newcombe'")
+
+
 def drop_interval(t: Discordance, confidence: float = 0.95, method: Method = DEFAULT_METHOD) -> tuple[float, float]:
     """The confidence interval of the drop in points by ``method`` ("tango" or "newcombe")."""
     if method == "tango":
@@ -199,20 +211,6 @@ def drop_interval(t: Discordance, confidence: float = 0.95, method: Method = DEF
     if method == "newcombe":
         return newcombe_interval(t, confidence)
     raise PairedStatsError(f"unknown interval method {method!r}: use 'tango' or 'newcombe'")
-
-
-def relative_tolerance_points(reference_accuracy: float, fraction: float = 0.99) -> float:
-    """MLPerf's relative rule as an allowed drop in points.
-
-    "candidate >= fraction * reference" is "reference - candidate <= (1 - fraction) * reference":
-    with a reference top-1 of 75%, 99% allows a drop of 0.75 points. The measured reference
-    accuracy stands in for the true one; its own sampling error moves the tolerance by only
-    (1 - fraction) times that error (0.01 * ~0.6 points at 5,000 images), which is neglected.
-    """
-    if not 0.0 < fraction <= 1.0 or not 0.0 <= reference_accuracy <= 100.0:
-        raise PairedStatsError(f"relative rule needs 0 < fraction <= 1 and an accuracy in [0, 100], "
-                               f"got fraction {fraction}, accuracy {reference_accuracy}")
-    return (1.0 - fraction) * reference_accuracy
 
 
 def _images_needed(decides: Callable[[int], bool], n: int, limit: int = MAX_IMAGES) -> int | None:
@@ -247,19 +245,6 @@ class PairedVerdict:
     method: Method
     discordance: Discordance
     images_needed: int | None = None  # inconclusive only: estimated images that would decide
-
-    def as_record(self, metric: str = "top1") -> dict[str, object]:
-        """The issue-14 record names (``low95``/``high95`` hold the interval at ``confidence``)."""
-        record: dict[str, object] = {
-            "verdict": self.verdict, "images": self.discordance.n,
-            f"paired_drop_{metric}": self.drop, f"paired_drop_{metric}_low95": self.low,
-            f"paired_drop_{metric}_high95": self.high,
-            "discordant_ref_only": self.discordance.reference_only,
-            "discordant_compiled_only": self.discordance.candidate_only,
-        }
-        if self.verdict == "inconclusive":
-            record["images_needed"] = self.images_needed
-        return record
 
 
 def paired_verdict(t: Discordance, tolerance_points: float, confidence: float = 0.95,

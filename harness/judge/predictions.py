@@ -18,8 +18,8 @@ reader applies (docs/ascend.md repeats them):
 - An image both as ``.txt`` and ``.npy`` (say) is an error. Labels without predictions and
   predictions without labels are an error by default, or scored on the intersection with both
   counts recorded (``--on-label-mismatch intersect``).
-- If the folder has no prediction files but exactly one sub-folder (ais_bench's timestamped
-  output folder), that sub-folder is read.
+- A folder without prediction files but with one sub-folder (ais_bench's timestamped output
+  folder): that sub-folder is read.
 - Multi-device runs (``--device 0,1``) write one sub-folder per device under the timestamped
   folder: ``<output>/<timestamp>/device<N>/`` in Ascend's tools ais_bench
   (ais-bench_workload/tool/ais_bench/ais_bench/infer/__main__.py line 404) and
@@ -32,8 +32,7 @@ reader applies (docs/ascend.md repeats them):
   timestamped folders: that is refused with the layout named (move them under one folder).
 
 :func:`pair_with_reference` joins the scored images by name to reference logits computed here
-(the torch reference on ``--imagenet``'s images): the paired gate's inputs.
-"""
+(the torch reference on ``--imagenet``'s images): the paired gate's inputs."""
 
 from __future__ import annotations
 
@@ -168,8 +167,7 @@ def prediction_folders(folder: Path) -> list[Path]:
     """The folder(s) holding the prediction files under ``folder``.
 
     ``folder`` itself; or its one (timestamped) sub-folder; or, for a multi-device run, every
-    ``device<N>[_<i>]`` folder of either (see the module docstring).
-    """
+    ``device<N>[_<i>]`` folder of either (see the module docstring)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise PredictionsError(f"predictions folder {folder} does not exist or is not a directory")
@@ -337,7 +335,8 @@ def _stems(labels: Mapping[str, int]) -> dict[str, str]:
     return stems
 
 
-def score_folder(folder: Path, labels: Mapping[str, int], num_classes: int, on_mismatch: str = "error") -> PredictionScore:
+def score_folder(folder: Path, labels: Mapping[str, int], num_classes: int,
+                 on_mismatch: str = "error") -> PredictionScore:
     """Top-1/top-5 of an ais_bench output folder against ``labels`` (image name -> class)."""
     output = read_ais_bench_folder(folder, num_classes)
     logits = output.logits
@@ -386,7 +385,8 @@ def read_result_json(path: Path) -> ReportedAccuracy:
         data = read_json_file(path, RESULT_JSON_MAX_BYTES)
     except UntrustedInput as exc:
         detail = str(exc).removeprefix(f"{path}: ")
-        raise PredictionsError(f"{path}: not a readable JSON file ({detail}); expected ModelZoo's result.json") from None
+        raise PredictionsError(f"{path}: not a readable JSON file ({detail}); expected ModelZoo's "
+                               "result.json") from None
     entries = data.get("value") if isinstance(data, dict) else None
     if not isinstance(entries, list) or not all(isinstance(e, dict) and "key" in e and "value" in e for e in entries):
         raise PredictionsError(

@@ -1,4 +1,4 @@
-"""Is the torch reference plausible enough to judge? (issue 24)
+"""Is the torch reference plausible enough to judge? (the reference gate, docs/reference-check.md)
 
 The paired gate compares the compiled model with the torch reference on the same images; a
 reference that is itself broken (random or wrong weights, labels off by one or in another class

@@ -14,7 +14,8 @@ their final outputs differ most. The modules, one job each:
 - ``expose``: every intermediate tensor made an output (ONNX, OpenVINO)
 - ``bisect``: prefix sub-graphs (onnx.utils.Extractor), compiled whole, searched
 - ``compare``: per-tensor metrics, over threshold, local vs accumulated
-- ``run``: :func:`localize` and :func:`localize_failure`, the :class:`LocalizationSummary`
+- ``pipeline``: :func:`localize` and :func:`localize_failure`
+- ``summary``: what it found, :class:`LayerRow` and :class:`LocalizationSummary`, and their JSON form
 - ``write``: layers.csv and summary.json
 - ``fault``: a planted fault (one initializer scaled), to check the answer
 
@@ -23,14 +24,8 @@ See docs/localize.md.
 
 from harness.localize.candidates import BACKENDS, backend_target
 from harness.localize.images import Images
-from harness.localize.pipeline import (
-    METHODS,
-    LayerRow,
-    LocalizationSummary,
-    NothingCompared,
-    localize,
-    localize_failure,
-)
+from harness.localize.pipeline import METHODS, NothingCompared, localize, localize_failure
+from harness.localize.summary import LayerRow, LocalizationSummary
 from harness.localize.targets import Target, reference_target
 from harness.localize.thresholds import Thresholds, load_thresholds
 

@@ -54,7 +54,8 @@ class AscendTarget(Target):
             raise BackendUnavailable(reason)
         self.source = reference
         self.input_name, _ = image_input(reference)
-        self.input_shape = tuple(input_shape)
+        c, h, w = input_shape  # a tuple, also when given a list
+        self.input_shape = (c, h, w)
         self.precision = precision
         self.label = f"ascend {self.backend.soc_version} ({self.backend.version()}) {precision}"
         self._tmp = tempfile.TemporaryDirectory(prefix="mzc-localize-atc-")
@@ -100,7 +101,7 @@ class AscendTarget(Target):
             if len(values) != len(names):
                 raise InferenceError(f"{where}: ais_bench returned {len(values)} outputs, the graph has {len(names)}")
             out = {}
-            for name, value in zip(names, values):
+            for name, value in zip(names, values, strict=True):
                 array = as_float32(value)
                 out[name] = array.reshape(batch, -1)[:n]  # flattened per image: metrics need no layout
             return out

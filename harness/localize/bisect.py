@@ -40,14 +40,15 @@ class PrefixExtractor:
         self.input, _ = image_input(model)
         try:
             model = onnx.shape_inference.infer_shapes(model)  # types for the sub-graphs' outputs
-        except Exception:  # noqa: BLE001 - inference is a convenience: untyped outputs are typed below
+        except Exception:  # inference is a convenience: untyped outputs are typed below
             pass
         self._extractor = onnx.utils.Extractor(model)
         # The name -> ValueInfoProto map the extractor takes outputs' types from (its name has
         # changed between onnx versions: ``vimap`` before 1.16, ``value_infos`` since).
-        self._types = getattr(self._extractor, "value_infos", None)
-        if self._types is None:
-            self._types = self._extractor.vimap
+        types: dict[str, onnx.ValueInfoProto] | None = getattr(self._extractor, "value_infos", None)
+        if types is None:
+            types = self._extractor.vimap  # type: ignore[attr-defined]  # onnx < 1.16; the stubs are newer
+        self._types = types
 
     def prefix(self, output: str) -> onnx.ModelProto:
         """The sub-graph from the image input to ``output`` (with the initializers it uses)."""
@@ -57,7 +58,9 @@ class PrefixExtractor:
         return self._extractor.extract_model([self.input], [output])
 
 
-def search(sites: Sequence[Site], probe: Probe, exhaustive: bool = False) -> tuple[int | None, dict[int, tuple[Metrics, bool]]]:
+def search(
+    sites: Sequence[Site], probe: Probe, exhaustive: bool = False
+) -> tuple[int | None, dict[int, tuple[Metrics, bool]]]:
     """The index (into ``sites``) of the first tensor over threshold, and every probe's result.
 
     ``sites`` are the comparable tensors in topological order; ``probe(site)`` compiles and runs the

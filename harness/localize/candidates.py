@@ -40,7 +40,9 @@ def backend_target(reference: onnx.ModelProto, backend: str, precision: str, inp
         if precision == "fp16":
             return OrtTarget(float16_model(reference), "onnxruntime CPU fp16 (onnxconverter-common float16)", "all",
                              threads)
-        raise BackendUnavailable(f"onnxruntime on the CPU runs fp32, or fp16 through onnxconverter-common; not {precision!r}")
+        raise BackendUnavailable(
+            f"onnxruntime on the CPU runs fp32, or fp16 through onnxconverter-common; not {precision!r}"
+        )
     if backend == "openvino":
         from harness.localize.ov_target import OpenVinoTarget
 

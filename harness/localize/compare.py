@@ -32,7 +32,6 @@ from harness.errors import HarnessError
 from harness.localize.thresholds import Thresholds
 
 EPS = float(np.finfo(np.float32).eps)
-CLASSIFICATIONS = ("none", "local", "accumulated")
 
 
 class ShapeMismatch(HarnessError, ValueError):

@@ -7,8 +7,6 @@ can: the node whose initializer was changed must be the one named. ``python -m h
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -37,9 +35,3 @@ def plant_fault(model: onnx.ModelProto, node: str, scale: float = 1.5, input_ind
     out.graph.initializer.append(corrupted)
     target.input[input_index] = corrupted.name
     return out
-
-
-def write_planted_fault(source: Path, destination: Path, node: str, scale: float = 1.5) -> Path:
-    """:func:`plant_fault` on the ONNX file ``source``, saved as ``destination``."""
-    onnx.save(plant_fault(onnx.load(str(source)), node, scale), str(destination))
-    return destination

@@ -18,8 +18,6 @@ import onnx
 
 from harness.errors import UsageError
 
-FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE)
-
 
 class GraphError(UsageError, ValueError):
     """An ONNX file localisation cannot work on (unreadable, several inputs, no nodes)."""

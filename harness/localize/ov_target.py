@@ -28,7 +28,7 @@ from harness.localize.targets import Program, Target, as_float32
 
 # OPTIMIZATION_CAPABILITIES a CPU must list to run the reduced precisions natively.
 _CAPABILITY = {"bf16": "BF16", "f16": "FP16"}
-_NUMPY = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.UINT8: np.uint8}
+_NUMPY: dict[int, type[np.generic]] = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.UINT8: np.uint8}
 
 
 class OpenVinoTarget(Target):

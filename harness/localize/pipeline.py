@@ -9,7 +9,8 @@
    exposing them leaves its final error as it was (within ``exposure_tolerance``); otherwise the
    bisect method (:mod:`.bisect`). ``expose`` or ``bisect`` force one;
 3. the rows (one per node output, topological order; :mod:`.compare` metrics where compared), the
-   first divergent node, the local / accumulated classification and the worst nodes;
+   first divergent node, the local / accumulated classification and the worst nodes (the
+   :class:`~.summary.LocalizationSummary`);
 4. with ``out_dir``: ``layers.csv`` and ``summary.json`` (:mod:`.write`).
 """
 
@@ -19,7 +20,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,10 @@ from harness.localize.graph import (
 )
 from harness.localize.images import Images
 from harness.localize.select import select
+from harness.localize.summary import LayerRow, LocalizationSummary
 from harness.localize.targets import Target, reference_target
 from harness.localize.thresholds import Thresholds, load_thresholds
+from harness.localize.write import write
 from harness.progress import progress
 
 METHODS = ("auto", "expose", "bisect")
@@ -57,68 +60,6 @@ WORST = 5
 
 class NothingCompared(HarnessError, RuntimeError):
     """No tensor of the reference could be compared with the candidate (e.g. no shared tensor names)."""
-
-
-@dataclass(frozen=True)
-class LayerRow:
-    """One row of layers.csv: a node output, its shape on the compared images, and its metrics
-    (None: not compared: constant, not computed by the candidate, or not probed by bisection)."""
-
-    index: int
-    node: str
-    op: str
-    output: str
-    shape: tuple[int, ...] | None
-    metrics: Metrics | None
-    reasons: tuple[str, ...] = ()
-
-    @property
-    def over(self) -> bool | None:
-        return None if self.metrics is None else bool(self.reasons)
-
-
-@dataclass(frozen=True)
-class LocalizationSummary:
-    """What localisation found; ``to_json()`` is summary.json, ``last_line()`` what the command prints last."""
-
-    reference: str
-    candidate: str
-    method: str  # "expose" or "bisect"
-    method_reason: str
-    first_divergent_node: str | None
-    first_divergent_op: str | None
-    first_divergent_output: str | None
-    first_divergent_index: int | None
-    first_divergent_cosine: float | None
-    first_divergent_reasons: tuple[str, ...]
-    input_cosine: float | None  # lowest cosine among the first divergent node's compared inputs (1.0: image)
-    classification: str  # "none", "local" or "accumulated"
-    thresholds: Mapping[str, Any]
-    images: tuple[str, ...]  # the compared images, most divergent first
-    images_considered: int
-    top1_disagreements: int  # among the images considered
-    final_cosine: float  # of the candidate's own final output on the compared images
-    nodes: int
-    tensors_compared: int
-    worst_nodes: tuple[LayerRow, ...]
-    cosine_by_depth: tuple[tuple[int, float], ...]
-    rows: tuple[LayerRow, ...] = field(repr=False)
-    candidate_details: Mapping[str, Any] = field(default_factory=dict)
-    exposure_check: Mapping[str, float] | None = None
-    seconds: float = 0.0
-    layers_csv: str | None = None
-    summary_json: str | None = None
-
-    def last_line(self) -> str:
-        if self.first_divergent_node is None:
-            n = self.tensors_compared
-            return f"first divergent node: none ({n} tensor{'s' if n != 1 else ''} compared, all within thresholds)"
-        return f"first divergent node: {self.first_divergent_node} ({self.first_divergent_op})"
-
-    def to_json(self) -> dict[str, Any]:
-        from harness.localize.write import summary_dict
-
-        return summary_dict(self)
 
 
 def _chunks(n: int, size: int) -> list[range]:
@@ -140,6 +81,12 @@ def _first_pass(ref: Target, cand: Target, ref_model: onnx.ModelProto, images: I
             cands.append(np.array(got[out_name] if out_name in got else next(iter(got.values()))))
             bar.update(len(idx))
     return np.concatenate(refs), np.concatenate(cands)
+
+
+def _metrics(row: LayerRow) -> Metrics:
+    """A compared row's metrics (rows without metrics are never compared)."""
+    assert row.metrics is not None
+    return row.metrics
 
 
 def _distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -292,9 +239,9 @@ def localize(
     if first is not None:
         node = topological_nodes(ref_model)[first.index]
         by_output = {r.output: r for r in compared}
-        cosines = [by_output[t].metrics.cosine for t in node.input if t in by_output and by_output[t].metrics]
+        cosines = [_metrics(by_output[t]).cosine for t in node.input if t in by_output]
         input_cosine = min(cosines) if cosines else 1.0
-    worst = sorted(compared, key=lambda r: (not math.isnan(r.metrics.cosine), r.metrics.cosine, r.index))[:WORST]
+    worst = sorted(compared, key=lambda r: (not math.isnan(_metrics(r).cosine), _metrics(r).cosine, r.index))[:WORST]
     summary = LocalizationSummary(
         reference=label,
         candidate=candidate.label,
@@ -307,7 +254,7 @@ def localize(
         first_divergent_cosine=first.metrics.cosine if first and first.metrics else None,
         first_divergent_reasons=first.reasons if first else (),
         input_cosine=input_cosine,
-        classification=classify([(r.metrics, bool(r.over)) for r in compared], first_pos, thresholds),
+        classification=classify([(_metrics(r), bool(r.over)) for r in compared], first_pos, thresholds),
         thresholds=thresholds.as_dict(),
         images=tuple(images.names[i] for i in chosen.indices),
         images_considered=len(images),
@@ -316,18 +263,14 @@ def localize(
         nodes=len({s.index for s in sites}),
         tensors_compared=len(compared),
         worst_nodes=tuple(worst),
-        cosine_by_depth=tuple((r.index, r.metrics.cosine) for r in compared),
+        cosine_by_depth=tuple((r.index, _metrics(r).cosine) for r in compared),
         rows=tuple(rows),
         candidate_details=candidate.describe(),
         exposure_check=exposure,
     )
     if out_dir is not None:
-        from harness.localize.write import write
-
         summary = write(summary, Path(out_dir), seconds=time.perf_counter() - started)
     else:
-        from dataclasses import replace
-
         summary = replace(summary, seconds=time.perf_counter() - started)
     return summary
 

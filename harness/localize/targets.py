@@ -54,6 +54,7 @@ class Target(ABC):
 
     def close(self) -> None:
         """Release what the target holds (temporary files, devices)."""
+        return None  # the default holds nothing
 
 
 def as_float32(value: Any) -> np.ndarray:
@@ -84,7 +85,9 @@ class OrtTarget(Target):
         opts.inter_op_num_threads = 1
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            return ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(
+                model.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"]
+            )
         except Exception as exc:  # ORT's own exception types
             raise InferenceError(f"{self.label}: onnxruntime cannot load the graph: {exc}") from exc
 
@@ -100,7 +103,7 @@ class OrtTarget(Target):
                 values = session.run(names, {input_name: x})
             except Exception as exc:
                 raise InferenceError(f"{label}: onnxruntime failed on a batch of shape {x.shape}: {exc}") from exc
-            return {n: as_float32(v) for n, v in zip(names, values)}
+            return {n: as_float32(v) for n, v in zip(names, values, strict=True)}
 
         return run
 
@@ -127,5 +130,7 @@ def reference_target(model: onnx.ModelProto, threads: int | None = None) -> OrtT
     """The reference: ONNX Runtime, CPU, fp32, basic optimizations."""
     _name, elem = image_input(model)
     if elem not in (onnx.TensorProto.FLOAT, onnx.TensorProto.UINT8):
-        raise UsageError(f"the reference's input is {onnx.TensorProto.DataType.Name(elem)}; expected float or uint8 images")
+        raise UsageError(
+            f"the reference's input is {onnx.TensorProto.DataType.Name(elem)}; expected float or uint8 images"
+        )
     return OrtTarget(model, "reference: onnxruntime CPU fp32", "basic", threads)

@@ -1,5 +1,5 @@
 """The two files a localisation leaves: ``layers.csv`` (one row per node output, topological order)
-and ``summary.json`` (the :class:`~harness.localize.pipeline.LocalizationSummary` as JSON).
+and ``summary.json`` (the :class:`~harness.localize.summary.LocalizationSummary` as JSON).
 
 layers.csv columns, in order (:data:`COLUMNS`): node, op_type, output, shape (on the compared
 images, ``16x32x112x112``), cosine_similarity, max_abs_diff, max_relative_diff, rmse,
@@ -21,16 +21,12 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
+from harness.localize.summary import LayerRow, LocalizationSummary, number_text, summary_dict
 from harness.safe_names import inside
-
-if TYPE_CHECKING:
-    from harness.localize.pipeline import LayerRow, LocalizationSummary
 
 COLUMNS = ("node", "op_type", "output", "shape", "cosine_similarity", "max_abs_diff", "max_relative_diff", "rmse",
            "mean_relative_error", "over_threshold")
@@ -38,69 +34,14 @@ LAYERS_CSV = "layers.csv"
 SUMMARY_JSON = "summary.json"
 
 
-def _number(value: float) -> str:
-    return "nan" if math.isnan(value) else ("inf" if math.isinf(value) else f"{value:.9g}")
-
-
-def _json_number(value: float | None) -> float | str | None:
-    """JSON has no NaN or infinity: those become strings."""
-    if value is None:
-        return None
-    return _number(value) if not math.isfinite(value) else float(value)
-
-
 def csv_row(row: LayerRow) -> list[str]:
     shape = "x".join(str(d) for d in row.shape) if row.shape else ""
     m = row.metrics
     if m is None:
         return [row.node, row.op, row.output, shape, "", "", "", "", "", ""]
-    return [row.node, row.op, row.output, shape, _number(m.cosine), _number(m.max_abs_diff),
-            _number(m.max_relative_diff), _number(m.rmse), _number(m.mean_relative_error),
+    return [row.node, row.op, row.output, shape, number_text(m.cosine), number_text(m.max_abs_diff),
+            number_text(m.max_relative_diff), number_text(m.rmse), number_text(m.mean_relative_error),
             "yes" if row.over else "no"]
-
-
-def row_dict(row: LayerRow) -> dict[str, Any]:
-    """One row as JSON (the worst nodes of summary.json)."""
-    m = row.metrics
-    out: dict[str, Any] = {"index": row.index, "node": row.node, "op_type": row.op, "output": row.output,
-                           "shape": list(row.shape) if row.shape else None}
-    if m is not None:
-        out.update(cosine_similarity=_json_number(m.cosine), max_abs_diff=_json_number(m.max_abs_diff),
-                   max_relative_diff=_json_number(m.max_relative_diff), rmse=_json_number(m.rmse),
-                   mean_relative_error=_json_number(m.mean_relative_error), over_threshold=bool(row.over),
-                   reasons=list(row.reasons))
-    return out
-
-
-def summary_dict(s: LocalizationSummary) -> dict[str, Any]:
-    """summary.json's content."""
-    return {
-        "first_divergent_node": s.first_divergent_node,
-        "first_divergent_op": s.first_divergent_op,
-        "first_divergent_output": s.first_divergent_output,
-        "first_divergent_index": s.first_divergent_index,
-        "first_divergent_cosine": _json_number(s.first_divergent_cosine),
-        "first_divergent_reasons": list(s.first_divergent_reasons),
-        "input_cosine": _json_number(s.input_cosine),
-        "classification": s.classification,
-        "method": s.method,
-        "method_reason": s.method_reason,
-        "thresholds": dict(s.thresholds),
-        "reference": s.reference,
-        "candidate": s.candidate,
-        "candidate_details": dict(s.candidate_details),
-        "exposure_check": {k: _json_number(v) for k, v in s.exposure_check.items()} if s.exposure_check else None,
-        "images": list(s.images),
-        "images_considered": s.images_considered,
-        "top1_disagreements": s.top1_disagreements,
-        "final_cosine": _json_number(s.final_cosine),
-        "nodes": s.nodes,
-        "tensors_compared": s.tensors_compared,
-        "worst_nodes": [row_dict(r) for r in s.worst_nodes],
-        "cosine_by_depth": [[i, _json_number(c)] for i, c in s.cosine_by_depth],
-        "seconds": round(s.seconds, 3),
-        "layers_csv": s.layers_csv,
-    }
 
 
 def _replace_atomically(path: Path, text: str) -> None:

@@ -2,7 +2,7 @@
 
 Seeded random weights with BatchNorm's initial statistics (mean 0, variance 1) give logits that
 torch and ONNX agree on trivially or not at all; calibrated on real images they behave like a
-trained network's (see DESIGN.md, "Random-weight parity tests can lie both ways").
+trained network's (uncalibrated, a random-weight parity test can lie both ways).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def calibrate_batchnorm(module: nn.Module, images: np.ndarray, batch_size: int =
             for part in _batches(images.shape[0], batch_size):
                 module(torch.from_numpy(np.ascontiguousarray(images[part])))
     finally:
-        for m, momentum in zip(norms, momenta):
+        for m, momentum in zip(norms, momenta, strict=True):
             m.momentum = momentum
         module.eval()
     return len(norms)

@@ -48,8 +48,7 @@ class WeightsNotFound(WeightsError, NotApplicable):
     """The checkpoint is nowhere to be had (not installed, not in the weights dir, no download).
 
     Distinct from a wrong or corrupt checkpoint, which is always an error: tests that only make
-    sense with real weights skip on this one, with ``short`` as the one-line reason.
-    """
+    sense with real weights skip on this one, with ``short`` as the one-line reason."""
 
     def __init__(self, message: str, short: str):
         super().__init__(message)
@@ -213,7 +212,8 @@ def download_weights(spec: ModelSpec, weights_dir: Path, timeout: float = DOWNLO
     """
     w = spec.weights
     if not w.url:
-        raise WeightsError(f"model {spec.name!r}: no download URL in fixtures/models.toml; " + _manual_fix(spec, weights_dir))
+        raise WeightsError(f"model {spec.name!r}: no download URL in fixtures/models.toml; "
+                           + _manual_fix(spec, weights_dir))
     weights_dir.mkdir(parents=True, exist_ok=True)  # an OSError here or below: locate_weights' _os_errors
     final = weights_dir / w.filename
     fd, tmp_name = tempfile.mkstemp(prefix=f".{w.filename}.", suffix=".part", dir=weights_dir)
@@ -349,7 +349,7 @@ def load_state_dict(
     """
     path = Path(path)
     if path.suffix == ".safetensors":  # hub weights (timm): a format that cannot hold code at all
-        obj = _safetensors(path)
+        obj: object = _safetensors(path)
     else:
         obj = _torch_load(path)
     state = _unwrap(obj, spec, path)
@@ -398,14 +398,14 @@ def _map_by_position(
             f"{path} has {len(state)} tensors but {arch} has {len(target)} state_dict entries; "
             "key_mapping 'by_position' needs the same count: this checkpoint is for another architecture"
         )
-    for i, ((src_key, src), (dst_key, dst)) in enumerate(zip(state.items(), target.items())):
+    for i, ((src_key, src), (dst_key, dst)) in enumerate(zip(state.items(), target.items(), strict=True)):
         if tuple(src.shape) != tuple(dst.shape):
             raise WeightsError(
                 f"{path}: position {i}: checkpoint {src_key!r} has shape {tuple(src.shape)} but "
                 f"{arch} {dst_key!r} has {tuple(dst.shape)}; key_mapping 'by_position' needs "
                 "identical order and shapes: this checkpoint is for another architecture"
             )
-    return {dst_key: src for (dst_key, _), src in zip(target.items(), state.values())}
+    return {dst_key: src for (dst_key, _), src in zip(target.items(), state.values(), strict=True)}
 
 
 def describe_source(path: Path, spec: ModelSpec) -> str:

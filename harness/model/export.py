@@ -2,7 +2,7 @@
 
 The TorchScript exporter (``dynamo=False``) is used on purpose: in this torch the dynamo
 exporter writes opset 18 whatever opset is asked for, logs its failed down-conversion only as a
-warning and writes external data (DESIGN.md, "Measured on these machines"). Every file is
+warning and writes external data (measured with the torch this suite pins). Every file is
 checked with the full ONNX checker and its opset is read back from the file, so a wrong opset
 can never reach ATC unnoticed.
 """
@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from harness.cache import ArtifactCache, file_sha256
-from harness.environment import installed_version
 from harness.errors import HarnessError
 from harness.model.weights import WeightsInfo
 from harness.specs import ModelSpec, as_dict
+from harness.versions import installed_version
 
 ONNX_FILENAME = "model.onnx"
 BATCH_DIM = "batch"

@@ -125,7 +125,9 @@ def uint8_input_model(model: onnx.ModelProto, mean: Sequence[float], std: Sequen
         _channel_constant(std, c_std, "std"),
     ]
     nodes = [
-        helper.make_node("Cast", [image.name], [as_float], name=_unique("uint8_input_cast", taken), to=TensorProto.FLOAT),
+        helper.make_node(
+            "Cast", [image.name], [as_float], name=_unique("uint8_input_cast", taken), to=TensorProto.FLOAT
+        ),
         helper.make_node("Div", [as_float, c255], [scaled], name=_unique("uint8_input_div255", taken)),
         helper.make_node("Sub", [scaled, c_mean], [centered], name=_unique("uint8_input_sub_mean", taken)),
         helper.make_node("Div", [centered, c_std], [normalized], name=_unique("uint8_input_div_std", taken)),
@@ -145,7 +147,9 @@ def uint8_input_model(model: onnx.ModelProto, mean: Sequence[float], std: Sequen
     try:
         onnx.checker.check_model(out, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise Uint8InputError(f"the uint8-input model fails the ONNX checker: {str(exc).strip().splitlines()[0]}") from exc
+        raise Uint8InputError(
+            f"the uint8-input model fails the ONNX checker: {str(exc).strip().splitlines()[0]}"
+        ) from exc
     return out
 
 

@@ -1,6 +1,6 @@
 """A run that certifies nothing is not green: ``--strict-certification`` and the run's last line.
 
-``--strict-certification`` (the nightly recipe uses it; pytest owns ``--strict``) turns every
+``--strict-certification`` (harness.options; the nightly recipe uses it; pytest owns ``--strict``) turns every
 skipped accuracy, agreement or perf certification into a failure with the same reason: a runner
 that lost its toolkit, its device or its data must not report success. Without it the run's last
 line still says how many models were certified and how many were not, and why.
@@ -20,15 +20,10 @@ RECORDER = "modelzoo-cert-results"  # harness.pytest.plugin registers its Result
 MAX_REASON = 110
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.getgroup("modelzoo-cert").addoption(
-        "--strict-certification", action="store_true",
-        help="a skipped accuracy, agreement or perf certification fails (with the skip's reason): "
-             "a run that certifies nothing is not green")
-
-
 @pytest.hookimpl(wrapper=True, tryfirst=True)  # outside harness.pytest.outcomes: sees its skips
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[Any]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     if (report.skipped and isinstance(report.longrepr, tuple) and item.config.getoption("--strict-certification")
             and any(item.get_closest_marker(m) for m in CERTIFYING_MARKERS) and _asked(item)):
@@ -75,7 +70,8 @@ def tally(records: Sequence[Any]) -> str | None:
         line += f" ({', '.join(certified)})"
     if why:
         line += "; not certified: " + "; ".join(
-            f"{m} ({reasons[0]}{f' and {len(reasons) - 1} more' if len(reasons) > 1 else ''})" for m, reasons in why.items())
+            f"{m} ({reasons[0]}{f' and {len(reasons) - 1} more' if len(reasons) > 1 else ''})"
+            for m, reasons in why.items())
     return line
 
 

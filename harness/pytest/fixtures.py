@@ -18,7 +18,7 @@ import socket
 import sys
 import time
 from collections.abc import Generator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +26,7 @@ import pytest
 
 from harness.cache import default_cache_root
 from harness.errors import HarnessError
-from harness.pytest.plugin import selection
+from harness.pytest.state import session_state
 from harness.specs import SINGLE_STREAM, ChipSpec, ModelSpec, Policy
 
 if TYPE_CHECKING:  # the workbench pulls in numpy, PIL and (lazily) torch: not at plugin load
@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # the workbench pulls in numpy, PIL and (lazily) torch: not a
     from harness.run.workbench import RunConfig, Workbench
 
 
-def _path(value: str | None) -> Path | None:
+def _path(value: str | Path | None) -> Path | None:
     return Path(value).expanduser().resolve() if value else None
 
 
@@ -60,17 +60,26 @@ def run_config(pytestconfig: pytest.Config) -> RunConfig:
         on_label_mismatch=opt("--on-label-mismatch"),
         input_dtype=opt("input_dtype"),
         decode=opt("--decode"),
-        device_ids=selection(pytestconfig)["device_ids"],
+        device_ids=session_state(pytestconfig).device_ids,
     )
 
 
 @pytest.fixture(scope="session")
 def policy(pytestconfig: pytest.Config) -> Policy:
-    return selection(pytestconfig)["policy"]
+    return session_state(pytestconfig).policy
 
 
-# The session's workbench and its start, for the stage file written at the end.
-_SESSION = pytest.StashKey[dict[str, Any]]()
+@dataclass
+class _SessionClock:
+    """The session's start and its workbench, for the stage file written at the end; filled as the
+    session goes (the start at ``pytest_sessionstart``, the workbench when a test first asks for it)."""
+
+    started: float = field(default_factory=time.perf_counter)
+    started_at: float = field(default_factory=time.time)
+    workbench: Workbench | None = None
+
+
+_SESSION = pytest.StashKey[_SessionClock]()
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +87,7 @@ def workbench(run_config: RunConfig, policy: Policy, pytestconfig: pytest.Config
     from harness.run.workbench import Workbench
 
     bench = Workbench(cfg=run_config, policy=policy)
-    pytestconfig.stash.setdefault(_SESSION, {})["workbench"] = bench
+    pytestconfig.stash.setdefault(_SESSION, _SessionClock()).workbench = bench
     return bench
 
 
@@ -91,8 +100,7 @@ def stages_path(config: pytest.Config) -> Path:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    state = session.config.stash.setdefault(_SESSION, {})
-    state["started"], state["started_at"] = time.perf_counter(), time.time()
+    session.config.stash[_SESSION] = _SessionClock()
 
 
 @pytest.hookimpl(wrapper=True)
@@ -106,9 +114,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Generator[
 
 
 def _write_stages(config: pytest.Config, finishing: float, exitstatus: int) -> None:
-    state = config.stash.get(_SESSION, {})
-    bench = state.get("workbench")
-    if bench is None or config.getoption("--no-report"):
+    clock = config.stash.get(_SESSION, None)
+    bench = clock.workbench if clock is not None else None
+    if clock is None or bench is None or config.getoption("--no-report"):
         return
     from harness.run.stages import write_stages
 
@@ -117,7 +125,7 @@ def _write_stages(config: pytest.Config, finishing: float, exitstatus: int) -> N
     try:
         write_stages(path, bench.clock, worker=os.environ.get("PYTEST_XDIST_WORKER"), host=socket.gethostname(),
                      pid=os.getpid(), exit_status=exitstatus, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                     started_at=state.get("started_at"), session_seconds=round(now - state.get("started", finishing), 6),
+                     started_at=clock.started_at, session_seconds=round(now - clock.started, 6),
                      session_finish_seconds=round(now - finishing, 6))
     except OSError as exc:  # a measurement, never a lost run
         print(f"warning: stage times not written to {path}: {exc}", file=sys.stderr)
@@ -145,7 +153,7 @@ def perf_options(pytestconfig: pytest.Config) -> PerfOptions:
         measurements=_path(opt("--measurements")),
         save_baseline=bool(opt("--save-baseline")),
         baselines_dir=_path(opt("--baselines-dir")),
-        batch_sizes=selection(pytestconfig)["explicit_batch_sizes"],
+        batch_sizes=session_state(pytestconfig).explicit_batch_sizes,
         scenario=opt("--scenario"),
         compare_vendor_tool=bool(opt("--compare-vendor-tool")),
     )
@@ -154,13 +162,13 @@ def perf_options(pytestconfig: pytest.Config) -> PerfOptions:
 @pytest.fixture(scope="session")
 def chips(pytestconfig: pytest.Config) -> Mapping[str, ChipSpec]:
     """Every chip of fixtures/chips.toml (baseline chips included), by name."""
-    return selection(pytestconfig)["all_chips"]
+    return session_state(pytestconfig).all_chips
 
 
 @pytest.fixture(scope="session")
 def registry(pytestconfig: pytest.Config) -> Mapping[str, ModelSpec]:
     """Every model of fixtures/models.toml, by name (not only the selected ones)."""
-    return selection(pytestconfig)["registry"]
+    return session_state(pytestconfig).registry
 
 
 class RecordWriter:

@@ -3,7 +3,8 @@
 A :class:`~harness.errors.NotApplicable` raised anywhere in a test or its fixtures is a skip with
 the exception's message as the reason; a :class:`~harness.errors.NotCertified` or
 :class:`~harness.errors.UsageError` or :class:`~harness.errors.NotReady` is a failure whose text
-is the message, without a traceback (a verdict, a wrong option or a busy device, not a bug). Any other exception keeps pytest's report.
+is the message, without a traceback (a verdict, a wrong option or a busy device, not a bug). Any other
+exception keeps pytest's report.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from harness.errors import (
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[Any]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     excinfo = call.excinfo
     if excinfo is None or not isinstance(excinfo.value, HarnessError) or report.outcome != "failed":

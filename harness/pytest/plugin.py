@@ -8,18 +8,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from harness.errors import UsageError
+from harness.options import PYTEST_OPTIONS
 from harness.pytest.recorder import ResultsRecorder, check_output_paths
+from harness.pytest.state import STATE, SessionState, session_state
 from harness.specs import (
-    PRECISIONS,
-    SCENARIOS,
-    SINGLE_STREAM,
     ChipSpec,
-    ModelSpec,
     SpecError,
     load_chips,
     load_models,
@@ -29,8 +26,6 @@ from harness.specs import (
 )
 
 pytest_plugins = ["harness.pytest.fixtures", "harness.pytest.outcomes", "harness.pytest.certification"]
-
-_STATE = pytest.StashKey[dict[str, Any]]()
 
 # Registered by the plugin, not an ini-file, so they hold wherever pytest finds its configuration.
 MARKERS = {
@@ -56,141 +51,60 @@ def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) 
     reroot(early_config, args)
 
 
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """The lab hooks (harness.pytest.hookspec, docs/extending.md)."""
+    from harness.pytest import hookspec
+
+    pluginmanager.add_hookspecs(hookspec)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
-    g = parser.getgroup("modelzoo-cert", "model-zoo certification")
-    g.addoption("--imagenet", metavar="DIR", help="ImageNet val: DIR/val/*.JPEG + DIR/val_label.txt (ModelZoo), or DIR/val/<wnid>/*.JPEG (ImageFolder)")
-    g.addoption("--imagenet-labels", metavar="FILE", help="label file if not DIR/val_label.txt")
-    g.addoption("--limit", type=int, metavar="N", help="certify on a deterministic subset of N images")
-    g.addoption("--inconclusive", choices=["fail", "allow"],
-                help="an inconclusive verdict (too few images to decide) fails the test, or is allowed (recorded as "
-                     "inconclusive, the test passes); default: fixtures/policy.toml [accuracy] inconclusive")
-    g.addoption("--models", metavar="A,B", help="comma-separated models: fixtures/models.toml names, torchvision / timm "
-                "names (tv:resnet50, tv:resnet50.IMAGENET1K_V2, timm:resnest50d.in1k) or globs (tv:*, timm:resnext*); "
-                "default: every fixtures/models.toml model")
-    g.addoption("--chip", default="cpu", metavar="CHIP[,CHIP]", help="chip(s) from fixtures/chips.toml (default: cpu)")
-    g.addoption("--backend", metavar="NAME",
-                help="run the chip(s) on another backend (e.g. openvino on cpu); default: the chip's in chips.toml")
-    g.addoption("--precision", choices=list(PRECISIONS),
-                help="compile at this precision (fp32, fp16, bf16); default: the chip's in chips.toml")
-    g.addoption("--input", dest="input_dtype", choices=["float32", "uint8"], default="float32",
-                help="uint8: fold normalization into the model and feed the uint8 cache as is (4x less host-to-device traffic)")
-    g.addoption("--decode", choices=["exact", "draft"], default="exact",
-                help="JPEG decoding for the preprocessing cache: exact (default, bit-identical with torchvision) or "
-                "draft (libjpeg DCT-domain downscaling of JPEGs at least twice the resize target: faster on large "
-                "photos, different pixels, cached separately and recorded)")
-    g.addoption("--batch-sizes", metavar="1,16",
-                help="batch sizes (default: accuracy: fixtures/policy.toml; perf: the model's sweep in models.toml)")
-    g.addoption("--weights", choices=["pretrained", "random"], default="pretrained",
-                help="pretrained checkpoints (checksum-verified) or seeded random weights (conversion checks only)")
-    g.addoption("--weights-dir", metavar="DIR", help="where checkpoints are found / downloaded (default: <cache>/weights)")
-    g.addoption("--cache-dir", metavar="DIR", help="artifact cache (default: $MZC_CACHE_DIR or ~/.cache/modelzoo-cert)")
-    g.addoption("--verify-cache", action="store_true",
-                help="hash every file of every cache entry read, the large ones too (a dataset's pixels: ~5 s per 50,000 "
-                "images), instead of checking files over 256 MiB by size; entries that fail are rebuilt")
-    g.addoption("--no-download", action="store_true", help="never download weights; fail if absent")
-    g.addoption("--preprocess", dest="preprocess_variant", metavar="VARIANT",
-                help="a preprocessing variant of the model (e.g. modelzoo); default: the upstream recipe")
-    g.addoption("--opset", type=int, default=11, help="ONNX opset for export (default 11, what ATC supports)")
-    g.addoption("--workers", type=int, metavar="N", help="preprocessing processes (default: all cores)")
-    g.addoption("--threads", type=int, metavar="N", help="inference threads for CPU backends (default: all cores)")
-    g.addoption("--on-label-mismatch", choices=["error", "intersect"], default="error",
-                help="images without labels / labels without images: fail (default) or score the intersection")
-    g.addoption("--measurements", metavar="FILE|DIR",
-                help="perf: the chip under test's figures measured elsewhere (baseline-format CSV, or ais_bench "
-                "*_summary.json files under <model>/bs<N>/) instead of measuring here")
-    g.addoption("--save-baseline", action="store_true",
-                help="perf: write this run's figures into <baselines-dir>/<chip>.csv (rows of the same model and batch replaced)")
-    g.addoption("--baselines-dir", metavar="DIR", help="perf baselines, one <chip>.csv each (default: fixtures/baselines)")
-    g.addoption("--scenario", choices=list(SCENARIOS), default=SINGLE_STREAM,
-                help="perf: single-stream (one request at a time: latency percentiles; default) or offline (as many "
-                "requests in flight as the backend's throughput mode uses: images/s only); ratios compare figures "
-                "of one scenario and clock")
-    g.addoption("--compare-vendor-tool", action="store_true",
-                help="perf: also measure the best batch with the vendor's own tool (OpenVINO benchmark_app, ais_bench, "
-                "trtexec) in the same scenario and record both figures and their ratio (docs/vendor-parity.md)")
-    g.addoption("--device-ids", metavar="0,1,2,3",
-                help="devices to run on (Ascend: the Device column of npu-smi info); under pytest-xdist worker gwN "
-                "takes the N-th (modulo), so perf runs may use -n up to the number of devices; in one process, "
-                "several devices of a card are also measured together at the best batch (per_card_measured)")
-    g.addoption("--predictions", metavar="DIR",
-                help="accuracy: certify an ais_bench output folder ({image}_0.txt|.npy|.bin per image) or a ModelZoo "
-                "result.json produced elsewhere, against the labels (--imagenet / --imagenet-labels); one model "
-                "(--models) or one sub-folder per model")
-    g.addoption("--results", metavar="FILE", default="reports/results.jsonl",
-                help="JSON-lines record of every result (appended)")
-    g.addoption("--report-dir", metavar="DIR", default="reports",
-                help="where the end of the run writes report.md, report.html and plots/ from the whole --results "
-                "file (this run and the history before it); default: reports/")
-    g.addoption("--no-report", action="store_true", help="do not write the report at the end of the run")
-    g.addoption("--localize-on-fail", dest="localize", action="store_true", default=True,
-                help="when an accuracy or agreement gate's verdict is fail, localise the loss layer by layer on the 16 "
-                "most divergent images and record the first divergent node (the default; docs/localize.md)")
-    g.addoption("--no-localize", dest="localize", action="store_false",
-                help="do not localise a failed accuracy or agreement gate")
-    g.addoption("--localize-dir", metavar="DIR",
-                help="where localisation writes layers.csv and summary.json, one folder per test "
-                "(default: <report-dir>/localize)")
-
-
-def _csv(value: str | None) -> list[str]:
-    return [v.strip() for v in (value or "").split(",") if v.strip()]
+    """Every option as harness.options declares it: values are checked as the command line is parsed."""
+    group = parser.getgroup("modelzoo-cert", "model-zoo certification")
+    for option in PYTEST_OPTIONS:
+        option.add_to(group)
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Resolve the options against fixtures/ into the session's :class:`SessionState`.
+
+    Each value was checked alone at parse time (harness.options); what needs the registry, another
+    option or the rootdir is checked here, a usage error (exit 4) before any test runs.
+    """
     for name, description in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {description}")
+    opt = config.getoption
     try:
         registry = load_models()
         chips = load_chips()
         policy = load_policy()
-        if config.getoption("--inconclusive"):
-            policy = replace(policy, verdicts=replace(policy.verdicts, inconclusive=config.getoption("--inconclusive")))
+        if opt("--inconclusive"):  # a policy field: the policy is read here
+            policy = replace(policy, accuracy=replace(policy.accuracy, inconclusive=opt("--inconclusive")))
         # curated names, tv:/timm: library names and globs (harness.specs.library); default: every curated model
-        selected = resolve_models(_csv(config.getoption("--models")), registry)
+        selected = resolve_models(list(opt("--models") or ()), registry)
         registry = {**registry, **selected}
-        names = list(selected)
-        selected_chips = [_override(resolve_chip(chips, c), config) for c in _csv(config.getoption("--chip")) or ["cpu"]]
-        bs_text = _csv(config.getoption("--batch-sizes"))
-        try:
-            explicit_sizes = tuple(int(b) for b in bs_text)
-        except ValueError:
-            raise SpecError(f"--batch-sizes expects integers like 1,16; got {config.getoption('--batch-sizes')!r}") from None
-        if any(b <= 0 for b in explicit_sizes):
-            raise SpecError(f"--batch-sizes must be positive, got {list(explicit_sizes)}")
-        batch_sizes = explicit_sizes or policy.accuracy_batch_sizes
-        measurements = config.getoption("--measurements")
-        if measurements and not Path(measurements).exists():
-            raise SpecError(f"--measurements {measurements}: no such file or directory")
-        if measurements and config.getoption("--save-baseline"):
+        selected_chips = tuple(_override(resolve_chip(chips, c), config) for c in opt("--chip") or ("cpu",))
+        explicit_sizes: tuple[int, ...] = opt("--batch-sizes") or ()
+        if opt("--measurements") and opt("--save-baseline"):  # two options
             raise SpecError("--save-baseline saves figures measured here; with --measurements nothing is measured")
-        device_ids = _device_ids(config.getoption("--device-ids"))
-        predictions = config.getoption("--predictions")
-        if predictions and not Path(predictions).is_dir():
-            raise SpecError(f"--predictions {predictions}: expected a directory (an ais_bench output folder), found none")
-        limit = config.getoption("--limit")
-        if limit is not None and limit <= 0:
-            raise SpecError(f"--limit must be a positive number of images, got {limit}")
-        if config.getoption("--opset") < 7:
-            raise SpecError(f"--opset {config.getoption('--opset')} is too old; ATC supports 11")
-        if not hasattr(config, "workerinput"):  # the controller writes; xdist workers only compute
-            check_output_paths(_under_root(config, config.getoption("--results")), _output_dirs(config))
+        if not hasattr(config, "workerinput"):  # the controller writes; xdist workers only compute (the rootdir)
+            check_output_paths(_under_root(config, opt("--results")), _output_dirs(config))
     except UsageError as exc:  # SpecError, and any other option or fixtures/ data the harness refuses
         raise pytest.UsageError(str(exc)) from None
-    config.stash[_STATE] = {
-        "registry": registry,
-        "models": [registry[n] for n in names],
-        "chips": selected_chips,
-        "batch_sizes": batch_sizes,
-        "explicit_batch_sizes": explicit_sizes or None,
-        "all_chips": chips,
-        "policy": policy,
-        "device_ids": device_ids,
-        "localize": bool(config.getoption("localize")),
-        "localize_dir": _under_root(config, config.getoption("--localize-dir")
-                                    or Path(config.getoption("--report-dir")) / "localize"),
-    }
+    config.stash[STATE] = SessionState(
+        registry=registry,
+        models=tuple(registry[n] for n in selected),
+        chips=selected_chips,
+        all_chips=chips,
+        policy=policy,
+        batch_sizes=explicit_sizes or policy.accuracy.batch_sizes,
+        explicit_batch_sizes=explicit_sizes or None,
+        device_ids=opt("--device-ids"),
+        localize=bool(opt("localize")),
+        localize_dir=_under_root(config, opt("--localize-dir") or Path(opt("--report-dir")) / "localize"),
+    )
     if not hasattr(config, "workerinput"):
-        recorder = ResultsRecorder(config, _under_root(config, config.getoption("--results")), config.stash[_STATE])
+        recorder = ResultsRecorder(config, _under_root(config, opt("--results")), config.stash[STATE])
         config.pluginmanager.register(recorder, "modelzoo-cert-results")
 
 
@@ -223,28 +137,19 @@ def localize_dir(config: pytest.Config, test_name: str) -> Path:
     never outside --localize-dir, and two tests never share a folder."""
     from harness.safe_names import inside, safe_component
 
-    base = selection(config)["localize_dir"]
+    base = session_state(config).localize_dir
     function, bracket, params = test_name.partition("[")
     if bracket and params.endswith("]") and function.isascii() and function.isidentifier() and len(function) <= 80:
         return inside(base, base / f"{function}-{safe_component(params[:-1])}")
     return inside(base, base / safe_component(test_name))
 
 
-def _device_ids(text: str | None) -> tuple[int, ...]:
-    values = _csv(text) or ["0"]
-    if not all(v.isdigit() for v in values):
-        raise SpecError(f"--device-ids expects device numbers like 0,1,2,3 (npu-smi info's Device column); got {text!r}")
-    ids = tuple(int(v) for v in values)
-    if len(set(ids)) != len(ids):
-        raise SpecError(f"--device-ids lists a device twice: {text!r}")
-    return ids
-
-
 def _override(chip: ChipSpec, config: pytest.Config) -> ChipSpec:
-    """The chip as --backend / --precision ask to run it (other backends get no chip options)."""
+    """The chip as --backend / --precision ask to run it (other backends get no chip options; the
+    precision was checked at parse time, the backend's registration is checked here)."""
     backend, precision = config.getoption("--backend"), config.getoption("--precision")
     if backend and backend != chip.backend:
-        from harness.backends.base import known_backends
+        from harness.backends.base import known_backends  # here, not at parse time: see options.backend_name
 
         if backend not in known_backends():
             raise SpecError(f"unknown --backend {backend!r}; known backends: {', '.join(known_backends())}")
@@ -254,26 +159,19 @@ def _override(chip: ChipSpec, config: pytest.Config) -> ChipSpec:
     return chip
 
 
-def selection(config: pytest.Config) -> dict[str, Any]:
-    return config.stash[_STATE]
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    state = selection(metafunc.config)
+    state = session_state(metafunc.config)
     if "model_spec" in metafunc.fixturenames:
-        models: list[ModelSpec] = state["models"]
-        metafunc.parametrize("model_spec", models, ids=[m.name for m in models])
+        metafunc.parametrize("model_spec", state.models, ids=[m.name for m in state.models])
     if "perf_rule" in metafunc.fixturenames:
         params = []
-        for chip in state["chips"]:
+        for chip in state.chips:
             if not chip.rules:
                 params.append(pytest.param(chip, None, id=f"{chip.name}-no-rules", marks=pytest.mark.skip(
                     reason=f"{chip.name} has no throughput rules in fixtures/chips.toml (nothing to compare with)")))
             params.extend(pytest.param(chip, rule, id=f"{chip.name}-vs-{rule.baseline}") for rule in chip.rules)
         metafunc.parametrize(("chip_spec", "perf_rule"), params)
     elif "chip_spec" in metafunc.fixturenames:
-        chips: list[ChipSpec] = state["chips"]
-        metafunc.parametrize("chip_spec", chips, ids=[c.name for c in chips])
+        metafunc.parametrize("chip_spec", state.chips, ids=[c.name for c in state.chips])
     if "batch_size" in metafunc.fixturenames:
-        sizes = state["batch_sizes"]
-        metafunc.parametrize("batch_size", sizes, ids=[f"bs{b}" for b in sizes])
+        metafunc.parametrize("batch_size", state.batch_sizes, ids=[f"bs{b}" for b in state.batch_sizes])

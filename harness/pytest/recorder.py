@@ -4,7 +4,7 @@ The :class:`ResultsRecorder` is registered by :mod:`harness.pytest.plugin` on th
 under pytest-xdist it is the one process that sees every report (with the properties the test's
 record left in it), so each result is written exactly once.
 
-No record is lost (issue 25):
+No record is lost:
 
 - a record is one line, written by one ``write`` of the whole line and its ``\\n`` on an
   ``O_APPEND`` descriptor, then fsync'd, so a killed run leaves at most its own last line cut and
@@ -19,6 +19,10 @@ No record is lost (issue 25):
   directory of ``--save-baseline``) are checked at start-up (:func:`check_output_paths`): a
   directory given as ``--results``, a path under a file, a read-only place is a usage error (exit
   4) naming the path and why, before any test runs. The probes leave nothing behind.
+
+It calls the lab hooks of :mod:`harness.pytest.hookspec` (docs/extending.md): a plugin's environment
+fields go into the run record, each appended record is handed to ``pytest_mzc_record``, and
+``pytest_mzc_session_finished`` comes last; what a plugin gets wrong fails the run, naming it.
 """
 
 from __future__ import annotations
@@ -35,11 +39,14 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
 
 from harness.errors import UsageError
+from harness.pytest.extensions import ExtensionError, call_each, environment_fields
+from harness.pytest.state import SessionState
 from harness.safe_names import printable
 
 _TAIL_CHUNK = 1 << 16
@@ -172,10 +179,10 @@ class ResultsRecorder:
     """Writes one typed record (harness.records.schema) per test outcome and prints the summary.
 
     The line is the test's record with pytest's facts (outcome, reason, times) filled in.
-    ``state`` is the plugin's selection (chips, policy) for the run record and the report.
+    ``state`` is the session's state (chips, policy) for the run record and the report.
     """
 
-    def __init__(self, config: pytest.Config, results: Path, state: dict[str, Any]):
+    def __init__(self, config: pytest.Config, results: Path, state: SessionState):
         self.config = config
         self.path = results
         self.state = state
@@ -185,6 +192,7 @@ class ResultsRecorder:
         self.unwritten: list[tuple[str, str]] = []  # (test, error): records the results file did not take
         self.run_unwritten: str | None = None  # why the run record was not written
         self.notes: list[str] = []  # a cut line found at the end of the file and ended
+        self.extension_errors: list[str] = []  # what a lab plugin's hook got wrong (harness.pytest.extensions)
         self.written = 0
         self._check_end = True  # before the first append, and after a failed one
         self.started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -193,8 +201,10 @@ class ResultsRecorder:
         self.report_error: str | None = None
 
     def _append(self, record: dict[str, Any]) -> None:
-        """Append one record as one line; an ``OSError`` says why it could not be."""
-        line = (json.dumps(record, default=str) + "\n").encode()
+        """Append one record as one line, then hand it to the lab hooks; an ``OSError`` says why it
+        could not be."""
+        text = json.dumps(record, default=str)
+        line = (text + "\n").encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -217,12 +227,22 @@ class ResultsRecorder:
                 f"{self.path} ended in a cut line (line {cut[0]}, from byte {cut[1]}, without its newline: a run "
                 "killed while writing it); it was ended with a newline before this run's first record, and the "
                 "report lists it as a cut line")
+        self._call_hook("pytest_mzc_record", record=MappingProxyType(json.loads(text)))
+
+    def _call_hook(self, hook: str, **kwargs: Any) -> list[Any]:
+        """Every lab plugin's ``hook`` (harness.pytest.extensions.call_each); what fails is kept for the summary."""
+        try:
+            return [result for _plugin, result in call_each(self.config, hook, **kwargs)]
+        except ExtensionError as exc:
+            self.extension_errors.append(str(exc))
+            return []
 
     def _failed_append(self, exc: OSError, what: str) -> str:
         full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
         fix = ("free space on that disk or pass --results FILE on a disk with room" if full
                else "pass --results FILE in a place you can write to")
-        kept = f"the {self.written} record(s) this run wrote before are kept" if self.written else "earlier records are kept"
+        kept = (f"the {self.written} record(s) this run wrote before are kept" if self.written
+                else "earlier records are kept")
         error = f"{type(exc).__name__}: [Errno {exc.errno}] {exc.strerror or exc}"
         return f"{what} was not recorded: cannot append to the results file {self.path} ({error}); {kept}; {fix}"
 
@@ -234,7 +254,7 @@ class ResultsRecorder:
         if "kind" not in props:
             return
         from harness.records.parts import PytestFacts, SchemaError
-        from harness.records.schema import SCHEMA_KEY, SCHEMA_VERSION, record_from_json
+        from harness.records.schema import SCHEMA_KEY, SCHEMA_VERSION, ResultRecord, record_from_json
 
         reason = None
         if report.skipped and isinstance(report.longrepr, tuple):
@@ -246,13 +266,14 @@ class ResultsRecorder:
                            duration_s=round(report.duration, 3), time=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                            host=socket.gethostname(), reason=reason)
         line = {SCHEMA_KEY: SCHEMA_VERSION, **meta.properties(), **props}
-        record = None
+        record: ResultRecord | None = None
         try:
-            record = record_from_json(line)
+            typed = record_from_json(line)
         except SchemaError as exc:  # a writer's bug: keep what the test knew, say so at the end
             self.problems.append(f"{report.nodeid}: {exc}")
         else:
-            line = record.to_json()
+            line = typed.to_json()
+            record = typed if isinstance(typed, ResultRecord) else None  # a test's kind: never a run record
         try:
             self._append(line)
         except OSError as exc:
@@ -269,25 +290,40 @@ class ResultsRecorder:
         self.outcomes[report.outcome] += 1
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        """One ``kind: run`` record per run: the environment fingerprint and what was asked."""
-        if not self.outcomes:
-            return
+        """One ``kind: run`` record per run (the environment fingerprint and what was asked), the
+        report, then the lab plugins' ``pytest_mzc_session_finished``."""
+        if self.outcomes:
+            self._write_run_record(session, exitstatus)
+            if not self.config.getoption("--no-report") and self.written:
+                self._write_report()
+        self._fail_on_extension_errors(session)  # before the finish hook sees the status
+        self._call_hook("pytest_mzc_session_finished", results_path=self.path, exitstatus=int(session.exitstatus))
+        self._fail_on_extension_errors(session)
+
+    def _fail_on_extension_errors(self, session: pytest.Session) -> None:
+        if self.extension_errors and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _write_run_record(self, session: pytest.Session, exitstatus: int) -> None:
         from harness.environment import fingerprint
         from harness.records.schema import RunRecord
 
+        environment = fingerprint()
+        try:
+            environment.update(environment_fields(self.config, environment))
+        except ExtensionError as exc:  # recorded with the suite's own fields only
+            self.extension_errors.append(str(exc))
         try:
             self._append(RunRecord(
                 run_id=self.run_id, started=self.started, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 exit_status=int(exitstatus), args=tuple(map(str, self.config.invocation_params.args)),
-                chips=tuple(c.name for c in self.state["chips"]), outcomes=dict(self.outcomes),
-                environment=fingerprint(),
+                chips=tuple(c.name for c in self.state.chips), outcomes=dict(self.outcomes),
+                environment=environment,
             ).to_json())
         except OSError as exc:
             self.run_unwritten = self._failed_append(exc, "the run record (environment, outcomes)")
             if session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED  # something the run computed was lost
-        if not self.config.getoption("--no-report") and self.written:
-            self._write_report()
 
     def _write_report(self) -> None:
         """The report of the whole results file; a problem with it is a warning, never a lost run."""
@@ -300,17 +336,20 @@ class ResultsRecorder:
             out = out if out.is_absolute() else Path(self.config.rootpath) / out
             baselines = self.config.getoption("--baselines-dir")
             self.report = write_report(results, out, baselines_dir=Path(baselines) if baselines else None,
-                                       chips=self.state["all_chips"], policy=self.state["policy"])
-        except Exception as exc:  # noqa: BLE001 - the run's results are already safe in the results file
+                                       chips=self.state.all_chips, policy=self.state.policy)
+        except Exception as exc:  # the run's results are already safe in the results file
             self.report_error = f"{type(exc).__name__}: {exc}"
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.outcomes:
-            return
+        if self.outcomes:
+            self._summary(terminalreporter)
+        for error in self.extension_errors:
+            terminalreporter.write_line(f"error: {printable(error)} (docs/extending.md)", red=True)
+
+    def _summary(self, tr: Any) -> None:
         from harness.records.results import results_of
         from harness.report.build import terminal_table
 
-        tr = terminalreporter
         tr.write_sep("=", "certification summary")
         tr.write_line(terminal_table(results_of(self.records, self.path)))
         skipped: dict[str, list[str]] = defaultdict(list)

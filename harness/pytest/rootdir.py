@@ -56,7 +56,8 @@ def reroot(config: pytest.Config, args: list[str]) -> bool:
         raise pytest.UsageError(
             f"pytest took an option's value for a test path (rootdir {config.rootpath}, expected {rootpath}) and this "
             f"pytest {pytest.__version__} lacks {missing} to correct it: write the option as --option=value "
-            "(e.g. --imagenet=/data/imagenet), or give the test folder too (pytest acceptance --imagenet /data/imagenet)"
+            "(e.g. --imagenet=/data/imagenet), or give the test folder too "
+            "(pytest acceptance --imagenet /data/imagenet)"
         )
     wrong_addopts = [str(a) for a in config.getini("addopts")]
     if wrong_addopts and args[: len(wrong_addopts)] == wrong_addopts:

@@ -82,7 +82,7 @@ def _accuracy_of(run: Run, model: str) -> dict[Configuration, Scored]:
         if isinstance(r, AccuracyRecord) and r.kind == "accuracy" and r.model == model and r.outcome != "skipped":
             s = r.scores
             if finite(s.top1):
-                out[r.config] = Scored(float(s.top1), float(s.top5) if finite(s.top5) else None, s.images)  # type: ignore[arg-type]
+                out[r.config] = Scored(float(s.top1), float(s.top5) if finite(s.top5) else None, s.images)
     return out
 
 

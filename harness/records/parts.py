@@ -28,7 +28,8 @@ from typing import (
 )
 
 from harness.errors import UsageError
-from harness.judge.gates import Gate, RatioCheck, overall_verdict, worst_verdict
+from harness.judge.gates import Gate, overall_verdict, worst_verdict
+from harness.judge.ratios import RatioCheck
 from harness.specs import SINGLE_STREAM
 
 # Where a record's figures come from: part of every configuration (a series never mixes them).
@@ -155,8 +156,12 @@ class Configuration(Part):
         parts = []
         for name in fields:
             value = getattr(self, name)
-            if value is None or (name == "input_dtype" and value == "float32") or (name == "source" and value == MEASURED) \
-                    or (name == "scenario" and value == SINGLE_STREAM):
+            if (
+                value is None
+                or (name == "input_dtype" and value == "float32")
+                or (name == "source" and value == MEASURED)
+                or (name == "scenario" and value == SINGLE_STREAM)
+            ):
                 continue
             parts.append({"input_dtype": f"{value} input", "batch_size": f"bs{value}",
                           "source": f"({SOURCE_LABELS.get(str(value), value)})"}.get(name, str(value)))
@@ -219,7 +224,7 @@ class Reference(Part):
     # Who computed the reference logits: "torch 2.14.1 on HOST at TIME", plus "; imported from FILE"
     # when they came from `python -m harness reference import` (harness.run.reference).
     reference_computed: str | None = None
-    # Where the logits came from (issue 24): "computed here" (in this session), "cached" (an earlier
+    # Where the reference logits came from: "computed here" (in this session), "cached" (an earlier
     # run's cache entry) or "imported" (python -m harness reference import: reference_file and its
     # SHA-256). Logits not computed in this session judge only after torch, run here on a fresh
     # random sample of their images (seed recorded), reproduced them (harness.run.reference).

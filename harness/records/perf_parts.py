@@ -24,7 +24,7 @@ class Origin(Part):
 
 @dataclass(frozen=True)
 class Best(Part):
-    """The best batch of a sweep (harness.judge.gates.best_batch) and the units of its figures."""
+    """The best batch of a sweep (harness.judge.ratios.best_batch) and the units of its figures."""
 
     best_batch: int | None = None
     best_images_per_s: float | None = None
@@ -70,7 +70,7 @@ class RatioRule(Part):
 
 @dataclass(frozen=True)
 class RatioResult(Part):
-    """The rule evaluated at each side's best batch, per card (harness.judge.gates.ratio_gate)."""
+    """The rule evaluated at each side's best batch, per card (harness.judge.ratios.ratio_gate)."""
 
     ratio: float | None = None
     best_batch: int | None = None
@@ -134,7 +134,7 @@ def points_json(points: Sequence[PerfPoint]) -> dict[str, Any]:
 def take_points(data: dict[str, Any], owner: str) -> tuple[PerfPoint, ...]:
     values: dict[int, dict[str, Any]] = {}
     allowed = field_types(PerfPoint)
-    for key in [k for k in data if _POINT_KEY.match(k)]:
-        name, bs = _POINT_KEY.match(key).groups()  # type: ignore[union-attr]
+    for key, match in [(k, m) for k in data if (m := _POINT_KEY.match(k))]:
+        name, bs = match.groups()
         values.setdefault(int(bs), {})[name] = checked_value(owner, key, data.pop(key), allowed[name])
     return tuple(PerfPoint(batch_size=bs, **values[bs]) for bs in sorted(values))

@@ -12,8 +12,8 @@ A results file is appended to by runs that may be killed, and merged from other 
 trusted): a malformed or blank line is counted and reported with ``file:line``, never fatal, so one
 bad line cannot hide a night's results. Lines are split on ``\\n`` alone, so an unreadable line never
 takes the next one with it. A line cut short by a killed run is reported as a cut line; one with a
-whole record glued onto its end (a run that appended after a killed one, before issue 25 made the
-writer end a cut line first) gives that record back, with a warning.
+whole record glued onto its end (a run that appended after a killed one, by a writer that did not
+end a cut line first) gives that record back, with a warning.
 """
 
 from __future__ import annotations
@@ -26,17 +26,16 @@ from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 from harness.errors import HarnessError, UsageError
-from harness.records.parts import Configuration
+from harness.records.parts import Configuration, SchemaError
 from harness.records.schema import (
     KINDS,
     PerfRatioRecord,
     Record,
     ResultRecord,
     RunRecord,
-    SchemaError,
     record_from_json,
 )
 from harness.safe_load import load_json_text
@@ -44,6 +43,7 @@ from harness.safe_load import load_json_text
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 
 K = TypeVar("K", bound=Hashable)
+R = TypeVar("R", bound=ResultRecord)
 
 
 class ResultsError(UsageError, ValueError):
@@ -99,13 +99,15 @@ class Results:
 
     def latest(self, kind: str, model: str | None = None) -> dict[Configuration, ResultRecord]:
         """The newest record of ``kind`` per configuration, sorted by configuration."""
-        return {config: r for (_, config), r in newest(((), r.config, r) for _, _, r in self.records(kind, model)).items()}
+        return {
+            config: r for (_, config), r in newest(((), r.config, r) for _, _, r in self.records(kind, model)).items()
+        }
 
     def latest_ratios(self, model: str | None = None) -> dict[tuple[Configuration, str], PerfRatioRecord]:
         """The newest perf_ratio (gate) record per (configuration, baseline chip)."""
         found = newest((str(r.rule.baseline_chip), r.config, r) for _, _, r in self.records("perf_ratio", model)
                        if isinstance(r, PerfRatioRecord))
-        return {(config, baseline): r for (baseline, config), r in found.items()}  # type: ignore[misc]
+        return {(config, baseline): r for (baseline, config), r in found.items()}
 
     def latest_tests(self) -> list[ResultRecord]:
         """The newest record of every test in every configuration (a one-screen summary)."""
@@ -113,7 +115,7 @@ class Results:
         return list(found.values())
 
 
-def newest(items: Iterable[tuple[K, Configuration, ResultRecord]]) -> dict[tuple[K, Configuration], ResultRecord]:
+def newest(items: Iterable[tuple[K, Configuration, R]]) -> dict[tuple[K, Configuration], R]:
     """The newest record per (group, configuration), items oldest first.
 
     A record whose configuration is less specific than a newer one's of the same group (it knows
@@ -121,13 +123,16 @@ def newest(items: Iterable[tuple[K, Configuration, ResultRecord]]) -> dict[tuple
     run killed half-way) is superseded by it, so last week's skip does not linger beside tonight's
     figures; a newer skip never hides an older measured configuration.
     """
-    latest: dict[tuple[K, Configuration], tuple[int, ResultRecord]] = {}
+    latest: dict[tuple[K, Configuration], tuple[int, R]] = {}
     for index, (group, config, record) in enumerate(items):
         latest[(group, config)] = (index, record)
     kept = {
-        key: record for key, (index, record) in latest.items()
-        if not any(other_group == key[0] and other_index > index and other_config != key[1] and key[1].covers(other_config)
-                   for (other_group, other_config), (other_index, _) in latest.items())
+        key: record
+        for key, (index, record) in latest.items()
+        if not any(
+            other_group == key[0] and other_index > index and other_config != key[1] and key[1].covers(other_config)
+            for (other_group, other_config), (other_index, _) in latest.items()
+        )
     }
     return dict(sorted(kept.items(), key=lambda kv: (str(kv[0][0]), sort_key(kv[0][1]))))
 
@@ -403,6 +408,6 @@ def results_of(records: Sequence[Record], source: Path | str) -> Results:
     return Results(runs=_group((r, str(source)) for r in records), files=[Path(source)])
 
 
-def finite(value: Any) -> bool:
+def finite(value: Any) -> TypeGuard[float]:
     """A real, finite number (not a bool, None, text or NaN): a figure a table can show."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -60,7 +60,7 @@ from harness.records.perf_parts import (
 from harness.specs import SINGLE_STREAM
 
 if TYPE_CHECKING:  # records never import the localisation code: the test hands its summary in
-    from harness.localize.pipeline import LocalizationSummary
+    from harness.localize.summary import LocalizationSummary
 
 SCHEMA_VERSION = 1
 SCHEMA_KEY = "schema_version"

@@ -89,7 +89,7 @@ def displayed(value: Any) -> Any:
         return printable(value)
     if isinstance(value, (Localization, type)):
         return value
-    if dataclasses.is_dataclass(value):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # classes were returned above
         names = _INIT_FIELDS.get(type(value))
         if names is None:
             names = _INIT_FIELDS[type(value)] = tuple(f.name for f in dataclasses.fields(value) if f.init)
@@ -102,11 +102,11 @@ def displayed(value: Any) -> Any:
         return dataclasses.replace(value, **changed) if changed else value
     if isinstance(value, abc.Mapping):
         items = [(displayed(k), displayed(v)) for k, v in value.items()]
-        same = all(k is k0 and v is v0 for (k, v), (k0, v0) in zip(items, value.items()))
+        same = all(k is k0 and v is v0 for (k, v), (k0, v0) in zip(items, value.items(), strict=True))
         return value if same else dict(items)
     if type(value) in (list, tuple):
         shown = [displayed(v) for v in value]
-        return value if all(a is b for a, b in zip(shown, value)) else type(value)(shown)
+        return value if all(a is b for a, b in zip(shown, value, strict=True)) else type(value)(shown)
     return value
 
 
@@ -122,7 +122,7 @@ def terminal_table(results: Results) -> str:
     rows = [SUMMARY_HEADERS,
             *(tuple(map(_terminal_cell, (m, c, k, f, v.text))) for m, c, k, f, v in summary_rows(results))]
     widths = [max(len(row[i]) for row in rows) for i in range(len(SUMMARY_HEADERS))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -204,8 +204,12 @@ def _model_blocks(results: Results, model: str, title: str, chips: Mapping[str, 
     return blocks
 
 
-def build_report(results: Results, baselines_dir: Path | None = None, chips: Mapping[str, ChipSpec] | None = None,
-                 policy: Policy | HistoryPolicy | None = None) -> tuple[list[Block], dict[str, bytes], list[Regression], list[str]]:
+def build_report(
+    results: Results,
+    baselines_dir: Path | None = None,
+    chips: Mapping[str, ChipSpec] | None = None,
+    policy: Policy | HistoryPolicy | None = None,
+) -> tuple[list[Block], dict[str, bytes], list[Regression], list[str]]:
     """The report's blocks, its plots (file relative to the report -> PNG), regressions and notes, of
     the :func:`displayed` results; nothing is written."""
     results = displayed(results)
@@ -225,8 +229,13 @@ def build_report(results: Results, baselines_dir: Path | None = None, chips: Map
     return blocks, plots, regressions, notes
 
 
-def write_report(results: Results, out_dir: Path | str, baselines_dir: Path | None = None,
-                 chips: Mapping[str, ChipSpec] | None = None, policy: Policy | HistoryPolicy | None = None) -> ReportPaths:
+def write_report(
+    results: Results,
+    out_dir: Path | str,
+    baselines_dir: Path | None = None,
+    chips: Mapping[str, ChipSpec] | None = None,
+    policy: Policy | HistoryPolicy | None = None,
+) -> ReportPaths:
     """Write ``report.md``, ``report.html`` (self-contained) and ``plots/<model>.png`` into ``out_dir``.
 
     Every file is written atomically: a browser or CI upload never sees half a report; and inside

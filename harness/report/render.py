@@ -21,13 +21,12 @@ import html
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Union
 from urllib.parse import quote
 
 from harness.safe_names import printable
 
 OK, BAD, SKIP = "ok", "bad", "skip"
-INCONCLUSIVE = "inconclusive"  # too few images to decide: neither a pass nor a fail (issue 14)
+INCONCLUSIVE = "inconclusive"  # too few images to decide: neither a pass nor a fail (the three-way gates)
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,7 @@ class Cell:
     status: str = ""
 
 
-Text = Union[str, Cell]
+Text = str | Cell
 
 
 def cell(value: Text) -> Cell:
@@ -81,7 +80,7 @@ class Image:
     png: bytes
 
 
-Block = Union[Heading, Para, Bullets, Table, Image]
+Block = Heading | Para | Bullets | Table | Image
 
 
 # --------------------------------------------------------------------------------------------
@@ -136,7 +135,8 @@ def render_markdown(blocks: Sequence[Block]) -> str:
 # HTML
 
 CSS = """
-body { font: 14px/1.45 -apple-system, "Segoe UI", Roboto, "Noto Sans", Arial, sans-serif; margin: 24px; color: #1b1f24; }
+body { font: 14px/1.45 -apple-system, "Segoe UI", Roboto, "Noto Sans", Arial, sans-serif;
+       margin: 24px; color: #1b1f24; }
 h1 { font-size: 24px; margin-bottom: 4px; } h2 { font-size: 20px; margin-top: 32px; border-bottom: 1px solid #d0d7de; }
 h3 { font-size: 16px; margin-top: 20px; }
 .scroll { overflow-x: auto; margin: 8px 0 12px; }
@@ -169,10 +169,12 @@ def _html_table(b: Table) -> str:
     head = "".join(f"<th>{_html_text(h)}</th>" for h in b.headers)
     body = "".join(
         "<tr>" + "".join(f"<td{_classes('r' if a == 'r' else '', cell(c).status)}>{_html_text(cell(c).text)}</td>"
-                         for c, a in zip(row, align)) + "</tr>"
+                         for c, a in zip(row, align, strict=True)) + "</tr>"
         for row in b.rows
     )
-    return f'<div class="scroll"><table class="{b.css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+    return (
+        f'<div class="scroll"><table class="{b.css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+    )
 
 
 def render_html(blocks: Sequence[Block], title: str) -> str:
@@ -193,6 +195,7 @@ def render_html(blocks: Sequence[Block], title: str) -> str:
             parts.append(f'<p><img alt="{html.escape(printable(b.alt))}" src="data:image/png;base64,{data}"></p>')
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{html.escape(printable(title))}</title>"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        f"<title>{html.escape(printable(title))}</title>"
         f"<style>{CSS}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n"
     )

@@ -161,9 +161,9 @@ def drop_cell(r: AccuracyRecord) -> Cell | str:
     paired gate's recorded outcome; a record without one (schema 0) shows the plain difference."""
     v, s, ref = r.verdicts, r.scores, r.reference
     if finite(v.paired_drop_top1):
-        text = f"{float(v.paired_drop_top1):.2f}"  # type: ignore[arg-type]
+        text = f"{float(v.paired_drop_top1):.2f}"
         if finite(v.paired_drop_top1_low95) and finite(v.paired_drop_top1_high95):
-            text += f" [{float(v.paired_drop_top1_low95):.2f}, {float(v.paired_drop_top1_high95):.2f}]"  # type: ignore[arg-type]
+            text += f" [{float(v.paired_drop_top1_low95):.2f}, {float(v.paired_drop_top1_high95):.2f}]"
         return Cell(text, outcome_status(r.judgement.gates.get("paired_top1")))
     return _delta(ref.reference_top1, s.top1)
 
@@ -225,7 +225,7 @@ def _gate_notes(label: str, r: AccuracyRecord) -> list[Cell]:
     v = r.verdicts
     top5 = r.judgement.gates.get("paired_top5")
     if top5 not in (None, PASS) and finite(v.paired_drop_top5):
-        notes.append(Cell(f"{label}: top-5 drop vs torch {float(v.paired_drop_top5):.2f} points, 95% interval "  # type: ignore[arg-type]
+        notes.append(Cell(f"{label}: top-5 drop vs torch {float(v.paired_drop_top5):.2f} points, 95% interval "
                           f"[{pct(v.paired_drop_top5_low95)}, {pct(v.paired_drop_top5_high95)}]: {top5}",
                           outcome_status(top5)))
     if v.dataset_coverage_detail:
@@ -250,7 +250,9 @@ def _accuracy_notes(records: Sequence[AccuracyRecord]) -> list[Cell]:
         note = reason_note(label, r)
         if note is not None:
             notes.append(note)
-    weights = {(r.setup.weights, r.setup.weights_source, r.setup.weights_sha256) for r in records if r.setup.weights_source}
+    weights = {
+        (r.setup.weights, r.setup.weights_source, r.setup.weights_sha256) for r in records if r.setup.weights_source
+    }
     for kind, source, sha in sorted(weights, key=lambda w: tuple(map(str, w))):
         notes.append(Cell(f"weights {kind}: {source}" + (f" (sha256 {sha[:12]})" if sha else "")))
     return notes
@@ -264,7 +266,9 @@ def accuracy_blocks(results: Results, model: str) -> list[Block]:
     blocks: list[Block] = [Heading(3, "Accuracy")]
     if sources:
         blocks.append(Para("Published figures: " + "; ".join(sources)))
-    blocks.append(Table(ACCURACY_HEADERS, tuple(_accuracy_row(r) for r in latest), align=ACCURACY_ALIGN, css="accuracy"))
+    blocks.append(
+        Table(ACCURACY_HEADERS, tuple(_accuracy_row(r) for r in latest), align=ACCURACY_ALIGN, css="accuracy")
+    )
     notes = _accuracy_notes(latest)
     if notes:
         blocks.append(Bullets(tuple(notes), "note"))
@@ -285,12 +289,12 @@ def key_figure(r: ResultRecord) -> str:
     if isinstance(r, AccuracyRecord) and r.kind == "agreement" and finite(r.reference.top1_agreement):
         return f"agreement {pct(r.reference.top1_agreement)}%{bs}"
     if isinstance(r, ConversionRecord) and finite(r.parity.max_abs_diff):
-        return f"opset {r.opset} max|diff| {float(r.parity.max_abs_diff):.3g}"  # type: ignore[arg-type]
+        return f"opset {r.opset} max|diff| {float(r.parity.max_abs_diff):.3g}"
     if isinstance(r, PerfRecord):
         best = r.best_per_card()
         return f"best {fmt_figure(best[1])} images/s per card (bs{best[0]})" if best else "-"
     if isinstance(r, PerfRatioRecord) and finite(r.result.ratio):
-        return f"vs {r.rule.baseline_chip} {float(r.result.ratio):.4f} (need >= {r.rule.threshold:g})"  # type: ignore[arg-type]
+        return f"vs {r.rule.baseline_chip} {float(r.result.ratio):.4f} (need >= {r.rule.threshold:g})"
     return "-"
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness.judge.baselines import BaselineError, Figure, baseline_path, load_baselines
-from harness.judge.gates import best_batch
+from harness.judge.ratios import best_batch
 from harness.records.parts import BASELINE, MEASURED, Configuration
 from harness.records.results import Results, sort_key
 from harness.records.schema import PerfRatioRecord, PerfRecord
@@ -121,8 +121,17 @@ def _measured_column(record: PerfRecord) -> ChipColumn:
     note = reason_note(f"run {run_id}", record)
     if note is not None:
         notes.append(note)
-    return ChipColumn(chip=str(config.chip), config=config, figures=record.figures_per_card(), clock=record.best.clock or "",
-                      origin="measured", source=source, record=record, notes=tuple(notes), best=record.best_per_card())
+    return ChipColumn(
+        chip=str(config.chip),
+        config=config,
+        figures=record.figures_per_card(),
+        clock=record.best.clock or "",
+        origin="measured",
+        source=source,
+        record=record,
+        notes=tuple(notes),
+        best=record.best_per_card(),
+    )
 
 
 def _vendor_and_card_notes(record: PerfRecord) -> list[Text]:
@@ -204,7 +213,9 @@ def throughput_table(results: Results, model: str, chips: Mapping[str, ChipSpec]
     def add_ratio(col: ChipColumn, baseline: str, threshold: float, gate: PerfRatioRecord | None) -> None:
         if baseline not in baselines:
             own = tuple(m for m in ordered if m.chip == baseline)
-            baselines[baseline] = own or ((_baseline_column(chips[baseline], model, baselines_dir),) if baseline in chips else ())
+            baselines[baseline] = own or (
+                (_baseline_column(chips[baseline], model, baselines_dir),) if baseline in chips else ()
+            )
             columns.update({id(b): b for b in baselines[baseline]})
         if gate is not None:
             used.add(id(gate))
@@ -234,7 +245,9 @@ def _same(best: tuple[int, float] | None, batch: int | None, value: float | None
 def _gate_note(r: RatioColumn) -> Cell:
     gate = r.gate
     if gate is None:
-        return Cell(f"{r.name}: no gate record in the results (test_throughput_ratio did not run for this configuration)")
+        return Cell(
+            f"{r.name}: no gate record in the results (test_throughput_ratio did not run for this configuration)"
+        )
     if gate.outcome == "skipped" or gate.result.ratio is None:
         why = f": {short(gate.meta.reason)}" if gate.meta.reason else ""
         return Cell(f"{r.name}: gate {gate.outcome}{why}", status_of(gate))
@@ -254,10 +267,12 @@ def _gate_note(r: RatioColumn) -> Cell:
                     f"({res.baseline_source})")
     elif base and not _same(base[0].best, res.baseline_best_batch, res.baseline_images_per_s_per_card):
         now = f"{fmt_figure(base[0].best[1])} at bs{base[0].best[0]}" if base[0].best else "no figures"
-        said.append(f"DISAGREES with the table's {r.baseline} column: the gate compared with "
-                    f"{fmt_figure(res.baseline_images_per_s_per_card)} images/s per card at bs{res.baseline_best_batch} "
-                    f"({res.baseline_source}), the column shows {now}: the figures changed since that run "
-                    "(a newer baseline file, or --baselines-dir)")
+        said.append(
+            f"DISAGREES with the table's {r.baseline} column: the gate compared with "
+            f"{fmt_figure(res.baseline_images_per_s_per_card)} images/s per card at bs{res.baseline_best_batch} "
+            f"({res.baseline_source}), the column shows {now}: the figures changed since that run "
+            "(a newer baseline file, or --baselines-dir)"
+        )
     if not gate.per_batch():
         said.append("no per-batch ratios recorded (results written before schema 1)")
     text = head + "; " + ("; ".join(said) if said else "agrees with the table")

@@ -1,9 +1,8 @@
 """A whole card measured concurrently: one process per device, one start barrier, one common window.
 
-An Atlas 300I card carries four Ascend 310 chips, and the seed guides multiply one chip's figure
-by ``devices_per_card``. Where the user names several devices (``--device-ids 0,1,2,3``),
-:func:`measure_card` times them *together*, so the card's figure includes what they share (host
-CPU, PCIe, driver):
+An Atlas 300I card carries four Ascend 310 chips; the seed guides multiply one chip's figure by
+``devices_per_card``. Given several devices (``--device-ids 0,1,2,3``), :func:`measure_card` times
+them *together*, so the card's figure includes what they share (host CPU, PCIe, driver):
 
 - one process per device, started by ``spawn`` (never fork: the parent holds ONNX Runtime /
   OpenVINO thread pools), opens the model on its device (:class:`SessionOpener`, or any picklable
@@ -19,15 +18,14 @@ CPU, PCIe, driver):
   wall figure: those images, all devices, over the window's seconds. When every device reports
   its compute time (ais_bench's NPU clock), the device figure is the sum over devices of
   ``1000 x batch / mean compute ms`` of the device's runs in the window (weighted the same way);
-- a window that is empty, or shorter than ``card_min_overlap`` (fixtures/policy.toml) of the shortest device's own steady
-  state (a device ran mostly before or after the others), is :class:`NotConcurrent`, never a figure.
+- a window that is empty, or shorter than ``card_min_overlap`` (fixtures/policy.toml) of the
+  shortest device's own steady state (a device ran mostly before or after the others), is
+  :class:`NotConcurrent`, never a figure.
 
 A device's failure is raised in the parent naming the device, in the ``harness.errors`` category
 of the child's exception; the others are stopped and no process is left behind (KeyboardInterrupt
-included; a child also ends when the parent dies). The orchestration is tested with a double for
-the devices (tests/doubles/fake_card.py) and ONNX Runtime on two CPU "devices", not on Ascend
-hardware, which was not available.
-"""
+included; a child also ends when the parent dies). Tested with a device double
+(tests/doubles/fake_card.py) and ONNX Runtime on two CPU "devices"; no Ascend hardware was at hand."""
 
 from __future__ import annotations
 
@@ -39,23 +37,25 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any
 
 import numpy as np
 
 from harness.backends.base import BackendUnavailable, DeviceBusy, Session, get_backend
+from harness.clocks import DEVICE_COMPUTE, WALL
 from harness.errors import HarnessError, NotApplicable, NotReady, UsageError
-from harness.run.timing import DEVICE_COMPUTE, WALL, Measurement, measure
+from harness.run.timing import Measurement, measure
 from harness.specs import SCENARIOS, SINGLE_STREAM, CompileTarget, TimingPolicy
 
 BARRIER_TIMEOUT_S = 300.0  # how long the devices at the barrier wait for the last one
 START_TIMEOUT_S = 900.0  # from spawning to every device at the barrier (load + warm-up)
 _GRACE_S = 5.0  # the parent's slack over the children's own timeouts; join before kill
 
-Opener = Callable[[int], ContextManager[Session]]
+Opener = Callable[[int], AbstractContextManager[Session]]
 
 
 class CardError(HarnessError, RuntimeError):
@@ -99,7 +99,7 @@ class SessionOpener:
         object.__setattr__(self, "artifact", Path(self.artifact))
         _check_scenario(self.scenario)
 
-    def __call__(self, device_id: int) -> ContextManager[Session]:
+    def __call__(self, device_id: int) -> AbstractContextManager[Session]:
         backend = get_backend(self.backend, **self.options)
         return backend.open(self.artifact, self.target, device_id=device_id, num_classes=self.num_classes,
                             scenario=self.scenario)
@@ -183,7 +183,8 @@ def card_measurement(runs: Mapping[int, DeviceRun], scenario: str = SINGLE_STREA
         if not r.run_spans_ns:
             raise CardError(f"device {d} reported no timed runs")
         if r.device_ms is not None and len(r.device_ms) != len(r.run_spans_ns):
-            raise CardError(f"device {d} reported {len(r.device_ms)} compute times for {len(r.run_spans_ns)} timed runs")
+            raise CardError(f"device {d} reported {len(r.device_ms)} compute times for "
+                            f"{len(r.run_spans_ns)} timed runs")
     sizes = sorted({r.measurement.batch_size for r in runs.values()})
     if len(sizes) != 1:
         raise CardError(f"the devices ran batch sizes {sizes}; a card runs one compiled model")
@@ -194,7 +195,8 @@ def card_measurement(runs: Mapping[int, DeviceRun], scenario: str = SINGLE_STREA
     timeline = "; ".join(f"device {d} from +{(firsts[d] - t0) / 1e9:.3f} s to +{(lasts[d] - t0) / 1e9:.3f} s"
                          for d in sorted(runs))
     if end <= start:
-        raise NotConcurrent(f"the devices did not run concurrently: their timed runs have no common window ({timeline})")
+        raise NotConcurrent("the devices did not run concurrently: their timed runs have no common window "
+                            f"({timeline})")
     shortest = min(lasts[d] - firsts[d] for d in runs)
     if end - start < min_overlap * shortest:
         raise NotConcurrent(
@@ -208,7 +210,7 @@ def card_measurement(runs: Mapping[int, DeviceRun], scenario: str = SINGLE_STREA
         if r.device_ms is None or device_ips is None:
             device_ips = None
             continue
-        mean_ms = sum(w * ms for w, ms in zip(weights, r.device_ms)) / sum(weights)
+        mean_ms = sum(w * ms for w, ms in zip(weights, r.device_ms, strict=True)) / sum(weights)
         device_ips += 1000.0 * bs / mean_ms if mean_ms > 0 else float("inf")
     return CardMeasurement(
         scenario=scenario, batch_size=bs, devices=dict(sorted(runs.items())), window_start_ns=start,
@@ -392,8 +394,7 @@ def measure_card(opener: Opener, device_ids: Sequence[int], batches: Sequence[np
     ``opener`` is picklable and called in each device's process with its id (:class:`SessionOpener`);
     ``batches`` are the timed ring, the same on every device. ``start_timeout_s`` bounds the time
     until every device is at the barrier, ``barrier_timeout_s`` the wait there from the first to
-    the last, and ``finish_timeout_s`` (default ``2 x policy.max_seconds + 60``) the timed part.
-    """
+    the last, and ``finish_timeout_s`` (default ``2 x policy.max_seconds + 60``) the timed part."""
     ids = tuple(int(d) for d in device_ids)
     if not ids or len(set(ids)) != len(ids) or min(ids) < 0:
         raise CardUsageError(f"device ids {list(ids)}: a card needs at least one, each named once, each >= 0")

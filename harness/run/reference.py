@@ -40,7 +40,7 @@ from harness.errors import NotCertified, UsageError
 from harness.judge.metrics import parity
 from harness.run.infer import run_all
 
-# The file's reading side lives in reference_file (checked before anything is allocated, issue 25);
+# The file's reading side lives in reference_file (checked before anything is allocated);
 # re-exported here, where the cache side and the export use them.
 from harness.run.reference_file import (
     FILE_FORMAT,
@@ -218,8 +218,8 @@ def export_references(cache: ArtifactCache, out: Path, models: Sequence[str] | N
         have = sorted({str(e.manifest.get("model")) for e in entries})
         asked = ", ".join(models) if models else "any model"
         raise UsageError(
-            f"no torch reference logits of {asked} in {cache.root / REFERENCE_KIND} (cached: {', '.join(have) or 'none'});"
-            " run the accuracy test once to compute them, or pass --cache-dir")
+            f"no torch reference logits of {asked} in {cache.root / REFERENCE_KIND} "
+            f"(cached: {', '.join(have) or 'none'}); run the accuracy test once to compute them, or pass --cache-dir")
     index: list[dict[str, Any]] = []
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
@@ -230,9 +230,18 @@ def export_references(cache: ArtifactCache, out: Path, models: Sequence[str] | N
                 logits = np.load(io.BytesIO(blob), allow_pickle=False)
                 member = f"{entry.key}.npy"
                 zf.writestr(member, blob)
-                index.append({"key": entry.key, "inputs": entry.manifest["inputs"], "model": entry.manifest.get("model"),
-                              "shape": list(logits.shape), "dtype": str(logits.dtype), "member": member,
-                              "sha256": hashlib.sha256(blob).hexdigest(), **reference_origin(entry.manifest)})
+                index.append(
+                    {
+                        "key": entry.key,
+                        "inputs": entry.manifest["inputs"],
+                        "model": entry.manifest.get("model"),
+                        "shape": list(logits.shape),
+                        "dtype": str(logits.dtype),
+                        "member": member,
+                        "sha256": hashlib.sha256(blob).hexdigest(),
+                        **reference_origin(entry.manifest),
+                    }
+                )
             zf.writestr(INDEX, json.dumps({
                 "format": FILE_FORMAT, "version": FILE_VERSION, "exported_host": socket.gethostname(),
                 "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "entries": index}, indent=2, sort_keys=True))
@@ -253,7 +262,12 @@ def import_references(cache: ArtifactCache, path: Path) -> list[tuple[FileEntry,
     for item in entries:
         def build(tmp: Path, item: FileEntry = item) -> Mapping[str, Any]:
             np.save(tmp / "logits.npy", item.logits)
-            return {"model": item.model, "count": int(item.logits.shape[0]), **item.origin, "imported_from": imported_from}
+            return {
+                "model": item.model,
+                "count": int(item.logits.shape[0]),
+                **item.origin,
+                "imported_from": imported_from,
+            }
 
         entry = cache.get_or_build(REFERENCE_KIND, item.inputs, build)
         if entry.key != item.key:  # content_key(inputs) was checked against the key: cannot differ

@@ -3,7 +3,7 @@ machine, checked before anything in it is allocated.
 
 The file is what :func:`harness.run.reference.export_references` writes: one ``reference.json``
 index and one ``.npy`` member of float32 logits per entry, stored. Everything in it is outside
-data (DESIGN.md, "Trust boundaries"), so :func:`read_reference_file` checks, in this order: the
+data (docs/security.md), so :func:`read_reference_file` checks, in this order: the
 zip's member count and central directory (before :class:`zipfile.ZipFile` reads it); the index's
 declared and streamed size and its JSON (depth, number sizes: :mod:`harness.safe_load`); every
 index field's type; the key against its inputs; each member's declared size against the shape the
@@ -21,7 +21,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -76,7 +76,7 @@ def _shown(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _is_count(value: Any) -> bool:
+def _is_count(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
@@ -134,8 +134,10 @@ def _expected_shape(inputs: Mapping[str, Any], where: str) -> tuple[int, int]:
     shape = images.get("shape") if isinstance(images, dict) else None
     classes = inputs.get("num_classes")
     if not (isinstance(shape, list) and shape and _is_count(shape[0]) and _is_count(classes) and classes > 0):
-        raise ReferenceFileError(f"{where}: its inputs lack the images' shape or the class count (images.shape "
-                                 f"{_shown(shape)}, num_classes {_shown(classes)}); the file is corrupt, export it again")
+        raise ReferenceFileError(
+            f"{where}: its inputs lack the images' shape or the class count (images.shape "
+            f"{_shown(shape)}, num_classes {_shown(classes)}); the file is corrupt, export it again"
+        )
     return shape[0], classes
 
 
@@ -151,8 +153,10 @@ def _verified(zf: zipfile.ZipFile, path: Path, item: Any, budget: list[int]) -> 
         raise ReferenceFileError(f"{where}: the key does not match its inputs; the file was altered, export it again")
     expected = _expected_shape(inputs, where)
     if list(expected) != item["shape"]:
-        raise ReferenceFileError(f"{where}: the file says shape {item['shape']}, its key says {list(expected)} "
-                                 f"({expected[0]} images x {expected[1]} classes); the file was altered, export it again")
+        raise ReferenceFileError(
+            f"{where}: the file says shape {item['shape']}, its key says {list(expected)} "
+            f"({expected[0]} images x {expected[1]} classes); the file was altered, export it again"
+        )
     data_bytes = 4 * math.prod(expected)
     if data_bytes > min(MAX_MEMBER_BYTES, budget[0]):
         raise ReferenceFileError(

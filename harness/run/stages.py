@@ -25,7 +25,7 @@ import json
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -65,7 +65,7 @@ class StageClock:
         if stack:  # pause the enclosing stage: charge it up to here
             outer = stack[-1]
             self._charge(outer[0], now - outer[1])
-        frame = [name, now]
+        frame: list[Any] = [name, now]  # [stage name, entered or resumed at]
         stack.append(frame)
         with self._lock:
             self._calls[name] += 1
@@ -107,7 +107,3 @@ def write_stages(path: Path, clock: StageClock, **facts: Any) -> Path:
     atomic_write_bytes(path, text.encode())
     return path
 
-
-def read_stages(path: Path) -> Mapping[str, Any]:
-    """A ``stages.json`` as written by :func:`write_stages`."""
-    return json.loads(path.read_text())

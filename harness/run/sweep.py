@@ -105,8 +105,10 @@ def ring_batches(prepared: PreparedDataset, batch_size: int, input_dtype: np.dty
     indices = ring_indices(len(prepared), batch_size, policy.ring_images)
     spec = prepared.spec
     raw = input_dtype == np.uint8
-    batches = [np.asarray(prepared.images[idx]) if raw else normalize(np.asarray(prepared.images[idx]), spec.mean, spec.std)
-               for idx in indices]
+    batches = [
+        np.asarray(prepared.images[idx]) if raw else normalize(np.asarray(prepared.images[idx]), spec.mean, spec.std)
+        for idx in indices
+    ]
     return indices, batches
 
 
@@ -146,7 +148,7 @@ def card_point(workbench: Workbench, spec: ModelSpec, chip: ChipSpec, batch_size
     device's timed outputs must equal the accuracy-mode outputs (computed here, on the first device)."""
     from harness.run.cards import SessionOpener, measure_card
 
-    policy = workbench.policy.timing
+    policy = workbench.policy.perf
     prepared = workbench.dataset(spec, source)
     compiled = workbench.compile(spec, chip, batch_size, source)
     for device in device_ids:
@@ -155,9 +157,14 @@ def card_point(workbench: Workbench, spec: ModelSpec, chip: ChipSpec, batch_size
     with compiled.open(device_ids[0], scenario=scenario) as session:
         indices, batches = ring_batches(prepared, batch_size, session.input_dtype, policy)
         reference = accuracy_mode_logits(session, prepared, _ring_size(indices))
-    opener = SessionOpener(backend=compiled.backend.name, options={"threads": workbench.cfg.threads, **chip.backend_options},
-                           artifact=compiled.artifact, target=compiled.target,
-                           num_classes=spec.num_classes, scenario=scenario)
+    opener = SessionOpener(
+        backend=compiled.backend.name,
+        options={"threads": workbench.cfg.threads, **chip.backend_options},
+        artifact=compiled.artifact,
+        target=compiled.target,
+        num_classes=spec.num_classes,
+        scenario=scenario,
+    )
     with on_chip(chip.name):
         card = measure_card(opener, device_ids, batches, policy, scenario)
     computed = {d: _computed(reference, indices, outputs, policy, f"device {d}: ")
@@ -183,13 +190,13 @@ def run_sweep(workbench: Workbench, spec: ModelSpec, chip: ChipSpec, batch_sizes
             weights = compiled.loaded.provenance
             precisions.add(compiled.precision)
             with compiled.open(device_id, scenario=scenario) as session:
-                points.append(time_one(session, prepared, workbench.policy.timing, scenario))
+                points.append(time_one(session, prepared, workbench.policy.perf, scenario))
             bar.update(1)
     return Sweep(
         model=spec.name, chip=chip.name, backend=backend.name, backend_version=backend.version(),
         environment=backend.describe(),  # after open(): some backends learn what ran
         precision=", ".join(sorted(precisions)), dataset=str(prepared.listing.image_dir),
-        dataset_key=prepared.key, ring_images=min(workbench.policy.timing.ring_images, len(prepared)),
+        dataset_key=prepared.key, ring_images=min(workbench.policy.perf.ring_images, len(prepared)),
         weights=weights, points=tuple(points), scenario=scenario,
     )
 

@@ -30,12 +30,9 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from harness.backends.base import Session
+from harness.clocks import DEVICE_COMPUTE, WALL
 from harness.errors import HarnessError
 from harness.specs import OFFLINE, SCENARIOS, SINGLE_STREAM, TimingPolicy
-
-WALL = "wall"
-DEVICE_COMPUTE = "device_compute"
-CLOCKS = (WALL, DEVICE_COMPUTE)
 
 
 class TimingError(HarnessError, RuntimeError):
@@ -186,8 +183,8 @@ def measure(session: Session, batches: Sequence[np.ndarray], policy: TimingPolic
     bs = _check_batches(session, batches)
     for i in range(policy.warmup_runs):
         session.infer(batches[i % len(batches)])
-    reports_device = isinstance(session, ReportsComputeTime)
-    device_before = len(session.compute_times_ms()) if reports_device else 0
+    reporter = session if isinstance(session, ReportsComputeTime) else None
+    device_before = len(reporter.compute_times_ms()) if reporter is not None else 0
     if before_steady is not None:
         before_steady()
 
@@ -200,8 +197,8 @@ def measure(session: Session, batches: Sequence[np.ndarray], policy: TimingPolic
     wall_ips = run * bs / seconds if seconds > 0 else math.inf
     device_ips = None
     device_ms: tuple[float, ...] | None = None
-    if reports_device:
-        device_ms = tuple(float(v) for v in list(session.compute_times_ms())[device_before:])
+    if reporter is not None:
+        device_ms = tuple(float(v) for v in list(reporter.compute_times_ms())[device_before:])
         if len(device_ms) != run:
             raise TimingError(
                 f"the session reported {len(device_ms)} device compute times for {run} timed runs; "

@@ -216,7 +216,8 @@ class Workbench:
     def _list(self, source: str) -> data_mod.DatasetListing:
         if source == "imagenet":
             if self.cfg.imagenet is None:
-                raise data_mod.DataError("no ImageNet given: pass --imagenet DIR (DIR/val/*.JPEG + DIR/val_label.txt, or DIR/val/<wnid>/*.JPEG)")
+                raise data_mod.DataError("no ImageNet given: pass --imagenet DIR (DIR/val/*.JPEG + DIR/val_label.txt, "
+                                         "or DIR/val/<wnid>/*.JPEG)")
             return data_mod.list_dataset(self.cfg.imagenet, self.cfg.imagenet_labels, limit=self.cfg.limit,
                                          on_mismatch=self.cfg.on_label_mismatch)
         if source == "embedded":  # making the images counts as listing them
@@ -238,7 +239,7 @@ class Workbench:
     def calibration(self, spec: ModelSpec, source: str) -> np.ndarray:
         """The first N normalized images of ``source``: BatchNorm calibration for random weights."""
         prepared = self.dataset(spec, source)
-        n = min(self.policy.calibration_images, len(prepared))
+        n = min(self.policy.conversion.calibration_images, len(prepared))
         pre = prepared.spec
         with self.clock.stage("preprocessing"):
             return data_mod.normalize(np.asarray(prepared.images[:n]), pre.mean, pre.std)
@@ -254,8 +255,8 @@ class Workbench:
             calib = self.calibration(spec, calibration_source) if mode == "random" else None
             with self.clock.stage("model"):
                 module, info = weights_mod.load_model(
-                    spec, mode, self.cfg.weights_dir, seed=self.policy.seed, calibration=calib,
-                    allow_download=self.cfg.allow_download,
+                    spec, mode, self.cfg.weights_dir or self.cfg.cache_dir / "weights",
+                    seed=self.policy.conversion.seed, calibration=calib, allow_download=self.cfg.allow_download,
                 )
             self._models[memo] = LoadedModel(spec=spec, module=module, weights=info)
         return self._models[memo]
@@ -298,7 +299,7 @@ class Workbench:
 
     def compiled(self, backend: Backend, onnx_path: Path, target: CompileTarget) -> Path:
         with self.clock.stage("compile"):  # the key (the ONNX file's hash), the lookup, a build
-            inputs = {
+            inputs: dict[str, Any] = {
                 "onnx_sha256": file_sha256(onnx_path),
                 "backend": backend.name,
                 "backend_fields": dict(backend.compile_fields()),
@@ -310,7 +311,8 @@ class Workbench:
 
             def build(tmp: Path) -> Mapping[str, Any]:
                 artifact = backend.compile(onnx_path, target, tmp)
-                return {"artifact": artifact.name, "backend_version": backend.version(), **inputs.get("compile_key", {})}
+                return {"artifact": artifact.name, "backend_version": backend.version(),
+                        **inputs.get("compile_key", {})}
 
             entry = self.cache.get_or_build(f"compiled-{backend.name}", inputs, build)
         return entry.path / str(entry.manifest["artifact"])
@@ -328,7 +330,8 @@ class Workbench:
 
     # -- inference ----------------------------------------------------------------------------
 
-    def infer_dataset(self, session: Session, prepared: data_mod.PreparedDataset, batch_size: int, desc: str) -> np.ndarray:
+    def infer_dataset(self, session: Session, prepared: data_mod.PreparedDataset, batch_size: int,
+                      desc: str) -> np.ndarray:
         """Logits for every image of ``prepared``, in its order (labels are joined by name there);
         charged to ``inference``, or to ``reference`` for a torch session."""
         with self.clock.stage("reference" if isinstance(session, TorchSession) else "inference"):
@@ -354,7 +357,8 @@ class Workbench:
         kind = IMPORTED if origin.get("imported_from") else CACHED
         return logits, {**origin, "origin": kind, "check": self._checks[entry.key]}
 
-    def unverified_reference(self, spec: ModelSpec, prepared: data_mod.PreparedDataset) -> tuple[np.ndarray, dict[str, Any]] | None:
+    def unverified_reference(self, spec: ModelSpec,
+                             prepared: data_mod.PreparedDataset) -> tuple[np.ndarray, dict[str, Any]] | None:
         """Where ``spec``'s weights are absent: a cached or imported reference of its published
         weights on ``prepared`` (harness.run.reference.reference_without_weights), which nothing here
         can check (``origin["check"]`` is None); None when there is none."""

@@ -6,8 +6,10 @@ the entry, the field, what was expected and what was found.
 
 - ``model``: ModelSpec and its parts (architecture, weights, preprocessing, published accuracy)
 - ``chip``: ChipSpec, its PerfRules, and the CompileTarget a backend compiles for
-- ``policy``: Policy with its TimingPolicy and HistoryPolicy
-- ``reader``: SpecError, reading TOML, the field checks every loader uses
+- ``policy``: Policy, one frozen class per table of policy.toml, each field declared once
+- ``settings``: declaring a field (``setting``) and the one checker of declared tables
+- ``reader``: SpecError (and its Problems), reading TOML, the field checks the other loaders use
+- ``policy_doc``: docs/policy.md's table and ``describe`` (a policy value for a help text)
 - ``load``: load_models / load_chips / load_policy, resolve_chip, as_dict, FIXTURES_DIR
 - ``library``: torchvision / timm models by name (``tv:resnet50``, ``timm:resnest50d.in1k``, globs):
   resolve_models, library_spec, catalogue
@@ -47,10 +49,23 @@ from harness.specs.model import (
     PreprocessSpec,
     WeightsSpec,
 )
-from harness.specs.policy import HistoryPolicy, Policy, ReferencePolicy, TimingPolicy
+from harness.specs.policy import (
+    AccuracyPolicy,
+    ConversionPolicy,
+    DataPolicy,
+    HistoryPolicy,
+    LocalizeThresholds,
+    Policy,
+    ReferencePolicy,
+    TimingPolicy,
+)
 from harness.specs.reader import SpecError
 
 __all__ = [
+    "AccuracyPolicy",
+    "ConversionPolicy",
+    "DataPolicy",
+    "LocalizeThresholds",
     "ARCH_SOURCES",
     "FIXTURES_DIR",
     "INTERPOLATIONS",

@@ -14,8 +14,7 @@ Names (docs/models.md has the full story):
   curated names (fixtures/models.toml) only. A curated entry's ``same_as`` twin resolves to it.
 
 torchvision and timm are imported only when a ``tv:``/``timm:`` name is asked: resolving curated
-names stays instant (the pytest plugin does it at start-up).
-"""
+names stays instant (the pytest plugin does it at start-up)."""
 
 from __future__ import annotations
 
@@ -89,6 +88,11 @@ def _tv_kwargs(builder: str, meta: Mapping[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def _triple(values: Sequence[Any]) -> tuple[float, float, float]:
+    red, green, blue = values  # a per-channel mean or std: exactly three values, else a ValueError
+    return float(red), float(green), float(blue)
+
+
 def _tv_spec(builder: str, weights: Any, version: str, default: bool) -> ModelSpec | None:
     meta = weights.meta
     metrics = meta.get("_metrics", {}).get("ImageNet-1K")
@@ -114,7 +118,7 @@ def _tv_spec(builder: str, weights: Any, version: str, default: bool) -> ModelSp
         num_classes=1000,
         preprocess=PreprocessSpec(
             resize=int(resize[0]), crop=int(crop[0]), interpolation=t.interpolation.value, method="resize_crop",
-            mean=tuple(float(m) for m in t.mean), std=tuple(float(s) for s in t.std),  # type: ignore[arg-type]
+            mean=_triple(t.mean), std=_triple(t.std),
         ),
         preprocess_variants={},
         published=AccuracyRef(
@@ -238,7 +242,7 @@ def _timm_spec(name: str, row: TimmRow, cfg: Mapping[str, Any], version: str, de
         name=name,
         title=f"{row.model} (timm)",
         seed=_SEED,
-        # zero_init_last=False where the constructor takes it (DESIGN.md: else random-weight parity
+        # zero_init_last=False where the constructor takes it (else random-weight parity
         # passes trivially); harness.model.architectures drops it where the constructor does not.
         arch=ArchSpec(source="timm", name=str(cfg["architecture"]), kwargs=kwargs,
                       random_init_kwargs={"zero_init_last": False}),
@@ -249,7 +253,7 @@ def _timm_spec(name: str, row: TimmRow, cfg: Mapping[str, Any], version: str, de
         preprocess=PreprocessSpec(
             resize=math.floor(row.img_size / crop_pct), crop=row.img_size, interpolation=row.interpolation,
             method="squash_crop" if crop_mode == "squash" else "resize_crop",
-            mean=tuple(float(m) for m in cfg["mean"]), std=tuple(float(s) for s in cfg["std"]),  # type: ignore[arg-type]
+            mean=_triple(cfg["mean"]), std=_triple(cfg["std"]),
         ),
         preprocess_variants={},
         published=AccuracyRef(
@@ -267,7 +271,7 @@ def _timm_spec(name: str, row: TimmRow, cfg: Mapping[str, Any], version: str, de
 
 def _timm_catalogue() -> Catalogue:
     import timm
-    from timm.models import get_pretrained_cfg
+    from timm.models import get_pretrained_cfg, get_pretrained_cfg_value
 
     by_tag: dict[str, list[TimmRow]] = {}
     for row in read_timm_results():
@@ -279,10 +283,13 @@ def _timm_catalogue() -> Catalogue:
     for tag_name, rows in by_tag.items():
         if tag_name not in available:
             continue
-        cfg = get_pretrained_cfg(tag_name).to_dict()
+        found = get_pretrained_cfg(tag_name, allow_unregistered=False)  # a listed tag: never None
+        if found is None:
+            continue
+        cfg = found.to_dict()  # type: ignore[no-untyped-call]  # timm leaves to_dict unannotated
         arch = str(cfg["architecture"])
-        if arch not in default_tags:
-            default_tags[arch] = get_pretrained_cfg(arch).to_dict().get("tag")
+        if arch not in default_tags:  # the architecture's default tag: its cfg registered without one
+            default_tags[arch] = get_pretrained_cfg_value(arch, "tag")
         plain = next((r for r in rows if r.img_size == cfg["input_size"][-1]), rows[0])
         for row in sorted(rows, key=lambda r: r.img_size):
             name = f"timm:{tag_name}" + ("" if row is plain else f"{SIZE_MARK}{row.img_size}")
@@ -401,8 +408,7 @@ def resolve_models(patterns: Sequence[str], registry: Mapping[str, ModelSpec]) -
     ``timm:resnext*``, ``resnext*``). No pattern (or only blank ones): every curated model.
     A library name that is a curated entry's ``same_as`` gives that curated entry. An unknown
     name is a SpecError listing close matches, a glob matching nothing one too. torchvision /
-    timm are imported only for ``tv:`` / ``timm:`` patterns.
-    """
+    timm are imported only for ``tv:`` / ``timm:`` patterns."""
     selected: dict[str, ModelSpec] = {}
     asked = [p.strip() for p in patterns if p.strip()]
     if not asked:

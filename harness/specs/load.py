@@ -7,7 +7,6 @@ SpecError naming the file, the entry, the field, what was expected and what was 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import fields, replace
 from pathlib import Path
@@ -26,19 +25,7 @@ from harness.specs.model import (
     PreprocessSpec,
     WeightsSpec,
 )
-from harness.specs.policy import (
-    INCONCLUSIVE_POLICIES,
-    PAIRED_METHODS,
-    TOLERANCE_RULES,
-    AccuracyTolerance,
-    DataPolicy,
-    HistoryPolicy,
-    LocalizeThresholds,
-    Policy,
-    ReferencePolicy,
-    TimingPolicy,
-    VerdictPolicy,
-)
+from harness.specs.policy import TOLERANCE_RULES, AccuracyPolicy, AccuracyTolerance, Policy
 from harness.specs.reader import (
     Reader,
     SpecError,
@@ -49,6 +36,7 @@ from harness.specs.reader import (
     plain_table,
     triple,
 )
+from harness.specs.settings import read_declared, read_tables
 
 # The repository's fixtures/: harness/specs/load.py -> harness/specs -> harness -> the repository.
 FIXTURES_DIR = Path(__file__).resolve().parents[2] / "fixtures"
@@ -149,7 +137,8 @@ def _model(source: str, name: str, table: Mapping[str, Any]) -> ModelSpec:
     )
     tolerance = r.table_("accuracy_tolerance", None)
     if tolerance is not None:
-        spec = replace(spec, accuracy_tolerance=accuracy_tolerance(source, f"models.{name}.accuracy_tolerance", tolerance))
+        own = accuracy_tolerance(source, f"models.{name}.accuracy_tolerance", tolerance)
+        spec = replace(spec, accuracy_tolerance=own)
     r.finish()
     return spec
 
@@ -157,7 +146,7 @@ def _model(source: str, name: str, table: Mapping[str, Any]) -> ModelSpec:
 def _same_as(r: Reader) -> str | None:
     """``same_as``: a library name (``tv:NAME[.WEIGHTS]``, ``timm:ARCH[.TAG]``), checked for form
     only here; tests/test_library_models.py checks that it exists and its figures agree."""
-    value = r.text("same_as", None)
+    value: str | None = r.text("same_as", None)
     if value is not None:
         prefix, _, rest = value.partition(":")
         if prefix not in LIBRARY_PREFIXES or not rest or any(c in rest for c in "*?[ "):
@@ -176,11 +165,26 @@ def load_models(path: Path | None = None) -> dict[str, ModelSpec]:
     extra = sorted(set(data) - {"models"})
     if extra:
         raise SpecError(f"{path}: unknown top-level table(s) {extra}; only [models.<name>] is allowed")
-    out = {}
+    out, errors = {}, []
     for name, table in models.items():
-        check_name(str(path), "model", name)
-        out[name] = _model(str(path), name, table)
+        try:
+            check_name(str(path), "model", name)
+            out[name] = _model(str(path), name, table)
+        except SpecError as error:
+            errors.append(error)
+    _raise_all(str(path), errors)
     return out
+
+
+def _raise_all(source: str, errors: list[SpecError]) -> None:
+    """Every broken entry of a file at once (each entry's first problem), as one SpecError."""
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        lines = "".join(f"\n  {str(e).removeprefix(source + ': ')}" for e in errors)
+        error = SpecError(f"{source}: {len(errors)} entries have problems:{lines}")
+        error.problems = tuple(p for e in errors for p in e.problems)
+        raise error
 
 
 # --------------------------------------------------------------------------------------------
@@ -195,28 +199,13 @@ def load_chips(path: Path | None = None) -> dict[str, ChipSpec]:
     if not isinstance(chips, dict) or not chips:
         raise SpecError(f"{path}: expected one or more [chips.<name>] tables, found none")
     out: dict[str, ChipSpec] = {}
+    errors: list[SpecError] = []
     for name, table in chips.items():
-        check_name(str(path), "chip", name)
-        if not isinstance(table, dict):
-            raise SpecError(f"{path}: [chips.{name}]: expected a table, found {table!r}")
-        r = Reader(str(path), f"chips.{name}", table)
-        aliases = r.get("aliases", list, "a list of strings", [])
-        if not all(isinstance(a, str) and a for a in aliases):
-            raise r.fail("aliases", "a list of strings", aliases)
-        options = r.get("backend_options", dict, "a table of strings", {})
-        if not all(isinstance(v, str) for v in options.values()):
-            raise r.fail("backend_options", "a table of strings", options)
-        out[name] = ChipSpec(
-            name=name,
-            backend=r.text("backend"),
-            aliases=tuple(aliases),
-            devices_per_card=r.integer("devices_per_card", 1, 64, 1),
-            precision=r.text("precision", "fp32", PRECISIONS),
-            description=r.text("description", ""),
-            backend_options=dict(options),
-            rules=_rules(str(path), name, r.get("rules", list, "a list of {baseline, min_ratio} tables", [])),
-        )
-        r.finish()
+        try:
+            out[name] = _chip(str(path), name, table)
+        except SpecError as error:
+            errors.append(error)
+    _raise_all(str(path), errors)
     for chip in out.values():
         for rule in chip.rules:
             if rule.baseline not in out:
@@ -233,11 +222,37 @@ def load_chips(path: Path | None = None) -> dict[str, ChipSpec]:
     return out
 
 
+def _chip(source: str, name: str, table: object) -> ChipSpec:
+    check_name(source, "chip", name)
+    if not isinstance(table, dict):
+        raise SpecError(f"{source}: [chips.{name}]: expected a table, found {table!r}")
+    r = Reader(source, f"chips.{name}", table)
+    aliases = r.get("aliases", list, "a list of strings", [])
+    if not all(isinstance(a, str) and a for a in aliases):
+        raise r.fail("aliases", "a list of strings", aliases)
+    options = r.get("backend_options", dict, "a table of strings", {})
+    if not all(isinstance(v, str) for v in options.values()):
+        raise r.fail("backend_options", "a table of strings", options)
+    chip = ChipSpec(
+        name=name,
+        backend=r.text("backend"),
+        aliases=tuple(aliases),
+        devices_per_card=r.integer("devices_per_card", 1, 64, 1),
+        precision=r.text("precision", "fp32", PRECISIONS),
+        description=r.text("description", ""),
+        backend_options=dict(options),
+        rules=_rules(source, name, r.get("rules", list, "a list of {baseline, min_ratio} tables", [])),
+    )
+    r.finish()
+    return chip
+
+
 def _rules(source: str, chip: str, raw: list[Any]) -> tuple[PerfRule, ...]:
     rules = []
     for i, item in enumerate(raw):
         if not isinstance(item, dict):
-            raise SpecError(f"{source}: [chips.{chip}] rules[{i}]: expected a table {{baseline, min_ratio}}, found {item!r}")
+            raise SpecError(f"{source}: [chips.{chip}] rules[{i}]: expected a table {{baseline, min_ratio}}, "
+                            f"found {item!r}")
         r = Reader(source, f"chips.{chip}.rules[{i}]", item)
         rules.append(PerfRule(baseline=r.text("baseline"), min_ratio=r.number("min_ratio", 0.0, 1000.0),
                               source=r.text("source", "")))
@@ -259,113 +274,10 @@ def resolve_chip(chips: Mapping[str, ChipSpec], name: str) -> ChipSpec:
 
 
 def load_policy(path: Path | None = None) -> Policy:
-    """Read ``fixtures/policy.toml``: tolerances and seeds the gates use."""
+    """Read ``fixtures/policy.toml``: tolerances and seeds the gates use. Checked against the
+    declarations of harness/specs/policy.py; every problem of the file is one SpecError."""
     path = Path(path) if path else FIXTURES_DIR / "policy.toml"
-    data = load_toml(path)
-    acc = Reader(str(path), "accuracy", data.get("accuracy", {}))
-    conv = Reader(str(path), "conversion", data.get("conversion", {}))
-    tolerance = AccuracyTolerance(
-        rule=acc.text("tolerance_rule", "absolute", TOLERANCE_RULES),
-        points=acc.number("tolerance_points", 0.0, 100.0),
-        fraction=_fraction(acc, "tolerance_fraction", AccuracyTolerance.fraction),
-    )
-    verdicts = VerdictPolicy(
-        confidence=_confidence(acc, "confidence", VerdictPolicy.confidence),
-        paired_method=acc.text("paired_method", VerdictPolicy.paired_method, PAIRED_METHODS),
-        inconclusive=acc.text("inconclusive", VerdictPolicy.inconclusive, INCONCLUSIVE_POLICIES),
-    )
-    policy = Policy(
-        accuracy_tolerance_points=tolerance.points,
-        agreement_min_top1=acc.number("agreement_min_top1", 0.0, 100.0),
-        accuracy_batch_sizes=batch_sizes(acc, "batch_sizes"),
-        conversion_rtol=conv.number("rtol", 0.0, 1.0),
-        conversion_min_cosine=conv.number("min_cosine", -1.0, 1.0),
-        calibration_images=conv.integer("calibration_images", 0, 100000),
-        seed=conv.integer("seed", 0, 2**31 - 1),
-    )
-    acc.finish()
-    conv.finish()
-    perf = Reader(str(path), "perf", data.get("perf", {}))
-    defaults = TimingPolicy()
-    timing = TimingPolicy(
-        warmup_runs=perf.integer("warmup_runs", 0, 10000, defaults.warmup_runs),
-        min_runs=perf.integer("min_runs", 1, 10**6, defaults.min_runs),
-        min_seconds=perf.number("min_seconds", 0.0, 3600.0, defaults.min_seconds),
-        max_seconds=perf.number("max_seconds", 0.0, 86400.0, defaults.max_seconds),
-        ring_images=perf.integer("ring_images", 1, 10**6, defaults.ring_images),
-        computed_rtol=perf.number("computed_rtol", 0.0, 1.0, defaults.computed_rtol),
-        card_min_overlap=perf.number("card_min_overlap", 0.0, 1.0, defaults.card_min_overlap),
-    )
-    perf.finish()
-    if timing.max_seconds < timing.min_seconds:
-        raise SpecError(f"{path}: [perf] max_seconds {timing.max_seconds} is below min_seconds {timing.min_seconds}")
-    hist = Reader(str(path), "history", data.get("history", {}))
-    hist_defaults = HistoryPolicy()
-    history = HistoryPolicy(
-        regression_top1_points=hist.number("regression_top1_points", 0.0, 100.0, hist_defaults.regression_top1_points),
-        regression_throughput_percent=hist.number(
-            "regression_throughput_percent", 0.0, 100.0, hist_defaults.regression_throughput_percent),
-    )
-    hist.finish()
-    extra = sorted(set(data) - {"accuracy", "conversion", "perf", "history", "localize", "reference", "data"})
-    if extra:
-        raise SpecError(f"{path}: unknown table(s) {extra}; allowed: [accuracy], [conversion], [perf], [history], "
-                        "[localize], [reference], [data]")
-    return replace(policy, timing=timing, history=history, accuracy_tolerance=tolerance, verdicts=verdicts,
-                   localize=_localize(Reader(str(path), "localize", data.get("localize", {}))),
-                   reference=_reference(Reader(str(path), "reference", data.get("reference", {}))),
-                   data=_data(Reader(str(path), "data", data.get("data", {}))))
-
-
-def _data(r: Reader) -> DataPolicy:
-    # 64 MB: below it a 4000x3000 photo could not be decoded at all; 64 GB: more than a machine has.
-    policy = DataPolicy(decode_memory_mb=r.integer("decode_memory_mb", 64, 65536, DataPolicy.decode_memory_mb))
-    r.finish()
-    return policy
-
-
-def _reference(r: Reader) -> ReferencePolicy:
-    d = ReferencePolicy()
-    policy = ReferencePolicy(
-        subset_margin_points=r.number("subset_margin_points", 0.0, 100.0, d.subset_margin_points),
-        check_images=r.integer("check_images", 32, 10**6, d.check_images),
-        check_rtol=r.number("check_rtol", 0.0, 1.0, d.check_rtol),
-    )
-    r.finish()
-    return policy
-
-
-def _localize(r: Reader) -> LocalizeThresholds:
-    """``[localize]``: a missing field is its default (msit's thresholds, docs/localize.md)."""
-    d = LocalizeThresholds()
-    thresholds = LocalizeThresholds(
-        min_cosine=r.number("min_cosine", -1.0, 1.0, d.min_cosine),
-        max_rmse=r.number("max_rmse", 0.0, math.inf, d.max_rmse),
-        max_mean_relative_error=r.number("max_mean_relative_error", 0.0, math.inf, d.max_mean_relative_error),
-        max_abs_diff=r.number("max_abs_diff", 0.0, math.inf, d.max_abs_diff),
-        max_relative_diff=r.number("max_relative_diff", 0.0, math.inf, d.max_relative_diff),
-        images=r.integer("images", 1, 4096, d.images),
-        exposure_tolerance=r.number("exposure_tolerance", 0.0, math.inf, d.exposure_tolerance),
-        growth_factor=r.number("growth_factor", 1.0, math.inf, d.growth_factor),
-    )
-    r.finish()  # NaN is refused by the range checks above, a misspelt field here
-    return thresholds
-
-
-def _fraction(reader: Reader, key: str, default: object = ...) -> float:
-    """A fraction of the reference accuracy in (0, 1] (0 would allow any drop at all)."""
-    value = reader.number(key, 0.0, 1.0, default)
-    if value == 0.0:
-        raise reader.fail(key, "a number in (0, 1], e.g. 0.99", value)
-    return value
-
-
-def _confidence(reader: Reader, key: str, default: object = ...) -> float:
-    """A two-sided confidence level strictly between 0.5 and 1 (0.95 is the usual one)."""
-    value = reader.number(key, 0.5, 1.0, default)
-    if not 0.5 < value < 1.0:
-        raise reader.fail(key, "a confidence strictly between 0.5 and 1, e.g. 0.95", value)
-    return value
+    return read_tables(Policy, str(path), load_toml(path))
 
 
 def accuracy_tolerance(source: str, entry: str, table: Mapping[str, Any]) -> AccuracyTolerance:
@@ -376,11 +288,16 @@ def accuracy_tolerance(source: str, entry: str, table: Mapping[str, Any]) -> Acc
     """
     r = Reader(source, entry, table)
     rule = r.text("rule", choices=TOLERANCE_RULES)
+    # The ranges of [accuracy] tolerance_points and tolerance_fraction in fixtures/policy.toml.
     if rule == "absolute":
-        tolerance = AccuracyTolerance(rule=rule, points=r.number("points", 0.0, 100.0))
+        points = read_declared(r, "points", AccuracyPolicy, "tolerance_points")
+        assert isinstance(points, float)
+        tolerance = AccuracyTolerance(rule=rule, points=points)
         wrong = "fraction"
     else:
-        tolerance = AccuracyTolerance(rule=rule, fraction=_fraction(r, "fraction"))
+        fraction = read_declared(r, "fraction", AccuracyPolicy, "tolerance_fraction")
+        assert isinstance(fraction, float)
+        tolerance = AccuracyTolerance(rule=rule, fraction=fraction)
         wrong = "points"
     if wrong in table:
         raise r.fail(wrong, f"no {wrong!r} with rule = {rule!r} (it applies to the other rule only)",

@@ -1,9 +1,10 @@
 """The certification policy (``fixtures/policy.toml``): tolerances, seeds, how timing measures
-and when the report flags a regression, as frozen data classes.
+and when the report flags a regression, as frozen data classes, one per table of the file.
 
-Reading and validating the file is ``harness.specs.load``'s job; these classes only hold the
-result (the defaults below are what a missing [perf] or [history] table, or a missing optional
-[accuracy] field, means).
+Every field is declared once, here (``harness.specs.settings.setting``): its type (the
+annotation), range, default (none: the file must state it), unit and meaning. The loader's checks
+(``harness.specs.load.load_policy``), the table of docs/policy.md and the help texts that name a
+policy value (``harness.specs.policy_doc``) all come from these declarations.
 """
 
 from __future__ import annotations
@@ -12,9 +13,40 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from harness.specs.settings import Table, setting
+
 TOLERANCE_RULES = ("absolute", "relative")
 INCONCLUSIVE_POLICIES = ("fail", "allow")
 PAIRED_METHODS = ("tango", "newcombe")  # harness.judge.paired.drop_interval's methods
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccuracyPolicy(Table):
+    """[accuracy]: how far below its references a compiled model may be, and how the three-way
+    verdicts are reached."""
+
+    tolerance_rule: str = setting("absolute", choices=TOLERANCE_RULES, doc=(
+        "absolute: at most tolerance_points below the reference; relative: at least tolerance_fraction of it "
+        "(a model may override the rule in models.toml, accuracy_tolerance)"))
+    tolerance_points: float = setting(ge=0, le=100, unit="points", doc=(
+        "the largest drop of top-1 and top-5 below the published figure and the torch reference, absolute rule"))
+    tolerance_fraction: float = setting(0.99, gt=0, le=1, unit="of the reference", doc=(
+        "the least fraction of the reference's top-1 and top-5, relative rule (MLPerf: 0.99)"))
+    inconclusive: str = setting("fail", choices=INCONCLUSIVE_POLICIES, doc=(
+        "what an inconclusive verdict (the interval straddles the tolerance) does to the test (--inconclusive)"))
+    confidence: float = setting(0.95, gt=0.5, lt=1, doc="the two-sided confidence level of every interval")
+    paired_method: str = setting("tango", choices=PAIRED_METHODS, doc=(
+        "the paired drop's interval: Tango's score interval or Newcombe's hybrid score (harness/judge/paired.py)"))
+    agreement_min_top1: float = setting(ge=0, le=100, unit="%", doc=(
+        "the share of images whose top-1 class equals the torch reference's (Wilson interval, three-way)"))
+    batch_sizes: tuple[int, ...] = setting(ge=1, le=4096, doc=(
+        "the batch sizes the accuracy tests compile and run (--batch-sizes overrides)"))
+
+    @property
+    def tolerance(self) -> AccuracyTolerance:
+        """The tolerance as a rule (a model's own ``accuracy_tolerance`` wins over it)."""
+        return AccuracyTolerance(rule=self.tolerance_rule, points=self.tolerance_points,
+                                 fraction=self.tolerance_fraction)
 
 
 @dataclass(frozen=True)
@@ -27,9 +59,9 @@ class AccuracyTolerance:
     reference"), i.e. at most ``(1 - fraction) * reference`` points below.
     """
 
-    rule: str = "absolute"
+    rule: str = AccuracyPolicy.tolerance_rule  # the declared defaults of [accuracy]
     points: float = 1.0
-    fraction: float = 0.99
+    fraction: float = AccuracyPolicy.tolerance_fraction
 
     def points_for(self, reference_accuracy: float) -> float:
         """The allowed drop in points below ``reference_accuracy`` (percent)."""
@@ -44,101 +76,103 @@ class AccuracyTolerance:
         return f"absolute rule: {self.points:g} point{'' if self.points == 1 else 's'}"
 
 
-@dataclass(frozen=True)
-class VerdictPolicy:
-    """How the three-way verdicts are reached and what ``inconclusive`` does (policy.toml [accuracy]).
+@dataclass(frozen=True, kw_only=True)
+class ConversionPolicy(Table):
+    """[conversion]: torch vs ONNX Runtime on the exported graph, with seeded random weights."""
 
-    ``confidence``: the two-sided level of every interval (0.95: each decisive verdict is wrong
-    in at most ~2.5% of runs). ``paired_method``: the paired drop's interval (Tango's score
-    interval or Newcombe's hybrid score, harness.judge.paired). ``inconclusive``: ``fail``
-    (default: a run on too few images is not green) or ``allow`` (recorded as inconclusive, the
-    test passes).
-    """
-
-    confidence: float = 0.95
-    paired_method: str = "tango"
-    inconclusive: str = "fail"
+    rtol: float = setting(ge=0, le=1, unit="of the largest |logit|", doc=(
+        "the largest |torch - onnx| logit difference on any image, relative to its largest |logit|"))
+    min_cosine: float = setting(ge=-1, le=1, doc="the least cosine similarity of torch and ONNX logits on any image")
+    calibration_images: int = setting(ge=0, le=100000, unit="images", doc=(
+        "images that calibrate BatchNorm statistics of the random weights before comparing"))
+    seed: int = setting(ge=0, le=2**31 - 1, doc="the seed of the random weights")
 
 
-@dataclass(frozen=True)
-class ReferencePolicy:
-    """When the torch reference may judge (fixtures/policy.toml [reference], issue 24).
+@dataclass(frozen=True, kw_only=True)
+class ReferencePolicy(Table):
+    """[reference]: when the torch reference may judge (docs/reference-check.md)."""
 
-    ``subset_margin_points``: on a subset of the validation set, the published figure must lie
-    within the reference's Wilson interval widened by this many points on each side (on the full
-    set the tolerance decides). ``check_images``: how many images of a reference not computed in
-    this session are recomputed with torch before it judges; ``check_rtol``: the largest
-    difference allowed there, relative to each image's largest |logit|.
-    """
-
-    subset_margin_points: float = 20.0
-    check_images: int = 32
-    check_rtol: float = 1e-3
+    subset_margin_points: float = setting(20.0, ge=0, le=100, unit="points", doc=(
+        "on a subset, the published figure must lie within the reference's Wilson interval widened by this "
+        "much on each side"))
+    check_images: int = setting(32, ge=32, le=10**6, unit="images", doc=(
+        "images of a reference not computed this session that torch recomputes before it judges"))
+    check_rtol: float = setting(1e-3, ge=0, le=1, unit="of the largest |logit|", doc=(
+        "the largest difference allowed there, relative to each image's largest |logit|"))
 
 
-@dataclass(frozen=True)
-class DataPolicy:
-    """How much memory decoding one image may take (fixtures/policy.toml [data], issue 25).
+@dataclass(frozen=True, kw_only=True)
+class DataPolicy(Table):
+    """[data]: how much memory decoding one image may take."""
 
-    ``decode_memory_mb``: the most one image may allocate in a preprocessing worker, decoded
-    pixels and every intermediate of the resize included, estimated from its header before it is
-    decoded (harness.data.transforms); an image over it is refused naming the file.
-    """
-
-    decode_memory_mb: int = 512
+    # 64 MB: below it a 4000x3000 photo could not be decoded at all; 64 GB: more than a machine has.
+    decode_memory_mb: int = setting(512, ge=64, le=65536, unit="MB per worker", doc=(
+        "the most one image may cost to decode, estimated from its header (harness/data/transforms.py)"))
 
 
-@dataclass(frozen=True)
-class TimingPolicy:
-    """How the one timing loop measures (fixtures/policy.toml [perf])."""
+@dataclass(frozen=True, kw_only=True)
+class TimingPolicy(Table):
+    """[perf]: how the one timing loop measures (harness/run/timing.py)."""
 
-    warmup_runs: int = 3
-    min_runs: int = 10
-    min_seconds: float = 1.0
-    max_seconds: float = 30.0
-    ring_images: int = 128
-    computed_rtol: float = 1e-4
-    # A whole card's devices must have been timed together for at least this fraction of the
-    # shortest device's steady state, or there is no card figure (harness.run.cards).
-    card_min_overlap: float = 0.5
+    warmup_runs: int = setting(3, ge=0, le=10000, unit="runs", doc="untimed runs before the steady state")
+    min_runs: int = setting(10, ge=1, le=10**6, unit="runs", doc="the fewest timed runs")
+    min_seconds: float = setting(1.0, ge=0, le=3600, unit="s", doc=(
+        "the shortest steady state (it also lasts min_runs runs and times every batch of the ring once)"))
+    max_seconds: float = setting(30.0, ge=0, le=86400, unit="s", doc=(
+        "at least min_seconds; a whole card's measurement waits 2 x max_seconds + 60 s for its devices "
+        "(harness/run/cards.py)"))
+    ring_images: int = setting(128, ge=1, le=10**6, unit="images", doc=(
+        "distinct real images cycled through the timed batches (fewer when the dataset is smaller)"))
+    computed_rtol: float = setting(1e-4, ge=0, le=1, unit="of the largest |logit|", doc=(
+        "perf-mode vs accuracy-mode outputs of one compiled model (MLPerf TEST01), relative to each image's "
+        "largest |logit|"))
+    card_min_overlap: float = setting(0.5, ge=0, le=1, unit="of the shortest steady state", doc=(
+        "a whole card's devices must have been timed together this long, or there is no card figure "
+        "(harness/run/cards.py)"))
+
+    def conflicts(self) -> tuple[tuple[str, str, object], ...]:
+        if self.max_seconds < self.min_seconds:
+            return (("max_seconds", f"at least min_seconds ({self.min_seconds})", self.max_seconds),)
+        return ()
 
 
-@dataclass(frozen=True)
-class HistoryPolicy:
-    """When the report flags a run as worse than the previous one (fixtures/policy.toml [history]).
+@dataclass(frozen=True, kw_only=True)
+class HistoryPolicy(Table):
+    """[history]: when the report flags a run as worse than the previous one. Separate from the
+    gates: a nightly drift of half a point is worth a look long before it fails the tolerance."""
 
-    Separate from the gates: a nightly drift of half a point is worth a look long before it fails
-    the 1-point certification tolerance.
-    """
-
-    regression_top1_points: float = 0.5
-    regression_throughput_percent: float = 5.0
+    regression_top1_points: float = setting(0.5, ge=0, le=100, unit="points", doc=(
+        "a top-1 drop beyond this, of one model on one chip, backend and precision, is a REGRESSION"))
+    regression_throughput_percent: float = setting(5.0, ge=0, le=100, unit="%", doc=(
+        "a drop of a chip's best images/s per card beyond this percent of the previous figure is a REGRESSION"))
 
 
-@dataclass(frozen=True)
-class LocalizeThresholds:
-    """When a tensor is over threshold, and how localisation runs (fixtures/policy.toml [localize]).
+@dataclass(frozen=True, kw_only=True)
+class LocalizeThresholds(Table):
+    """[localize]: when a tensor is over threshold, and how localisation runs (docs/localize.md).
 
     The metric thresholds are msit's documented defaults for ``debug compare`` (its analyser flags
     the first operator with CosineSimilarity < 0.99, RootMeanSquareError > 1.0 or MeanRelativeError
     > 1.0; github.com/Ascend/msit ``msit/components/debug/compare/README_EN.md``, "Comparison Result
-    Analysis", and ``msquickcmp/net_compare/analyser.py`` ``MONITOR_THRESHOLD``; docs/localize.md).
-    msit has no threshold on the largest absolute or relative difference: ours default to infinity
-    (reported, never judged). The other fields are this suite's own choices (docs/localize.md).
+    Analysis", and ``msquickcmp/net_compare/analyser.py`` ``MONITOR_THRESHOLD``). msit has no
+    threshold on the largest absolute or relative difference: ours default to infinity (reported,
+    never judged). The other fields are this suite's own choices.
     """
 
-    min_cosine: float = 0.99  # msit: CosineSimilarity < 0.99
-    max_rmse: float = 1.0  # msit: RootMeanSquareError > 1.0
-    max_mean_relative_error: float = 1.0  # msit: MeanRelativeError > 1.0
-    max_abs_diff: float = math.inf  # msit has none: reported, not judged
-    max_relative_diff: float = math.inf  # msit has none: reported, not judged
-    images: int = 16  # the most divergent images the layer comparison runs on
-    # Exposing every tensor must not change the candidate's final error by more than this fraction,
-    # or the exposed run does not show the error being localised: bisect instead.
-    exposure_tolerance: float = 0.2
-    # Accumulated: some tensor after the first divergent one is this many times further from the
-    # reference (1 - cosine) than the first divergent one; local otherwise.
-    growth_factor: float = 2.0
+    min_cosine: float = setting(0.99, ge=-1, le=1, doc="a tensor below this cosine is over (msit: < 0.99)")
+    max_rmse: float = setting(1.0, ge=0, le=math.inf, doc="a tensor above this RMSE is over (msit: > 1.0)")
+    max_mean_relative_error: float = setting(1.0, ge=0, le=math.inf, doc=(
+        "a tensor above this mean relative error is over (msit: > 1.0)"))
+    max_abs_diff: float = setting(math.inf, ge=0, le=math.inf, doc=(
+        "a tensor above this largest absolute difference is over (msit has none: reported, not judged)"))
+    max_relative_diff: float = setting(math.inf, ge=0, le=math.inf, doc=(
+        "a tensor above this largest relative difference is over (msit has none: reported, not judged)"))
+    images: int = setting(16, ge=1, le=4096, unit="images", doc="the most divergent images the layers are compared on")
+    exposure_tolerance: float = setting(0.2, ge=0, le=math.inf, unit="of the final error", doc=(
+        "exposing every tensor may move the candidate's final error (relative L2) by this much, or bisect instead"))
+    growth_factor: float = setting(2.0, ge=1, le=math.inf, doc=(
+        "accumulated: a later tensor this many times further from the reference (1 - cosine) than the first "
+        "divergent one; local otherwise"))
 
     def over(self, cosine: float, rmse: float, mean_relative_error: float, max_abs_diff: float,
              max_relative_diff: float) -> tuple[str, ...]:
@@ -163,20 +197,12 @@ class LocalizeThresholds:
 
 @dataclass(frozen=True)
 class Policy:
-    """fixtures/policy.toml, validated: the numbers the gates and the timing loop use."""
+    """fixtures/policy.toml, validated: one field per table of the file."""
 
-    accuracy_tolerance_points: float
-    agreement_min_top1: float
-    accuracy_batch_sizes: tuple[int, ...]
-    conversion_rtol: float
-    conversion_min_cosine: float
-    calibration_images: int
-    seed: int
-    timing: TimingPolicy = TimingPolicy()
+    accuracy: AccuracyPolicy
+    conversion: ConversionPolicy
+    perf: TimingPolicy = TimingPolicy()
     history: HistoryPolicy = HistoryPolicy()
-    # The tolerance as a rule; its ``points`` is always ``accuracy_tolerance_points``.
-    accuracy_tolerance: AccuracyTolerance = AccuracyTolerance()
-    verdicts: VerdictPolicy = VerdictPolicy()
     localize: LocalizeThresholds = LocalizeThresholds()
     reference: ReferencePolicy = ReferencePolicy()
     data: DataPolicy = DataPolicy()

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +23,60 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 
 class SpecError(UsageError, ValueError):
-    """A fixtures file is malformed: the message names file, entry, field and the fix."""
+    """A fixtures file is malformed: the message names file, entry, field and the fix.
+
+    ``problems``: every problem found, when the loader collects them all (fixtures/policy.toml);
+    empty when the message is the one problem.
+    """
+
+    problems: tuple[Problem, ...] = ()
+
+    @classmethod
+    def listing(cls, source: str, problems: Sequence[Problem]) -> SpecError:
+        """One error for all of ``problems`` of the file ``source``, one line each."""
+        if len(problems) == 1:
+            error = cls(f"{source}: {problems[0].line()}")
+        else:
+            lines = "".join(f"\n  {p.line()}" for p in problems)
+            error = cls(f"{source}: {len(problems)} problems:{lines}")
+        error.problems = tuple(problems)
+        return error
+
+
+class Said(str):
+    """A found value that is a description (``an unknown field``), shown without quotes."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a spec file: where (``table``, ``key``: ``path`` is ``table.key``), what
+    was expected and what was found. ``key`` is empty for a problem of the table itself."""
+
+    table: str
+    key: str
+    expected: str
+    found: object
+
+    @property
+    def path(self) -> str:
+        return ".".join(part for part in (self.table, self.key) if part)
+
+    def line(self) -> str:
+        """``[perf] field 'min_runs': expected an integer in [1, 1000000], found 0``."""
+        where = (f"[{self.table}]" if self.table else "") + (f" field {self.key!r}" if self.key else "")
+        return f"{where}: expected {self.expected}, found {self.found!r}" if where else \
+            f"expected {self.expected}, found {self.found!r}"
 
 
 def load_toml(path: Path) -> dict[str, Any]:
     """The parsed TOML of ``path``; every way of failing is a SpecError naming the file."""
     try:
         with path.open("rb") as fh:
-            return tomllib.load(fh)
+            data: dict[str, Any] = tomllib.load(fh)
+            return data
     except FileNotFoundError:
         raise SpecError(f"registry file not found: {path}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -55,8 +102,7 @@ class Reader:
         self.used: set[str] = set()
 
     def fail(self, key: str, expected: str, found: Any) -> SpecError:
-        where = f"{self.source}: [{self.entry}]" + (f" field {key!r}" if key else "")
-        return SpecError(f"{where}: expected {expected}, found {found!r}")
+        return SpecError.listing(self.source, [Problem(self.entry, key, expected, found)])
 
     def get(self, key: str, kind: type | tuple[type, ...], expected: str, default: Any = ...) -> Any:
         self.used.add(key)
@@ -100,7 +146,8 @@ class Reader:
         return value
 
     def table_(self, key: str, default: Any = ...) -> Mapping[str, Any]:
-        return self.get(key, dict, "a table", default)
+        table: Mapping[str, Any] = self.get(key, dict, "a table", default)
+        return table
 
     def finish(self) -> None:
         unknown = sorted(set(self.table) - self.used)
@@ -115,7 +162,7 @@ def triple(reader: Reader, key: str, default: tuple[float, float, float]) -> tup
     """Three finite numbers of pixel scale (a mean or a std), or ``default`` when absent."""
     value = reader.get(key, list, "a list of 3 finite numbers", default)
     if value is default:
-        return default
+        return (default[0], default[1], default[2])
     # Finite and of pixel scale: NaN passes every range check, and an unbounded TOML integer
     # would overflow float().
     if len(value) != 3 or not all(
@@ -144,10 +191,10 @@ def plain_table(reader: Reader, key: str) -> dict[str, Any]:
 
 def hex_string(reader: Reader, key: str, lengths: tuple[int, ...]) -> str | None:
     """An optional checksum: hex digits of one of ``lengths``, lower-cased; None when absent."""
-    value = reader.get(key, str, f"a hex string of length {'/'.join(map(str, lengths))}", None)
-    if value is None:
+    found = reader.get(key, str, f"a hex string of length {'/'.join(map(str, lengths))}", None)
+    if found is None:
         return None
-    value = value.lower()
+    value = str(found).lower()
     if len(value) not in lengths or any(c not in "0123456789abcdef" for c in value):
         raise reader.fail(key, f"a hex string of length {'/'.join(map(str, lengths))}", value)
     return value

@@ -17,6 +17,7 @@ what it measured (the case's comment says where).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,7 @@ VAL_1300 = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / 
 BATCH = 8
 # 7 full batches and a short last one of 5: the accuracy path's batching, on real images.
 REAL_IMAGES = 61
-F32_RTOL = load_policy().conversion_rtol
+F32_RTOL = load_policy().conversion.rtol
 
 
 @dataclass(frozen=True)
@@ -240,7 +241,7 @@ def test_agrees_with_torch_on_real_images(case_session: tuple[Case, Session], pr
     logits = _run(session, prepared)
     assert logits.shape == reference.shape == (REAL_IMAGES, reference.shape[1])
     result = parity(reference, logits)
-    for key, value in result.as_record().items():
+    for key, value in dataclasses.asdict(result).items():
         record_property(f"{case.id}_{key}", value)
     assert result.top1_agreement >= case.min_top1_agreement, result
     assert result.max_rel_diff <= case.max_rel_diff, result

@@ -29,7 +29,7 @@ import pytest
 
 from harness.backends.base import _BACKENDS, BackendUnavailable
 from harness.backends.onnxruntime import OnnxRuntimeBackend
-from harness.localize.fault import plant_fault, write_planted_fault
+from harness.localize.fault import plant_fault
 from harness.specs import CompileTarget
 
 NAME = "corrupting_onnxruntime"
@@ -38,6 +38,12 @@ NAME = "corrupting_onnxruntime"
 # gets right, 6 only the compiled model); x1.5 drops 1.5 points (9 vs 3), too few to decide.
 NODE = os.environ.get("CORRUPT_NODE", "/blocks/blocks.3/blocks.3.1/conv_pw/Conv")
 SCALE = float(os.environ.get("CORRUPT_SCALE", "2.0"))
+
+
+def write_planted_fault(source: Path, destination: Path, node: str, scale: float = 1.5) -> Path:
+    """:func:`~harness.localize.fault.plant_fault` on the ONNX file ``source``, saved as ``destination``."""
+    onnx.save(plant_fault(onnx.load(str(source)), node, scale), str(destination))
+    return destination
 
 
 def fault() -> str:
@@ -75,7 +81,9 @@ def localization_target(wrapped: Callable[..., Any]) -> Callable[..., Any]:
             return wrapped(reference, backend, precision, input_shape, options, threads)
         if precision != "fp32":
             raise BackendUnavailable(f"{NAME} runs fp32 only, not {precision!r}")
-        return OrtTarget(plant_fault(reference, NODE, SCALE), f"{NAME} CPU fp32 (planted fault: {fault()})", "all", threads)
+        return OrtTarget(
+            plant_fault(reference, NODE, SCALE), f"{NAME} CPU fp32 (planted fault: {fault()})", "all", threads
+        )
 
     backend_target.wrapped = wrapped  # type: ignore[attr-defined]
     return backend_target

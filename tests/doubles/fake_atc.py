@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fake_om  # noqa: E402
+import fake_om
 
 SOCS = {"Ascend310", "Ascend310P3", "Ascend310B1", "Ascend910", "Ascend910B"}
 LOGS = {"debug", "info", "warning", "error", "null"}

@@ -171,20 +171,3 @@ def aipp_config(shape: Sequence[int], mean: Sequence[float], std: Sequence[float
     lines += [f"    var_reci_chn_{i} : {1.0 / (255.0 * s):.10f}" for i, s in enumerate(std)]
     lines.append("}")
     return "\n".join(lines) + "\n"
-
-
-def parse_aipp_config(text: str) -> dict[str, str]:
-    """``key : value`` pairs of an ``aipp_op { ... }`` block (one block; comments with ``#``)."""
-    body = re.search(r"aipp_op\s*\{(.*?)\}", text, re.S)
-    if body is None:
-        raise AtcConfigError("AIPP config has no `aipp_op { ... }` block")
-    out: dict[str, str] = {}
-    for raw in body.group(1).splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        key, sep, value = line.partition(":")
-        if not sep:
-            raise AtcConfigError(f"AIPP config line {raw.strip()!r} is not `key : value`")
-        out[key.strip()] = value.strip()
-    return out

@@ -48,8 +48,6 @@ from harness.backends.base import (
     BackendUnavailable,
     InferenceError,
     Session,
-    check_batch,
-    check_logits,
 )
 from harness.specs import CompileTarget
 
@@ -157,7 +155,9 @@ def load_failure(where: str, device_id: int, detail: str) -> Exception:
         return InferenceError(f"{where}: {detail}; and the driver does not answer: {exc}")
     ids = sorted(c.device_id for c in chips)
     if device_id not in ids:
-        return InferenceError(f"{where}: {detail}; npu-smi info lists device(s) {ids}, not {device_id}: fix --device-ids")
+        return InferenceError(
+            f"{where}: {detail}; npu-smi info lists device(s) {ids}, not {device_id}: fix --device-ids"
+        )
     return InferenceError(f"{where}: {detail}")
 
 
@@ -171,7 +171,7 @@ class AscendSession(Session):
     def __init__(self, infer_session: Any, target: CompileTarget, num_classes: int, aipp: bool, where: str):
         self._s = infer_session
         self.batch_size = target.batch_size
-        self.shape = tuple(target.input_shape)
+        self.input_shape = target.input_shape
         self.num_classes = num_classes
         self.aipp = aipp
         self.input_dtype = np.dtype(np.uint8 if aipp else np.float32)
@@ -182,7 +182,7 @@ class AscendSession(Session):
         inputs = list(self._s.get_inputs())
         if len(inputs) != 1:
             raise InferenceError(f"{self.where}: the .om has {len(inputs)} inputs; expected one image input")
-        c, h, w = self.shape
+        c, h, w = self.input_shape
         itemsize = 1 if self.aipp else 4
         expected = self.batch_size * c * h * w * itemsize
         realsize = getattr(inputs[0], "realsize", expected)
@@ -193,8 +193,7 @@ class AscendSession(Session):
                 "was it compiled for another batch size or input?"
             )
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        check_batch(batch, self.batch_size, self.shape, self.where, self.input_dtype)
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
         n = batch.shape[0]
         if n < self.batch_size:  # static batch: repeat the last image; its outputs are dropped below
             pad = np.repeat(batch[-1:], self.batch_size - n, axis=0)
@@ -213,9 +212,7 @@ class AscendSession(Session):
                 f"shape {tuple(out.shape)}; is this a classifier with {self.num_classes} classes?"
             )
         out = out.reshape(self.batch_size, self.num_classes)[:n]
-        if out.dtype == np.float16:
-            out = out.astype(np.float32)
-        return check_logits(out, n, self.num_classes, self.where)
+        return out.astype(np.float32) if out.dtype == np.float16 else out
 
     def compute_times_ms(self) -> Sequence[float]:
         """NPU compute time of every run since the session opened (ais_bench's exec_time_list).

@@ -87,7 +87,7 @@ def parse_npu_smi(text: str) -> list[NpuChip]:
     if len(chip_rows) % 2:
         raise NpuSmiError(f"npu-smi info: chip rows come in pairs (NPU/Name, Chip/Device); found {len(chip_rows)} rows")
     chips: list[NpuChip] = []
-    for first, second in zip(chip_rows[0::2], chip_rows[1::2]):
+    for first, second in zip(chip_rows[0::2], chip_rows[1::2], strict=True):
         a, b = _cells(first), _cells(second)
         if len(a) < 3 or len(b) < 3:
             raise NpuSmiError(f"npu-smi info: expected 3 columns per row, found {first.strip()!r} / {second.strip()!r}")

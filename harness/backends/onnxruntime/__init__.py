@@ -7,7 +7,7 @@ NVIDIA GPUs, TensorRT).
 
 CPU (the default, ``providers="CPUExecutionProvider"``): the compiled artifact is the graph ORT
 optimized offline at the extended level (portable across CPUs); fp32 only, because fp16 models
-give no speed-up on CPU execution providers (DESIGN.md, "Measured on these machines").
+give no speed-up on CPU execution providers (measured on the CPUs this suite runs on).
 
 GPU (``providers="TensorrtExecutionProvider,CUDAExecutionProvider"`` as ``fixtures/chips.toml``
 gives it for the T4): the artifact is the graph optimized offline at the *basic* level on the CPU
@@ -253,7 +253,9 @@ class OnnxRuntimeBackend(Backend):
         if concurrent:
             wrapped = OnnxRuntimeConcurrentSession(session, target, num_classes, self.offline_requests())
         elif self.io_binding:
-            wrapped = OnnxRuntimeBoundSession(session, target, num_classes, "cuda" if self.uses_gpu else "cpu", device_id)
+            wrapped = OnnxRuntimeBoundSession(
+                session, target, num_classes, "cuda" if self.uses_gpu else "cpu", device_id
+            )
         else:
             wrapped = OnnxRuntimeSession(session, target, num_classes)
         try:

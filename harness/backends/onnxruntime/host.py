@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends.base import BackendUnavailable
-from harness.environment import installed_version
+from harness.versions import installed_version
 
 INSTALL_HINT = "pip install 'onnxruntime>=1.16'"
 # Where the NVIDIA driver lists the GPUs it manages (one directory per GPU).

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.backends.base import InferenceError, Session, check_batch, check_logits
+from harness.backends.base import InferenceError, Session
 from harness.specs import CompileTarget
 
 _INPUT_DTYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8}
@@ -35,22 +35,23 @@ class OnnxRuntimeSession(Session):
     """One ORT InferenceSession; ``infer`` takes (N<=batch_size, 3, H, W) of the model's input dtype
     (float32 normally, uint8 for a model made by :mod:`harness.model.uint8_input`)."""
 
+    where = "onnxruntime"
+
     def __init__(self, session: Any, target: CompileTarget, num_classes: int):
         self._session = session
         self._input = session.get_inputs()[0].name
         self._output = session.get_outputs()[0].name
         self.batch_size = target.batch_size
-        self._shape = target.input_shape
-        self._num_classes = num_classes
-        self.input_dtype = input_dtype(session, "onnxruntime")
+        self.input_shape = target.input_shape
+        self.num_classes = num_classes
+        self.input_dtype = input_dtype(session, self.where)
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        check_batch(batch, self.batch_size, self._shape, "onnxruntime", self.input_dtype)
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
         try:
             (out,) = self._session.run([self._output], {self._input: batch})
         except Exception as exc:  # ORT raises its own exception types per failure kind
             raise InferenceError(f"onnxruntime failed on a batch of shape {batch.shape}: {exc}") from exc
-        return check_logits(out, batch.shape[0], self._num_classes, "onnxruntime")
+        return out
 
 
 class OnnxRuntimeConcurrentSession(OnnxRuntimeSession):
@@ -112,8 +113,7 @@ class OnnxRuntimeBoundSession(OnnxRuntimeSession):
         """Milliseconds of every device run since the session opened, transfers excluded."""
         return tuple(self._compute_ms)
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        check_batch(batch, self.batch_size, self._shape, "onnxruntime", self.input_dtype)
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
         try:
             value = self._ort_value.ortvalue_from_numpy(np.ascontiguousarray(batch), self.device_type, self.device_id)
             binding = self._session.io_binding()
@@ -130,4 +130,4 @@ class OnnxRuntimeBoundSession(OnnxRuntimeSession):
                 f"onnxruntime ({self.device_type}:{self.device_id}) failed on a batch of shape {batch.shape}: {exc}"
             ) from exc
         self._compute_ms.append(elapsed / 1e6)
-        return check_logits(out, batch.shape[0], self._num_classes, "onnxruntime")
+        return out

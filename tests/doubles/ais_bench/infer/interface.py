@@ -82,7 +82,9 @@ class _Model:
         if self.aipp:
             self.input = TensorDesc(header["input_name"], [n, h, w, c], "dtype.uint8", n * h * w * c, n * h * w * c)
         else:
-            self.input = TensorDesc(header["input_name"], [n, c, h, w], "dtype.float32", n * c * h * w * 4, n * c * h * w)
+            self.input = TensorDesc(
+                header["input_name"], [n, c, h, w], "dtype.float32", n * c * h * w * 4, n * c * h * w
+            )
         out = self.ort.get_outputs()[0]
         classes = int(out.shape[-1])
         self.output = TensorDesc(out.name, [n, classes], "dtype.float32", n * classes * 4, n * classes)
@@ -107,7 +109,9 @@ class _Model:
             raise RuntimeError("input datas and intensors nums not matched!")
         x = np.asarray(feeds[0])
         if x.nbytes != self.input.realsize:
-            raise RuntimeError(f"[ERROR] input size mismatch: got {x.nbytes} bytes, model input needs {self.input.realsize}")
+            raise RuntimeError(
+                f"[ERROR] input size mismatch: got {x.nbytes} bytes, model input needs {self.input.realsize}"
+            )
         if self.aipp:
             if x.dtype != np.uint8:
                 raise RuntimeError("AIPP input must be uint8")
