@@ -25,7 +25,9 @@ def needs_shared_data(reason: str) -> bool:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[Any]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     if os.environ.get(REQUIRE_ENV) != "1" or not report.skipped or not isinstance(report.longrepr, tuple):
         return report
@@ -35,3 +37,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
         report.longrepr = (f"{REQUIRE_ENV}=1 (CI): the shared data this test needs is missing, so it would only "
                            f"have skipped: {reason.removeprefix('Skipped: ')}")
     return report
+
+
+# pytest-xdist's worker variables (scripts/test.sh runs these tests under `-n auto`).
+XDIST_ENV = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
+
+
+@pytest.fixture(autouse=True)
+def _as_in_a_run_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test sees the environment of a one-process run, whichever xdist worker runs it.
+
+    Otherwise a worker's variables leak into what the test starts: a suite run in a subprocess
+    (tests/suite_runner.py and the like) would think it is one of N xdist workers (a perf run
+    refuses to time, stages go to stages-gw1.json) and an in-process Workbench would take device
+    ``device_ids[N]``: failures, or passes, that only happen in parallel.
+    """
+    for name in XDIST_ENV:
+        monkeypatch.delenv(name, raising=False)

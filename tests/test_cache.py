@@ -23,12 +23,15 @@ from harness.cache import (
     UnverifiedEntry,
     content_key,
 )
+from tests.reliability._support import start_together
 
 REPO = Path(__file__).resolve().parents[1]
 INPUTS = {"onnx_sha256": "ab" * 32, "target": {"chip": "310P3", "batch_size": 8}, "version": 3}
 
 # A child process that uses the cache on its own: "kill" builds half an entry and then waits to
-# be killed; "race" waits for a start signal so two children reach get_or_build together.
+# be killed; "race" says it is ready (<flag>.<pid>.ready), waits for the start flag, says it is
+# entering get_or_build (<flag>.<pid>.entered), and its build holds until both racers entered: two
+# children in get_or_build together however slowly a loaded machine started them (no guessed sleep).
 CHILD = r"""
 import hashlib, json, os, sys, time
 from pathlib import Path
@@ -44,17 +47,24 @@ def build(tmp):
     if mode == "kill":
         flag.write_text("half written")
         time.sleep(120)
-    time.sleep(1.0)  # long enough that the other racer is surely waiting on the lock
+    deadline = time.monotonic() + 120
+    while mode == "race" and len(list(flag.parent.glob(flag.name + ".*.entered"))) < 2:
+        if time.monotonic() > deadline:
+            raise SystemExit("the other racer never entered")
+        time.sleep(0.005)
     (tmp / "part2.bin").write_bytes(os.urandom(4096))
     return {"builder": os.getpid(), "finished": time.time()}
 
 if mode == "race":
-    deadline = time.monotonic() + 30
+    Path(f"{flag}.{os.getpid()}.ready").touch()
+    deadline = time.monotonic() + 120
     while not flag.exists():
         if time.monotonic() > deadline:
             raise SystemExit("start flag never appeared")
         time.sleep(0.005)
 entered = time.time()
+if mode == "race":
+    Path(f"{flag}.{os.getpid()}.entered").touch()
 entry = ArtifactCache(Path(root)).get_or_build("thing", inputs, build, lock_timeout=60)
 data = (entry.path / "part2.bin").read_bytes()
 print(json.dumps({"built_here": entry.built_here, "path": str(entry.path),
@@ -124,6 +134,7 @@ def test_build_exception_publishes_nothing(tmp_path: Path) -> None:
     assert cache.get_or_build("thing", INPUTS, complete_build).built_here
 
 
+@pytest.mark.timing
 def test_sigkill_mid_build_leaves_no_entry_and_next_build_succeeds(tmp_path: Path) -> None:
     root, flag, counter = tmp_path / "cache", tmp_path / "half-written", tmp_path / "builds.txt"
     proc = child(root, "kill", flag, counter)
@@ -155,10 +166,11 @@ def test_sigkill_mid_build_leaves_no_entry_and_next_build_succeeds(tmp_path: Pat
     assert leftovers(kind_dir) == []
 
 
+@pytest.mark.timing
 def test_two_processes_racing_build_exactly_once(tmp_path: Path) -> None:
     root, flag, counter = tmp_path / "cache", tmp_path / "go", tmp_path / "builds.txt"
     procs = [child(root, "race", flag, counter) for _ in range(2)]
-    flag.write_text("go")
+    start_together(procs, flag)
     results = []
     for proc in procs:
         out, err = proc.communicate(timeout=120)
@@ -436,15 +448,16 @@ def test_an_unverified_entry_error_survives_pickling(tmp_path: Path) -> None:
 def test_the_verify_cache_option_reaches_the_workbench_cache(pytestconfig: pytest.Config, tmp_path: Path) -> None:
     """--verify-cache is declared by the plugin, read into RunConfig by the run_config fixture and
     given to the workbench's ArtifactCache."""
-    from harness.pytest import fixtures, plugin
+    from harness.pytest import fixtures
+    from harness.pytest.state import STATE, session_state
     from harness.run.workbench import RunConfig, Workbench
     from harness.specs import load_policy
 
     assert pytestconfig.getoption("--verify-cache") is False  # declared, off by default
-    given = {"--verify-cache": True, "--cache-dir": str(tmp_path)}
+    given = {"--verify-cache": True, "--cache-dir": tmp_path}
 
     class Config:
-        stash = {plugin._STATE: {"device_ids": (0,)}}
+        stash = {STATE: session_state(pytestconfig)}
 
         @staticmethod
         def getoption(name: str) -> object:

@@ -15,6 +15,7 @@ import pickle
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -45,14 +46,33 @@ from tests.doubles.fake_card import (
 
 FAST = TimingPolicy(warmup_runs=1, min_runs=5, min_seconds=0.3, max_seconds=2)
 MS = 1_000_000  # ns
+# No outcome here may depend on how fast a loaded machine spawns or schedules a process: tests wait
+# for events (the double's files, the card's messages), and a bound on elapsed time is a hang
+# detector, far below what the behaviour under test would take if it were broken (a policy of
+# LONG_S seconds stopped "at once" must stop well within HANG_S of the event that stops it).
+LONG_S = 300.0
+HANG_S = 60.0
+# Devices released by one barrier start within this of each other; without the barrier the later
+# device would start OPEN_DELAY_S later (far more than a loaded machine's scheduling delay).
+START_SPREAD_MS = 500.0
+OPEN_DELAY_S = 2.0
+
+pytestmark = [pytest.mark.timing, pytest.mark.serial]
 
 
-def run(device_id: int, spans_ms: list[tuple[float, float]], bs: int = 2, device_ms: list[float] | None = None) -> DeviceRun:
+def run(
+    device_id: int, spans_ms: list[tuple[float, float]], bs: int = 2, device_ms: list[float] | None = None
+) -> DeviceRun:
     m = Measurement(batch_size=bs, runs=len(spans_ms), warmup_runs=0, seconds=1.0, images_per_s=1.0, clock=WALL,
                     wall_images_per_s=1.0, device_images_per_s=None, latency_ms_mean=None, latency_ms_median=None,
                     latency_ms_p90=None, latency_ms_p99=None, latency_cv_percent=None)
-    return DeviceRun(device_id=device_id, measurement=m, run_spans_ns=tuple((int(s * MS), int(e * MS)) for s, e in spans_ms),
-                     device_ms=None if device_ms is None else tuple(device_ms), outputs=())
+    return DeviceRun(
+        device_id=device_id,
+        measurement=m,
+        run_spans_ns=tuple((int(s * MS), int(e * MS)) for s, e in spans_ms),
+        device_ms=None if device_ms is None else tuple(device_ms),
+        outputs=(),
+    )
 
 
 # -- the window rule, on made-up spans ---------------------------------------------------------------
@@ -90,7 +110,9 @@ def test_devices_that_did_not_overlap_give_no_figure() -> None:
     with pytest.raises(NotConcurrent, match=r"overlapped for 0\.004 s, less than 0\.5 of the shortest"):
         card_measurement({0: run(0, [(0, 10), (10, 20)]), 1: run(1, [(16, 26), (26, 36)])})
     # just above the rule: a figure
-    assert card_measurement({0: run(0, [(0, 10), (10, 20)]), 1: run(1, [(9, 19), (19, 29)])}).window_s == pytest.approx(0.011)
+    assert card_measurement({0: run(0, [(0, 10), (10, 20)]), 1: run(1, [(9, 19), (19, 29)])}).window_s == pytest.approx(
+        0.011
+    )
 
 
 def test_devices_must_run_one_batch_size() -> None:
@@ -123,8 +145,8 @@ def assert_no_processes_left(pid_dir: Path, opened: int) -> None:
 
 
 def test_devices_start_together_and_the_card_adds_them_up(tmp_path: Path) -> None:
-    # device 1 is 3x slower and loads 0.6 s longer: without the barrier it would start 0.6 s late
-    devices = {0: FakeDevice(ms_per_batch=10.0), 1: FakeDevice(ms_per_batch=30.0, open_delay_s=0.6)}
+    # device 1 is 3x slower and loads 2 s longer: without the barrier it would start 2 s late
+    devices = {0: FakeDevice(ms_per_batch=20.0), 1: FakeDevice(ms_per_batch=60.0, open_delay_s=OPEN_DELAY_S)}
     batches = fake_batches(3, 2)
     card = measure_card(FakeCard(devices, batch_size=2, pid_dir=str(tmp_path)), [0, 1], batches, FAST)
     assert_no_processes_left(tmp_path, 2)
@@ -133,25 +155,28 @@ def test_devices_start_together_and_the_card_adds_them_up(tmp_path: Path) -> Non
         "child runs them when it returns normally, a forked one or one ended by os._exit does not)"
 
     runs = card.devices
-    assert all(r.released_ns >= max(o.ready_ns for o in runs.values()) for r in runs.values()), "released before all arrived"
+    assert all(r.released_ns >= max(o.ready_ns for o in runs.values()) for r in runs.values()), (
+        "released before all arrived"
+    )
     released = [r.released_ns for r in runs.values()]
-    assert (max(released) - min(released)) / 1e6 < 100, "the barrier released the devices far apart"
-    assert card.start_spread_ms < 100, f"steady states started {card.start_spread_ms:.1f} ms apart"
+    assert (max(released) - min(released)) / 1e6 < START_SPREAD_MS, "the barrier released the devices far apart"
+    assert card.start_spread_ms < START_SPREAD_MS, f"steady states started {card.start_spread_ms:.1f} ms apart"
 
     rates = card.per_device_images_per_s
-    assert 1.8 < rates[0] / rates[1] < 3.3, f"device 1 sleeps 3x longer per batch, yet the rates are {rates}"
+    # 3x nominally; a loaded host adds its scheduling delay to both sleeps, which only brings it down
+    assert 1.5 < rates[0] / rates[1] < 3.3, f"device 1 sleeps 3x longer per batch, yet the rates are {rates}"
     # each device's own figure over its whole loop agrees with its share of the window
     own = sum(r.measurement.wall_images_per_s for r in runs.values())
     assert card.wall_images_per_s == pytest.approx(own, rel=0.15)
-    nominal = 2 / 0.010 + 2 / 0.030  # the sleeps alone; a loaded host only adds to them
-    assert 0.5 * nominal < card.wall_images_per_s < 1.02 * nominal
+    nominal = 2 / 0.020 + 2 / 0.060  # the sleeps alone; a loaded host only adds to them (a lower figure)
+    assert 0.25 * nominal < card.wall_images_per_s < 1.02 * nominal
     # the device clock: ais_bench's 1000 x batch / compute ms, summed over the devices
     assert card.clock == DEVICE_COMPUTE
-    assert card.device_images_per_s == pytest.approx(2000 / (10 * COMPUTE_FRACTION) + 2000 / (30 * COMPUTE_FRACTION))
+    assert card.device_images_per_s == pytest.approx(2000 / (20 * COMPUTE_FRACTION) + 2000 / (60 * COMPUTE_FRACTION))
     # the computed check's inputs: every device's first pass, batch by batch
     for d, outputs in card.per_device_outputs.items():
         assert len(outputs) == len(batches), d
-        for out, batch in zip(outputs, batches):
+        for out, batch in zip(outputs, batches, strict=True):
             np.testing.assert_array_equal(out, fake_logits(batch))
 
 
@@ -170,32 +195,44 @@ def test_offline_scenario_without_a_device_clock(tmp_path: Path) -> None:
     ("exit", CardError, r"device 1's process ended \(exit code 3\) without a result"),
 ])
 def test_a_device_that_fails_to_open_names_itself(tmp_path: Path, failure: str, error: type, message: str) -> None:
-    devices = {0: FakeDevice(), 1: FakeDevice(fail_on_open=failure, open_delay_s=0.5)}  # device 0 is at the barrier
+    # device 1 fails only once device 0 has opened (and so is on its way to the barrier)
+    devices = {0: FakeDevice(), 1: FakeDevice(fail_on_open=failure, wait_for_opened=(0,))}
     start = time.monotonic()
     with pytest.raises(error, match=message):
-        measure_card(FakeCard(devices, pid_dir=str(tmp_path)), [0, 1], fake_batches(2, 2), FAST, barrier_timeout_s=30)
-    assert time.monotonic() - start < 8, "the run waited for the barrier instead of failing at once"
-    assert_no_processes_left(tmp_path, 1)
+        measure_card(
+            FakeCard(devices, pid_dir=str(tmp_path)), [0, 1], fake_batches(2, 2), FAST, barrier_timeout_s=LONG_S
+        )
+    assert time.monotonic() - start < HANG_S, "the run waited for the barrier instead of failing at once"
+    assert_no_processes_left(tmp_path, 2)
 
 
 def test_a_device_that_fails_mid_loop_stops_the_others(tmp_path: Path) -> None:
-    slow_policy = TimingPolicy(warmup_runs=1, min_runs=5, min_seconds=30, max_seconds=30)  # device 1 would run 30 s
+    slow_policy = TimingPolicy(
+        warmup_runs=1, min_runs=5, min_seconds=LONG_S, max_seconds=LONG_S
+    )  # device 1 would run 300 s
     devices = {0: FakeDevice(fail_after_runs=4), 1: FakeDevice()}
     start = time.monotonic()
-    with pytest.raises(CardError, match="device 0: RuntimeError: fake device 0: the device stopped answering after 4 runs"):
+    with pytest.raises(
+        CardError, match="device 0: RuntimeError: fake device 0: the device stopped answering after 4 runs"
+    ):
         measure_card(FakeCard(devices, pid_dir=str(tmp_path)), [0, 1], fake_batches(2, 2), slow_policy)
-    assert time.monotonic() - start < 8
+    assert time.monotonic() - start < HANG_S, "the others ran on instead of being stopped"
     assert_no_processes_left(tmp_path, 2)
 
 
 def test_a_device_that_never_reaches_the_barrier_times_out(tmp_path: Path) -> None:
-    devices = {0: FakeDevice(), 1: FakeDevice(fail_on_open="hang"), 2: FakeDevice()}
+    # devices 0 and 2 open once all three have (device 1 then hangs): they reach the barrier within
+    # milliseconds of each other however slowly the machine spawned them, well within its 3 s
+    everyone = (0, 1, 2)
+    devices = {0: FakeDevice(wait_for_opened=everyone), 1: FakeDevice(fail_on_open="hang"),
+               2: FakeDevice(wait_for_opened=everyone)}
     start = time.monotonic()
-    with pytest.raises(CardNotReady, match=r"device\(s\) 1 did not reach the start barrier within 1 s of the first one "
+    with pytest.raises(CardNotReady, match=r"device\(s\) 1 did not reach the start barrier within 3 s of the first one "
                                            r"\(device\(s\) 0, 2 were ready\)"):
-        measure_card(FakeCard(devices, pid_dir=str(tmp_path)), [0, 1, 2], fake_batches(2, 2), FAST, barrier_timeout_s=1)
-    # the devices at the barrier give up after 1 s; the parent's own deadline (1 s + 5 s of grace) is the backstop
-    assert time.monotonic() - start < 5
+        measure_card(FakeCard(devices, pid_dir=str(tmp_path)), [0, 1, 2], fake_batches(2, 2), FAST, barrier_timeout_s=3)
+    # the devices at the barrier give up after 3 s; the parent's own deadline (3 s + 5 s of grace) is the
+    # backstop; the hung device would hang for an hour
+    assert time.monotonic() - start < HANG_S
     assert_no_processes_left(tmp_path, 3)
 
 
@@ -203,24 +240,50 @@ def test_no_device_ready_before_the_start_timeout(tmp_path: Path) -> None:
     devices = {0: FakeDevice(fail_on_open="hang"), 1: FakeDevice(fail_on_open="hang")}
     with pytest.raises(CardNotReady, match=r"device\(s\) 0, 1 did not reach the start barrier within 2 s \(no device"):
         measure_card(FakeCard(devices, pid_dir=str(tmp_path)), [0, 1], fake_batches(2, 2), FAST, start_timeout_s=2)
-    assert_no_processes_left(tmp_path, 2)
+    # a loaded machine may not even have opened them within 2 s: whichever did is gone too (that a hung
+    # device's process is ended once it hangs: test_a_device_that_never_reaches_the_barrier_times_out)
+    assert_no_processes_left(tmp_path, 0)
 
 
-def test_keyboard_interrupt_leaves_no_process(tmp_path: Path) -> None:
-    long_policy = TimingPolicy(warmup_runs=1, min_runs=5, min_seconds=30, max_seconds=30)
+@pytest.fixture
+def ctrl_c_raises() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt in this process, whatever started pytest.
 
-    def interrupt_once_both_opened() -> None:
-        deadline = time.monotonic() + 20
-        while len(list(tmp_path.glob("device-*.pid"))) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.3)
-        os.kill(os.getpid(), signal.SIGINT)
+    A background job of a non-interactive shell (`cmd &` in a CI script, nohup) inherits SIGINT
+    ignored, and Python then leaves it ignored: an interrupt sent by a test would be dropped and
+    the run would simply go on ("DID NOT RAISE KeyboardInterrupt", issue 29).
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
-    threading.Thread(target=interrupt_once_both_opened, daemon=True).start()
-    start = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        measure_card(FakeCard(pid_dir=str(tmp_path)), [0, 1], fake_batches(2, 2), long_policy)
-    assert time.monotonic() - start < 9
+
+def test_keyboard_interrupt_leaves_no_process(tmp_path: Path, ctrl_c_raises: None) -> None:
+    long_policy = TimingPolicy(warmup_runs=1, min_runs=5, min_seconds=LONG_S, max_seconds=LONG_S)
+    running = [tmp_path / f"device-{d}.running" for d in (0, 1)]
+    interrupted: list[float] = []
+    over = threading.Event()
+
+    def interrupt_once_both_time() -> None:
+        # The event, not a guess: both devices are past the barrier and timing, however long a
+        # loaded machine took to spawn them. Ctrl-C goes to the main thread, as the terminal's does;
+        # never after measure_card is over (it would interrupt whatever runs next).
+        while not all(p.exists() for p in running):
+            if over.wait(0.01):
+                return
+        interrupted.append(time.monotonic())
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+    interrupter = threading.Thread(target=interrupt_once_both_time, daemon=True)
+    interrupter.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            measure_card(FakeCard(pid_dir=str(tmp_path)), [0, 1], fake_batches(2, 2), long_policy)
+        stopped = time.monotonic()
+    finally:
+        over.set()
+        interrupter.join()
+    assert stopped - interrupted[0] < HANG_S, "the run went on timing after Ctrl-C"
     assert_no_processes_left(tmp_path, 2)
 
 
@@ -250,7 +313,9 @@ def small_onnx(path: Path) -> Path:
              helper.make_node("Gemm", ["f", "fc"], ["output"], transB=1)]
     weights = [numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "w"),
                numpy_helper.from_array(rng.normal(size=(CLASSES, 4)).astype(np.float32), "fc")]
-    model = helper.make_model(helper.make_graph(nodes, "small", [x], [y], weights), opset_imports=[helper.make_opsetid("", 11)])
+    model = helper.make_model(
+        helper.make_graph(nodes, "small", [x], [y], weights), opset_imports=[helper.make_opsetid("", 11)]
+    )
     onnx.save(model, str(path))
     return path
 
@@ -280,17 +345,17 @@ def test_onnxruntime_on_two_cpu_devices(tmp_path: Path) -> None:
     assert multiprocessing.active_children() == []
     assert sorted(card.devices) == [0, 1] and card.clock == WALL and card.device_images_per_s is None
     assert card.images_per_s == card.wall_images_per_s > 0
-    assert card.start_spread_ms < 100
+    assert card.start_spread_ms < START_SPREAD_MS
     for d, outputs in card.per_device_outputs.items():
         assert len(outputs) == len(batches), d
-        for out, exp in zip(outputs, expected):
+        for out, exp in zip(outputs, expected, strict=True):
             np.testing.assert_allclose(out, exp, rtol=1e-5, atol=1e-6)
 
 
 def test_the_overlap_a_card_needs_comes_from_the_policy() -> None:
     from harness.specs import load_policy
 
-    assert load_policy().timing.card_min_overlap == 0.5  # fixtures/policy.toml [perf]
+    assert load_policy().perf.card_min_overlap == 0.5  # fixtures/policy.toml [perf]
     runs = {0: run(0, [(0, 10), (10, 20)]), 1: run(1, [(16, 26), (26, 36)])}  # 4 ms together of 20
     with pytest.raises(NotConcurrent):
         card_measurement(runs, min_overlap=0.5)

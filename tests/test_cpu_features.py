@@ -137,7 +137,8 @@ def test_a_run_under_isa_caps_records_them(monkeypatch: pytest.MonkeyPatch) -> N
 @pytest.fixture(scope="module")
 def capped_env() -> dict[str, str]:
     """This environment plus OpenVINO's ISA caps, once they are shown to hide BF16 here."""
-    env = {**os.environ, **CAPPED}
+    # built before the per-test clean-up of tests/conftest.py: without the xdist worker's variables
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}, **CAPPED}
     probe = subprocess.run(
         [sys.executable, "-c",
          "from harness.backends.openvino import OpenVinoBackend; print(*OpenVinoBackend().capabilities())"],

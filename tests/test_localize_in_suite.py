@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -32,7 +33,8 @@ from suite_runner import ROOT, run_suite
 from harness.errors import NotCertified
 from harness.judge.gates import Gate
 from harness.pytest.fixtures import RecordWriter
-from harness.pytest.plugin import localize_dir, selection
+from harness.pytest.plugin import localize_dir
+from harness.pytest.state import STATE, session_state
 from harness.records.parts import Configuration
 from harness.records.results import load_results
 from harness.records.schema import AccuracyRecord, Localization, record_from_json
@@ -57,17 +59,17 @@ FAILED = Gate("paired_top1", 12.0, 1.0, False, "drop 12.00 points, 95% CI [9.00,
 
 def test_localisation_is_on_by_default_and_writes_under_the_report_dir(pytester: pytest.Pytester) -> None:
     config = pytester.parseconfigure()
-    assert selection(config)["localize"] is True
-    assert selection(config)["localize_dir"] == config.rootpath / "reports" / "localize"
+    assert session_state(config).localize is True
+    assert session_state(config).localize_dir == config.rootpath / "reports" / "localize"
     assert localize_dir(config, "test_accuracy[efficientnet_lite0-cpu-bs8]") == \
         config.rootpath / "reports" / "localize" / "test_accuracy-efficientnet_lite0-cpu-bs8"
 
 
 def test_no_localize_skips_it_and_localize_dir_moves_it(pytester: pytest.Pytester, tmp_path: Path) -> None:
-    assert selection(pytester.parseconfigure("--no-localize"))["localize"] is False
-    assert selection(pytester.parseconfigure("--no-localize", "--localize-on-fail"))["localize"] is True
-    assert selection(pytester.parseconfigure("--report-dir", "out"))["localize_dir"].parts[-2:] == ("out", "localize")
-    assert selection(pytester.parseconfigure("--localize-dir", str(tmp_path)))["localize_dir"] == tmp_path
+    assert session_state(pytester.parseconfigure("--no-localize")).localize is False
+    assert session_state(pytester.parseconfigure("--no-localize", "--localize-on-fail")).localize is True
+    assert session_state(pytester.parseconfigure("--report-dir", "out")).localize_dir.parts[-2:] == ("out", "localize")
+    assert session_state(pytester.parseconfigure("--localize-dir", str(tmp_path))).localize_dir == tmp_path
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,17 +142,23 @@ def _hook(request: pytest.FixtureRequest, gates: list[Gate], ev: Any, precision:
     chip = SimpleNamespace(backend=double.NAME, precision=precision, backend_options={})
     record = RecordWriter(SimpleNamespace(user_properties=[]))  # not this test's node: no results line
     record.start(AccuracyRecord(config=Configuration(model="small_cnn", chip="cpu")))
-    certify_or_localize(gates, "small_cnn on cpu bs8", request, SimpleNamespace(cfg=SimpleNamespace(threads=1), policy=load_policy()),
-                        chip, ev, record)
+    certify_or_localize(
+        gates,
+        "small_cnn on cpu bs8",
+        request,
+        SimpleNamespace(cfg=SimpleNamespace(threads=1), policy=load_policy()),
+        chip,
+        ev,
+        record,
+    )
     return record
 
 
 @pytest.fixture
 def localize_here(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """This session's localisation options, as a run with the defaults has them, writing to tmp_path."""
-    state = selection(request.config)
-    monkeypatch.setitem(state, "localize", True)
-    monkeypatch.setitem(state, "localize_dir", tmp_path / "localize")
+    state = replace(session_state(request.config), localize=True, localize_dir=tmp_path / "localize")
+    monkeypatch.setitem(request.config.stash, STATE, state)  # frozen: the whole state replaced for this test
     return tmp_path / "localize"
 
 
@@ -177,8 +185,15 @@ def test_the_record_carries_the_summary_into_junit_and_the_results_line(
     record.start(AccuracyRecord(config=Configuration(model="small_cnn", chip="cpu")))
     chip = SimpleNamespace(backend=double.NAME, precision="fp32", backend_options={})
     with pytest.raises(NotCertified):
-        certify_or_localize([FAILED], "small_cnn", request, SimpleNamespace(cfg=SimpleNamespace(threads=1), policy=load_policy()), chip,
-                            failed_run, record)
+        certify_or_localize(
+            [FAILED],
+            "small_cnn",
+            request,
+            SimpleNamespace(cfg=SimpleNamespace(threads=1), policy=load_policy()),
+            chip,
+            failed_run,
+            record,
+        )
     props = dict(node.user_properties)
     assert props["first_divergent_node"] == FAULT_NODE and props["first_divergent_op"] == "Conv"
     assert props["localization"] == f"first divergent node: {FAULT_NODE} (Conv)"
@@ -204,8 +219,15 @@ def test_when_localisation_cannot_run_the_verdict_stands_with_one_line_why(
     record = RecordWriter(node)
     record.start(AccuracyRecord())
     with pytest.raises(NotCertified) as caught:  # still a failure: never a skip, never another error
-        certify_or_localize([FAILED], "small_cnn", request, SimpleNamespace(cfg=SimpleNamespace(threads=1), policy=load_policy()),
-                            SimpleNamespace(backend=double.NAME, precision=precision, backend_options={}), ev, record)
+        certify_or_localize(
+            [FAILED],
+            "small_cnn",
+            request,
+            SimpleNamespace(cfg=SimpleNamespace(threads=1), policy=load_policy()),
+            SimpleNamespace(backend=double.NAME, precision=precision, backend_options={}),
+            ev,
+            record,
+        )
     head, last = str(caught.value).rsplit("\n", 1)
     assert head == f"small_cnn is not certified (verdict: fail):\n{FAILED.line()}"
     assert last.startswith("localisation did not run: ")
@@ -223,7 +245,8 @@ def test_inconclusive_and_no_localize_leave_the_message_alone(
     with pytest.raises(NotCertified) as caught:
         _hook(request, [inconclusive], failed_run)
     assert str(caught.value).endswith(inconclusive.line()) and not localize_here.exists()
-    monkeypatch.setitem(selection(request.config), "localize", False)  # --no-localize
+    state = replace(session_state(request.config), localize=False)  # --no-localize
+    monkeypatch.setitem(request.config.stash, STATE, state)
     with pytest.raises(NotCertified) as caught:
         _hook(request, [FAILED], failed_run)
     assert str(caught.value).endswith(FAILED.line()) and not localize_here.exists()
@@ -235,28 +258,75 @@ def test_inconclusive_and_no_localize_leave_the_message_alone(
 
 
 def _summary_json(path: Path) -> Path:
-    worst = [{"index": 5, "node": "/blocks.3.2/conv_pwl/Conv", "op_type": "Conv", "output": "t5", "shape": [16, 40, 28, 28],
-              "cosine_similarity": 0.8207, "max_abs_diff": 3.1, "max_relative_diff": "inf", "rmse": 0.4,
-              "mean_relative_error": 2.2, "over_threshold": True, "reasons": ["cosine", "mean_relative_error"]},
-             {"index": 3, "node": "/blocks.3.1/conv_pw/Conv", "op_type": "Conv", "output": "t3", "shape": [16, 80, 14, 14],
-              "cosine_similarity": 0.98192, "max_abs_diff": 1.0, "max_relative_diff": 4.0, "rmse": 0.2,
-              "mean_relative_error": 0.3, "over_threshold": True, "reasons": ["cosine"]}]
+    worst = [
+        {
+            "index": 5,
+            "node": "/blocks.3.2/conv_pwl/Conv",
+            "op_type": "Conv",
+            "output": "t5",
+            "shape": [16, 40, 28, 28],
+            "cosine_similarity": 0.8207,
+            "max_abs_diff": 3.1,
+            "max_relative_diff": "inf",
+            "rmse": 0.4,
+            "mean_relative_error": 2.2,
+            "over_threshold": True,
+            "reasons": ["cosine", "mean_relative_error"],
+        },
+        {
+            "index": 3,
+            "node": "/blocks.3.1/conv_pw/Conv",
+            "op_type": "Conv",
+            "output": "t3",
+            "shape": [16, 80, 14, 14],
+            "cosine_similarity": 0.98192,
+            "max_abs_diff": 1.0,
+            "max_relative_diff": 4.0,
+            "rmse": 0.2,
+            "mean_relative_error": 0.3,
+            "over_threshold": True,
+            "reasons": ["cosine"],
+        },
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({
-        "first_divergent_node": "/blocks.3.1/conv_pw/Conv", "first_divergent_index": 3, "thresholds": {"min_cosine": 0.99},
-        "worst_nodes": worst, "cosine_by_depth": [[0, 1.0], [1, 0.99999], [3, 0.98192], [5, 0.8207], [6, "nan"]]}))
+    path.write_text(
+        json.dumps(
+            {
+                "first_divergent_node": "/blocks.3.1/conv_pw/Conv",
+                "first_divergent_index": 3,
+                "thresholds": {"min_cosine": 0.99},
+                "worst_nodes": worst,
+                "cosine_by_depth": [[0, 1.0], [1, 0.99999], [3, 0.98192], [5, 0.8207], [6, "nan"]],
+            }
+        )
+    )
     return path
 
 
 def _results_with_localisation(tmp_path: Path, summary: Path) -> Path:
     record = AccuracyRecord(
-        config=Configuration(model="efficientnet_lite0", chip="cpu", backend="onnxruntime", precision="fp32",
-                             input_dtype="float32", batch_size=8, source="measured"),
-        localization=Localization(localization="first divergent node: /blocks.3.1/conv_pw/Conv (Conv)",
-                                  first_divergent_node="/blocks.3.1/conv_pw/Conv", first_divergent_op="Conv",
-                                  localization_classification="accumulated", localization_method="expose",
-                                  localization_images=16, localization_tensors=94, localization_seconds=9.5,
-                                  localization_summary=str(summary), localization_layers=str(summary.parent / "layers.csv")))
+        config=Configuration(
+            model="efficientnet_lite0",
+            chip="cpu",
+            backend="onnxruntime",
+            precision="fp32",
+            input_dtype="float32",
+            batch_size=8,
+            source="measured",
+        ),
+        localization=Localization(
+            localization="first divergent node: /blocks.3.1/conv_pw/Conv (Conv)",
+            first_divergent_node="/blocks.3.1/conv_pw/Conv",
+            first_divergent_op="Conv",
+            localization_classification="accumulated",
+            localization_method="expose",
+            localization_images=16,
+            localization_tensors=94,
+            localization_seconds=9.5,
+            localization_summary=str(summary),
+            localization_layers=str(summary.parent / "layers.csv"),
+        ),
+    )
     line = {**record.to_json(), "run_id": "r1", "test": "acceptance/test_accuracy.py::test_accuracy[x]",
             "outcome": "failed", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     results = tmp_path / "results.jsonl"
@@ -270,7 +340,9 @@ def test_the_report_shows_the_worst_nodes_and_plots_cosine_by_depth(tmp_path: Pa
     paths = write_report(load_results(results), tmp_path / "report")
     md = paths.markdown.read_text()
     assert "### Where the loss starts (localisation of failed gates)" in md
-    assert "first divergent node: /blocks.3.1/conv_pw/Conv (Conv) (accumulated, method expose, 16 images, 94 tensors" in md
+    assert (
+        "first divergent node: /blocks.3.1/conv_pw/Conv (Conv) (accumulated, method expose, 16 images, 94 tensors" in md
+    )
     rows = [line for line in md.splitlines() if line.startswith("| /blocks.")]
     assert [r.split(" | ")[0] for r in rows] == ["| /blocks.3.2/conv_pwl/Conv", "| /blocks.3.1/conv_pw/Conv"]
     assert "| 0.8207 |" in rows[0] and "cosine, mean_relative_error" in rows[0] and "16x40x28x28" in rows[0]
@@ -299,7 +371,8 @@ def corrupted_suite(tmp_path_factory: pytest.TempPathFactory) -> Any:
     if not VAL1300.is_dir():
         pytest.skip(f"real validation images not found at {VAL1300} (shared/datasets is not on this machine)")
     cache = os.environ.get("MZC_CACHE_DIR") or str(tmp_path_factory.mktemp("cache"))
-    env = {**os.environ, "MZC_CACHE_DIR": cache, "PYTHONPATH": os.pathsep.join(
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}  # module scope: before conftest's
+    env = {**base, "MZC_CACHE_DIR": cache, "PYTHONPATH": os.pathsep.join(
         p for p in (str(DOUBLES), os.environ.get("PYTHONPATH", "")) if p)}
 
     def run(*extra: str) -> tuple[Any, dict[str, dict[str, str]], list[dict[str, Any]], float]:
@@ -322,7 +395,9 @@ def test_a_model_that_loses_accuracy_fails_and_names_the_corrupted_node(corrupte
     assert proc.returncode == 1, proc.stdout[-4000:] + proc.stderr[-2000:]
     case = cases["test_accuracy[efficientnet_lite0-cpu-bs8]"]
     assert case["outcome"] == "failed" and case["verdict"] == "fail" and case["gate_paired_top1"] == "fail"
-    drop, low, high = (float(case[k]) for k in ("paired_drop_top1", "paired_drop_top1_low95", "paired_drop_top1_high95"))
+    drop, low, high = (
+        float(case[k]) for k in ("paired_drop_top1", "paired_drop_top1_low95", "paired_drop_top1_high95")
+    )
     assert low > float(case["tolerance_top1_points"]) and low <= drop <= high  # decisively beyond the tolerance
     assert "FAIL paired_top1: " in proc.stdout and f"{drop:.2f}" in proc.stdout
     assert case["first_divergent_node"] == double.NODE and case["first_divergent_op"] == "Conv"
@@ -332,9 +407,11 @@ def test_a_model_that_loses_accuracy_fails_and_names_the_corrupted_node(corrupte
     assert record["first_divergent_node"] == double.NODE
     assert record["reason"].endswith(f"first divergent node: {double.NODE} (Conv)")
     assert Path(record["localization_summary"]).is_file()
-    print(f"\ncorrupted efficientnet_lite0: drop {drop} points, 95% CI [{low}, {high}], "
-          f"top-1 {case['top1']} vs torch {case['reference_top1']}, first divergent node {case['first_divergent_node']} "
-          f"({case['localization_method']}, {case['localization_seconds']} s), run {seconds:.1f} s")
+    print(
+        f"\ncorrupted efficientnet_lite0: drop {drop} points, 95% CI [{low}, {high}], "
+        f"top-1 {case['top1']} vs torch {case['reference_top1']}, first divergent node {case['first_divergent_node']} "
+        f"({case['localization_method']}, {case['localization_seconds']} s), run {seconds:.1f} s"
+    )
 
 
 @pytest.mark.slow

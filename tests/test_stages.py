@@ -15,7 +15,13 @@ from typing import Any
 import pytest
 from tiny_workbench import tiny_workbench
 
-from harness.run.stages import STAGES, StageClock, read_stages, write_stages
+from harness.run.stages import STAGES, StageClock, write_stages
+from tests.waiting import HANG_S
+
+
+def read_stages(path: Path) -> Any:
+    """A ``stages.json`` as write_stages wrote it."""
+    return json.loads(path.read_text())
 
 
 class FakeTimer:
@@ -86,28 +92,31 @@ def test_a_stage_left_by_an_exception_is_charged_and_closed() -> None:
 def test_threads_nest_on_their_own_stacks() -> None:
     """Thread A sits in ``x`` while thread B enters ``y`` and then ``z`` inside it: B's nesting
     must not pause A's stage (one shared stack would charge x's time to y or z)."""
-    clock = StageClock()
+    timer = FakeTimer()  # time moves only inside z: exact figures, whatever the machine's load
+    clock = StageClock(timer)
     a_inside, b_done = threading.Event(), threading.Event()
+    waited: list[bool] = []
 
     def thread_a() -> None:
         with clock.stage("x"):
             a_inside.set()
-            b_done.wait(10)
+            waited.append(b_done.wait(HANG_S))
 
     def thread_b() -> None:
-        a_inside.wait(10)
+        waited.append(a_inside.wait(HANG_S))
         with clock.stage("y"), clock.stage("z"):
-            time.sleep(0.3)
+            timer.now += 0.3
         b_done.set()
 
     threads = [threading.Thread(target=thread_a), threading.Thread(target=thread_b)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(20)
-    assert clock.seconds("x") >= 0.3
-    assert clock.seconds("z") >= 0.3
-    assert clock.seconds("y") < 0.1
+        t.join(HANG_S)
+    assert waited == [True, True]
+    assert clock.seconds("x") == pytest.approx(0.3)
+    assert clock.seconds("z") == pytest.approx(0.3)
+    assert clock.seconds("y") == 0.0
 
 
 def test_counts_and_seconds_are_exact_under_many_threads() -> None:
@@ -183,7 +192,8 @@ def test_a_torch_session_run_is_charged_to_the_reference(evaluated: dict[str, An
     bench, spec, ev = evaluated["bench"], evaluated["spec"], evaluated["ev"]
     before = bench.clock.totals()
     loaded = bench.model(spec, calibration_source="embedded")
-    logits = bench.run(TorchSession(loaded.module, 4, spec.input_shape, spec.num_classes), ev.prepared, 4, "torch")
+    torch_session = TorchSession(loaded.module, 4, spec.input_shape, spec.num_classes)
+    logits = bench.infer_dataset(torch_session, ev.prepared, 4, "torch")
     after = bench.clock.totals()
     assert after["reference"]["calls"] == before["reference"]["calls"] + 1
     assert after["inference"]["calls"] == before["inference"]["calls"]

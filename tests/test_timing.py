@@ -7,6 +7,7 @@ skip work (one returns a stale buffer, one ignores its input).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from harness.data import (
     prepare_dataset,
     synthetic_dataset,
 )
-from harness.judge.gates import best_batch
+from harness.judge.ratios import best_batch
 from harness.run.sweep import NotComputedError, accuracy_mode_logits, time_one
 from harness.run.timing import (
     DEVICE_COMPUTE,
@@ -35,11 +36,13 @@ from harness.run.timing import (
     ring_indices,
 )
 from harness.specs import CompileTarget, PreprocessSpec, TimingPolicy
+from tests.waiting import HANG_S
 
 SPEC = PreprocessSpec(resize=40, crop=32)
 SHAPE = (3, 32, 32)
 CLASSES = 16
 FAST = TimingPolicy(warmup_runs=2, min_runs=5, min_seconds=0.0, max_seconds=5.0, ring_images=12, computed_rtol=1e-4)
+pytestmark = pytest.mark.timing  # the timing loop itself: run alone, and under scripts/hog-check.sh
 
 
 def conv_onnx(path: Path) -> Path:
@@ -56,7 +59,9 @@ def conv_onnx(path: Path) -> Path:
         helper.make_node("Flatten", ["p"], ["f"], axis=1),
         helper.make_node("Gemm", ["f", "fc"], ["output"], transB=1),
     ]
-    graph = helper.make_graph(nodes, "conv", [x], [y], [numpy_helper.from_array(w, "w"), numpy_helper.from_array(fc, "fc")])
+    graph = helper.make_graph(
+        nodes, "conv", [x], [y], [numpy_helper.from_array(w, "w"), numpy_helper.from_array(fc, "fc")]
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
@@ -93,7 +98,7 @@ def test_measure_times_real_runs_and_keeps_first_pass_outputs(model_path: Path) 
     batches = [rng.normal(size=(4, *SHAPE)).astype(np.float32) for _ in range(3)]
     with open_session(model_path, 4) as session:
         timed = measure(session, batches, FAST)
-        for batch, out in zip(batches, timed.outputs):
+        for batch, out in zip(batches, timed.outputs, strict=True):
             np.testing.assert_array_equal(out, session.infer(batch))
     m = timed.measurement
     assert m.clock == WALL and m.device_images_per_s is None
@@ -159,7 +164,9 @@ def test_best_prefers_the_highest_rate_then_the_smaller_batch() -> None:
 
 
 @pytest.mark.parametrize("bs", [1, 4, 16])
-def test_timed_outputs_equal_accuracy_mode_outputs_on_real_pixels(model_path: Path, prepared: PreparedDataset, bs: int) -> None:
+def test_timed_outputs_equal_accuracy_mode_outputs_on_real_pixels(
+    model_path: Path, prepared: PreparedDataset, bs: int
+) -> None:
     with open_session(model_path, bs) as session:
         point = time_one(session, prepared, FAST)
         reference = accuracy_mode_logits(session, prepared, len(prepared))
@@ -213,9 +220,15 @@ class ThreadedRequestsSession:
     batch_size = 2
     streams = 2
 
-    def __init__(self, requests: int, delay_s: float = 0.004, call_back: bool = True) -> None:
+    def __init__(self, requests: int, delay_s: float = 0.004, call_back: bool = True, meet: bool = False) -> None:
         import threading
         from concurrent.futures import ThreadPoolExecutor
+
+        # meet: the first ``requests`` runs wait for each other before computing, so a loop that keeps
+        # them all in flight has them in flight at once however a loaded machine schedules the
+        # threads (a loop that does not would leave the barrier broken: fewer in flight, a failure)
+        self._meet = threading.Barrier(requests) if meet else None
+        self._started = 0
 
         self.requests = requests
         self._pool = ThreadPoolExecutor(requests)
@@ -248,6 +261,13 @@ class ThreadedRequestsSession:
             with self._lock:
                 self._in_flight += 1
                 self.in_flight_max = max(self.in_flight_max, self._in_flight)
+                self._started += 1
+                first = self._started <= self.requests
+            if self._meet is not None and first:
+                try:
+                    self._meet.wait(timeout=HANG_S)
+                except threading.BrokenBarrierError:
+                    pass  # fewer than ``requests`` in flight: in_flight_max says so
             out = self._compute(batch, slow)
             with self._lock:
                 self._in_flight -= 1
@@ -267,14 +287,14 @@ class ThreadedRequestsSession:
 def test_offline_keeps_the_sessions_requests_in_flight_and_keeps_outputs_in_submission_order() -> None:
     rng = np.random.default_rng(1)
     batches = [rng.normal(size=(2, *SHAPE)).astype(np.float32) for _ in range(3)]
-    session = ThreadedRequestsSession(requests=3)
+    session = ThreadedRequestsSession(requests=3, meet=True)
     policy = TimingPolicy(warmup_runs=1, min_runs=12, min_seconds=0.0, max_seconds=5.0)
     timed = measure(session, batches, policy, scenario="offline")
     m = timed.measurement
     assert (m.scenario, m.streams, m.requests, m.clock) == ("offline", 2, 3, WALL)
     assert session.in_flight_max == 3  # never more, and really that many at once
     assert m.latency_ms_median is None and m.latency_cv_percent is None  # offline: images/s only
-    for batch, out in zip(batches, timed.outputs):  # out-of-order completions, outputs in submission order
+    for batch, out in zip(batches, timed.outputs, strict=True):  # out-of-order completions, outputs in submission order
         np.testing.assert_array_equal(out, session.infer(batch))
     assert len(timed.run_spans_ns) == m.runs >= 12
     last_end = max(end for _, end in timed.run_spans_ns)
@@ -306,12 +326,17 @@ def test_before_steady_runs_after_the_warm_up_and_before_the_first_timed_run() -
             events.append("run")
             return super().infer(batch)
 
-    timed = measure(Logged(), [np.ones((2, *SHAPE), np.float32)], TimingPolicy(warmup_runs=2, min_runs=3, min_seconds=0.0),
-                    before_steady=lambda: events.append("barrier"))
+    timed = measure(
+        Logged(),
+        [np.ones((2, *SHAPE), np.float32)],
+        TimingPolicy(warmup_runs=2, min_runs=3, min_seconds=0.0),
+        before_steady=lambda: events.append("barrier"),
+    )
     assert events[:3] == ["run", "run", "barrier"] and events.count("barrier") == 1
     assert timed.device_ms is not None and len(timed.device_ms) == timed.measurement.runs == 3
     assert all(b <= e for b, e in timed.run_spans_ns)
-    assert all(e1 <= b2 for (_, e1), (b2, _) in zip(timed.run_spans_ns, timed.run_spans_ns[1:]))  # one at a time
+    spans = timed.run_spans_ns
+    assert all(e1 <= b2 for (_, e1), (b2, _) in zip(spans, spans[1:], strict=False))  # one at a time
 
 
 def test_onnx_runtime_offline_runs_one_thread_per_request_and_computes_the_same(model_path: Path) -> None:
@@ -328,7 +353,7 @@ def test_onnx_runtime_offline_runs_one_thread_per_request_and_computes_the_same(
     with backend.open(model_path, target, num_classes=CLASSES) as single:
         assert (single.requests, single.streams) == (1, 1)
         assert single._session.get_session_options().intra_op_num_threads == 2
-        for batch, out in zip(batches, timed.outputs):
+        for batch, out in zip(batches, timed.outputs, strict=True):
             np.testing.assert_allclose(out, single.infer(batch), rtol=1e-5, atol=1e-6)
     assert (timed.measurement.requests, timed.measurement.streams) == (2, 2)
 
@@ -350,7 +375,7 @@ def test_offline_without_every_span_observes_only_the_first_pass() -> None:
     timed = measure(session, batches, TimingPolicy(warmup_runs=0, min_runs=10, min_seconds=0.0), scenario="offline",
                     every_span=False)
     assert session.callbacks == 3 and len(timed.outputs) == 3 and timed.measurement.runs >= 10
-    for batch, out in zip(batches, timed.outputs):
+    for batch, out in zip(batches, timed.outputs, strict=True):
         np.testing.assert_array_equal(out, session.infer(batch))
     last_end = max(end for _, end in timed.run_spans_ns)
     assert all(end == last_end for _, end in timed.run_spans_ns[3:])

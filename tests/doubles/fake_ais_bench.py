@@ -66,9 +66,10 @@ def main(argv: list[str]) -> int:
 
     if seconds := os.environ.get("FAKE_AIS_BENCH_SLEEP"):
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-        if pids := os.environ.get("FAKE_AIS_BENCH_PIDS"):
-            Path(pids).write_text(f"{os.getpid()} {child.pid}\n")
         print("[INFO] acl init success", flush=True)
+        if pids := os.environ.get("FAKE_AIS_BENCH_PIDS"):  # once it has its child and has printed: hung
+            Path(pids + ".tmp").write_text(f"{os.getpid()} {child.pid}\n")
+            os.replace(pids + ".tmp", pids)
         time.sleep(float(seconds))
 
     model = Path(args.model)

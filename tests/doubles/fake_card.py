@@ -11,6 +11,13 @@
   the card is made without a device clock;
 - and, per device, fail to open (busy, crash, exit without a word, hang) or fail after some runs.
 
+With a ``pid_dir``, each device's process leaves files there that a test waits for instead of
+sleeping (events, not guesses about how fast a loaded machine spawns a process):
+``device-<id>.pid`` once it opens, ``device-<id>.running`` on its second ``infer()`` (with one
+warm-up run: its first timed run, past the start barrier) and ``device-<id>.atexit`` from an
+``atexit`` handler. ``FakeDevice.wait_for_opened`` holds a device in its open until the devices
+it names have opened (so that devices reach the barrier together however slowly they started).
+
 It checks the orchestration (processes, barrier, window, failures), nothing about any hardware:
 no figure measured through it is a throughput claim.
 """
@@ -55,23 +62,28 @@ class FakeDevice:
     open_delay_s: float = 0.0  # time to "load the model"
     fail_on_open: str | None = None  # one of OPEN_FAILURES
     fail_after_runs: int | None = None  # infer() raises on call number fail_after_runs + 1 (warm-up included)
+    wait_for_opened: tuple[int, ...] = ()  # open only once these devices' pid files exist (needs pid_dir)
 
 
 class FakeSession(Session):
     """A session on a fake device (wall clock only)."""
 
-    def __init__(self, device_id: int, device: FakeDevice, batch_size: int):
-        self.device_id, self.device, self.batch_size = device_id, device, batch_size
+    def __init__(self, device_id: int, device: FakeDevice, batch_size: int, pid_dir: str | None = None):
+        self.device_id, self.device, self.batch_size, self.pid_dir = device_id, device, batch_size, pid_dir
         self.calls = 0
         self.times_ms: list[float] = []
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        if batch.shape[1:] != SHAPE or not 0 < len(batch) <= self.batch_size:
-            raise ValueError(f"fake device {self.device_id}: batch of shape {batch.shape}")
+    input_shape = SHAPE
+    num_classes = CLASSES
+    where = "fake device"
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:  # Session.infer checks the batch and the logits
         self.calls += 1
         limit = self.device.fail_after_runs
         if limit is not None and self.calls > limit:
             raise RuntimeError(f"fake device {self.device_id}: the device stopped answering after {limit} runs")
+        if self.calls == 2 and self.pid_dir is not None:
+            (Path(self.pid_dir) / f"device-{self.device_id}.running").write_text(str(os.getpid()))
         time.sleep(self.device.ms_per_batch / 1000.0)
         self.times_ms.append(self.device.ms_per_batch * COMPUTE_FRACTION)
         return fake_logits(batch)
@@ -102,6 +114,8 @@ class FakeCard:
         if device_id not in self.devices:
             raise RuntimeError(f"fake card: no device {device_id} (it has {sorted(self.devices)})")
         device = self.devices[device_id]
+        if device.wait_for_opened:
+            _wait_for_opened(Path(str(self.pid_dir)), device.wait_for_opened)
         time.sleep(device.open_delay_s)
         if device.fail_on_open == "busy":
             raise DeviceBusy(f"fake device {device_id} is busy (another process holds it)")
@@ -111,4 +125,13 @@ class FakeCard:
             os._exit(3)  # dies without a word, as a crashing runtime would
         if device.fail_on_open == "hang":
             time.sleep(3600)
-        yield (FakeNpuSession if self.device_clock else FakeSession)(device_id, device, self.batch_size)
+        yield (FakeNpuSession if self.device_clock else FakeSession)(device_id, device, self.batch_size, self.pid_dir)
+
+
+def _wait_for_opened(pid_dir: Path, device_ids: tuple[int, ...], timeout_s: float = 300.0) -> None:
+    """Until every one of ``device_ids`` wrote its pid file (a generous deadline only bounds a hang)."""
+    deadline = time.monotonic() + timeout_s
+    while not all((pid_dir / f"device-{d}.pid").exists() for d in device_ids):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"fake card: devices {device_ids} did not all open within {timeout_s:g} s")
+        time.sleep(0.01)

@@ -105,9 +105,10 @@ if STALL == "preprocess":
 class RecordingCache(ArtifactCache):
     """An ArtifactCache that remembers, per kind, whether its last entry was built or reused."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, hold: Callable[[], None] | None = None):
         super().__init__(root)
         self.built: dict[str, bool] = {}
+        self.hold = hold  # called at the start of every build
 
     def get_or_build(
         self,
@@ -116,6 +117,14 @@ class RecordingCache(ArtifactCache):
         build: Callable[[Path], Mapping[str, Any] | None],
         lock_timeout: float = -1,
     ) -> Entry:
+        hold = self.hold
+        if hold is not None:
+            inner = build
+
+            def build(tmp: Path) -> Mapping[str, Any] | None:
+                hold()
+                return inner(tmp)
+
         entry = super().get_or_build(kind, inputs, build, lock_timeout)
         self.built[kind] = entry.built_here
         return entry
@@ -238,11 +247,53 @@ def _wait_for(go: str) -> None:
         time.sleep(0.002)
 
 
+def _entered(go: str) -> float:
+    """Say this racer is about to enter the cache (``<go>.<pid>.entered``); the time it did."""
+    entered = time.time()
+    Path(f"{go}.{os.getpid()}.entered").touch()
+    return entered
+
+
+def _until_all_entered(go: str, racers: int) -> None:
+    """Hold a build until all ``racers`` are inside: a loaded machine may start them seconds apart,
+    and a race the first one finished alone would be no race."""
+    flag = Path(go)
+    deadline = time.monotonic() + 120
+    while len(list(flag.parent.glob(f"{flag.name}.*.entered"))) < racers:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"not all {racers} racers entered within 120 s")
+        time.sleep(0.002)
+
+
+def _flag_lock_waits(flag: Path) -> None:
+    """Write ``flag`` (this pid) when this process first finds a cache build lock held by another
+    and starts waiting for it: the event a test waits for instead of sleeping and hoping."""
+    import filelock
+
+    from harness import cache as cache_module
+
+    base = cache_module.FileLock
+
+    class ObservedLock(base):  # type: ignore[misc, valid-type]
+        def acquire(self, timeout: float | None = None, poll_interval: float | None = None, **kw: Any) -> Any:
+            if not self.is_locked:
+                try:
+                    return super().acquire(blocking=False)
+                except filelock.Timeout:
+                    Path(f"{flag}.tmp").write_text(str(os.getpid()))
+                    os.replace(f"{flag}.tmp", flag)
+            return super().acquire(timeout, poll_interval, **kw)
+
+    cache_module.FileLock = ObservedLock  # type: ignore[misc]
+
+
 def build(args: Mapping[str, Any]) -> dict[str, Any]:
     """Race get_or_build: the build logs itself to a counter, writes half a payload, holds, finishes."""
     counter = Path(args["counter"])
 
     def build_entry(tmp: Path) -> dict[str, Any]:
+        if args.get("racers"):
+            _until_all_entered(args["go"], int(args["racers"]))
         with counter.open("a") as fh:
             fh.write(f"{os.getpid()}\n")
         payload = os.urandom(1 << 16)
@@ -253,7 +304,9 @@ def build(args: Mapping[str, Any]) -> dict[str, Any]:
         return {"builder": os.getpid(), "payload_sha256": sha256(payload), "finished": time.time()}
 
     _wait_for(args["go"])
-    entered = time.time()
+    if args.get("waiting"):
+        _flag_lock_waits(Path(args["waiting"]))
+    entered = _entered(args["go"])
     entry = ArtifactCache(Path(args["root"])).get_or_build(args["kind"], args["inputs"], build_entry, lock_timeout=60)
     return {
         "built_here": entry.built_here,
@@ -288,9 +341,10 @@ def prepare(args: Mapping[str, Any]) -> dict[str, Any]:
     """prepare_dataset on a real-image directory, optionally after a start flag."""
     if args.get("go"):
         _wait_for(args["go"])
-    cache = RecordingCache(Path(args["root"]))
+    racers, go = int(args.get("racers", 0)), str(args.get("go", ""))
+    cache = RecordingCache(Path(args["root"]), hold=(lambda: _until_all_entered(go, racers)) if racers else None)
     listing = data.list_dataset(Path(args["image_dir"]))
-    entered = time.time()
+    entered = _entered(go) if go else time.time()
     prepared = data.prepare_dataset(
         listing, PreprocessSpec(resize=int(args["resize"]), crop=int(args["crop"])), cache, workers=int(args["workers"])
     )

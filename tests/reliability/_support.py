@@ -49,7 +49,9 @@ def child_env(stall: str | None = None, flag: Path | None = None) -> dict[str, s
 SPAWNED: list[subprocess.Popen[str]] = []
 
 
-def spawn(command: str, args: Mapping[str, Any], stall: str | None = None, flag: Path | None = None) -> subprocess.Popen[str]:
+def spawn(
+    command: str, args: Mapping[str, Any], stall: str | None = None, flag: Path | None = None
+) -> subprocess.Popen[str]:
     """Start ``_child.py command args`` (a script file: pool workers re-import it, hooks included)."""
     proc = subprocess.Popen(
         [sys.executable, str(CHILD), command, json.dumps(args)],

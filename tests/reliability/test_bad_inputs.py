@@ -47,7 +47,9 @@ def _chunk(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
 
-def write_png(path: Path, pixels: np.ndarray, bit_depth: int, color_type: int, declared: tuple[int, int] | None = None) -> Path:
+def write_png(
+    path: Path, pixels: np.ndarray, bit_depth: int, color_type: int, declared: tuple[int, int] | None = None
+) -> Path:
     """A PNG written by hand (PIL cannot write 16-bit RGB); ``declared`` overrides the header size."""
     height, width = pixels.shape[:2]
     rows = pixels.astype(">u2" if bit_depth == 16 else np.uint8).reshape(height, -1)
@@ -83,7 +85,9 @@ def test_an_unreadable_label_path_is_a_data_error(tmp_path: Path) -> None:
         read_labels(tmp_path / "file" / "val_label.txt")
 
 
-def test_label_mismatch_names_the_option_and_intersect_counts_reach_the_result(own_real_images: Path, tmp_path: Path) -> None:
+def test_label_mismatch_names_the_option_and_intersect_counts_reach_the_result(
+    own_real_images: Path, tmp_path: Path
+) -> None:
     """Two labelled images deleted and three unlabelled ones added: the default refuses and names
     --on-label-mismatch; with intersect (the CLI option, through the Workbench) the 22 remaining
     labelled images are scored and the counts travel into the listing and the cache manifest."""
@@ -97,14 +101,18 @@ def test_label_mismatch_names_the_option_and_intersect_counts_reach_the_result(o
         shutil.copyfile(own_real_images / names[5], own_real_images / f"extra_{i}.JPEG")
     with pytest.raises(DataError) as err:
         list_dataset(own_real_images)
-    assert "3 image(s) have no label" in str(err.value) and "2 label(s) name images that are not there" in str(err.value)
+    assert "3 image(s) have no label" in str(err.value) and "2 label(s) name images that are not there" in str(
+        err.value
+    )
     assert "--on-label-mismatch intersect" in str(err.value)
 
     wb = Workbench(RunConfig(imagenet=own_real_images, on_label_mismatch="intersect", cache_dir=tmp_path / "cache",
                              workers=1), load_policy())
     listing = wb.listing("imagenet")
     assert len(listing) == 22 and (listing.skipped_unlabeled, listing.skipped_missing) == (3, 2)
-    spec = dataclasses.replace(load_models()["efficientnet_lite0"], preprocess=PreprocessSpec(36, 32), preprocess_variants={})
+    spec = dataclasses.replace(
+        load_models()["efficientnet_lite0"], preprocess=PreprocessSpec(36, 32), preprocess_variants={}
+    )
     prepared = wb.dataset(spec, "imagenet")
     manifest = json.loads((prepared.path / "manifest.json").read_text())
     assert len(prepared) == 22 and prepared.path.parent == tmp_path / "cache" / "dataset"
@@ -144,7 +152,8 @@ def _variants(val_1300: Path, sample_1000: Path, tmp_path: Path) -> dict[str, tu
     return out
 
 
-@pytest.mark.parametrize("kind", ["cmyk-jpeg", "rgb-16-bit-png", "rgba-png", "palette-png", "real-grayscale-jpeg", "gray-alpha-png"])
+@pytest.mark.parametrize("kind", ["cmyk-jpeg", "rgb-16-bit-png", "rgba-png", "palette-png", "real-grayscale-jpeg",
+                                  "gray-alpha-png"])
 def test_unusual_but_valid_images_decode_to_the_right_colours(
     kind: str, val_1300: Path, sample_1000: Path, tmp_path: Path
 ) -> None:
@@ -232,7 +241,9 @@ def _checkpoint(kind: str, path: Path, payload: object) -> None:
 
 
 @pytest.mark.parametrize("kind", ["torch-zip", "torch-legacy", "raw-pickle"])
-def test_a_checkpoint_that_runs_a_shell_command_is_refused_even_with_a_matching_checksum(kind: str, tmp_path: Path) -> None:
+def test_a_checkpoint_that_runs_a_shell_command_is_refused_even_with_a_matching_checksum(
+    kind: str, tmp_path: Path
+) -> None:
     """The checksum only proves the file is the one the registry names; if that file is malicious
     (a poisoned mirror whose checksum was recorded), loading it must still not run its code.
     The payload provably runs under plain pickle; through load_pretrained it is refused, the
@@ -266,7 +277,9 @@ def test_a_checkpoint_that_runs_a_shell_command_is_refused_even_with_a_matching_
 
 
 def _onnx_files(tmp_path: Path) -> dict[str, Path]:
-    files = {name: tmp_path / f"{name}.onnx" for name in ("garbage", "zero-byte", "html", "absent", "missing-external-data")}
+    files = {
+        name: tmp_path / f"{name}.onnx" for name in ("garbage", "zero-byte", "html", "absent", "missing-external-data")
+    }
     files["garbage"].write_bytes(b"\x08\x07garbage" * 100)
     files["zero-byte"].write_bytes(b"")
     files["html"].write_text("<html>404 Not Found</html>")
@@ -346,7 +359,9 @@ def _bad_output_graph(path: Path, kind: str) -> Path:
         ("overflow", r"1 of 2 rows of logits contain NaN or Inf"),
     ],
 )
-def test_model_outputs_that_are_not_finite_n_by_classes_logits_are_refused(kind: str, message: str, tmp_path: Path) -> None:
+def test_model_outputs_that_are_not_finite_n_by_classes_logits_are_refused(
+    kind: str, message: str, tmp_path: Path
+) -> None:
     """Real ONNX Runtime sessions on graphs whose output is a sequence (used to crash with
     AttributeError), integer class scores (used to pass silently), one row for the whole batch,
     an extra axis, or +Inf in one row only (Exp overflow on the bright image): InferenceError."""

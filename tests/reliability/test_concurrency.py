@@ -8,12 +8,14 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.waiting import wait_for
+
 from ._support import (
+    CHILD_TIMEOUT_S,
     child_env,
     copy_real_images,
     finish,
@@ -24,6 +26,9 @@ from ._support import (
 )
 
 RACE_INPUTS = {"onnx_sha256": "cd" * 32, "target": {"chip": "cpu", "batch_size": 4}}
+# Real processes racing: each test waits for events (ready, entered, waiting-on-the-lock files), never
+# for a guessed time; scripts/hog-check.sh runs them under a CPU hog.
+pytestmark = pytest.mark.timing
 
 
 def test_three_builders_build_once_and_a_polling_reader_never_sees_a_partial_entry(tmp_path: Path) -> None:
@@ -33,7 +38,9 @@ def test_three_builders_build_once_and_a_polling_reader_never_sees_a_partial_ent
     root, go, stop, counter = tmp_path / "cache", tmp_path / "go", tmp_path / "stop", tmp_path / "builds.txt"
     common = {"root": str(root), "kind": "thing", "inputs": RACE_INPUTS}
     watcher = spawn("watch", {**common, "stop": str(stop)})
-    builders = [spawn("build", {**common, "counter": str(counter), "go": str(go), "hold": 1.0}) for _ in range(3)]
+    # the build holds until all three are inside get_or_build (a race however slowly they started)
+    builders = [spawn("build", {**common, "counter": str(counter), "go": str(go), "hold": 0.5, "racers": 3})
+                for _ in range(3)]
     start_together(builders, go)
     results = [finish(p) for p in builders]
     stop.write_text("stop")
@@ -54,20 +61,18 @@ def test_a_builder_killed_while_others_wait_is_rebuilt_by_a_waiter(tmp_path: Pat
     kernel releases the lock, the waiter removes the half-written temp dir, builds the entry
     itself and reads its own complete bytes."""
     root, go, counter = tmp_path / "cache", tmp_path / "go", tmp_path / "builds.txt"
+    waiting = tmp_path / "waiting-on-the-lock"
     common = {"root": str(root), "kind": "thing", "inputs": RACE_INPUTS, "counter": str(counter), "go": str(go)}
     doomed = spawn("build", {**common, "hold": 120.0})
     start_together([doomed], go)
-    deadline = time.monotonic() + 60
-    while not counter.exists() or not counter.read_text().strip():
-        assert time.monotonic() < deadline and doomed.poll() is None, "the first builder never started"
-        time.sleep(0.01)
-    waiter = spawn("build", {**common, "hold": 0.1})
-    deadline = time.monotonic() + 60
-    while len(list(tmp_path.glob("go.*.ready"))) < 2:
-        assert time.monotonic() < deadline and waiter.poll() is None, "the waiter never started"
-        time.sleep(0.01)
-    time.sleep(0.5)  # past the ready file and into get_or_build: blocked on the doomed builder's lock
-    assert waiter.poll() is None
+    wait_for(lambda: doomed.poll() is not None or (counter.exists() and bool(counter.read_text().strip())),
+             "the first builder started building")
+    assert doomed.poll() is None, "the first builder ended"
+    waiter = spawn("build", {**common, "hold": 0.1, "waiting": str(waiting)})
+    # the event, however slowly a loaded machine starts the waiter: it found the lock held and waits on it
+    wait_for(lambda: waiting.exists() or waiter.poll() is not None, "the waiter blocked on the builder's lock",
+             timeout=CHILD_TIMEOUT_S)
+    assert waiter.poll() is None and int(waiting.read_text()) == waiter.pid
     assert len(leftovers(root)) == 1
     kill9(doomed)
     result = finish(waiter)
@@ -81,7 +86,8 @@ def test_two_processes_racing_prepare_dataset_on_real_images_build_once(val_1300
     time: one builds, the other waits and memory-maps the same entry; both read identical pixels."""
     images = copy_real_images(tmp_path / "images", 160)
     root, go = tmp_path / "cache", tmp_path / "go"
-    args = {"root": str(root), "image_dir": str(images), "workers": 2, "resize": 256, "crop": 224, "go": str(go)}
+    args = {"root": str(root), "image_dir": str(images), "workers": 2, "resize": 256, "crop": 224, "go": str(go),
+            "racers": 2}  # the build holds until both are inside: they overlap however slowly they started
     procs = [spawn("prepare", args) for _ in range(2)]
     start_together(procs, go)
     a, b = (finish(p) for p in procs)
@@ -134,8 +140,24 @@ def test_pytest_xdist_workers_share_one_cache(tmp_path: Path) -> None:
     env = {**child_env(), "REL_CACHE": str(tmp_path / "cache"), "REL_OUT": str(out)}
     env.pop("PYTEST_ADDOPTS", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-n", "2", "-q", "-p", "no:cacheprovider", "--rootdir", str(project), str(project)],
-        cwd=project, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-n",
+            "2",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(project),
+            str(project),
+        ],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "6 passed" in proc.stdout

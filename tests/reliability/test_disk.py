@@ -41,7 +41,9 @@ def small_disk(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
         target = tmp_path / f"disk{len(mounts)}"
         target.mkdir()
         if os.geteuid() != 0 or shutil.which("mount") is None:
-            pytest.skip("filling a real disk needs root to mount a small tmpfs; the simulated-ENOSPC tests cover the code")
+            pytest.skip(
+                "filling a real disk needs root to mount a small tmpfs; the simulated-ENOSPC tests cover the code"
+            )
         proc = subprocess.run(
             ["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(target)], capture_output=True, text=True
         )
@@ -253,7 +255,9 @@ def test_enospc_or_quota_inside_a_build_names_the_path_the_size_and_the_free_spa
     assert leftovers(root) == []
 
 
-def test_a_full_disk_when_creating_the_lock_file_is_a_cache_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_full_disk_when_creating_the_lock_file_is_a_cache_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Before any build, even the lock file or the temp dir may not fit: still the disk error."""
     class FullDiskLock:
         def __init__(self, path: str, timeout: float) -> None:
@@ -285,6 +289,8 @@ def test_a_compiler_error_is_reported_as_a_full_disk_only_when_the_disk_is_full(
     with pytest.raises(CompilerFailed):
         cache.get_or_build("compiled-x", {"v": 1}, build)
     monkeypatch.setattr("harness.cache.free_bytes", lambda path: 4096)
-    with pytest.raises(CacheError, match=r"0\.0 MB free there \(the build's own error: CompilerFailed: serialization failed\)"):
+    with pytest.raises(
+        CacheError, match=r"0\.0 MB free there \(the build's own error: CompilerFailed: serialization failed\)"
+    ):
         cache.get_or_build("compiled-x", {"v": 1}, build)
     assert leftovers(tmp_path / "cache") == []

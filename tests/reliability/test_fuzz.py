@@ -187,13 +187,14 @@ def check_usable(kind: str, result: Any) -> None:
             assert spec.batch_sizes and all(isinstance(b, int) and b > 0 for b in spec.batch_sizes)
     elif kind == "policy":
         numbers = [v for v in as_dict(result).values() if isinstance(v, float)]
-        numbers += [v for v in as_dict(result.timing).values() if isinstance(v, float)]
+        numbers += [v for v in as_dict(result.perf).values() if isinstance(v, float)]
         assert all(math.isfinite(v) for v in numbers)
 
 
 @pytest.mark.parametrize("kind", sorted(LOADERS))
 @FUZZ
-@given(content=st.one_of(st.binary(max_size=400), st.text(max_size=400).map(lambda t: t.encode("utf-8", "surrogatepass"))))
+@given(content=st.one_of(st.binary(max_size=400),
+                         st.text(max_size=400).map(lambda t: t.encode("utf-8", "surrogatepass"))))
 @example(content=b"\xff\xfe[models.x]\n")
 @example(content=b"a = " + b"[" * 5000 + b"]" * 5000 + b"\n")
 def test_registry_loaders_answer_any_bytes_with_a_result_or_a_spec_error(kind: str, content: bytes) -> None:
@@ -223,18 +224,36 @@ def _shipped_with(filename: str, old: str, new: str) -> bytes:
 
 REGRESSIONS = {
     "policy-section-is-a-number": ("policy", b"accuracy = 5\n", "[accuracy]: expected a table, found 5"),
-    "policy-section-is-a-list": ("policy", toml_document({**shipped("policy.toml"), "perf": [1, 2]}).encode(),
-                                 "[perf]: expected a table, found [1, 2]"),
-    "variant-is-a-number": ("models", _shipped_with("models.toml", "[models.resnext50_32x4d]",
-                                                    "[models.resnext50_32x4d]\npreprocess_variants = { modelzoo = 5 }"),
-                            "[models.resnext50_32x4d.preprocess_variants.modelzoo]: expected a table, found 5"),
-    "400-digit-number": ("policy", _shipped_with("policy.toml", "tolerance_points = 1.0", "tolerance_points = 1" + "0" * 400),
-                         "field 'tolerance_points': expected a number in [0.0, 100.0]"),
-    "nan-mean": ("models", _shipped_with("models.toml", "mean = [0.5, 0.5, 0.5]", "mean = [nan, 0.5, 0.5]"),
-                 "field 'mean': expected a list of 3 finite numbers"),
-    "date-in-kwargs": ("models", _shipped_with("models.toml", "zero_init_last = false", "zero_init_last = 1979-05-27"),
-                       "field 'random_init_kwargs': expected a table of strings, numbers, booleans, lists and tables"),
-    "invalid-utf8": ("chips", b"[chips.cpu]\nbackend = \"\xff\"\n", "not valid TOML"),
+    "policy-section-is-a-list": (
+        "policy",
+        toml_document({**shipped("policy.toml"), "perf": [1, 2]}).encode(),
+        "[perf]: expected a table, found [1, 2]",
+    ),
+    "variant-is-a-number": (
+        "models",
+        _shipped_with(
+            "models.toml",
+            "[models.resnext50_32x4d]",
+            "[models.resnext50_32x4d]\npreprocess_variants = { modelzoo = 5 }",
+        ),
+        "[models.resnext50_32x4d.preprocess_variants.modelzoo]: expected a table, found 5",
+    ),
+    "400-digit-number": (
+        "policy",
+        _shipped_with("policy.toml", "tolerance_points = 1.0", "tolerance_points = 1" + "0" * 400),
+        "field 'tolerance_points': expected a number in [0.0, 100.0]",
+    ),
+    "nan-mean": (
+        "models",
+        _shipped_with("models.toml", "mean = [0.5, 0.5, 0.5]", "mean = [nan, 0.5, 0.5]"),
+        "field 'mean': expected a list of 3 finite numbers",
+    ),
+    "date-in-kwargs": (
+        "models",
+        _shipped_with("models.toml", "zero_init_last = false", "zero_init_last = 1979-05-27"),
+        "field 'random_init_kwargs': expected a table of strings, numbers, booleans, lists and tables",
+    ),
+    "invalid-utf8": ("chips", b'[chips.cpu]\nbackend = "\xff"\n', "not valid TOML"),
     "deeply-nested": ("chips", b"a = " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested too deeply"),
 }
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from harness.backends.ascend_tools.tools import ToolError, ToolNotFound, run_tool
+from tests.reliability._support import running
+from tests.waiting import HANG_S, time_limits_start_when
 
 
 def _script(tmp_path: Path, name: str, body: str) -> Path:
@@ -76,25 +78,26 @@ def test_failure_keeps_stderr_tail_and_the_command(on_path) -> None:
     assert info.value.returncode == 3 and "noise 0" in info.value.stderr  # the whole stderr is kept on the error
 
 
-def test_timeout_kills_the_tool_and_its_children(on_path, tmp_path: Path) -> None:
+@pytest.mark.timing
+def test_timeout_kills_the_tool_and_its_children(on_path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pidfile = tmp_path / "child.pid"
     on_path("hangs", f"""\
-        import subprocess, sys, time
+        import os, subprocess, sys, time
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
-        open({str(pidfile)!r}, "w").write(str(child.pid))
         print("compiling...", file=sys.stderr, flush=True)
+        open({str(pidfile)!r} + ".tmp", "w").write(str(child.pid))
+        os.replace({str(pidfile)!r} + ".tmp", {str(pidfile)!r})
         time.sleep(300)
     """)
+    # run_tool's 2 s start when the tool has its child and has said "compiling" (the pid file is
+    # written after both), however long a loaded machine takes to start the two Pythons
+    time_limits_start_when(monkeypatch, pidfile)
     start = time.monotonic()
     with pytest.raises(ToolError, match=r"did not finish within 2 s and was killed(.|\n)*compiling"):
         run_tool(["hangs"], timeout=2, hint="")
-    assert time.monotonic() - start < 30
+    assert time.monotonic() - start < HANG_S  # a hang detector: the tool itself would sleep 300 s
     child = int(pidfile.read_text())
-    for _ in range(50):
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail(f"the tool's child {child} survived the timeout")
+    deadline = time.monotonic() + HANG_S
+    while running({child}) and time.monotonic() < deadline:  # a zombie not yet reaped by init is gone
+        time.sleep(0.05)
+    assert not running({child}), f"the tool's child {child} survived the timeout"

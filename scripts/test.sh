@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The tests as CI runs them (README, docs/testing.md), in two phases with one JUnit file:
+#   1. every independent test in parallel, one pytest-xdist worker per core (`-n auto`), a file's
+#      tests on one worker (`--dist loadfile`: a module's fixtures are built once, not per worker);
+#   2. the tests that time things, own a device or measure concurrent processes (markers
+#      `serial`, `timing`, `perf`) alone, in one process, after the others are done.
+# The two JUnit files are merged into reports/junit.xml (junitparser, the `test` extra). Extra
+# arguments go to both phases (paths, -k, -x, --durations=20, -p no:cacheprovider...); select
+# with paths and -k, not -m (the phases are split by -m). Exit status: the worse of the two.
+#
+# Env: PY (default .venv/bin/python), MZC_TEST_WORKERS (default auto: one per core),
+# MZC_JUNIT (default reports/junit.xml).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+WORKERS=${MZC_TEST_WORKERS:-auto}
+JUNIT=${MZC_JUNIT:-reports/junit.xml}
+SERIAL="serial or timing or perf"
+
+parts=$(mktemp -d "${TMPDIR:-/tmp}/mzc-junit.XXXXXX")
+trap 'rm -rf "$parts"' EXIT
+
+echo "test.sh: phase 1 of 2: independent tests, $WORKERS worker(s) (pytest -n $WORKERS --dist loadfile -m \"not ($SERIAL)\")" >&2
+"$PY" -m pytest -n "$WORKERS" --dist loadfile -m "not ($SERIAL)" --junitxml="$parts/1-parallel.xml" "$@"
+parallel=$?
+echo "test.sh: phase 2 of 2: tests that must run alone, one process (pytest -p no:xdist -m \"$SERIAL\")" >&2
+"$PY" -m pytest -p no:xdist -m "$SERIAL" --junitxml="$parts/2-serial.xml" "$@"
+serial=$?
+
+mkdir -p "$(dirname "$JUNIT")"
+"$PY" - "$JUNIT" "$parts/1-parallel.xml" "$parts/2-serial.xml" <<'EOF' || exit 3
+import sys
+from pathlib import Path
+
+from junitparser import JUnitXml, TestSuite
+
+out, *parts = sys.argv[1:]
+merged = JUnitXml()
+for part in parts:
+    if Path(part).is_file():
+        doc = JUnitXml.fromfile(part)
+        for suite in [doc] if isinstance(doc, TestSuite) else list(doc):
+            suite.name = f"{suite.name} ({Path(part).stem.split('-', 1)[1]})"  # pytest (parallel), pytest (serial)
+            merged.add_testsuite(suite)
+merged.update_statistics()
+merged.write(out)
+print(f"test.sh: {merged.tests} tests, {merged.failures} failures, {merged.errors} errors, "
+      f"{merged.skipped} skipped: {out}", file=sys.stderr)
+EOF
+
+# 5 (no test collected) in one phase is fine when the other ran tests: a path with no serial test.
+status() { [ "$1" -eq 5 ] && [ "$2" -ne 5 ] && echo 0 || echo "$1"; }
+a=$(status "$parallel" "$serial")
+b=$(status "$serial" "$parallel")
+echo "test.sh: phase 1 exit $parallel, phase 2 exit $serial" >&2
+[ "$a" -ge "$b" ] && exit "$a" || exit "$b"
