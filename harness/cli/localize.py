@@ -25,6 +25,7 @@ from harness import options
 from harness.errors import NotApplicable, UsageError
 from harness.options import path, positive_int
 from harness.safe_names import printable
+from harness.specs.policy_doc import describe
 
 NAME = "localize"
 EXIT_OK, EXIT_UNAVAILABLE = 0, 3
@@ -52,7 +53,7 @@ def add_parser(commands: Any) -> None:
     options.IMAGENET_LABELS.add_to(p)
     options.LIMIT.add_to(p, help="with --imagenet: the first pass looks at a deterministic subset of N images")
     p.add_argument("--images", type=positive_int("images", 16), metavar="K", help="compare layers on the K most "
-                   "divergent images (default: [localize] images in fixtures/policy.toml, 16)")
+                   "divergent images (default: " + describe("localize.images") + ")")
     p.add_argument("--method", choices=("auto", "expose", "bisect"), default="auto",
                    help="auto (default): expose every tensor unless that changes the candidate's numbers, then bisect")
     p.add_argument("--exhaustive", action="store_true", help="with bisect: probe every tensor (one compile per node)")

@@ -27,7 +27,7 @@ The interval methods (both handle small counts and zero discordant images):
 The default is Tango's. It is the inversion of one score test, so ``pass`` is exactly Tango's
 one-sided score test of non-inferiority at the tolerance (the use his paper was written for); its
 coverage is documented for this very parameter (Tango 1998; Fagerland, Lydersen & Laake 2014,
-Statistics in Medicine 33:2850-2875, whose comparison recommends it), and tests/test_paired.py
+Statistics in Medicine 33:2850-2875, whose comparison recommends it), and tests/judge/test_paired.py
 enumerates it exactly at 200 images (94-95%, each tail under 3%); with no discordant image it is
 +-z^2/(N+z^2), never zero-width. Newcombe's needs no root finding and is kept as a cross-check:
 the two differ by a few hundredths of a point at 1,000 images, a few tenths at 100. The formulas

@@ -145,7 +145,7 @@ def _model(source: str, name: str, table: Mapping[str, Any]) -> ModelSpec:
 
 def _same_as(r: Reader) -> str | None:
     """``same_as``: a library name (``tv:NAME[.WEIGHTS]``, ``timm:ARCH[.TAG]``), checked for form
-    only here; tests/test_library_models.py checks that it exists and its figures agree."""
+    only here; tests/specs/test_library_models.py checks that it exists and its figures agree."""
     value: str | None = r.text("same_as", None)
     if value is not None:
         prefix, _, rest = value.partition(":")

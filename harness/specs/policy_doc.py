@@ -2,7 +2,7 @@
 harness/specs/policy.py (nothing here states a number).
 
 ``python -m harness.specs.policy_doc`` rewrites the generated table of docs/policy.md;
-``--check`` exits 1 when it is stale (tests/test_specs.py checks the same).
+``--check`` exits 1 when it is stale (tests/specs/test_specs.py checks the same).
 """
 
 from __future__ import annotations

@@ -362,7 +362,7 @@ def test_error_messages_say_what_is_wrong():
 
 
 def test_relative_rule_at_the_edges_of_its_domain():
-    """The policy loader keeps the fraction in (0, 1] (tests/test_specs.py); the accuracy is a percentage."""
+    """The policy loader keeps the fraction in (0, 1] (tests/specs/test_specs.py); the accuracy is a percentage."""
     assert relative(1.0).points_for(75.0) == 0.0  # fraction 1: no drop allowed, still valid
     assert relative().points_for(0.0) == 0.0 and relative().points_for(0.5) == pytest.approx(0.005)
     assert relative().points_for(100.0) == pytest.approx(1.0)

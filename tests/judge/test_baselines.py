@@ -25,7 +25,7 @@ from harness.specs import PerfRule, load_chips, load_models
 
 CHIPS = load_chips()
 MODELS = list(load_models())
-SEEDS = Path(__file__).resolve().parents[1].parent / "shared" / "seeds"
+SEEDS = Path(__file__).resolve().parents[2].parent / "shared" / "seeds"
 HEADER = "model,batch_size,images_per_s,unit,clock,source,note\n"
 
 

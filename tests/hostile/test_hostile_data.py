@@ -38,7 +38,7 @@ from harness.data.labels import LINE_BREAKS, shown
 from harness.data.prepared import NAMES_FILE, _read_names
 from harness.specs import PreprocessSpec
 
-VAL_1300 = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "imagenet-val-1300"
+VAL_1300 = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "imagenet-val-1300"
 ABSENT = "(CI keeps ../shared/datasets beside the checkout; a user's machine may not have it)"
 WNIDS = load_wnids()
 TENCH, GOLDFISH = WNIDS[0], WNIDS[1]

@@ -22,7 +22,7 @@ from harness.specs import (
 from harness.specs.policy import AccuracyPolicy, AccuracyTolerance
 
 SEED_MODELS = {"resnext50_32x4d", "resnext101_32x8d", "resnest50", "se_resnext50_32x4d", "ghostnet_100"}
-SEEDS_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "seeds"
+SEEDS_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "seeds"
 
 GOOD = """
 [models.tiny]

@@ -40,7 +40,7 @@ from timm.data import create_transform, resolve_data_config  # noqa: E402
 from timm.models import get_pretrained_cfg  # noqa: E402
 from torchvision.models import get_model_weights, get_weight, list_models  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared"
 IMAGES = SHARED / "datasets" / "imagenet-sample-1000" / "images"
 TV_NAMES = ["tv:resnet50", "tv:resnext50_32x4d.IMAGENET1K_V1", "tv:efficientnet_b3.IMAGENET1K_V1",

@@ -26,7 +26,7 @@ from harness.judge.predictions import (
 from harness.specs import load_policy
 from tests.suite_runner import run_suite
 
-LABELS_50K = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ilsvrc2012_val_label_50000.txt"
+LABELS_50K = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "ilsvrc2012_val_label_50000.txt"
 CLASSES = 1000
 
 
@@ -273,7 +273,7 @@ def test_suite_certifies_predictions_made_elsewhere(tmp_path: Path) -> None:
 # Real efficientnet_lite0 outputs on the 1300 real validation images, as an NPU's ais_bench folder
 
 
-VAL1300 = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "imagenet-val-1300"
+VAL1300 = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "imagenet-val-1300"
 MODEL = "efficientnet_lite0"
 
 

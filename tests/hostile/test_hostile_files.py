@@ -46,7 +46,7 @@ from harness.safe_load import (
 from harness.specs import PreprocessSpec, SpecError, load_policy
 
 SPEC = PreprocessSpec(resize=256, crop=224)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Peak memory a refused bomb may add to the process reading it: far below what any bomb asks for
 # (GBs), far above what a check costs (a few MB).
 PEAK_BOUND_MB = 500
