@@ -7,10 +7,10 @@ SpecError naming the file, the entry, the field, what was expected and what was 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from harness.specs.chip import PRECISIONS, ChipSpec, PerfRule
 from harness.specs.model import (
@@ -41,6 +41,8 @@ from harness.specs.settings import read_declared, read_tables
 # The repository's fixtures/: harness/specs/load.py -> harness/specs -> harness -> the repository.
 FIXTURES_DIR = Path(__file__).resolve().parents[2] / "fixtures"
 
+T = TypeVar("T")
+
 
 # --------------------------------------------------------------------------------------------
 # fixtures/models.toml
@@ -65,11 +67,34 @@ def _preprocess(source: str, entry: str, table: Mapping[str, Any], base: Preproc
     return spec
 
 
-def _model(source: str, name: str, table: Mapping[str, Any]) -> ModelSpec:
-    if not isinstance(table, dict):
-        raise SpecError(f"{source}: [models.{name}]: expected a table, found {table!r}")
-    r = Reader(source, f"models.{name}", table)
+class _Collector:
+    """Reads each part of an entry on its own, so that one bad field does not hide the next: every
+    problem of the entry is reported at once (:meth:`check`)."""
 
+    def __init__(self, source: str, entry: str) -> None:
+        self.source, self.entry = source, entry
+        self.errors: list[SpecError] = []
+
+    def take(self, read: Callable[[], T]) -> T:
+        """``read()``; on a SpecError, the error is kept and None stands in (:meth:`check` raises
+        before any stand-in is used)."""
+        try:
+            return read()
+        except SpecError as error:
+            self.errors.append(error)
+            return cast(T, None)
+
+    def check(self) -> None:
+        if len(self.errors) == 1:
+            raise self.errors[0]
+        if self.errors:
+            lines = "".join(f"\n    {str(e).removeprefix(self.source + ': ')}" for e in self.errors)
+            error = SpecError(f"{self.source}: [{self.entry}]: {len(self.errors)} problems:{lines}")
+            error.problems = tuple(p for e in self.errors for p in e.problems)
+            raise error
+
+
+def _arch(source: str, name: str, r: Reader) -> ArchSpec:
     a = Reader(source, f"models.{name}.arch", r.table_("arch"))
     arch = ArchSpec(
         source=a.text("source", choices=ARCH_SOURCES),
@@ -79,7 +104,10 @@ def _model(source: str, name: str, table: Mapping[str, Any]) -> ModelSpec:
         random_init_kwargs=plain_table(a, "random_init_kwargs"),
     )
     a.finish()
+    return arch
 
+
+def _weights(source: str, name: str, r: Reader) -> WeightsSpec:
     w = Reader(source, f"models.{name}.weights", r.table_("weights"))
     weights = WeightsSpec(
         filename=w.text("filename"),
@@ -99,13 +127,10 @@ def _model(source: str, name: str, table: Mapping[str, Any]) -> ModelSpec:
         raise w.fail("md5/sha256/sha256_prefix", "at least one checksum", "<none>")
     if bool(weights.package) != bool(weights.package_path):
         raise w.fail("package/package_path", "both or neither", (weights.package, weights.package_path))
+    return weights
 
-    pre = _preprocess(source, f"models.{name}.preprocess", r.table_("preprocess"), None)
-    variants = {
-        vname: _preprocess(source, f"models.{name}.preprocess_variants.{vname}", vtable, pre)
-        for vname, vtable in r.table_("preprocess_variants", {}).items()
-    }
 
+def _published(source: str, name: str, r: Reader) -> AccuracyRef:
     p = Reader(source, f"models.{name}.published", r.table_("published"))
     published = AccuracyRef(
         top1=p.number("top1", 0.0, 100.0),
@@ -115,32 +140,46 @@ def _model(source: str, name: str, table: Mapping[str, Any]) -> ModelSpec:
     p.finish()
     if published.top5 is not None and published.top5 < published.top1:
         raise p.fail("top5", f"top5 >= top1 ({published.top1})", published.top5)
+    return published
 
-    sizes = batch_sizes(r, "batch_sizes")
 
-    spec = ModelSpec(
-        name=name,
-        title=r.text("title"),
-        seed=r.text("seed"),
-        arch=arch,
-        weights=weights,
-        input_name=r.text("input_name"),
-        output_name=r.text("output_name", "output"),
-        num_classes=r.integer("num_classes", 2, 100000, 1000),
-        preprocess=pre,
-        preprocess_variants=variants,
-        published=published,
-        batch_sizes=tuple(sizes),
-        fixed_input_size=r.get("fixed_input_size", bool, "true or false", False),
-        notes=r.text("notes", ""),
-        same_as=_same_as(r),
-    )
-    tolerance = r.table_("accuracy_tolerance", None)
-    if tolerance is not None:
-        own = accuracy_tolerance(source, f"models.{name}.accuracy_tolerance", tolerance)
-        spec = replace(spec, accuracy_tolerance=own)
-    r.finish()
-    return spec
+def _model(source: str, name: str, table: Mapping[str, Any]) -> ModelSpec:
+    if not isinstance(table, dict):
+        raise SpecError(f"{source}: [models.{name}]: expected a table, found {table!r}")
+    r = Reader(source, f"models.{name}", table)
+    c = _Collector(source, f"models.{name}")
+    arch = c.take(lambda: _arch(source, name, r))
+    weights = c.take(lambda: _weights(source, name, r))
+    pre = c.take(lambda: _preprocess(source, f"models.{name}.preprocess", r.table_("preprocess"), None))
+    variants: dict[str, PreprocessSpec] = {}
+    for vname, vtable in (c.take(lambda: r.table_("preprocess_variants", {})) or {}).items():
+        if pre is not None:  # a variant is read over the model's own preprocess
+
+            def variant(entry: str = f"models.{name}.preprocess_variants.{vname}",
+                        table: Mapping[str, Any] = vtable, base: PreprocessSpec = pre) -> PreprocessSpec:
+                return _preprocess(source, entry, table, base)
+
+            variants[vname] = c.take(variant)
+    published = c.take(lambda: _published(source, name, r))
+    values: dict[str, Any] = {
+        "title": c.take(lambda: r.text("title")),
+        "seed": c.take(lambda: r.text("seed")),
+        "input_name": c.take(lambda: r.text("input_name")),
+        "output_name": c.take(lambda: r.text("output_name", "output")),
+        "num_classes": c.take(lambda: r.integer("num_classes", 2, 100000, 1000)),
+        "batch_sizes": c.take(lambda: tuple(batch_sizes(r, "batch_sizes"))),
+        "fixed_input_size": c.take(lambda: r.get("fixed_input_size", bool, "true or false", False)),
+        "notes": c.take(lambda: r.text("notes", "")),
+        "same_as": c.take(lambda: _same_as(r)),
+    }
+    tolerance = c.take(lambda: r.table_("accuracy_tolerance", None))
+    own = None if tolerance is None else c.take(
+        lambda: accuracy_tolerance(source, f"models.{name}.accuracy_tolerance", tolerance))
+    c.take(r.finish)
+    c.check()
+    spec = ModelSpec(name=name, arch=arch, weights=weights, preprocess=pre, preprocess_variants=variants,
+                     published=published, **values)
+    return spec if own is None else replace(spec, accuracy_tolerance=own)
 
 
 def _same_as(r: Reader) -> str | None:
@@ -227,24 +266,33 @@ def _chip(source: str, name: str, table: object) -> ChipSpec:
     if not isinstance(table, dict):
         raise SpecError(f"{source}: [chips.{name}]: expected a table, found {table!r}")
     r = Reader(source, f"chips.{name}", table)
-    aliases = r.get("aliases", list, "a list of strings", [])
-    if not all(isinstance(a, str) and a for a in aliases):
-        raise r.fail("aliases", "a list of strings", aliases)
-    options = r.get("backend_options", dict, "a table of strings", {})
-    if not all(isinstance(v, str) for v in options.values()):
-        raise r.fail("backend_options", "a table of strings", options)
-    chip = ChipSpec(
-        name=name,
-        backend=r.text("backend"),
-        aliases=tuple(aliases),
-        devices_per_card=r.integer("devices_per_card", 1, 64, 1),
-        precision=r.text("precision", "fp32", PRECISIONS),
-        description=r.text("description", ""),
-        backend_options=dict(options),
-        rules=_rules(source, name, r.get("rules", list, "a list of {baseline, min_ratio} tables", [])),
-    )
-    r.finish()
-    return chip
+    c = _Collector(source, f"chips.{name}")
+
+    def aliases() -> tuple[str, ...]:
+        found = r.get("aliases", list, "a list of strings", [])
+        if not all(isinstance(a, str) and a for a in found):
+            raise r.fail("aliases", "a list of strings", found)
+        return tuple(found)
+
+    def options() -> dict[str, str]:
+        found = r.get("backend_options", dict, "a table of strings", {})
+        if not all(isinstance(v, str) for v in found.values()):
+            raise r.fail("backend_options", "a table of strings", found)
+        return dict(found)
+
+    values: dict[str, Any] = {
+        "backend": c.take(lambda: r.text("backend")),
+        "aliases": c.take(aliases),
+        "devices_per_card": c.take(lambda: r.integer("devices_per_card", 1, 64, 1)),
+        "precision": c.take(lambda: r.text("precision", "fp32", PRECISIONS)),
+        "description": c.take(lambda: r.text("description", "")),
+        "backend_options": c.take(options),
+        "rules": c.take(lambda: _rules(source, name, r.get("rules", list, "a list of {baseline, min_ratio} tables",
+                                                            []))),
+    }
+    c.take(r.finish)
+    c.check()
+    return ChipSpec(name=name, **values)
 
 
 def _rules(source: str, chip: str, raw: list[Any]) -> tuple[PerfRule, ...]:

@@ -383,3 +383,20 @@ def test_every_broken_model_and_chip_entry_is_reported_at_once(tmp_path: Path) -
     with pytest.raises(SpecError, match=r"2 entries have problems:\n  \[chips.a\] field 'devices_per_card'.*\n"
                                         r"  \[chips.c\]: unknown field\(s\) 'colour'"):
         load_chips(chips)
+
+
+def test_every_problem_of_one_entry_is_reported_at_once(tmp_path: Path) -> None:
+    """Three problems in three parts of one model entry (preprocess, a top-level field, an unknown
+    field), and two in one chip: each is named, not only the first one read."""
+    broken = GOOD.replace("crop = 224", "crop = 0").replace('seed = "none"', "seed = 3") + 'colour = "red"\n'
+    with pytest.raises(SpecError) as info:
+        load_models(write(tmp_path, broken))
+    lines = str(info.value).splitlines()
+    assert lines[0].endswith("[models.tiny]: 3 problems:"), lines
+    assert any("[models.tiny.preprocess] field 'crop': expected an integer in [1, 4096], found 0" in x for x in lines)
+    assert any("[models.tiny] field 'seed': expected a non-empty string, found 3" in x for x in lines)
+    assert any("unknown field(s) 'colour'" in x for x in lines)
+    chips = tmp_path / "chips.toml"
+    chips.write_text('[chips.a]\nbackend = "onnxruntime"\ndevices_per_card = 0\nprecision = "fp8"\n')
+    with pytest.raises(SpecError, match=r"\[chips.a\]: 2 problems:\n    .*'devices_per_card'.*\n    .*'precision'"):
+        load_chips(chips)
