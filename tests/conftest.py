@@ -43,6 +43,12 @@ def pytest_runtest_makereport(
 XDIST_ENV = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
 
 
+def one_process_env() -> dict[str, str]:
+    """This environment without the xdist worker's variables: for module fixtures, which are built
+    before the per-test clean-up below runs."""
+    return {k: v for k, v in os.environ.items() if k not in XDIST_ENV}
+
+
 @pytest.fixture(autouse=True)
 def _as_in_a_run_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test sees the environment of a one-process run, whichever xdist worker runs it.

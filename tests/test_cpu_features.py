@@ -19,7 +19,6 @@ Any part of the suite runs as on the CPU without AVX-512 the same way:
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -32,6 +31,7 @@ from suite_runner import ROOT, run_suite
 from test_backends import CLASSES, SHAPE, expected
 
 from harness.backends.base import BackendUnavailable
+from tests.conftest import one_process_env
 
 ov = pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install 'openvino>=2024.0'")
 
@@ -137,8 +137,7 @@ def test_a_run_under_isa_caps_records_them(monkeypatch: pytest.MonkeyPatch) -> N
 @pytest.fixture(scope="module")
 def capped_env() -> dict[str, str]:
     """This environment plus OpenVINO's ISA caps, once they are shown to hide BF16 here."""
-    # built before the per-test clean-up of tests/conftest.py: without the xdist worker's variables
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}, **CAPPED}
+    env = {**one_process_env(), **CAPPED}
     probe = subprocess.run(
         [sys.executable, "-c",
          "from harness.backends.openvino import OpenVinoBackend; print(*OpenVinoBackend().capabilities())"],

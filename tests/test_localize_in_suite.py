@@ -40,6 +40,7 @@ from harness.records.results import load_results
 from harness.records.schema import AccuracyRecord, Localization, record_from_json
 from harness.report.build import write_report
 from harness.specs import PreprocessSpec, load_policy
+from tests.conftest import one_process_env
 
 pytest_plugins = ["pytester"]
 
@@ -371,7 +372,7 @@ def corrupted_suite(tmp_path_factory: pytest.TempPathFactory) -> Any:
     if not VAL1300.is_dir():
         pytest.skip(f"real validation images not found at {VAL1300} (shared/datasets is not on this machine)")
     cache = os.environ.get("MZC_CACHE_DIR") or str(tmp_path_factory.mktemp("cache"))
-    base = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}  # module scope: before conftest's
+    base = one_process_env()
     env = {**base, "MZC_CACHE_DIR": cache, "PYTHONPATH": os.pathsep.join(
         p for p in (str(DOUBLES), os.environ.get("PYTHONPATH", "")) if p)}
 

@@ -112,6 +112,14 @@ def test_predictions_judge_every_image_not_only_the_paired_ones(
     assert "800 predicted images have no torch reference here" in proc.stdout
 
 
+def _import_reference(archive: Path, cache: Path) -> subprocess.CompletedProcess[str]:
+    """``python -m harness reference import ARCHIVE --cache-dir CACHE``, as a user types it."""
+    return subprocess.run(
+        [sys.executable, "-m", "harness", "reference", "import", str(archive), "--cache-dir", str(cache)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+
+
 def test_a_forged_reference_file_cannot_hide_a_real_loss(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Before: a reference file whose logits were edited to match a compiled model that lost ~9
     points (key and member SHA-256 recomputed) imported cleanly and turned the FAIL into a PASS."""
@@ -149,13 +157,7 @@ def test_a_forged_reference_file_cannot_hide_a_real_loss(tmp_path: Path, monkeyp
     out = tmp_path / "forged-reference.zip"
     export_references(forge, out, [spec.name])
     fresh = tmp_path / "fresh-cache"
-    imported = subprocess.run(
-        [sys.executable, "-m", "harness", "reference", "import", str(out), "--cache-dir", str(fresh)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    imported = _import_reference(out, fresh)
     assert imported.returncode == 0, imported.stderr  # the file is well-formed: only running torch can tell
     env = {**os.environ, "MZC_CACHE_DIR": str(fresh), "PYTHONPATH": str(DOUBLES)}
     proc, case = accuracy_run(tmp_path / "run", "acceptance/test_accuracy.py", "--imagenet", str(VAL1300), "--limit",
@@ -195,13 +197,7 @@ def test_a_reference_nothing_here_can_check_decides_at_best_inconclusive(tmp_pat
     out = tmp_path / "reference.zip"
     export_references(elsewhere.cache, out, [spec.name])
     fresh = tmp_path / "fresh-cache"
-    imported = subprocess.run(
-        [sys.executable, "-m", "harness", "reference", "import", str(out), "--cache-dir", str(fresh)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    imported = _import_reference(out, fresh)
     assert imported.returncode == 0, imported.stderr
     predictions = tmp_path / "predictions"
     predictions.mkdir()
