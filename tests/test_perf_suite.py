@@ -49,7 +49,8 @@ def test_seed_310p_figures_reproduce_the_seed_verdicts_and_ratios(tmp_path: Path
     (run,) = [r for r in records if r["kind"] == "run"]
     assert {r["run_id"] for r in records} == {run["run_id"]}
     assert run["environment"]["packages"]["pytest"] and run["environment"]["cores"] >= 1
-    assert run["outcomes"] == {"passed": 10, "skipped": 8} and run["chips"] == ["Ascend310P3"]
+    # the seed figures name 4 of the registry's models: the others skip, saying why
+    assert run["outcomes"] == {"passed": 10, "skipped": 14} and run["chips"] == ["Ascend310P3"]
 
 
 def test_a_failing_ratio_prints_both_numbers_the_threshold_and_the_source(tmp_path: Path) -> None:

