@@ -8,6 +8,11 @@ path), the SHA-256 and shape of the preprocessed uint8 pixels (not the images' m
 normalization. The torch version that computed them is recorded in the entry, not keyed: torch's
 CPU kernels already differ between machines of one torch version, so keying it bought no bit
 identity, only recomputation. An entry imported from a file says so in ``imported_from``.
+
+The logits are computed on the fastest path of harness.model.fast_eval that matches the eager
+module on a check batch (``[reference] fast_path``); the same key, since the path computes the
+same logits within float rounding. The entry's ``reference_path`` says which path ran, torch's
+threads and the check's figures (or why eager ran instead).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from harness.cache import (
 )
 from harness.errors import NotCertified, UsageError
 from harness.judge.metrics import parity
+from harness.model.fast_eval import reference_module
 from harness.run.infer import run_all
 
 # The file's reading side lives in reference_file (checked before anything is allocated);
@@ -92,19 +98,31 @@ def reference_inputs(cache: ArtifactCache, spec: ModelSpec, weights: Any,
 
 
 def cached_reference(cache: ArtifactCache, spec: ModelSpec, module: Any, weights: Any,
-                     prepared: data_mod.PreparedDataset) -> tuple[np.ndarray, Entry]:
-    """The torch reference's logits on ``prepared`` and their cache entry, computed if absent."""
+                     prepared: data_mod.PreparedDataset,
+                     policy: ReferencePolicy | None = None) -> tuple[np.ndarray, Entry]:
+    """The torch reference's logits on ``prepared`` and their cache entry, computed if absent, on
+    ``policy``'s fast path where it matches eager (None: the declared defaults of [reference])."""
     inputs = reference_inputs(cache, spec, weights, prepared)
+    policy = policy or ReferencePolicy()
 
     def build(tmp: Path) -> Mapping[str, Any]:
-        session = TorchSession(module, REFERENCE_BATCH, spec.input_shape, spec.num_classes)
-        logits = run_all(session, prepared, REFERENCE_BATCH, f"{spec.name} torch reference")
+        fast, path = reference_module(module, policy.fast_path, check_batch(prepared, policy.fast_check_images),
+                                      REFERENCE_BATCH, policy.fast_rtol)
+        session = TorchSession(fast, REFERENCE_BATCH, spec.input_shape, spec.num_classes)
+        logits = run_all(session, prepared, REFERENCE_BATCH, f"{spec.name} torch reference ({path.ran})")
         np.save(tmp / "logits.npy", logits)
         return {"model": spec.name, "count": int(logits.shape[0]), "torch": torch_version(),
-                "computed_host": socket.gethostname(), "computed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                "computed_host": socket.gethostname(), "computed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "reference_path": path.as_dict()}
 
     entry = cache.get_or_build(REFERENCE_KIND, inputs, build)
     return np.load(entry.path / "logits.npy"), entry
+
+
+def check_batch(prepared: data_mod.PreparedDataset, count: int) -> np.ndarray:
+    """The first ``count`` images of ``prepared``, normalized: where a fast path meets eager."""
+    pre = prepared.spec
+    return data_mod.normalize(np.asarray(prepared.images[:min(count, len(prepared))]), pre.mean, pre.std)
 
 
 def reference_without_weights(cache: ArtifactCache, spec: ModelSpec,
@@ -129,10 +147,11 @@ def reference_without_weights(cache: ArtifactCache, spec: ModelSpec,
 
 
 def reference_origin(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """Who computed an entry's logits, with which torch, and the file it was imported from (or None)."""
+    """Who computed an entry's logits, with which torch and on which path (harness.model.fast_eval's
+    ``reference_path``; None: before it was recorded, eager), and the file it was imported from (or None)."""
     return {"torch": manifest.get("torch"), "computed_host": manifest.get("computed_host", manifest.get("host")),
             "computed_at": manifest.get("computed_at", manifest.get("created")),
-            "imported_from": manifest.get("imported_from")}
+            "reference_path": manifest.get("reference_path"), "imported_from": manifest.get("imported_from")}
 
 
 # -- checking a reference not computed in this session ---------------------------------------

@@ -184,7 +184,7 @@ def _verified(zf: zipfile.ZipFile, path: Path, item: Any, budget: list[int]) -> 
     if logits.dtype != np.float32:
         raise ReferenceFileError(f"{where}: logits of shape {logits.shape} {logits.dtype}, expected {expected} float32 "
                                  f"({expected[0]} images x {expected[1]} classes, as its key says)")
-    origin = {k: item.get(k) for k in ("torch", "computed_host", "computed_at")}
+    origin = {k: item.get(k) for k in ("torch", "computed_host", "computed_at", "reference_path")}
     return FileEntry(key=key, inputs=inputs, model=model, logits=logits, origin=origin)
 
 
