@@ -7,16 +7,20 @@ read with --measurements or --predictions are never compared with each other. Wi
 each figure is compared with the same series' figure of the previous run that has one (runs on
 other machines in between measure other configurations). Top-1 figures are compared only when
 both runs scored as many images (a --limit 64 run is not "the previous run" of a full one).
+
+Every point keeps the record each figure came from (:attr:`HistoryPoint.records`), so a history
+cell carries the verdict its test recorded: a failed and an allowed-inconclusive 50-image run
+show the same top-1 but are not the same result.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from harness.records.parts import Configuration
 from harness.records.results import Results, Run, finite, sort_key
-from harness.records.schema import AccuracyRecord, PerfRecord
+from harness.records.schema import AccuracyRecord, PerfRecord, ResultRecord
 from harness.specs import HistoryPolicy
 
 TOP1, THROUGHPUT = "top-1", "images/s"
@@ -38,6 +42,8 @@ class HistoryPoint:
     run: Run
     accuracy: Mapping[Configuration, Scored]
     throughput: Mapping[Configuration, tuple[int, float]]  # (best batch, images/s per card)
+    # (TOP1 or THROUGHPUT, series) -> the record the figure is from: its verdict and outcome
+    records: Mapping[tuple[str, Configuration], ResultRecord] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -76,23 +82,27 @@ class ModelHistory:
     throughput_series: tuple[Configuration, ...]
 
 
-def _accuracy_of(run: Run, model: str) -> dict[Configuration, Scored]:
+def _accuracy_of(run: Run, model: str, records: dict[tuple[str, Configuration], ResultRecord],
+                 ) -> dict[Configuration, Scored]:
     out: dict[Configuration, Scored] = {}
     for r in run.records:
         if isinstance(r, AccuracyRecord) and r.kind == "accuracy" and r.model == model and r.outcome != "skipped":
             s = r.scores
             if finite(s.top1):
                 out[r.config] = Scored(float(s.top1), float(s.top5) if finite(s.top5) else None, s.images)
+                records[(TOP1, r.config)] = r
     return out
 
 
-def _throughput_of(run: Run, model: str) -> dict[Configuration, tuple[int, float]]:
+def _throughput_of(run: Run, model: str, records: dict[tuple[str, Configuration], ResultRecord],
+                   ) -> dict[Configuration, tuple[int, float]]:
     out: dict[Configuration, tuple[int, float]] = {}
     for r in run.records:
         if isinstance(r, PerfRecord) and r.model == model and r.outcome != "skipped":
             best = r.best_per_card()
             if best is not None:
                 out[r.config] = best
+                records[(THROUGHPUT, r.config)] = r
     return out
 
 
@@ -100,9 +110,10 @@ def model_history(results: Results, model: str) -> ModelHistory:
     """One point per run (oldest first) that measured ``model``."""
     points = []
     for run in results.runs:
-        accuracy, throughput = _accuracy_of(run, model), _throughput_of(run, model)
+        records: dict[tuple[str, Configuration], ResultRecord] = {}
+        accuracy, throughput = _accuracy_of(run, model, records), _throughput_of(run, model, records)
         if accuracy or throughput:
-            points.append(HistoryPoint(run=run, accuracy=accuracy, throughput=throughput))
+            points.append(HistoryPoint(run=run, accuracy=accuracy, throughput=throughput, records=records))
     accuracy_series = sorted({c for p in points for c in p.accuracy}, key=sort_key)
     throughput_series = sorted({c for p in points for c in p.throughput}, key=sort_key)
     return ModelHistory(model=model, points=tuple(points), accuracy_series=tuple(accuracy_series),

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,8 @@ from harness.records.history import (
 from harness.records.results import Results
 from harness.records.schema import Localization
 from harness.report.localization import localization_blocks
+from harness.report.matrix import matrix_blocks
+from harness.report.paths import as_typed
 from harness.report.plots import PLOTS_DIR, add_plot, plot_throughput, plots_unavailable
 from harness.report.render import (
     BAD,
@@ -48,7 +50,6 @@ from harness.report.render import (
     Heading,
     Image,
     Para,
-    Table,
     render_html,
     render_markdown,
 )
@@ -58,8 +59,10 @@ from harness.report.tables import (
     history_block,
     runs_blocks,
     summary_rows,
+    summary_table,
 )
 from harness.report.throughput import column_notes, throughput_block, throughput_table
+from harness.report.verdicts import anchor
 from harness.safe_names import inside, printable
 from harness.specs import (
     ChipSpec,
@@ -83,10 +86,27 @@ def displayed(value: Any) -> Any:
     (harness.safe_names.printable): what the report shows. A record's :class:`Localization` is kept
     as read (its paths are opened; harness.report.localization escapes what it shows). What needs
     no escaping is returned as the same object."""
+    return _texts_mapped(value, printable)
+
+
+def _as_typed(results: Results) -> Results:
+    """Every run's records with the paths its command line names shown as typed (harness.report.paths)."""
+    runs = []
+    for run in results.runs:
+        if run.info is None or not run.info.args:
+            runs.append(run)
+            continue
+        rewrite = as_typed(run.info.args)
+        runs.append(dataclasses.replace(run, records=[_texts_mapped(r, rewrite) for r in run.records]))
+    return dataclasses.replace(results, runs=runs)
+
+
+def _texts_mapped(value: Any, text: Callable[[str], str]) -> Any:
+    """``value`` with ``text`` applied to every string in it (a :class:`Localization` kept as read)."""
     if type(value) in _SCALARS:
         return value
     if isinstance(value, str):
-        return printable(value)
+        return text(value)
     if isinstance(value, (Localization, type)):
         return value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):  # classes were returned above
@@ -96,16 +116,16 @@ def displayed(value: Any) -> Any:
         changed = {}
         for name in names:
             old = getattr(value, name)
-            new = displayed(old)
+            new = _texts_mapped(old, text)
             if new is not old:
                 changed[name] = new
         return dataclasses.replace(value, **changed) if changed else value
     if isinstance(value, abc.Mapping):
-        items = [(displayed(k), displayed(v)) for k, v in value.items()]
+        items = [(_texts_mapped(k, text), _texts_mapped(v, text)) for k, v in value.items()]
         same = all(k is k0 and v is v0 for (k, v), (k0, v0) in zip(items, value.items(), strict=True))
         return value if same else dict(items)
     if type(value) in (list, tuple):
-        shown = [displayed(v) for v in value]
+        shown = [_texts_mapped(v, text) for v in value]
         return value if all(a is b for a, b in zip(shown, value, strict=True)) else type(value)(shown)
     return value
 
@@ -146,6 +166,19 @@ def _titles() -> dict[str, str]:
         return {}
 
 
+def _regression_lines(regressions: Sequence[Regression]) -> list[Cell]:
+    """One line per figure that regressed (top-1, images/s): how many series, in which models, each
+    series' change (``describe`` has every figure; the history tables mark each cell)."""
+    lines = []
+    for figure in dict.fromkeys(r.figure for r in regressions):
+        found = [r for r in regressions if r.figure == figure]
+        models = list(dict.fromkeys(r.model for r in found))
+        lines.append(Cell(f"REGRESSION {figure} (threshold {found[0].threshold}): {len(found)} series in "
+                          f"{len(models)} model(s): " + "; ".join(r.describe().removeprefix("REGRESSION ")
+                                                                  for r in found), BAD))
+    return lines
+
+
 def _header_blocks(results: Results, regressions: Sequence[Regression], history: HistoryPolicy,
                    notes: Sequence[str]) -> list[Block]:
     started = [r.started for r in results.runs if r.started]
@@ -154,10 +187,14 @@ def _header_blocks(results: Results, regressions: Sequence[Regression], history:
         Para(f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %z')} from {len(results.files)} results file(s), "
              f"{len(results.runs)} run(s)" + (f" between {started[0]} and {started[-1]}" if started else "") + ".",
              "note"),
-        Heading(2, "Regressions", "regressions"),
     ]
+    matrix = matrix_blocks(results)
+    if matrix:
+        blocks += [Heading(2, "Verdicts (newest result of every certification; a cell links to its details)",
+                           "verdicts"), *matrix]
     if regressions:
-        blocks.append(Bullets(tuple(Cell(r.describe(), BAD) for r in regressions), "regressions"))
+        blocks += [Heading(2, "Regressions", "regressions"), Bullets(tuple(_regression_lines(regressions)),
+                                                                     "regressions")]
     else:
         blocks.append(Para("No regressions: no figure dropped beyond the thresholds against the previous run "
                            "that measured the same configuration.", "clean"))
@@ -173,11 +210,13 @@ def _header_blocks(results: Results, regressions: Sequence[Regression], history:
                    Para(f"{results.malformed_lines} malformed line(s), {results.blank_lines} blank line(s), "
                         f"{results.duplicate_records} duplicate record(s) ignored.", "note"),
                    Bullets(tuple([*notes, *shown]))]
-    rows = summary_rows(results)
-    if rows:
-        blocks += [Heading(2, "Summary (newest result of every test, per configuration)", "summary"),
-                   Table(SUMMARY_HEADERS, tuple(rows), css="summary")]
     return blocks
+
+
+def _every_test_blocks(results: Results) -> list[Block]:
+    if not summary_rows(results):
+        return []
+    return [Heading(2, "Summary (newest result of every test, per configuration)", "summary"), summary_table(results)]
 
 
 def _model_blocks(results: Results, model: str, title: str, chips: Mapping[str, ChipSpec],
@@ -188,8 +227,14 @@ def _model_blocks(results: Results, model: str, title: str, chips: Mapping[str, 
     blocks += localization_blocks(results, model, plot_note, plots)
     table = throughput_table(results, model, chips, baselines_dir)
     if table is not None:
-        blocks += [Heading(3, "Throughput (images/s per card)"), throughput_block(table)]
+        perf, dropped = throughput_block(table)
+        blocks.append(Heading(3, "Throughput (images/s per card)", anchor("throughput", model)))
+        if len(perf.headers) > 1:  # a table with no figure at all is only its notes
+            blocks.append(perf)
         notes = [*column_notes(table), *table.notes]
+        if dropped:
+            notes.append("columns without figures for this model, not shown: " + ", ".join(
+                h.split("\n")[0] for h in dropped))
         if notes:
             blocks.append(Bullets(tuple(notes), "note"))
         if plot_note is None:
@@ -212,7 +257,7 @@ def build_report(
 ) -> tuple[list[Block], dict[str, bytes], list[Regression], list[str]]:
     """The report's blocks, its plots (file relative to the report -> PNG), regressions and notes, of
     the :func:`displayed` results; nothing is written."""
-    results = displayed(results)
+    results = _as_typed(displayed(results))
     chips = chips if chips is not None else load_chips()
     history_policy = policy if isinstance(policy, HistoryPolicy) else (policy or load_policy()).history
     titles = _titles()
@@ -225,7 +270,8 @@ def build_report(
     for model, history in histories.items():
         body += _model_blocks(results, model, titles.get(model, model), chips, baselines_dir, history,
                               [r for r in regressions if r.model == model], plot_note, plots)
-    blocks = [*_header_blocks(results, regressions, history_policy, notes), *body, *runs_blocks(results)]
+    blocks = [*_header_blocks(results, regressions, history_policy, notes), *body, *_every_test_blocks(results),
+              *runs_blocks(results)]
     return blocks, plots, regressions, notes
 
 

@@ -27,6 +27,10 @@ from harness.safe_names import printable
 
 OK, BAD, SKIP = "ok", "bad", "skip"
 INCONCLUSIVE = "inconclusive"  # too few images to decide: neither a pass nor a fail (the three-way gates)
+ALLOWED = "allowed"  # inconclusive, and --inconclusive allow passed the test: never shown as a pass
+ERROR = "error"  # the test failed without a failing verdict (it stopped before its gates)
+NEUTRAL = "neutral"  # a passed test with no gate of its own (figures read from elsewhere)
+LONG_NOTE = 220  # characters: a longer note or cell is shown whole, its rest behind "more" in HTML
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class Cell:
 
     text: str
     status: str = ""
+    href: str = ""  # an anchor of this report (``#...``) the cell links to, in HTML
 
 
 Text = str | Cell
@@ -65,12 +70,36 @@ class Bullets:
 
 @dataclass(frozen=True)
 class Table:
-    """``align`` per column: l or r. ``css`` names the table (accuracy, perf, history, ...)."""
+    """``align`` per column: l or r. ``css`` names the table (accuracy, perf, history, ...).
+
+    ``fold_from``: in HTML the columns from this index on are folded into one expandable ``more``
+    cell per row (secondary figures: the page stays within 1400 px); Markdown shows them as columns.
+    ``anchors``: an id per row (or ``""``), for links from the verdict matrix."""
 
     headers: tuple[str, ...]
     rows: tuple[tuple[Text, ...], ...]
     align: tuple[str, ...] = ()
     css: str = ""
+    fold_from: int | None = None
+    anchors: tuple[str, ...] = ()
+
+
+def without_empty_columns(table: Table, empty: str, keep: int = 1) -> tuple[Table, tuple[str, ...]]:
+    """``table`` without the columns (after the first ``keep``) in which no row has data (every cell
+    is ``empty`` or blank), and the headers of the columns dropped."""
+    def blank(value: Text) -> bool:
+        return cell(value).text.strip() in ("", empty)
+
+    kept = [i for i in range(len(table.headers)) if i < keep or not all(blank(row[i]) for row in table.rows)]
+    if len(kept) == len(table.headers):
+        return table, ()
+    align = table.align or ("l",) * len(table.headers)
+    fold = table.fold_from
+    shown = Table(headers=tuple(table.headers[i] for i in kept),
+                  rows=tuple(tuple(r[i] for i in kept) for r in table.rows),
+                  align=tuple(align[i] for i in kept), css=table.css,
+                  fold_from=None if fold is None else sum(1 for i in kept if i < fold), anchors=table.anchors)
+    return shown, tuple(table.headers[i] for i in range(len(table.headers)) if i not in kept)
 
 
 @dataclass(frozen=True)
@@ -136,20 +165,30 @@ def render_markdown(blocks: Sequence[Block]) -> str:
 
 CSS = """
 body { font: 14px/1.45 -apple-system, "Segoe UI", Roboto, "Noto Sans", Arial, sans-serif;
-       margin: 24px; color: #1b1f24; }
+       margin: 16px; color: #1b1f24; }
 h1 { font-size: 24px; margin-bottom: 4px; } h2 { font-size: 20px; margin-top: 32px; border-bottom: 1px solid #d0d7de; }
 h3 { font-size: 16px; margin-top: 20px; }
 .scroll { overflow-x: auto; margin: 8px 0 12px; }
 table { border-collapse: collapse; font-size: 13px; }
-th, td { border: 1px solid #d0d7de; padding: 4px 8px; vertical-align: top; }
+th, td { border: 1px solid #d0d7de; padding: 4px 6px; vertical-align: top; }
 th { background: #f3f5f7; text-align: left; font-weight: 600; }
 td { white-space: nowrap; } td.r { text-align: right; font-variant-numeric: tabular-nums; }
 table.runs td { white-space: normal; min-width: 6em; max-width: 28em; }
 tr:nth-child(even) td { background: #fafbfc; }
 table.perf tr:last-child td { font-weight: 600; border-top: 2px solid #57606a; }
 td.bad, li.bad { background: #ffebe9 !important; color: #a40e26; font-weight: 600; }
-td.ok { color: #116329; } td.skip { color: #6e7781; }
-td.inconclusive, li.inconclusive { background: #fff8c5 !important; color: #7d4e00; font-weight: 600; }
+td.ok, li.ok { color: #116329; } td.skip, li.skip { color: #6e7781; } td.neutral { color: #1b1f24; }
+td.inconclusive, li.inconclusive { background: #ffe7b3 !important; color: #7d4e00; font-weight: 600; }
+td.allowed, li.allowed { background: #fff8c5 !important; color: #7d4e00; outline: 2px dashed #d4a72c;
+                         outline-offset: -3px; }
+td.error, li.error { background: #f3e8ff !important; color: #6639ba; font-weight: 600; }
+table.matrix td { white-space: normal; min-width: 5em; max-width: 16em; overflow-wrap: anywhere; }
+table.matrix td.ok { background: #dafbe1 !important; } table.matrix td.skip { background: #f3f5f7 !important; }
+table.matrix th { white-space: normal; min-width: 5.5em; max-width: 14em; overflow-wrap: anywhere; }
+table.matrix td:first-child { white-space: nowrap; overflow-wrap: normal; max-width: none; }
+td a { color: inherit; } td.fold { white-space: normal; min-width: 3em; }
+td.fold details[open] { min-width: 24em; } details ul { margin: 2px 0; padding-left: 16px; }
+summary { cursor: pointer; color: #0969da; }
 .regressions { border: 2px solid #cf222e; padding: 4px 12px; } .clean { color: #116329; }
 .note { color: #57606a; font-size: 12px; } img { max-width: 100%; border: 1px solid #d0d7de; }
 """
@@ -164,17 +203,46 @@ def _html_text(text: str) -> str:
     return html.escape(printable(text, newlines=True)).replace("\n", "<br>")
 
 
+def _html_cell(value: Text) -> str:
+    """A cell's text, a link when it has one; a long text's rest behind ``more``."""
+    c = cell(value)
+    text = _long_html(c.text)
+    return f'<a href="#{html.escape(quote(printable(c.href)))}">{text}</a>' if c.href else text
+
+
+def _long_html(text: str) -> str:
+    """Short text as it is; a long one whole, its first words shown and the rest expandable (never cut)."""
+    text = printable(text, newlines=True)
+    if len(text) <= LONG_NOTE:
+        return _html_text(text)
+    at = text.rfind(" ", 0, LONG_NOTE - 40)
+    at = at if at > 0 else LONG_NOTE - 40
+    return (f"{_html_text(text[:at])}<details><summary>more ({len(text) - at:,} characters)</summary>"
+            f"{_html_text(text[at:])}</details>")
+
+
+def _fold_cell(headers: Sequence[str], cells: Sequence[Text]) -> str:
+    items = "".join(f"<li{_classes(cell(c).status)}>{_html_text(' '.join(h.split()))}: {_html_cell(c)}</li>"
+                    for h, c in zip(headers, cells, strict=True))
+    return f'<td class="fold"><details><summary>more</summary><ul>{items}</ul></details></td>'
+
+
 def _html_table(b: Table) -> str:
     align = b.align or ("l",) * len(b.headers)
-    head = "".join(f"<th>{_html_text(h)}</th>" for h in b.headers)
-    body = "".join(
-        "<tr>" + "".join(f"<td{_classes('r' if a == 'r' else '', cell(c).status)}>{_html_text(cell(c).text)}</td>"
-                         for c, a in zip(row, align, strict=True)) + "</tr>"
-        for row in b.rows
-    )
-    return (
-        f'<div class="scroll"><table class="{b.css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
-    )
+    fold = len(b.headers) if b.fold_from is None or b.fold_from >= len(b.headers) else b.fold_from
+    shown = b.headers[:fold] + ((f"more ({len(b.headers) - fold} columns)",) if fold < len(b.headers) else ())
+    head = "".join(f"<th>{_html_text(h)}</th>" for h in shown)
+    rows = []
+    for i, row in enumerate(b.rows):
+        anchor = b.anchors[i] if i < len(b.anchors) else ""
+        tds = "".join(f"<td{_classes('r' if a == 'r' else '', cell(c).status)}>{_html_cell(c)}</td>"
+                      for c, a in zip(row[:fold], align[:fold], strict=True))
+        if fold < len(b.headers):
+            tds += _fold_cell(b.headers[fold:], row[fold:])
+        row_id = f' id="{html.escape(printable(anchor))}"' if anchor else ""
+        rows.append(f"<tr{row_id}>{tds}</tr>")
+    return (f'<div class="scroll"><table class="{b.css}"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div>')
 
 
 def render_html(blocks: Sequence[Block], title: str) -> str:
@@ -186,7 +254,7 @@ def render_html(blocks: Sequence[Block], title: str) -> str:
         elif isinstance(b, Para):
             parts.append(f"<p{_classes(b.css)}>{_html_text(b.text)}</p>")
         elif isinstance(b, Bullets):
-            items = "".join(f"<li{_classes(cell(i).status)}>{_html_text(cell(i).text)}</li>" for i in b.items)
+            items = "".join(f"<li{_classes(cell(i).status)}>{_html_cell(i)}</li>" for i in b.items)
             parts.append(f"<ul{_classes(b.css)}>{items}</ul>")
         elif isinstance(b, Table):
             parts.append(_html_table(b))

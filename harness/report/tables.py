@@ -28,18 +28,26 @@ from harness.records.schema import (
 from harness.report.render import (
     BAD,
     INCONCLUSIVE,
-    OK,
-    SKIP,
     Block,
     Bullets,
     Cell,
     Heading,
     Para,
     Table,
+    Text,
+    without_empty_columns,
+)
+from harness.report.verdicts import (
+    STATUS_WORDS,
+    anchor,
+    outcome_status,
+    outcome_text,
+    record_anchor,
+    status_of,
+    verdict_cell,
 )
 
 DASH = "\u2014"  # a cell without data: the source gives no figure
-MAX_REASON = 240
 CONFIG_FIELDS = ("backend", "precision", "input_dtype", "source", "scenario")
 
 
@@ -67,53 +75,21 @@ def _pair(a: str, b: str) -> str:
     return DASH if a == DASH and b == DASH else f"{a} / {b}"
 
 
-def short(text: Any, limit: int = MAX_REASON) -> str:
-    line = " ".join(str(text or "").split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-def outcome_status(outcome: str | None) -> str:
-    """The status of one recorded verdict or gate outcome: pass, fail, inconclusive, or one that
-    decides nothing (``not applicable: ...``, ``not checked: ...``)."""
-    if outcome is None:
-        return ""
-    return {PASS: OK, FAIL: BAD, INCONCLUSIVE: INCONCLUSIVE}.get(outcome, SKIP)
-
-
-def status_of(record: ResultRecord) -> str:
-    """The colour of a record's cells: its recorded verdict (inconclusive has its own, whether the
-    policy failed the test on it or allowed it), or pytest's outcome when it stopped before one."""
-    if record.outcome == "skipped":
-        return SKIP
-    if record.verdict == INCONCLUSIVE:
-        return INCONCLUSIVE
-    if record.verdict == FAIL or record.outcome == "failed":
-        return BAD
-    return outcome_status(record.verdict)
-
-
-def verdict_cell(record: ResultRecord) -> Cell:
-    """``pass``, ``fail: paired_top1`` (the gates recorded as failed), ``inconclusive (~381 images
-    would decide)``, ``not applicable`` (no gate could decide), or pytest's outcome. One line: the
-    reasons are listed under the table."""
-    verdict = record.verdict or ""
-    if record.outcome == "skipped":
-        return Cell(NOT_APPLICABLE if verdict.startswith(NOT_APPLICABLE) else "skipped", SKIP)
-    if verdict == FAIL:
-        failed = [name for name, outcome in record.judgement.gates.items() if outcome == FAIL]
-        return Cell("fail" + (f": {', '.join(failed)}" if failed else ""), BAD)
-    if verdict == INCONCLUSIVE:
-        needed = record.verdicts.images_needed if isinstance(record, AccuracyRecord) else None
-        return Cell(INCONCLUSIVE + (f" (~{needed:,} images would decide)" if needed else ""), INCONCLUSIVE)
-    if record.outcome == "failed":
-        return Cell("failed", BAD)
-    return Cell(verdict.split(":")[0] or str(record.outcome or DASH), status_of(record))
+def one_line(text: Any) -> str:
+    """``text`` on one line, whole: a note is never cut (the HTML shows a long one's rest behind "more").
+    A first line cut with "..." that the next lines repeat whole (a failure's headline for CI
+    dashboards, then its whole message) is left out; a newline shown escaped (``\\n``) counts."""
+    lines = str(text or "").replace("\\n", "\n").split("\n")
+    head = lines[0].rstrip()
+    if len(lines) > 1 and head.endswith("...") and " ".join(lines[1:]).lstrip().startswith(head[:-3].rstrip()):
+        lines = lines[1:]
+    return " ".join(" ".join(lines).split())
 
 
 def reason_note(label: str, record: ResultRecord) -> Cell | None:
     """Why a test did not pass, under its table (the row says only ``skipped`` / ``failed``)."""
     if record.outcome in ("skipped", "failed") and record.meta.reason:
-        return Cell(f"{label}: {record.outcome}: {short(record.meta.reason)}", status_of(record))
+        return Cell(f"{label}: {record.outcome}: {one_line(record.meta.reason)}", status_of(record))
     return None
 
 
@@ -133,12 +109,15 @@ def labels(configs: Iterable[Configuration]) -> dict[Configuration, str]:
 # Accuracy
 
 
+# The verdict beside the configuration; the secondary columns last, folded into "more" in HTML (1400 px).
 ACCURACY_HEADERS = (
-    "chip", "backend", "precision", "input", "bs", "figures", "images", "published top-1 / top-5",
-    "measured top-1 / top-5", "torch top-1 / top-5\n(reference gate)", "vs published (top-1 / top-5)", "coverage",
-    "published gate", "top-1 drop vs torch\n(points, 95% interval)", "top-1 agreement %", "weights", "verdict",
+    "chip", "backend", "precision", "bs", "figures", "verdict", "coverage",
+    "measured top-1 / top-5", "vs published (top-1 / top-5)", "top-1 drop vs torch\n(points, 95% interval)",
+    "top-1 agreement %",
+    "input", "images", "published top-1 / top-5", "torch top-1 / top-5 (reference gate)", "published gate", "weights",
 )
-ACCURACY_ALIGN = ("l", "l", "l", "l", "r", "l", "r", "r", "r", "r", "r", "l", "l", "r", "r", "l", "l")
+ACCURACY_ALIGN = ("l", "l", "l", "r", "l", "l", "l", "r", "r", "r", "r", "l", "r", "r", "r", "l", "l")
+ACCURACY_FOLD = ACCURACY_HEADERS.index("input")
 
 
 def coverage_cell(r: AccuracyRecord) -> str:
@@ -191,17 +170,20 @@ def _reference_note(label: str, r: AccuracyRecord) -> Cell | None:
 def _accuracy_row(r: AccuracyRecord) -> tuple[str | Cell, ...]:
     c, p, s, ref = r.config, r.published, r.scores, r.reference
     return (
-        str(c.chip or DASH), str(c.backend or DASH), str(c.precision or DASH), str(c.input_dtype or DASH),
+        str(c.chip or DASH), str(c.backend or DASH), str(c.precision or DASH),
         str(c.batch_size or DASH), SOURCE_LABELS.get(str(c.source), DASH),
+        verdict_cell(r),
+        coverage_cell(r),
+        _pair(pct(s.top1), pct(s.top5)),
+        _pair(_delta(s.top1, p.published_top1), _delta(s.top5, p.published_top5)),
+        drop_cell(r),
+        pct(ref.top1_agreement),
+        str(c.input_dtype or DASH),
         str(s.images if s.images is not None else DASH),
         _pair(fmt_figure(p.published_top1), fmt_figure(p.published_top5)),
-        _pair(pct(s.top1), pct(s.top5)),
         reference_cell(r),
-        _pair(_delta(s.top1, p.published_top1), _delta(s.top5, p.published_top5)),
-        coverage_cell(r), published_gate_cell(r), drop_cell(r),
-        pct(ref.top1_agreement),
+        published_gate_cell(r),
         str(r.setup.weights or DASH),
-        verdict_cell(r),
     )
 
 
@@ -229,7 +211,7 @@ def _gate_notes(label: str, r: AccuracyRecord) -> list[Cell]:
                           f"[{pct(v.paired_drop_top5_low95)}, {pct(v.paired_drop_top5_high95)}]: {top5}",
                           outcome_status(top5)))
     if v.dataset_coverage_detail:
-        notes.append(Cell(f"{label}: coverage {short(v.dataset_coverage_detail)}"))
+        notes.append(Cell(f"{label}: coverage {one_line(v.dataset_coverage_detail)}"))
     return notes
 
 
@@ -263,13 +245,17 @@ def accuracy_blocks(results: Results, model: str) -> list[Block]:
     if not latest:
         return []
     sources = sorted({r.published.published_source for r in latest if r.published.published_source})
-    blocks: list[Block] = [Heading(3, "Accuracy")]
+    blocks: list[Block] = [Heading(3, "Accuracy", anchor("accuracy", model))]
     if sources:
         blocks.append(Para("Published figures: " + "; ".join(sources)))
-    blocks.append(
-        Table(ACCURACY_HEADERS, tuple(_accuracy_row(r) for r in latest), align=ACCURACY_ALIGN, css="accuracy")
-    )
+    table, dropped = without_empty_columns(
+        Table(ACCURACY_HEADERS, tuple(_accuracy_row(r) for r in latest), align=ACCURACY_ALIGN, css="accuracy",
+              fold_from=ACCURACY_FOLD, anchors=tuple(record_anchor("acc", r) for r in latest)), DASH, keep=1)
+    blocks.append(table)
     notes = _accuracy_notes(latest)
+    if dropped:
+        notes.append(Cell("columns without data in any row, not shown: " + ", ".join(" ".join(h.split())
+                                                                                   for h in dropped)))
     if notes:
         blocks.append(Bullets(tuple(notes), "note"))
     return blocks
@@ -301,13 +287,30 @@ def key_figure(r: ResultRecord) -> str:
 SUMMARY_HEADERS = ("model", "configuration", "kind", "key figure", "verdict")
 
 
-def summary_rows(results: Results) -> list[tuple[str, str, str, str, Cell]]:
-    """model, configuration, kind, key figure, outcome (coloured by the recorded verdict)."""
+def summary_records(results: Results) -> list[ResultRecord]:
+    """The newest record of every test, in the summary's order (model, configuration, kind, key figure)."""
     latest = results.latest_tests()
     names = labels(r.config for r in latest)
-    rows = [(str(r.model or "-"), names[r.config], r.kind, key_figure(r), Cell(str(r.outcome or "?"), status_of(r)))
+    return sorted(latest, key=lambda r: (str(r.model or "-"), names[r.config], r.kind, key_figure(r)))
+
+
+def summary_rows(results: Results) -> list[tuple[str, str, str, str, Cell]]:
+    """model, configuration, kind, key figure, outcome (coloured by the recorded verdict; an
+    inconclusive verdict a passed test allowed says ``inconclusive (allowed)``, never ``passed``)."""
+    latest = summary_records(results)
+    names = labels(r.config for r in latest)
+    return [(str(r.model or "-"), names[r.config], r.kind, key_figure(r), Cell(outcome_text(r), status_of(r)))
             for r in latest]
-    return sorted(rows, key=lambda row: row[:4])
+
+
+def summary_table(results: Results) -> Table:
+    """Every test's newest result, one row each, the reason a test did not pass last (whole; the
+    HTML folds a long one); each row the target of its verdict matrix cell."""
+    latest = summary_records(results)
+    rows = tuple((*row, Cell(one_line(r.meta.reason) if r.outcome != "passed" else "", status_of(r)))
+                 for row, r in zip(summary_rows(results), latest, strict=True))
+    return Table((*SUMMARY_HEADERS, "why"), rows, css="summary", fold_from=len(SUMMARY_HEADERS),
+                 anchors=tuple(record_anchor("test", r) for r in latest))
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,6 +319,16 @@ def summary_rows(results: Results) -> list[tuple[str, str, str, str, Cell]]:
 
 def _run_label(run: Run) -> str:
     return f"{run.started or DASH}\n{run.run_id}"
+
+
+def _history_cell(text: str, record: ResultRecord | None, regression: bool) -> Text:
+    """A run's figure in one series, with the verdict its test recorded (a failed and an allowed
+    inconclusive 50-image run do not look alike) and REGRESSION when the history flags it."""
+    if record is None:
+        return Cell(text + "\nREGRESSION", BAD) if regression else text
+    status = status_of(record)
+    words = STATUS_WORDS.get(status, str(record.outcome or DASH))
+    return Cell(f"{text}\n{words}" + (", REGRESSION" if regression else ""), BAD if regression else status)
 
 
 def history_block(history: ModelHistory, regressions: Sequence[Regression]) -> Table | None:
@@ -334,13 +347,11 @@ def history_block(history: ModelHistory, regressions: Sequence[Regression]) -> T
             scored = p.accuracy.get(c)
             text = DASH if scored is None else _pair(pct(scored.top1), pct(scored.top5)) + (
                 f" on {scored.images:,}" if scored.images else "")  # top-1 is compared over as many images only
-            bad = (p.run.run_id, TOP1, c) in flagged
-            cells.append(Cell(text + "\nREGRESSION", BAD) if bad else text)
+            cells.append(_history_cell(text, p.records.get((TOP1, c)), (p.run.run_id, TOP1, c) in flagged))
         for c in history.throughput_series:
             best = p.throughput.get(c)
             text = DASH if best is None else f"{fmt_figure(best[1])} (bs{best[0]})"
-            bad = (p.run.run_id, THROUGHPUT, c) in flagged
-            cells.append(Cell(text + "\nREGRESSION", BAD) if bad else text)
+            cells.append(_history_cell(text, p.records.get((THROUGHPUT, c)), (p.run.run_id, THROUGHPUT, c) in flagged))
         rows.append(tuple(cells))
     return Table(headers, tuple(rows), align=("l", "l") + ("r",) * (len(headers) - 2), css="history")
 
@@ -382,7 +393,7 @@ def _ascend_cell(ascend: Mapping[str, Any]) -> str:
         if npu.get("chips"):
             cells.append(f"npu-smi: {', '.join(map(str, npu['chips']))} ({len(devices)} device(s))")
         else:
-            cells.append(f"npu-smi: unreadable ({short(npu.get('error'), 120)})")
+            cells.append(f"npu-smi: unreadable ({one_line(npu.get('error'))})")
     return ", ".join(cells) or DASH
 
 

@@ -21,15 +21,15 @@ from harness.judge.ratios import best_batch
 from harness.records.parts import BASELINE, MEASURED, Configuration
 from harness.records.results import Results, sort_key
 from harness.records.schema import PerfRatioRecord, PerfRecord
-from harness.report.render import BAD, Cell, Table, Text
+from harness.report.render import BAD, Cell, Table, Text, without_empty_columns
 from harness.report.tables import (
     DASH,
     fmt_figure,
     fmt_ratio,
+    one_line,
     reason_note,
-    short,
-    status_of,
 )
+from harness.report.verdicts import status_of
 from harness.specs import SINGLE_STREAM, ChipSpec, load_chips
 
 CLOCK_NAMES = {"device_compute": "device compute", "wall": "wall"}
@@ -162,7 +162,7 @@ def _baseline_column(chip: ChipSpec, model: str, baselines_dir: Path | None) -> 
         return ChipColumn(chip.name, config, {}, "", "baseline", path.name, notes=(f"unreadable baseline file: {exc}",))
     if not every:
         return ChipColumn(chip.name, config, {}, "", "baseline", path.name,
-                          notes=(f"no {chip.name} figures for {model} in {path}",))
+                          notes=(f"no {chip.name} figures for {model} in {_shown(path)}",))
     scenarios = sorted({f.scenario for f in every})
     shown = SINGLE_STREAM if SINGLE_STREAM in scenarios else scenarios[0]
     figures = [f for f in every if f.scenario == shown]
@@ -180,6 +180,14 @@ def _baseline_column(chip: ChipSpec, model: str, baselines_dir: Path | None) -> 
         origin="baseline", source=f"{path.name} ({', '.join(sorted({f.source for f in figures}))})", notes=tuple(notes),
         best=(top.batch_size, top.per_card(chip)) if top is not None else None,
     )
+
+
+def _shown(path: Path) -> str:
+    """A file the report names itself (a baseline file): relative to the working directory when inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except (ValueError, OSError):
+        return str(path)
 
 
 def _gate_for(config: Configuration, baseline: str,
@@ -249,7 +257,7 @@ def _gate_note(r: RatioColumn) -> Cell:
             f"{r.name}: no gate record in the results (test_throughput_ratio did not run for this configuration)"
         )
     if gate.outcome == "skipped" or gate.result.ratio is None:
-        why = f": {short(gate.meta.reason)}" if gate.meta.reason else ""
+        why = f": {one_line(gate.meta.reason)}" if gate.meta.reason else ""
         return Cell(f"{r.name}: gate {gate.outcome}{why}", status_of(gate))
     res = gate.result
     head = (f"{r.name}: gate {str(gate.outcome).upper()} in run {gate.meta.run_id}: recorded ratio {res.ratio:.4f} "
@@ -295,16 +303,27 @@ def _column_header(c: ChipColumn) -> str:
     return f"{c.name}\n{clock}\n{c.origin}: {c.source}"
 
 
-def throughput_block(table: ThroughputTable) -> Table:
+def _best_cell(c: ChipColumn) -> Text:
+    """A column's best batch, coloured by its perf test's recorded verdict (harness.report.verdicts:
+    figures read with --measurements are neither a pass nor a skip); a baseline file's is data."""
+    if c.best is None:
+        return DASH
+    text = f"{fmt_figure(c.best[1])} (bs{c.best[0]})"
+    return Cell(text, status_of(c.record)) if c.record is not None else text
+
+
+def throughput_block(table: ThroughputTable) -> tuple[Table, tuple[str, ...]]:
+    """The seeds' table without the columns that have no figure in any row (a chip with no figures
+    for this model, a gate that did not run: the notes say why), and the headers of those dropped."""
     headers = ("bs", *(_column_header(c) for c in table.columns),
                *(f"{r.name}\n(>= {r.threshold:g})" for r in table.ratios))
     rows: list[tuple[Text, ...]] = []
     for bs in table.batch_sizes:
         rows.append((f"bs{bs}", *(fmt_figure(c.figures.get(bs)) for c in table.columns),
                      *(fmt_ratio(r.per_batch.get(bs)) for r in table.ratios)))
-    rows.append(("best", *(f"{fmt_figure(c.best[1])} (bs{c.best[0]})" if c.best else DASH for c in table.columns),
-                 *(_best_ratio_cell(r) for r in table.ratios)))
-    return Table(headers=headers, rows=tuple(rows), align=("l",) + ("r",) * (len(headers) - 1), css="perf")
+    rows.append(("best", *(_best_cell(c) for c in table.columns), *(_best_ratio_cell(r) for r in table.ratios)))
+    return without_empty_columns(
+        Table(headers=headers, rows=tuple(rows), align=("l",) + ("r",) * (len(headers) - 1), css="perf"), DASH)
 
 
 def column_notes(table: ThroughputTable) -> list[Text]:
