@@ -13,10 +13,12 @@ from dataclasses import replace
 from typing import Any
 
 from harness.judge.baselines import Figure
+from harness.model import fast_eval
 from harness.records.parts import (
     MEASURED,
     Configuration,
     Published,
+    Quantization,
     Reference,
     Scores,
     Setup,
@@ -66,6 +68,7 @@ def evaluation_parts(ev: Evaluation, config: Configuration, dataset_name: str | 
             max_abs_diff=float(f"{ev.agreement.max_abs_diff:.4g}"),
             **reference_provenance(ev.reference_origin),
         ),
+        "quantization": Quantization.of(ev.quantization),  # int8 runs: calibration, quantizer, logit ties
     }
 
 
@@ -76,7 +79,8 @@ def reference_provenance(origin: Mapping[str, Any] | None) -> dict[str, Any]:
         return {}
     check, imported = origin.get("check"), origin.get("imported_from")
     fields: dict[str, Any] = {"reference_computed": reference_computed(origin),
-                              "reference_origin": origin.get("origin")}
+                              "reference_origin": origin.get("origin"),
+                              "reference_path": fast_eval.describe_path(origin.get("reference_path"))}
     if isinstance(imported, Mapping):
         fields.update(reference_file=imported.get("file"), reference_file_sha256=imported.get("file_sha256"))
     if isinstance(check, ReferenceCheck):

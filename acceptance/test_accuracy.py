@@ -37,13 +37,14 @@ EMBEDDED = "embedded synthetic images"
 
 
 def certify_or_localize(gates: list[Gate], what: str, request: pytest.FixtureRequest, workbench: Workbench,
-                        chip: ChipSpec, ev: Evaluation, record: RecordWriter) -> None:
+                        chip: ChipSpec, ev: Evaluation, record: RecordWriter, scope: str = "") -> None:
     """:func:`certify`; when a gate's verdict is fail (not inconclusive: too few images is no loss
     to localise) and ``--localize-on-fail`` is on, localise the loss first on the run's own logits.
-    The failure stays the gates' message, plus the summary's last line, or one line saying why
+    The failure stays the gates' message (its first line the verdict, harness.judge.gates.certify;
+    ``scope``: the images judged), plus the summary's last line, or one line saying why
     localisation did not run: localisation never hides or replaces the verdict."""
     try:
-        certify(gates, what)
+        certify(gates, what, scope)
     except NotCertified as exc:
         if not session_state(request.config).localize or all(g.verdict != "fail" for g in gates):
             raise
@@ -76,9 +77,9 @@ def skip_random_weights(workbench: Workbench, what: str) -> None:
     """``--weights random`` never certifies accuracy or agreement: a skip that says why (a failure
     under --strict-certification). Conversion parity and throughput need no real weights."""
     if workbench.cfg.weights == "random":
-        pytest.skip(f"{what} not certified: --weights random; an accuracy or agreement verdict needs the pretrained "
-                    "weights the published figure was measured with (random weights certify conversion, "
-                    "pytest -m conversion, and throughput, pytest -m perf)")
+        pytest.skip(f"--weights random: an {what} verdict needs the pretrained weights the published figure was "
+                    "measured with; pass --weights pretrained (the default). Random weights certify conversion, "
+                    "pytest -m conversion, and throughput, pytest -m perf")
 
 
 def reference_cause(ev: Evaluation) -> str:
@@ -96,11 +97,12 @@ def test_accuracy(
     config = configuration(workbench, model_spec, chip_spec, batch_size)
     record.start(AccuracyRecord(config=config, published=published(model_spec)))
     if workbench.cfg.imagenet is None:
-        pytest.skip("accuracy not certified: no ImageNet given; pass --imagenet DIR "
+        pytest.skip("no ImageNet given; pass --imagenet DIR "
                     "(DIR/val/*.JPEG with DIR/val_label.txt, or an ImageFolder tree DIR/val/<wnid>/*.JPEG)")
     skip_random_weights(workbench, "accuracy")
     ev = workbench.evaluate(model_spec, chip_spec, batch_size, "imagenet")
     record.update(**evaluation_parts(ev, config))
+    policy = policy.for_precision(ev.precision)  # int8: [int8] agreement_min_top1
     tolerance = tolerance_for(policy, model_spec)
     gates = reference_gates(ev.reference, model_spec.published, ev.coverage, tolerance, policy.reference,
                             policy.accuracy.confidence, cause=reference_cause(ev))
@@ -112,7 +114,7 @@ def test_accuracy(
     record.update(judgement=Judgement.of(gates, not_checked),
                   verdicts=Verdicts.of(verdict_fields(gates), ev.coverage.as_record()))
     certify_or_localize(gates, f"{model_spec.name} on {chip_spec.name} bs{batch_size} ({ev.coverage.describe()})",
-                        request, workbench, chip_spec, ev, record)
+                        request, workbench, chip_spec, ev, record, scope=ev.coverage.short())
 
 
 @pytest.mark.agreement
@@ -126,7 +128,7 @@ def test_agreement(
     skip_random_weights(workbench, "agreement")
     ev = workbench.evaluate(model_spec, chip_spec, batch_size, "embedded")
     record.update(**evaluation_parts(ev, config, dataset_name=EMBEDDED))
-    gate = agreement_gate(ev.agreement, policy, "torch")
+    gate = agreement_gate(ev.agreement, policy.for_precision(ev.precision), "torch")
     record.update(judgement=Judgement.of([gate]))
     certify_or_localize([gate], f"{model_spec.name} on {chip_spec.name} bs{batch_size} ({EMBEDDED})",
-                        request, workbench, chip_spec, ev, record)
+                        request, workbench, chip_spec, ev, record, scope=EMBEDDED)

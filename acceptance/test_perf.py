@@ -33,8 +33,8 @@ from harness.judge.baselines import (
     read_measurements,
     save_baseline,
 )
-from harness.judge.gates import Gate, computed_check
-from harness.judge.ratios import best_batch, ratio_gate
+from harness.judge.gates import Gate, certify, computed_check
+from harness.judge.ratios import RatioCheck, best_batch, ratio_gate
 from harness.pytest.fixtures import PerfOptions, RecordWriter
 from harness.records.parts import (
     MEASURED,
@@ -223,4 +223,17 @@ def test_throughput_ratio(
                            baseline_source=check.baseline.source, baseline_note=check.baseline.note,
                            clock=check.measured.clock, detail=check.line()),
         judgement=Judgement.of(gates).with_ratio(check))
-    assert check.passed, check.line()
+    certify([ratio_as_gate(check)],
+            f"{model_spec.name} on {chip_spec.name} vs {perf_rule.baseline} ({perf_rule.source})")
+
+
+def ratio_as_gate(check: RatioCheck) -> Gate:
+    """A throughput rule as a gate, for the verdict's message (harness.judge.gates.certify): named with its
+    scenario and clock, its line (RatioCheck.line) as the detail; the record keeps ``gate_ratio_vs_<chip>``."""
+    m, b = check.measured, check.baseline
+    name = f"ratio_vs_{check.rule.baseline} ({m.scenario}, {m.clock})"
+    return Gate(name=name, measured=check.ratio, threshold=check.rule.min_ratio,
+                passed=check.passed, detail=check.line().split(f"{name}: ", 1)[-1],
+                summary=(f"{check.ratio:.4f} {'>=' if check.passed else '<'} {check.rule.min_ratio:g} "
+                         f"(bs{m.batch_size} {check.measured_per_card:.1f} vs {b.chip} bs{b.batch_size} "
+                         f"{check.baseline_per_card:.1f} images/s per card)"))

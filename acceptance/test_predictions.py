@@ -144,6 +144,7 @@ def _unverified(origin: Mapping[str, Any], policy: Policy) -> Gate:
     where = f"the reference file {imported.get('file')}" if isinstance(imported, Mapping) else "the cached reference"
     return Gate(name="reference_verified", measured=0.0, threshold=0.0, verdict="inconclusive",
                 passed=passes_by_policy("inconclusive", policy),
+                summary="the reference could not be checked here (its weights are not here: --weights-dir DIR)",
                 detail=(f"reference not verified: the weights are not here, so torch could not recompute a sample of "
                         f"{where} (computed by torch {origin.get('torch')} on {origin.get('computed_host')}); "
                         "a verdict "
@@ -226,6 +227,7 @@ def test_predictions_accuracy(
             "as (a part of) the ILSVRC2012 validation set")}
         paired_why = "result.json states figures only: no per-image predictions to pair with the torch reference"
         what, scope = f"{model_spec.name} figures stated by {stated}", covered["dataset_coverage_detail"]
+        short = f"{reported.count:,} images (unknown)"
     else:
         label_path, labels, canonical = _labels(workbench, model_spec.num_classes)
         score = score_folder(folder, labels, model_spec.num_classes, workbench.cfg.on_label_mismatch)
@@ -265,6 +267,7 @@ def test_predictions_accuracy(
                 top1_agreement=round(pairing.agreement.top1_agreement, 4),
                 max_abs_diff=float(f"{pairing.agreement.max_abs_diff:.4g}"), **reference_provenance(reference[2])))
         what, scope = f"{model_spec.name} predictions from {folder}", coverage.describe()
+        short = coverage.short()
         if pairing is not None and pairing.unpaired:
             paired_on = (f"paired with the torch reference on {pairing.reference.count:,} of {acc.count:,} images: "
                          f"{len(pairing.unpaired):,} predicted images are not among --imagenet's (e.g. "
@@ -277,6 +280,6 @@ def test_predictions_accuracy(
                   verdicts=Verdicts.of({**verdict_fields(gates), **paired_counts}, covered))
     if not any(g.decided for g in gates):
         published_why = "; ".join(f"{g.name} {g.verdict}" for g in gates) or "no published figure"
-        pytest.skip(f"{what} not certified, no gate could decide: paired gate not run: {paired_why}; published gate "
-                    f"decides on the full validation set only ({published_why})")
-    certify(gates, f"{what} ({scope})" + (f"; paired gate not run: {paired_why}" if paired_why else ""))
+        pytest.skip(f"no gate could decide: paired gate not run: {paired_why}; published gate decides on the full "
+                    f"validation set only ({published_why})\n{what} ({scope})")
+    certify(gates, f"{what} ({scope})" + (f"; paired gate not run: {paired_why}" if paired_why else ""), short)

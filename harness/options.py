@@ -130,6 +130,17 @@ def existing_dir(what: str) -> Parse:
     return _named(parse, what)
 
 
+def shard(text: str) -> tuple[int, int]:
+    """``K/N``: the K-th of N shards, 1 <= K <= N (``--shard 2/4``: harness.pytest.shard)."""
+    index, slash, count = text.partition("/")
+    if not (slash and _digits(index) and _digits(count)):
+        raise argparse.ArgumentTypeError(f"expected a shard K/N, the K-th of N runners (like 2/4), got {text!r}")
+    k, n = int(index), int(count)
+    if not 1 <= k <= n:
+        raise argparse.ArgumentTypeError(f"expected a shard K/N with 1 <= K <= N (like 2/4), got {text!r}")
+    return k, n
+
+
 def backend_name(text: str) -> str:
     """A backend's name (``onnxruntime``, ``openvino``...). Whether it is registered is checked when the
     chip is resolved (``harness.pytest.plugin``, the localize command), not here: a plugin given with
@@ -184,8 +195,9 @@ CACHE_DIR = Option("--cache-dir", "the artifact cache (default: $MZC_CACHE_DIR o
                    metavar="DIR", type=path)
 BACKEND = Option("--backend", "run the chip(s) on another backend of harness/backends (e.g. openvino on cpu); "
                  "default: the chip's in fixtures/chips.toml", metavar="NAME", type=backend_name)
-PRECISION = Option("--precision", "compile at this precision; default: the chip's in fixtures/chips.toml",
-                   choices=PRECISIONS)
+PRECISION = Option("--precision", "compile at this precision (int8: post-training quantization on onnxruntime "
+                   "and openvino, calibrated apart from the scored images; docs/int8.md); default: the chip's in "
+                   "fixtures/chips.toml", choices=(*PRECISIONS, "int8"))
 BASELINES_DIR = Option("--baselines-dir", "perf baselines, one <chip>.csv each (default: fixtures/baselines)",
                        metavar="DIR", type=path)
 
@@ -258,6 +270,21 @@ NO_LOCALIZE = Option("--no-localize", "do not localise a failed accuracy or agre
                      action="store_false")
 LOCALIZE_DIR = Option("--localize-dir", "where localisation writes layers.csv and summary.json, one folder per test "
                       "(default: <report-dir>/localize)", metavar="DIR", type=path)
+SHARD = Option("--shard", "run only the K-th of N shards of the selected tests (one runner each; every model's tests "
+               "in one shard, balanced by --shard-durations; docs/nightly.md, Sharding); python -m harness merge "
+               "checks and joins the shards' results files", metavar="K/N", type=shard)
+SHARD_DURATIONS = Option("--shard-durations", "results files or a folder of *.jsonl (an earlier night's) whose test "
+                         "durations balance --shard; absent or without records: every test weighs the same. Every "
+                         "shard must be given the same", metavar="PATH", type=path)
+CALIBRATION = Option("--calibration", "int8: calibrate on these images (laid out like --imagenet) instead of "
+                     "splitting " + describe("int8.calibration_images") + " off the scored data; the run refuses "
+                     "if any of them is also scored (same file content)", metavar="DIR",
+                     type=existing_dir("a folder of calibration images laid out like --imagenet"))
+KEEP_FLOAT = Option("--keep-float", "int8: keep these ONNX nodes in float (the way back to float: "
+                    "benchmarks/bench_int8.py --search finds the fewest that make a failing quantization pass; "
+                    "docs/int8.md)",
+                    metavar="NODE,NODE", type=names("node names", "/blocks/blocks.0/blocks.0.0/conv_dw/Conv"),
+                    default=())
 STRICT_CERTIFICATION = _flag("--strict-certification", "a skipped accuracy, agreement or perf certification fails "
                              "(with the skip's reason): a run that certifies nothing is not green")
 
@@ -265,6 +292,7 @@ PYTEST_OPTIONS = (
     IMAGENET, IMAGENET_LABELS, LIMIT, INCONCLUSIVE, MODELS, CHIP, BACKEND, PRECISION, INPUT, DECODE, BATCH_SIZES,
     WEIGHTS, WEIGHTS_DIR, CACHE_DIR, VERIFY_CACHE, NO_DOWNLOAD, PREPROCESS, OPSET, WORKERS, THREADS, ON_LABEL_MISMATCH,
     MEASUREMENTS, SAVE_BASELINE, BASELINES_DIR, SCENARIO, COMPARE_VENDOR_TOOL, DEVICE_IDS, PREDICTIONS, RESULTS,
-    REPORT_DIR, NO_REPORT, LOCALIZE_ON_FAIL, NO_LOCALIZE, LOCALIZE_DIR, STRICT_CERTIFICATION,
+    REPORT_DIR, NO_REPORT, LOCALIZE_ON_FAIL, NO_LOCALIZE, LOCALIZE_DIR, STRICT_CERTIFICATION, SHARD, SHARD_DURATIONS,
+    CALIBRATION, KEEP_FLOAT,
 )
 """The pytest plugin's options, in ``pytest --help`` order."""

@@ -168,7 +168,8 @@ def test_a_failed_gate_is_localised_and_its_message_ends_with_the_node(
     with pytest.raises(NotCertified) as caught:
         _hook(request, [FAILED], failed_run)
     message = str(caught.value)
-    assert message.startswith("small_cnn on cpu bs8 is not certified (verdict: fail):\nFAIL paired_top1: drop 12.00")
+    assert message.startswith("FAIL paired_top1: 12 vs 1\n"  # the verdict line first (harness.judge.headline)
+                              "small_cnn on cpu bs8 is not certified (verdict: fail):\nFAIL paired_top1: drop 12.00")
     assert message.endswith(f"\nfirst divergent node: {FAULT_NODE} (Conv)")
     out = localize_dir(request.config, request.node.name)
     assert out.parent == localize_here and (out / "summary.json").is_file() and (out / "layers.csv").is_file()
@@ -230,7 +231,7 @@ def test_when_localisation_cannot_run_the_verdict_stands_with_one_line_why(
             record,
         )
     head, last = str(caught.value).rsplit("\n", 1)
-    assert head == f"small_cnn is not certified (verdict: fail):\n{FAILED.line()}"
+    assert head == f"FAIL paired_top1: 12 vs 1\nsmall_cnn is not certified (verdict: fail):\n{FAILED.line()}"
     assert last.startswith("localisation did not run: ")
     if case == "not applicable":
         assert last == f"localisation did not run: {double.NAME} runs fp32 only, not 'fp16'"

@@ -77,11 +77,14 @@ def test_each_family_has_its_outcome(tmp_path: Path) -> None:
     assert "no GPU: run on a host with an NVIDIA driver" in skipped("test_not_applicable")
     assert "no Ascend driver here: install CANN" in skipped("test_not_applicable_in_a_fixture")
     assert cases["test_not_applicable_in_a_fixture"].find("error") is None  # a skip, not a setup error
-    for name, message in (("test_not_certified", "NotCertified: top-1 73.1 < floor 76.618"),
-                          ("test_usage_error", "UsageError: --limit must be positive, got 0"),
-                          ("test_not_ready", "NotReady: device 0 is busy: process 4242 runs on it")):
+    for name, message, kind in (
+            ("test_not_certified", "FAIL: top-1 73.1 < floor 76.618", "certification failure"),
+            ("test_usage_error", "ERROR UsageError: --limit must be positive, got 0", "error"),
+            ("test_not_ready", "ERROR NotReady: device 0 is busy: process 4242 runs on it", "error")):
         text = failure(name)
-        assert text.strip() == message, text  # the verdict alone: no traceback
+        assert text.strip() == message, text  # the verdict alone, its word first: no traceback
+        element = cases[name].find("failure")
+        assert element is not None and element.get("message") == message and element.get("type") == kind
     assert "def deep_helper" in failure("test_other_harness_error")  # a broken tool keeps its traceback
     assert "assert 1 == 2" in failure("test_plain_assertion")  # pytest's own reports are untouched
     assert proc.returncode == 1

@@ -11,6 +11,7 @@ path (harness/pytest/rootdir.py), and only the space form shows it.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -20,13 +21,15 @@ import sys
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+
+from tests.readme_collect import equals_form
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -126,7 +129,8 @@ def documented_commands() -> tuple[Command, ...]:
         for number, snippet in _markdown_snippets(doc):
             for argv in _shell_commands(snippet):
                 args = _pytest_args(argv)
-                if args is not None:
+                # a usage line ([--opt A|B]) is not a command to run, as for the harness commands below
+                if args is not None and not any(a.startswith("[") or "|" in a for a in args):
                     found.append(Command(f"{doc.relative_to(ROOT)}:{number}", tuple(args)))
     for workflow in WORKFLOWS:
         for step, text, matrix in _workflow_runs(workflow):
@@ -194,29 +198,6 @@ def _substitute(args: tuple[str, ...], data: DataPaths, out: Path) -> list[str]:
     return result
 
 
-@cache
-def _value_options() -> frozenset[str]:
-    """Long options that take a value, as ``pytest --help`` shows them (``--imagenet=DIR``)."""
-    proc = subprocess.run([sys.executable, "-m", "pytest", "--help"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env=_env())
-    return frozenset(re.findall(r"(--[\w-]+)=\S", proc.stdout))
-
-
-def _equals_form(args: list[str]) -> list[str]:
-    """The same command with every long option's value joined by ``=``."""
-    takes_value = _value_options()
-    joined: list[str] = []
-    i = 0
-    while i < len(args):
-        if args[i] in takes_value and i + 1 < len(args):
-            joined.append(f"{args[i]}={args[i + 1]}")
-            i += 2
-        else:
-            joined.append(args[i])
-            i += 1
-    return joined
-
-
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "MZC_"))}
     env["MZC_PROGRESS"] = "0"
@@ -236,15 +217,15 @@ def _without_own_tests(args: list[str]) -> tuple[str, ...]:
     return () if any(a.startswith("tests") for a in args) else (f"--ignore-glob={ROOT / 'tests'}/*",)
 
 
-def _collected(args: list[str]) -> tuple[list[str], str]:
-    proc = _run(args, "--collect-only", "-q", *_without_own_tests(args))
-    output = proc.stdout + proc.stderr
+def _collected(args: list[str], result: dict[str, Any]) -> tuple[list[str], str]:
+    """The node ids of one collection (tests/readme_collect.py's result), after checking it went through."""
+    output = result["stdout"] + result["stderr"]
     assert "unrecognized arguments" not in output and "usage:" not in output, (
         f"pytest {shlex.join(args)} stopped at the argument parser:\n{output[-3000:]}")
     assert "PytestUnknownMarkWarning" not in output and "Unknown pytest.mark" not in output, (
         f"pytest {shlex.join(args)} does not know a marker (ini-file not read?):\n{output[-3000:]}")
-    assert proc.returncode in (0, 5), f"pytest {shlex.join(args)} exited {proc.returncode}:\n{output[-3000:]}"
-    ids = [line for line in proc.stdout.splitlines() if "::" in line]
+    assert result["code"] in (0, 5), f"pytest {shlex.join(args)} exited {result['code']}:\n{output[-3000:]}"
+    ids = [line for line in result["stdout"].splitlines() if "::" in line]
     return ids, output
 
 
@@ -277,20 +258,32 @@ HEADLINE_VARIANTS = [(where, relative) for where in ("outside", "inside") for re
 
 
 class Collections:
-    """Every collection the tests below compare, started at once, two at a time.
+    """Every collection the tests below compare, in both forms, made in one subprocess.
 
-    A collection imports the whole suite (~8 s); pytest runs these tests on one core, so two
-    subprocesses at a time halve the wait. Identical argument lists are collected once.
+    tests/readme_collect.py runs them one after the other with ``pytest.main``: the suite's imports
+    (~7 s) are paid once instead of once per collection (a subprocess each, ~50 of them). Identical
+    argument lists are collected once.
     """
 
-    def __init__(self, outside: Path, inside: Path, out: Path):
+    def __init__(self, outside: Path, inside: Path, out: Path, work: Path):
         self.outside, self.inside, self.out = outside, inside, out
-        self._pool = ThreadPoolExecutor(max_workers=2)
-        self._futures: dict[tuple[str, ...], Future[tuple[list[str], str]]] = {}
-        for command in documented_commands():
-            self.submit_both(self.documented(command))
-        for where, relative in HEADLINE_VARIANTS:
-            self.submit_both(self.headline(where, relative))
+        commands = [self.documented(c) for c in documented_commands()]
+        commands += [self.headline(where, relative) for where, relative in HEADLINE_VARIANTS]
+        jobs = [{"args": args, "extra": ["-p", "no:cacheprovider", "--collect-only", "-q", *_without_own_tests(args)]}
+                for args in commands]
+        (work / "in.json").write_text(json.dumps(jobs))
+        proc = subprocess.run([sys.executable, "-m", "tests.readme_collect", str(work / "in.json"),
+                               str(work / "out.json")], cwd=ROOT, capture_output=True, text=True, timeout=900,
+                              env=_env())
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        answer = json.loads((work / "out.json").read_text())
+        self.value_options = frozenset(answer["value_options"])
+        self._joined: dict[tuple[str, ...], list[str]] = {}
+        self._results: dict[tuple[str, ...], dict[str, Any]] = {}
+        for args, found in zip(commands, answer["results"], strict=True):
+            self._joined[tuple(args)] = found["joined"]
+            self._results[tuple(args)] = found["typed_result"]
+            self._results[tuple(found["joined"])] = found["joined_result"]
 
     def documented(self, command: Command) -> list[str]:
         return _substitute(command.args, _make_data(self.outside, relative=False), self.out)
@@ -299,23 +292,17 @@ class Collections:
         data = _make_data(self.outside if where == "outside" else self.inside, relative)
         return _substitute(_headline().args, data, self.out)
 
-    def submit_both(self, args: list[str]) -> None:
-        for form in (args, _equals_form(args)):
-            if tuple(form) not in self._futures:
-                self._futures[tuple(form)] = self._pool.submit(_collected, form)
+    def joined(self, args: list[str]) -> list[str]:
+        """``args`` with every long option's value joined by ``=``."""
+        return self._joined[tuple(args)]
 
     def result(self, args: list[str]) -> tuple[list[str], str]:
-        return self._futures[tuple(args)].result()
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        return _collected(args, self._results[tuple(args)])
 
 
 @pytest.fixture(scope="module")
-def collections(outside: Path, inside: Path, out: Path) -> Iterator[Collections]:
-    planned = Collections(outside, inside, out)
-    yield planned
-    planned.close()
+def collections(outside: Path, inside: Path, out: Path, tmp_path_factory: pytest.TempPathFactory) -> Collections:
+    return Collections(outside, inside, out, tmp_path_factory.mktemp("collections"))
 
 
 def test_the_docs_hold_the_commands_we_promise() -> None:
@@ -323,14 +310,81 @@ def test_the_docs_hold_the_commands_we_promise() -> None:
     where = {c.where.split(":")[0] for c in commands}
     assert {"README.md", "docs/nightly-workflow.yml"} <= where, where
     assert any("--imagenet" in c.args for c in commands)
-    assert sum(c.where.startswith("docs/nightly-workflow.yml") for c in commands) == 4  # one per matrix chip
+    nightly = [c.where for c in commands if c.where.startswith("docs/nightly-workflow.yml") and "[" in c.where]
+    assert {"Ascend310", "Ascend310P3", "T4", "cpu"} <= {w.rsplit("[", 1)[1].rstrip("]") for w in nightly}, nightly
+
+
+# --------------------------------------------------------------------------------------------
+# The README's first two lines, and no command in it that runs whichever python/pip is on PATH
+
+README = ROOT / "README.md"
+# Without an activated venv these run another Python (or none) and install elsewhere: the README
+# says .venv/bin/python, .venv/bin/pip, as scripts/setup.sh leaves them.
+BARE = frozenset({"python", "python3", "pip", "pip3", "pytest"})
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def bare_commands(path: Path) -> list[str]:
+    """``line: command`` of every command in the Markdown file (code blocks and inline code) whose
+    program, after any leading ``NAME=value`` assignments, is a bare python, pip or pytest."""
+    found = []
+    for number, snippet in _markdown_snippets(path):
+        for argv in _shell_commands(snippet):
+            words = list(argv)
+            while words and _ASSIGNMENT.match(words[0]):
+                words.pop(0)
+            if len(words) > 1 and words[0] in BARE:  # a program named alone (`python3`) is a mention
+                found.append(f"{path.name}:{number}: {shlex.join(argv)}")
+    return found
+
+
+def test_bare_commands_are_found(tmp_path: Path) -> None:
+    doc = tmp_path / "README.md"
+    doc.write_text("Run `python -m harness report x`, `.venv/bin/python -m harness report x` (`python3`) or\n\n```sh\n"
+                   "MZC_PROGRESS=0 pip install -e '.[mutation]'   # pip\n.venv/bin/pip install -e .\n"
+                   "bash scripts/setup.sh && pytest -m perf\n```\n")
+    assert bare_commands(doc) == ["README.md:1: python -m harness report x",
+                                  "README.md:4: MZC_PROGRESS=0 pip install -e '.[mutation]'",
+                                  "README.md:6: pytest -m perf"]
+
+
+def test_every_readme_command_runs_the_venv() -> None:
+    assert bare_commands(README) == [], "write .venv/bin/python, .venv/bin/pip (as scripts/setup.sh makes them)"
+
+
+def _first_block() -> list[list[str]]:
+    """The commands of the README's first code block, which must open it (after the title)."""
+    lines = README.read_text().splitlines()
+    assert lines[0].startswith("# ") and lines[2].startswith("```") and lines[5] == "```", lines[:6]
+    return [shlex.split(line, comments=True) for line in lines[3:5]]
+
+
+def test_the_readme_opens_with_the_main_job_and_the_tests(collections: Collections) -> None:
+    """Line 1 runs the main job on its embedded default (every kind of certification, no data);
+    line 2 runs the tests as CI does (.ci/run) over both test folders. Both set up .venv first."""
+    main_job, tests = _first_block()
+    for command in (main_job, tests):
+        assert command[:3] == ["bash", "scripts/setup.sh", "&&"], command
+    assert subprocess.run(["bash", "-n", "scripts/setup.sh", "scripts/test.sh"], cwd=ROOT).returncode == 0
+
+    assert main_job[3:6] == [".venv/bin/python", "-m", "pytest"], main_job
+    collected, output = collections.result(_pytest_args(main_job[3:]) or [])
+    kinds = {node.split("::")[1].split("[")[0] for node in collected}
+    assert {"test_export_parity", "test_accuracy", "test_agreement", "test_throughput"} <= kinds, output[-3000:]
+    assert all(node.startswith("acceptance/") for node in collected), collected[:3]
+
+    assert tests[3:] == ["bash", "scripts/test.sh"], tests
+    ci = [argv for argv in _shell_commands((ROOT / ".ci/run").read_text()) if argv[:2] == ["bash", "scripts/test.sh"]]
+    assert ci, ".ci/run no longer runs the README's test command"
+    # scripts/test.sh names no path: pytest takes pyproject's testpaths, the harness tests and acceptance
+    assert 'testpaths = ["tests", "acceptance"]' in (ROOT / "pyproject.toml").read_text()
 
 
 @pytest.mark.parametrize("command", documented_commands(), ids=lambda c: c.where)
 def test_documented_command_parses_as_typed(command: Command, collections: Collections) -> None:
     args = collections.documented(command)
     typed, typed_output = collections.result(args)
-    joined, _ = collections.result(_equals_form(args))
+    joined, _ = collections.result(collections.joined(args))
     assert typed == joined, (
         f"{command.where}: the space form collects other tests than the = form:\n{typed_output[-3000:]}"
     )
@@ -344,12 +398,12 @@ def test_headline_command_with_data_anywhere(where: str, relative: bool, collect
     """(``--collect-only`` turns pytest-xdist off: the run under ``-n 2`` is the test below.)"""
     args = collections.headline(where, relative)
     typed, output = collections.result(args)
-    joined, _ = collections.result(_equals_form(args))
+    joined, _ = collections.result(collections.joined(args))
     assert typed and typed == joined, output[-3000:]
     assert all(i.startswith("acceptance/") for i in typed), typed
 
 
-def test_xdist_workers_take_the_repository_as_rootdir(outside: Path, tmp_path: Path) -> None:
+def test_xdist_workers_take_the_repository_as_rootdir(outside: Path, tmp_path: Path, collections: Collections) -> None:
     """A real run under two workers: each worker parses the typed command itself, and its JUnit
     equals the ``=`` form's (same test names, same properties, xunit1 format from the ini-file)."""
     data = _make_data(outside, relative=True)
@@ -357,7 +411,8 @@ def test_xdist_workers_take_the_repository_as_rootdir(outside: Path, tmp_path: P
             "--imagenet", data.imagenet, "--models", "resnext50_32x4d", "--no-report",
             "--results", str(tmp_path / "results.jsonl")]
     reports = {}
-    for form, args in (("typed", base + ["-n", "2"]), ("joined", _equals_form(base))):
+    joined = equals_form(base, collections.value_options)
+    for form, args in (("typed", base + ["-n", "2"]), ("joined", joined)):
         junit = tmp_path / f"{form}.xml"
         proc = _run(args, "--junitxml", str(junit))
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]

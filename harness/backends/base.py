@@ -19,6 +19,7 @@ from typing import Any, ClassVar, final
 import numpy as np
 
 from harness.backends.options import OptionReader
+from harness.backends.quantization import Quantizer
 from harness.errors import HarnessError, NotApplicable, NotReady
 from harness.specs import SINGLE_STREAM, CompileTarget
 
@@ -106,6 +107,7 @@ class Backend(ABC):
       added to the compiled artifact's cache key and manifest (``Workbench.compiled``);
     - :meth:`preflight`: raise :class:`DeviceBusy` before timing (Ascend: npu-smi);
     - :meth:`compiled_precision`: the precision the records show for a target (Ascend: the ATC mode);
+    - :meth:`quantizer`: the INT8 quantizer (``--precision int8``; none by default);
     - ``handles_uint8_input``: compiles normalization in itself (:func:`folds_uint8_input`);
     - ``threads``: the host threads the runtime runs with; None: its default, or not applicable.
 
@@ -116,6 +118,9 @@ class Backend(ABC):
     name: ClassVar[str]
     handles_uint8_input: ClassVar[bool] = False
     threads: int | None = None
+    # What quantized the artifact this backend compiled last (harness.run.int8 sets it): the types and
+    # tool a perf or accuracy record of an int8 run says, through describe(). None: nothing quantized.
+    quantization: Mapping[str, Any] | None = None
 
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
@@ -163,6 +168,12 @@ class Backend(ABC):
     def compiled_precision(self, target: CompileTarget) -> str:
         """The precision the records show for a model compiled for ``target``."""
         return target.precision
+
+    def quantizer(self) -> Quantizer:
+        """This backend's INT8 post-training quantizer (harness.backends.quantization); by default
+        there is none: ``--precision int8`` is then a skip that says so."""
+        raise BackendUnavailable(f"the {self.name} backend has no INT8 quantizer here; --precision int8 runs on "
+                                 "onnxruntime (CPU) and openvino")
 
 
 _BACKENDS: dict[str, str] = {

@@ -52,13 +52,16 @@ from harness.backends.base import (
     InferenceError,
     Session,
 )
+from harness.backends.openvino_quantize import NncfQuantizer
 from harness.backends.options import OptionReader
 from harness.specs import OFFLINE, SINGLE_STREAM, CompileTarget
 
 ARTIFACT_NAME = "model.xml"
 INSTALL_HINT = "pip install 'openvino>=2024.0' (or: pip install -e '.[openvino]')"
-# The suite's precision names -> OpenVINO element type names for INFERENCE_PRECISION_HINT.
-PRECISION_HINTS: Mapping[str, str] = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+# The suite's precision names -> OpenVINO element type names for INFERENCE_PRECISION_HINT. An int8 IR
+# (NNCF's, harness.backends.openvino_quantize) runs its quantized layers in int8 whatever the hint, and
+# the rest in the hint's precision: f32, said explicitly as for fp32 (a BF16 CPU would run bf16).
+PRECISION_HINTS: Mapping[str, str] = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
 # OPTIMIZATION_CAPABILITIES a device must list to run a reduced precision natively.
 _CAPABILITY = {"bf16": "BF16", "f16": "FP16"}
 # What an x86 CPU needs for the CPU plugin to list them, for the refusal message.
@@ -272,6 +275,9 @@ class OpenVinoBackend(Backend):
     def _check_precision(self, precision: str) -> str:
         """The hint for ``precision``; refuses one the device cannot run natively (unless allowed)."""
         hint = precision_hint(precision)
+        if precision == "int8" and "INT8" not in self.capabilities():
+            raise BackendUnavailable(f"openvino {self.device} cannot run int8: its OPTIMIZATION_CAPABILITIES are "
+                                     f"{', '.join(self.capabilities())}, no INT8")
         needed = _CAPABILITY.get(hint)
         if not needed or self.allow_precision_fallback:
             return hint
@@ -291,8 +297,9 @@ class OpenVinoBackend(Backend):
         """Convert ``onnx_path`` to an IR with the batch fixed to ``target.batch_size``."""
         self._check_precision(target.precision)
         ov = _ov()
-        try:
-            model = ov.convert_model(str(onnx_path))
+        try:  # an IR is NNCF's quantized model (--precision int8); anything else an ONNX file
+            model = (self.core().read_model(str(onnx_path)) if Path(onnx_path).suffix == ".xml"
+                     else ov.convert_model(str(onnx_path)))
         except Exception as exc:  # the frontends raise their own exception types
             raise InferenceError(f"openvino could not convert {onnx_path}: {type(exc).__name__}: {exc}") from exc
         if len(model.inputs) != 1:
@@ -370,6 +377,10 @@ class OpenVinoBackend(Backend):
         finally:
             del session, compiled
 
+    def quantizer(self) -> NncfQuantizer:
+        """NNCF's post-training quantization of the IR (:mod:`harness.backends.openvino_quantize`)."""
+        return NncfQuantizer()
+
     def describe(self) -> dict[str, Any]:
         """Backend, version, device and, per precision opened so far, what the device really ran."""
         described: dict[str, Any] = {
@@ -382,6 +393,8 @@ class OpenVinoBackend(Backend):
             "threads": self.threads or os.cpu_count(),
             "sessions": {k: dict(v) for k, v in self.opened.items()},
         }
+        if self.quantization:
+            described["quantization"] = dict(self.quantization)
         isa_cap = {name: os.environ[name] for name in ISA_CAP_VARIABLES if name in os.environ}
         if isa_cap:
             # The capabilities and precisions of a capped run are not the machine's own: say so.

@@ -8,4 +8,5 @@ Add a command by adding its module to :data:`COMMANDS`.
 
 from __future__ import annotations
 
-COMMANDS = ("harness.cli.report", "harness.cli.localize", "harness.cli.models", "harness.cli.reference")
+COMMANDS = ("harness.cli.report", "harness.cli.localize", "harness.cli.models", "harness.cli.reference",
+            "harness.cli.merge")

@@ -153,6 +153,11 @@ class Coverage:
         return (f"other: {self.images:,} images that are not the ILSVRC2012 validation set "
                 f"({self.recognised_by}); chosen by {self.chosen_by}")
 
+    def short(self) -> str:
+        """A few words for a message's first line (harness.judge.headline): ``1,300 images (subset)``;
+        :meth:`describe` follows on a later line."""
+        return f"{self.images:,} images ({self.kind})"
+
     def as_record(self) -> dict[str, object]:
         """The record fields: ``dataset_coverage``, ``images``, and the explanation."""
         return {"dataset_coverage": self.kind, "images": self.images, "dataset_coverage_detail": self.describe()}

@@ -24,6 +24,7 @@ import numpy as np
 from harness.data.coverage import Coverage
 from harness.errors import NotCertified
 from harness.judge.baselines import BaselineError
+from harness.judge.headline import FAIL, INCONCLUSIVE, compose, needed_text
 from harness.judge.metrics import Accuracy, Parity, topk_predictions, wilson_interval
 from harness.judge.paired import (
     PairedVerdict,
@@ -53,7 +54,9 @@ class Gate:
     the policy's ``inconclusive``) or ``not applicable: <why>`` (decides nothing; ``passed`` is
     True); left empty it is ``pass`` / ``fail`` from ``passed``. ``images_needed``: for
     inconclusive, the estimated images that would decide. ``values``: the figures to record,
-    under their record names (``paired_drop_top1``, ``discordant_ref_only``...).
+    under their record names (``paired_drop_top1``, ``discordant_ref_only``...). ``summary``: the
+    deciding figures in a few words for a message's first line (:func:`gate_headline`; empty: the
+    measured figure, its interval when ``values`` has one, and the threshold).
     """
 
     name: str
@@ -64,6 +67,7 @@ class Gate:
     verdict: str = ""
     images_needed: int | None = None
     values: Mapping[str, object] = field(default_factory=dict, hash=False)
+    summary: str = ""
 
     def __post_init__(self) -> None:
         if not self.verdict:
@@ -80,15 +84,35 @@ class Gate:
             mark += " (allowed by policy)"
         return f"{mark} {self.name}: {self.detail}"
 
+    def figures(self) -> str:
+        """:attr:`summary`, or the measured figure [its interval] against the threshold."""
+        if self.summary:
+            return self.summary
+        interval = ""
+        for key, low in self.values.items():
+            high = self.values.get(key.removesuffix("_low95") + "_high95")
+            if key.endswith("_low95") and isinstance(low, (int, float)) and isinstance(high, (int, float)):
+                interval = f" [{low:.4g}, {high:.4g}]"
+                break
+        return f"{self.measured:.4g}{interval} vs {self.threshold:.4g}"
+
+
+def _op(verdict: str, good: str, bad: str) -> str:
+    """The comparison a summary shows: ``good`` when the gate passed, ``bad`` when it failed, ``vs`` else."""
+    return {"pass": good, "fail": bad}.get(verdict, "vs")
+
 
 def agreement_gate(agreement: Parity, policy: Policy, reference: str) -> Gate:
     """The compiled model's top-1 class must match the reference's on enough images."""
     need = policy.accuracy.agreement_min_top1
+    passed = agreement.top1_agreement >= need - SLACK
     return Gate(
         name="top1_agreement",
         measured=agreement.top1_agreement,
         threshold=need,
-        passed=agreement.top1_agreement >= need - SLACK,
+        passed=passed,
+        summary=(f"top-1 equals {reference}'s on {agreement.top1_agreement:.2f}% "
+                 f"{'>=' if passed else '<'} {need:g}%, {agreement.count:,} images"),
         detail=(
             f"top-1 equals the {reference} reference on {agreement.top1_agreement:.2f}% of "
             f"{agreement.count} images (need >= {need}%); max |logit diff| {agreement.max_abs_diff:.3g}"
@@ -98,24 +122,50 @@ def agreement_gate(agreement: Parity, policy: Policy, reference: str) -> Gate:
 
 def conversion_gates(p: Parity, policy: Policy) -> list[Gate]:
     """torch vs exported ONNX on the same inputs, seeded random weights."""
+    rtol, cosine = policy.conversion.rtol, policy.conversion.min_cosine
+    rel_ok, cos_ok, agree_ok = p.max_rel_diff <= rtol, p.min_cosine >= cosine, p.top1_agreement >= 100.0
     return [
-        Gate("max_rel_diff", p.max_rel_diff, policy.conversion.rtol, p.max_rel_diff <= policy.conversion.rtol,
+        Gate("max_rel_diff", p.max_rel_diff, rtol, rel_ok,
              f"max |torch - onnx| / max |torch logit| per image = {p.max_rel_diff:.3g} "
-             f"(allowed {policy.conversion.rtol:g}; max |torch - onnx| = {p.max_abs_diff:.3g})"),
-        Gate("min_cosine", p.min_cosine, policy.conversion.min_cosine, p.min_cosine >= policy.conversion.min_cosine,
-             f"min cosine = {p.min_cosine:.10f} (need >= {policy.conversion.min_cosine})"),
-        Gate("top1_agreement", p.top1_agreement, 100.0, p.top1_agreement >= 100.0,
-             f"top-1 agreement {p.top1_agreement:.2f}% on {p.count} images (need 100%)"),
+             f"(allowed {rtol:g}; max |torch - onnx| = {p.max_abs_diff:.3g})",
+             summary=f"torch vs onnx {p.max_rel_diff:.3g} {'<=' if rel_ok else '>'} {rtol:g}"),
+        Gate("min_cosine", p.min_cosine, cosine, cos_ok,
+             f"min cosine = {p.min_cosine:.10f} (need >= {cosine})",
+             summary=f"{p.min_cosine:.10f} {'>=' if cos_ok else '<'} {cosine}"),
+        Gate("top1_agreement", p.top1_agreement, 100.0, agree_ok,
+             f"top-1 agreement {p.top1_agreement:.2f}% on {p.count} images (need 100%)",
+             summary=f"torch vs onnx {p.top1_agreement:.2f}% {'=' if agree_ok else '<'} 100%"),
     ]
 
 
-def certify(gates: Sequence[Gate], what: str) -> None:
-    """Raise :class:`~harness.errors.NotCertified` (a failure without traceback) listing every
-    gate, failed ones first, unless all passed."""
+def certify(gates: Sequence[Gate], what: str, scope: str = "") -> None:
+    """Raise :class:`~harness.errors.NotCertified` (a failure without traceback) unless all passed:
+    first :func:`gate_headline` (``scope``: the images judged, e.g. ``1,300 images (subset)``),
+    then ``what`` is not certified, then every gate, failed ones first."""
     gates = list(gates)
     problems = failures(gates)
     if problems:
-        raise NotCertified(f"{what} is not certified (verdict: {overall_verdict(gates)}):\n{problems}")
+        raise NotCertified(compose(gate_headline(gates, scope),
+                                   f"{what} is not certified (verdict: {overall_verdict(gates)}):\n{problems}"))
+
+
+def gate_headline(gates: Sequence[Gate], scope: str = "") -> str:
+    """The first line of a verdict's message (harness.judge.headline): ``FAIL`` or ``INCONCLUSIVE``,
+    the deciding gate (the first failed one, else the first inconclusive one that did not pass) with
+    its figures, ``scope``, the images that would decide an inconclusive verdict, and how many other
+    gates did not pass. "" when every gate passed."""
+    failing = [g for g in gates if not g.passed]
+    if not failing:
+        return ""
+    failing.sort(key=lambda g: g.verdict != "fail")
+    first = failing[0]
+    word = INCONCLUSIVE if first.verdict == "inconclusive" else FAIL
+    parts = [f"{word} {first.name}: {first.figures()}" + (f", {scope}" if scope else "")]
+    if word == INCONCLUSIVE and any(k.startswith("images_needed") for k in first.values):  # a gate sized by images
+        parts.append(needed_text(first.images_needed))
+    if len(failing) > 1:
+        parts.append(f"+{len(failing) - 1} more gate(s) not passed: {', '.join(g.name for g in failing[1:])}")
+    return "; ".join(parts)
 
 
 def failures(gates: list[Gate]) -> str:
@@ -176,8 +226,11 @@ def drop_gate(name: str, metric: str, v: PairedVerdict | UnpairedVerdict, values
     if v.verdict == "inconclusive":
         values[f"images_needed_{metric}"] = v.images_needed
     outcome = _DROP_OUTCOMES.get(v.verdict) or undecided_text(v.images_needed, images, policy)
+    summary = (f"drop {v.drop:.2f} [{v.low:.2f}, {v.high:.2f}] {_op(v.verdict, '<=', '>')} "
+               f"{v.tolerance_points:.2f} points")
     return Gate(name=name, measured=v.drop, threshold=v.tolerance_points, passed=passes_by_policy(v.verdict, policy),
-                verdict=v.verdict, images_needed=v.images_needed, values=values, detail=f"{detail}: {outcome}")
+                verdict=v.verdict, images_needed=v.images_needed, values=values, detail=f"{detail}: {outcome}",
+                summary=summary)
 
 
 def paired_accuracy_gates(reference_correct: Mapping[str, Sequence[bool] | np.ndarray],
@@ -234,12 +287,14 @@ def published_gate(measured: Accuracy, published: AccuracyRef, coverage: Coverag
         low, high = wilson_interval(correct, measured.count, z_value(confidence))
         return Gate(name=name, measured=got, threshold=floor, passed=True,
                     verdict=f"{NOT_APPLICABLE}: {coverage.not_applicable}",
+                    summary=f"{got:.3f}% beside published {ref:.3f}%, decided on the full validation set only",
                     values={f"{metric}_low95": low, f"{metric}_high95": high},
                     detail=(f"measured {got:.3f}% ({coverage.not_applicable}); {confidence:.0%} Wilson interval "
                             f"[{low:.3f}, {high:.3f}]% beside {versus} on all {coverage.total:,}: for "
                             f"information only, the published figure decides only on the full validation set"))
     passed = got >= floor - SLACK
     return Gate(name=name, measured=got, threshold=floor, passed=passed,
+                summary=f"{got:.3f}% {'>=' if passed else '<'} {floor:.3f}% (published {ref:.3f}%)",
                 detail=(f"measured {got:.3f}% vs {versus} on the full validation set; delta {got - ref:+.3f} "
                         f"points, allowed down to {floor:.3f}% ({tolerance.describe()}): "
                         f"{'pass' if passed else 'fail'} ({coverage.recognised_by})"))
@@ -267,6 +322,7 @@ def agreement_verdict_gate(agreement: Parity, policy: Policy, reference: str) ->
         values["images_needed_agreement"] = v.images_needed
     return Gate(name="top1_agreement", measured=v.agreement, threshold=need, passed=passes_by_policy(v.verdict, policy),
                 verdict=v.verdict, images_needed=v.images_needed, values=values,
+                summary=f"{v.agreement:.2f}% [{v.low:.2f}, {v.high:.2f}] {_op(v.verdict, '>=', '<')} {need:g}%",
                 detail=(f"top-1 equals the {reference} reference on {agree:,} of {agreement.count:,} images "
                         f"({v.agreement:.2f}%, {v.confidence:.0%} Wilson interval [{v.low:.2f}, {v.high:.2f}]%; "
                         f"need >= {need}%): {outcome}; max |logit diff| {agreement.max_abs_diff:.3g}"))
@@ -318,6 +374,8 @@ def computed_check(computed: Parity, policy: TimingPolicy, batch_size: int, ring
         measured=computed.max_rel_diff,
         threshold=policy.computed_rtol,
         passed=agree and close,
+        summary=(f"bs{batch_size} timed vs accuracy-mode outputs: top-1 {computed.top1_agreement:.2f}% (need 100%), "
+                 f"max rel diff {computed.max_rel_diff:.3g} {'<=' if close else '>'} {policy.computed_rtol:g}"),
         detail=(
             f"bs{batch_size}: the timed runs' outputs vs the accuracy-mode outputs on the same {ring} images: "
             f"top-1 agreement {computed.top1_agreement:.2f}% (need 100%), max relative diff "

@@ -61,6 +61,8 @@ def run_config(pytestconfig: pytest.Config) -> RunConfig:
         input_dtype=opt("input_dtype"),
         decode=opt("--decode"),
         device_ids=session_state(pytestconfig).device_ids,
+        calibration=_path(opt("--calibration")),
+        keep_float=opt("--keep-float"),
     )
 
 

@@ -5,6 +5,10 @@ the exception's message as the reason; a :class:`~harness.errors.NotCertified` o
 :class:`~harness.errors.UsageError` or :class:`~harness.errors.NotReady` is a failure whose text
 is the message, without a traceback (a verdict, a wrong option or a busy device, not a bug). Any other
 exception keeps pytest's report.
+
+The text's first line starts with its verdict word (harness.judge.headline), as CI dashboards show
+it: a verdict's own (``FAIL paired_top1: ...``, harness.judge.gates.certify), else ``FAIL`` for a
+:class:`~harness.errors.NotCertified` and ``ERROR <class>`` for the other two.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from harness.errors import (
     NotReady,
     UsageError,
 )
+from harness.judge.headline import ERROR, FAIL, compose, verdict_word
 
 
 @pytest.hookimpl(wrapper=True)
@@ -37,5 +42,17 @@ def pytest_runtest_makereport(
         report.outcome = "skipped"
         report.longrepr = (str(path), (lineno or 0) + 1, f"Skipped: {error.reason()}")
     elif isinstance(error, (NotCertified, UsageError, NotReady)):
-        report.longrepr = f"{type(error).__name__}: {error}"
+        report.longrepr = failure_text(error)
     return report
+
+
+def failure_text(error: NotCertified | UsageError | NotReady) -> str:
+    """The failure's text, verdict word first: a verdict's message as it is; else ``FAIL: ...`` for
+    a NotCertified, ``ERROR UsageError: ...`` / ``ERROR NotReady: ...``; the first line clipped
+    (harness.judge.headline.compose), the rest on later lines."""
+    text = str(error)
+    if verdict_word(text) is not None:
+        return text
+    head, _, rest = text.partition("\n")
+    word = f"{FAIL}:" if isinstance(error, NotCertified) else f"{ERROR} {type(error).__name__}:"
+    return compose(f"{word} {head}", rest)

@@ -25,7 +25,8 @@ from harness.specs import (
     resolve_models,
 )
 
-pytest_plugins = ["harness.pytest.fixtures", "harness.pytest.outcomes", "harness.pytest.certification"]
+pytest_plugins = ["harness.pytest.fixtures", "harness.pytest.outcomes", "harness.pytest.certification",
+                  "harness.pytest.shard"]
 
 # Registered by the plugin, not an ini-file, so they hold wherever pytest finds its configuration.
 MARKERS = {

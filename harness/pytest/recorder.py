@@ -306,6 +306,7 @@ class ResultsRecorder:
 
     def _write_run_record(self, session: pytest.Session, exitstatus: int) -> None:
         from harness.environment import fingerprint
+        from harness.pytest.shard import shard_fields
         from harness.records.schema import RunRecord
 
         environment = fingerprint()
@@ -318,7 +319,7 @@ class ResultsRecorder:
                 run_id=self.run_id, started=self.started, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 exit_status=int(exitstatus), args=tuple(map(str, self.config.invocation_params.args)),
                 chips=tuple(c.name for c in self.state.chips), outcomes=dict(self.outcomes),
-                environment=environment,
+                environment=environment, **shard_fields(self.config),
             ).to_json())
         except OSError as exc:
             self.run_unwritten = self._failed_append(exc, "the run record (environment, outcomes)")
@@ -347,11 +348,18 @@ class ResultsRecorder:
             terminalreporter.write_line(f"error: {printable(error)} (docs/extending.md)", red=True)
 
     def _summary(self, tr: Any) -> None:
+        from harness.pytest.certification import per_model
         from harness.records.results import results_of
         from harness.report.build import terminal_table
 
         tr.write_sep("=", "certification summary")
         tr.write_line(terminal_table(results_of(self.records, self.path)))
+        models = per_model(self.records)
+        if models:  # the whole list: the run's last line (harness.pytest.certification.tally) groups it
+            tr.write_line("")
+            tr.write_line("certification per model (inconclusive (allowed) is not certified):")
+            for line in models:
+                tr.write_line(f"  {printable(line)}")
         skipped: dict[str, list[str]] = defaultdict(list)
         for r in self.records:
             if r.outcome == "skipped":

@@ -234,6 +234,10 @@ class Reference(Part):
     reference_checked_images: int | None = None
     reference_check_seed: int | None = None
     reference_check_max_rel_diff: float | None = None
+    # How torch computed the reference logits (harness.model.fast_eval.describe_path): the path that
+    # ran (traced-channels-last, channels-last, eager), its threads and its check against eager, or
+    # why eager ran instead of the path asked for. None: computed before it was recorded (eager).
+    reference_path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -344,3 +348,39 @@ class ParityFigures(Part):
     max_rel_diff: float | None = None
     min_cosine: float | None = None
     top1_agreement: float | None = None
+
+
+@dataclass(frozen=True)
+class Quantization(Part):
+    """An int8 run (``--precision int8``, harness.run.int8): its calibration images, kept apart from the
+    scored ones (``calibration_overlap`` is 0 or the run refused), the quantizer and what it did, and
+    the scored images whose top-1 logit is tied (quantized logits tie)."""
+
+    calibration_images: int | None = None
+    calibration_source: str | None = None
+    calibration_digest: str | None = None
+    calibration_overlap: int | None = None
+    quantization_tool: str | None = None
+    quantization_version: str | None = None
+    quantization_scheme: str | None = None
+    activation_type: str | None = None
+    weight_type: str | None = None
+    per_channel: bool | None = None
+    excluded_nodes: str | None = None  # comma-separated: the nodes kept in float (logits layer, --keep-float)
+    quantization_seconds: float | None = None  # calibration and quantization, wall time
+    logit_ties: int | None = None
+
+    @classmethod
+    def of(cls, figures: Mapping[str, Any] | None) -> Quantization:
+        """From :attr:`harness.run.evaluation.Evaluation.quantization` (None: not an int8 run)."""
+        if not figures:
+            return cls()
+        q = figures.get("quantization") or {}
+        return cls(calibration_images=figures.get("calibration_images"),
+                   calibration_source=figures.get("calibration_source"),
+                   calibration_digest=figures.get("calibration_digest"),
+                   calibration_overlap=figures.get("calibration_overlap"), quantization_tool=q.get("tool"),
+                   quantization_version=q.get("version"), quantization_scheme=q.get("scheme"),
+                   activation_type=q.get("activation_type"), weight_type=q.get("weight_type"),
+                   per_channel=q.get("per_channel"), excluded_nodes=",".join(q.get("excluded_nodes") or ()),
+                   quantization_seconds=q.get("seconds"), logit_ties=figures.get("logit_ties"))

@@ -39,6 +39,7 @@ from harness.records.parts import (
     PredictionsInput,
     Published,
     PytestFacts,
+    Quantization,
     Reference,
     SchemaError,
     Scores,
@@ -186,6 +187,7 @@ class AccuracyRecord(ResultRecord):
     verdicts: Verdicts = field(default_factory=Verdicts)
     predictions: PredictionsInput = field(default_factory=PredictionsInput)
     localization: Localization = field(default_factory=Localization)
+    quantization: Quantization = field(default_factory=Quantization)  # int8 runs only
 
 
 @dataclass(frozen=True)
@@ -298,21 +300,31 @@ class RunRecord:
     chips: tuple[str, ...] = ()
     outcomes: Mapping[str, int] = field(default_factory=dict)
     environment: Mapping[str, Any] = field(default_factory=dict)
+    # --shard K/N (harness.pytest.shard): "K/N", the plan's SHA-256 (the same on every shard of one
+    # selection), the tests of the whole selection, and the node ids this shard was given. Absent
+    # (None, ()) for a run without --shard, and then not written: older files read unchanged.
+    shard: str | None = None
+    shard_plan: str | None = None
+    shard_selected: int | None = None
+    shard_tests: tuple[str, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
+        sharded = {"shard": self.shard, "shard_plan": self.shard_plan, "shard_selected": self.shard_selected,
+                   "shard_tests": list(self.shard_tests)} if self.shard is not None else {}
         return {SCHEMA_KEY: SCHEMA_VERSION, "kind": RUN_KIND, "run_id": self.run_id, "started": self.started,
                 "finished": self.finished, "exit_status": self.exit_status, "args": list(self.args),
                 "chips": list(self.chips), "outcomes": dict(self.outcomes), "environment": dict(self.environment),
-                **{k: v for k, v in self.extra.items() if k not in ("kind", SCHEMA_KEY)}}
+                **sharded, **{k: v for k, v in self.extra.items() if k not in ("kind", SCHEMA_KEY)}}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RunRecord:
         rest = {k: v for k, v in data.items() if k not in ("kind", SCHEMA_KEY)}
         values: dict[str, Any] = {}
-        for name, allowed in (("run_id", (str,)), ("started", (str,)), ("finished", (str,)), ("exit_status", (int,))):
+        for name, allowed in (("run_id", (str,)), ("started", (str,)), ("finished", (str,)), ("exit_status", (int,)),
+                              ("shard", (str,)), ("shard_plan", (str,)), ("shard_selected", (int,))):
             values[name] = checked_value("RunRecord", name, rest.pop(name, None), allowed)
-        for name in ("args", "chips"):
+        for name in ("args", "chips", "shard_tests"):
             items = rest.pop(name, None) or []
             if not isinstance(items, list):
                 raise SchemaError(f"RunRecord.{name}: expected a list, found {type(items).__name__}")

@@ -27,10 +27,12 @@ from harness.backends.base import (
     get_backend,
 )
 from harness.backends.torch_ref import TorchSession
-from harness.cache import ArtifactCache, default_cache_root, file_sha256
-from harness.data.coverage import Coverage, coverage
+from harness.cache import ArtifactCache, default_cache_root
+from harness.data.coverage import coverage
 from harness.judge.gates import topk_correct
-from harness.judge.metrics import Accuracy, Parity, accuracy_of, check_scorable, parity
+from harness.judge.metrics import accuracy_of, check_scorable, parity
+from harness.run import int8
+from harness.run.evaluation import Evaluation
 from harness.run.infer import run_all
 from harness.run.reference import (
     CACHED,
@@ -88,6 +90,8 @@ class RunConfig:
     decode: str = "exact"  # "draft": libjpeg DCT-domain downscaling, other pixels, cached apart
     embedded_images: int = EMBEDDED_IMAGES
     device_ids: tuple[int, ...] = (0,)  # --device-ids: pytest-xdist worker N takes device_ids[N % len]
+    calibration: Path | None = None  # --calibration DIR: int8 calibration images (None: split off the data)
+    keep_float: tuple[str, ...] = ()  # --keep-float: ONNX nodes an int8 model keeps in float
 
     def __post_init__(self) -> None:
         if self.weights_dir is None:
@@ -127,6 +131,7 @@ class Compiled:
     backend: Backend
     artifact: Path
     target: CompileTarget
+    quantization: Mapping[str, Any] | None = None  # int8: harness.run.int8.Quantized.record()
 
     @contextmanager
     def open(self, device_id: int = 0, scenario: str = SINGLE_STREAM) -> Iterator[Session]:
@@ -145,45 +150,6 @@ class Compiled:
         return self.backend.compiled_precision(self.target)
 
 
-@dataclass(frozen=True)
-class Evaluation:
-    """Everything one accuracy run measured, ready for gates and records."""
-
-    model: str
-    chip: str
-    backend: str
-    backend_version: str
-    precision: str
-    input_dtype: str
-    decode: str
-    environment: Mapping[str, Any]  # backend.describe(): providers, threads, precision that ran
-    batch_size: int
-    dataset: str
-    dataset_key: str
-    label_source: str  # DatasetListing.label_source: the label file, or the ImageFolder's wnid folders
-    weights: Mapping[str, Any]
-    preprocess: PreprocessSpec
-    accuracy: Accuracy
-    reference: Accuracy
-    agreement: Parity
-    skipped_unlabeled: int
-    skipped_missing: int
-    # Per-image correctness ({"top1": bool (N,), "top5": ...}) of the torch reference and of the
-    # compiled model on the same images, in the same order: the paired gates' inputs.
-    reference_correct: Mapping[str, np.ndarray]
-    compiled_correct: Mapping[str, np.ndarray]
-    coverage: Coverage  # full validation set, a subset of it, or other images
-    # What localising a failed gate needs (harness.localize.localize_failure), never recorded: both
-    # runs' logits (N, classes) in ``prepared``'s order, the ONNX the chip compiled, the images.
-    logits: np.ndarray | None = field(default=None, repr=False, compare=False)
-    reference_logits: np.ndarray | None = field(default=None, repr=False, compare=False)
-    onnx_path: Path | None = None
-    prepared: data_mod.PreparedDataset | None = field(default=None, repr=False, compare=False)
-    # Where the reference logits came from (harness.run.reference.reference_origin): the torch
-    # version and host that computed them, and ``imported_from`` (None: computed in this cache).
-    reference_origin: Mapping[str, Any] | None = None
-
-
 @dataclass
 class Workbench:
     """Builds and memoizes models, ONNX files, compiled artifacts and datasets for one session."""
@@ -200,6 +166,7 @@ class Workbench:
     # Reference entries computed in this session, and the check of each one it did not compute.
     _computed: set[str] = field(default_factory=set, init=False)
     _checks: dict[str, ReferenceCheck] = field(default_factory=dict, init=False)
+    int8_memo: dict[tuple[Any, ...], Any] = field(default_factory=dict, init=False)  # harness.run.int8's
 
     def __post_init__(self) -> None:
         self.cache = ArtifactCache(self.cfg.cache_dir, verify_all=self.cfg.verify_cache)
@@ -300,7 +267,7 @@ class Workbench:
     def compiled(self, backend: Backend, onnx_path: Path, target: CompileTarget) -> Path:
         with self.clock.stage("compile"):  # the key (the ONNX file's hash), the lookup, a build
             inputs: dict[str, Any] = {
-                "onnx_sha256": file_sha256(onnx_path),
+                "onnx_sha256": int8.source_digest(onnx_path),  # an IR's .xml and .bin (int8 on openvino)
                 "backend": backend.name,
                 "backend_fields": dict(backend.compile_fields()),
                 "target": target.cache_fields(),
@@ -325,8 +292,11 @@ class Workbench:
         loaded = self.model(spec, weights, calibration_source=source)
         target = self.target(spec, chip, batch_size)
         with on_chip(chip.name):
-            artifact = self.compiled(backend, self.onnx(loaded, chip), target)
-        return Compiled(loaded=loaded, backend=backend, artifact=artifact, target=target)
+            onnx_path = self.onnx(loaded, chip)  # int8: the backend's quantizer's model of it, calibrated apart
+            quantized = int8.quantize(self, backend, spec, onnx_path, source) if int8.is_int8(chip.precision) else None
+            artifact = self.compiled(backend, quantized.path if quantized else onnx_path, target)
+        return Compiled(loaded=loaded, backend=backend, artifact=artifact, target=target,
+                        quantization=quantized.record() if quantized else None)
 
     # -- inference ----------------------------------------------------------------------------
 
@@ -344,7 +314,8 @@ class Workbench:
         Logits this session did not compute are checked once per session against torch run here
         on a fresh random sample (harness.run.reference.check_reference) before they may judge."""
         with self.clock.stage("reference"):
-            logits, entry = cached_reference(self.cache, loaded.spec, loaded.module, loaded.weights, prepared)
+            logits, entry = cached_reference(self.cache, loaded.spec, loaded.module, loaded.weights, prepared,
+                                             self.policy.reference)
             origin = reference_origin(entry.manifest)
             if entry.built_here or entry.key in self._computed:
                 self._computed.add(entry.key)
@@ -371,8 +342,10 @@ class Workbench:
         return logits, {**origin, "origin": IMPORTED if origin.get("imported_from") else CACHED, "check": None}
 
     def evaluate(self, spec: ModelSpec, chip: ChipSpec, batch_size: int, source: str) -> Evaluation:
-        """Compile, run on ``source`` and compare with the torch reference on the same images."""
-        prepared = self.dataset(spec, source)
+        """Compile, run on ``source`` and compare with the torch reference on the same images (int8:
+        ``source`` without its calibration images)."""
+        int8_run = int8.is_int8(chip.precision)
+        prepared = int8.scored_dataset(self, spec, source) if int8_run else self.dataset(spec, source)
         compiled = self.compile(spec, chip, batch_size, source)
         backend, loaded = compiled.backend, compiled.loaded
         with ExitStack() as stack:
@@ -417,4 +390,6 @@ class Workbench:
             onnx_path=self.onnx(loaded, chip),
             prepared=prepared,
             reference_origin=origin,
+            quantization=({**compiled.quantization, "logit_ties": int8.logit_ties(logits)}
+                          if compiled.quantization else None),
         )

@@ -10,7 +10,7 @@ policy value (``harness.specs.policy_doc``) all come from these declarations.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from harness.specs.settings import Table, setting
@@ -99,6 +99,15 @@ class ReferencePolicy(Table):
         "images of a reference not computed this session that torch recomputes before it judges"))
     check_rtol: float = setting(1e-3, ge=0, le=1, unit="of the largest |logit|", doc=(
         "the largest difference allowed there, relative to each image's largest |logit|"))
+    fast_path: str = setting("traced-channels-last", choices=("traced-channels-last", "channels-last", "eager"),
+                             doc=("how torch computes the reference on a CPU (harness.model.fast_eval); eager is its "
+                                  "definition, the others must match it on a check batch or eager runs"))
+    fast_check_images: int = setting(40, ge=1, le=10**4, unit="images", doc=(
+        "the first images of the dataset run through the fast path and eager before the fast path may compute "
+        "the reference"))
+    fast_rtol: float = setting(1e-4, ge=0, le=1e-2, unit="of the largest |logit|", doc=(
+        "the largest difference between the fast path and eager there, relative to each image's largest |logit|; "
+        "beyond it, or a top-5 set that differs, eager computes the reference"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -195,6 +204,27 @@ class LocalizeThresholds(Table):
         return {k: ("inf" if isinstance(v, float) and math.isinf(v) else v) for k, v in asdict(self).items()}
 
 
+@dataclass(frozen=True, kw_only=True)
+class Int8Policy(Table):
+    """[int8]: post-training INT8 quantization (--precision int8; docs/int8.md)."""
+
+    calibration_images: int = setting(300, ge=1, le=100000, unit="images", doc=(
+        "images that calibrate the quantizer, split off the given data when no --calibration DIR is given; "
+        "never scored"))
+    scheme: str = setting("qdq-per-channel", choices=("qdq-per-channel", "qdq-per-tensor"), doc=(
+        "ONNX Runtime: one weight scale per output channel (what depthwise convolutions need) or per tensor"))
+    activation_type: str = setting("uint8", choices=("uint8", "int8"), doc="ONNX Runtime: the activations' type")
+    weight_type: str = setting("int8", choices=("uint8", "int8"), doc="ONNX Runtime: the weights' type")
+    logits: str = setting("float", choices=("float", "quantized"), doc=(
+        "float: the layer writing the logits is kept in float (quantized logits tie the top-1 of ~1% of images)"))
+    nncf_preset: str = setting("performance", choices=("performance", "mixed"), doc=(
+        "OpenVINO: NNCF's quantization preset"))
+    agreement_min_top1: float = setting(96.0, ge=0, le=100, unit="%", doc=(
+        "an int8 model's least top-1 agreement with the torch reference (replaces [accuracy]'s for int8)"))
+    keep_float_max: int = setting(16, ge=1, le=1000, unit="layers", doc=(
+        "the way back to float: the most layers the search keeps in float before it gives up"))
+
+
 @dataclass(frozen=True)
 class Policy:
     """fixtures/policy.toml, validated: one field per table of the file."""
@@ -206,3 +236,11 @@ class Policy:
     localize: LocalizeThresholds = LocalizeThresholds()
     reference: ReferencePolicy = ReferencePolicy()
     data: DataPolicy = DataPolicy()
+    int8: Int8Policy = Int8Policy()
+
+    def for_precision(self, precision: str) -> Policy:
+        """The policy a model compiled at ``precision`` is judged by: an int8 model's agreement minimum
+        is [int8]'s (quantization moves ~2% of top-1 classes on models that keep their accuracy)."""
+        if precision != "int8":
+            return self
+        return replace(self, accuracy=replace(self.accuracy, agreement_min_top1=self.int8.agreement_min_top1))

@@ -411,7 +411,9 @@ def test_certify_is_silent_when_all_pass_and_lists_failures_first() -> None:
     certify([ok], "m on A")
     with pytest.raises(NotCertified) as raised:
         certify([ok, bad], "m on A")
-    assert str(raised.value) == "m on A is not certified (verdict: fail):\nFAIL y: too low\nPASS x: fine"
+    # the verdict first (harness.judge.headline: what a dashboard shows), then the whole list
+    assert str(raised.value) == ("FAIL y: 0 vs 1\n"
+                                 "m on A is not certified (verdict: fail):\nFAIL y: too low\nPASS x: fine")
 
 
 def test_tolerance_for_takes_the_models_own_rule_else_the_policys_points() -> None:

@@ -281,6 +281,7 @@ class _Backend:
 
 class _Compiled:
     backend, loaded, precision = _Backend(), type("Loaded", (), {"provenance": {}})(), "fp32"
+    quantization = None  # a float model (harness.run.workbench.Compiled)
 
     @contextmanager
     def open(self, device_id: int = 0) -> Iterator[None]:

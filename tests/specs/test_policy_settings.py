@@ -32,8 +32,11 @@ SHIPPED: dict[str, Any] = {
     "history": {"regression_top1_points": 0.5, "regression_throughput_percent": 5.0},
     "localize": {"min_cosine": 0.99, "max_rmse": 1.0, "max_mean_relative_error": 1.0, "max_abs_diff": math.inf,
                  "max_relative_diff": math.inf, "images": 16, "exposure_tolerance": 0.2, "growth_factor": 2.0},
-    "reference": {"subset_margin_points": 20.0, "check_images": 32, "check_rtol": 0.001},
+    "reference": {"subset_margin_points": 20.0, "check_images": 32, "check_rtol": 0.001,
+                  "fast_path": "traced-channels-last", "fast_check_images": 40, "fast_rtol": 0.0001},
     "data": {"decode_memory_mb": 512},
+    "int8": {"calibration_images": 300, "scheme": "qdq-per-channel", "activation_type": "uint8", "weight_type": "int8",
+             "logits": "float", "nncf_preset": "performance", "agreement_min_top1": 96.0, "keep_float_max": 16},
 }
 
 
@@ -82,7 +85,7 @@ def test_tables_of_the_wrong_kind_and_unknown_tables_are_reported_together() -> 
     assert [p.path for p in info.value.problems] == ["extra", "perf"]
     assert "[perf]: expected a table, found [1, 2]" in str(info.value)
     assert "[extra]: expected one of the known tables accuracy, conversion, perf, history, localize, reference, " \
-           "data, found an unknown table" in str(info.value)
+           "data, int8, found an unknown table" in str(info.value)
 
 
 def test_missing_tables_and_fields_take_their_declared_defaults() -> None:

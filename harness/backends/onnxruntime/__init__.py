@@ -3,7 +3,8 @@
 This package's face is :class:`OnnxRuntimeBackend` (here: options, compile, open). Its parts:
 :mod:`.providers` (the chip's providers and options, precision rules, the provider list),
 :mod:`.sessions` (the plain and the IOBinding session), :mod:`.host` (the installed ONNX Runtime,
-NVIDIA GPUs, TensorRT).
+NVIDIA GPUs, TensorRT), :mod:`.quantize` (the static INT8 quantizer: ``--precision int8`` compiles the
+QDQ model it writes, on the CPU provider).
 
 CPU (the default, ``providers="CPUExecutionProvider"``): the compiled artifact is the graph ORT
 optimized offline at the extended level (portable across CPUs); fp32 only, because fp16 models
@@ -68,6 +69,7 @@ from harness.backends.onnxruntime.providers import (
     parse_providers,
     provider_list,
 )
+from harness.backends.onnxruntime.quantize import OrtQuantizer
 from harness.backends.onnxruntime.sessions import (
     OnnxRuntimeBoundSession,
     OnnxRuntimeConcurrentSession,
@@ -283,6 +285,11 @@ class OnnxRuntimeBackend(Backend):
         with self._session(Path(artifact), target, engine_dir, device, num_classes, scenario) as session:
             yield session
 
+    def quantizer(self) -> OrtQuantizer:
+        """ONNX Runtime's static QDQ quantizer (:mod:`.quantize`); CPU provider only."""
+        check_precision(self.providers, "int8")
+        return OrtQuantizer()
+
     def describe(self) -> dict[str, Any]:
         return {
             "backend": self.name,
@@ -295,4 +302,5 @@ class OnnxRuntimeBackend(Backend):
             "io_binding": self.io_binding,
             "threads": self.threads or os.cpu_count(),
             "spinning": False,
+            **({"quantization": dict(self.quantization)} if self.quantization else {}),
         }

@@ -82,10 +82,18 @@ def check_precision(providers: Sequence[str], precision: str) -> None:
     """Refuse a precision the providers cannot honour, saying what would."""
     if precision == "fp32":
         return
-    if not any(p in GPU_PROVIDERS for p in providers):
+    gpu = any(p in GPU_PROVIDERS for p in providers)
+    if precision == "int8":  # the QDQ model ORT's static quantizer writes (harness.backends.onnxruntime.quantize)
+        if not gpu:
+            return
+        raise BackendUnavailable(
+            f"onnxruntime with {','.join(providers)} has no INT8 path here (TensorRT INT8 needs its own "
+            "calibrator); --precision int8 runs on the CPU provider"
+        )
+    if not gpu:
         raise BackendUnavailable(
             f"the onnxruntime CPU backend compiles fp32 only, asked for {precision}; "
-            "use --precision fp32 (fp16 gives no speed-up on CPU EPs)"
+            "use --precision fp32 (fp16 gives no speed-up on CPU EPs) or int8 (a quantized model)"
         )
     if precision == "fp16":
         if TENSORRT in providers:
