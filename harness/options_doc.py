@@ -19,7 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from harness import generated_section
 from harness.cli import COMMANDS
+from harness.generated_section import splice
 from harness.options import PYTEST_OPTIONS, Option
 
 DOC = Path(__file__).resolve().parents[1] / "README.md"
@@ -136,28 +138,12 @@ def generated() -> str:
 
 def render(text: str) -> str:
     """``text`` (README.md) with the generated part between its markers replaced."""
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"{DOC}: the markers {BEGIN!r} and {END!r} are missing")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{generated()}{END}{tail}"
+    return splice(text, BEGIN, END, generated(), DOC)
 
 
 def main(argv: list[str] | None = None, doc: Path = DOC) -> int:
-    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__)
-    parser.add_argument("--check", action="store_true", help="exit 1 when README.md's options tables are stale")
-    args = parser.parse_args(argv)
-    current = doc.read_text()
-    wanted = render(current)
-    if args.check:
-        if wanted != current:
-            print(f"{doc}: stale options tables; run .venv/bin/{COMMAND}", file=sys.stderr)
-            return 1
-        return 0
-    if wanted != current:
-        doc.write_text(wanted)
-        print(f"wrote {doc}")
-    return 0
+    return generated_section.main(doc, render, what="options tables", command=f".venv/bin/{COMMAND}",
+                                  description=__doc__, argv=argv)
 
 
 if __name__ == "__main__":

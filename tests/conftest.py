@@ -60,3 +60,17 @@ def _as_in_a_run_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
     """
     for name in XDIST_ENV:
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def seed_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """results.jsonl of `pytest -m perf --chip 310P3 --measurements <the seeds' 310P figures>`: a real
+    suite run in a subprocess (a few seconds), once per session (worker) for the report tests."""
+    from suite_runner import ROOT, run_suite
+
+    tmp = tmp_path_factory.mktemp("seed-run")
+    proc, _ = run_suite(tmp, "-m", "perf", "--chip", "310P3", "--measurements",
+                        str(ROOT / "fixtures" / "baselines" / "Ascend310P3.csv"), "-q", "-p", "no:xdist",
+                        "acceptance/test_perf.py")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return tmp / "results.jsonl"

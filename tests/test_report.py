@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from PIL import Image
-from suite_runner import ROOT, run_suite
+from suite_runner import ROOT
 
 from harness.records.history import Regression, find_regressions, model_history
 from harness.records.parts import MEASURED, MEASUREMENTS, Configuration
@@ -30,7 +30,6 @@ from harness.report.tables import DASH
 from harness.report.throughput import throughput_table
 from harness.specs import HistoryPolicy, load_policy
 
-SEED_310P = ROOT / "fixtures" / "baselines" / "Ascend310P3.csv"
 TIME = "%Y-%m-%dT%H:%M:%S%z"
 TRUNCATED = 1e-4 + 1e-9  # seed 000 truncates to 4 decimals; the report rounds (and floats are floats)
 
@@ -50,16 +49,6 @@ SEED_003 = {
 
 # --------------------------------------------------------------------------------------------
 # Results of a real run, shared by the module (one subprocess, a few seconds)
-
-
-@pytest.fixture(scope="module")
-def seed_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """results.jsonl of `pytest -m perf --chip 310P3 --measurements <the seeds' 310P figures>`."""
-    tmp = tmp_path_factory.mktemp("seed-run")
-    proc, _ = run_suite(tmp, "-m", "perf", "--chip", "310P3", "--measurements", str(SEED_310P), "-q",
-                        "-p", "no:xdist", "acceptance/test_perf.py")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return tmp / "results.jsonl"
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from suite_runner import ROOT, run_suite
+from suite_runner import ROOT
 
 from harness.records.results import load_results
 from harness.report.build import write_report
@@ -25,7 +25,6 @@ from harness.report.paths import as_typed
 from harness.report.verdicts import status_of
 
 V1 = ROOT / "tests" / "data" / "results-v1-verdicts.jsonl"
-SEED_310P = ROOT / "fixtures" / "baselines" / "Ascend310P3.csv"
 
 
 class _Matrix(HTMLParser):
@@ -71,15 +70,6 @@ def parsed_matrix(page: str) -> _Matrix:
     parser.feed(page)
     parser.rows = [row for row in parser.rows if row]  # the header row holds th cells only
     return parser
-
-
-@pytest.fixture(scope="module")
-def seed_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("seed-run")
-    proc, _ = run_suite(tmp, "-m", "perf", "--chip", "310P3", "--measurements", str(SEED_310P), "-q",
-                        "-p", "no:xdist", "acceptance/test_perf.py")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return tmp / "results.jsonl"
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,12 @@ harness/specs/policy.py (nothing here states a number).
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from dataclasses import MISSING
 
+from harness import generated_section
+from harness.generated_section import splice
 from harness.specs.load import FIXTURES_DIR, load_policy
 from harness.specs.policy import Policy
 from harness.specs.reader import SpecError
@@ -84,28 +85,12 @@ def describe(path: str) -> str:
 
 def render(text: str) -> str:
     """``text`` (docs/policy.md) with the generated table between its markers replaced."""
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"{DOC}: the markers {BEGIN!r} and {END!r} are missing")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{policy_table()}{END}{tail}"
+    return splice(text, BEGIN, END, policy_table(), DOC)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.specs.policy_doc", description=__doc__)
-    parser.add_argument("--check", action="store_true", help="exit 1 when docs/policy.md's table is stale")
-    args = parser.parse_args(argv)
-    current = DOC.read_text()
-    wanted = render(current)
-    if args.check:
-        if wanted != current:
-            print(f"{DOC}: stale policy table; run python -m harness.specs.policy_doc", file=sys.stderr)
-            return 1
-        return 0
-    if wanted != current:
-        DOC.write_text(wanted)
-        print(f"wrote {DOC}")
-    return 0
+    return generated_section.main(DOC, render, what="policy table", command="python -m harness.specs.policy_doc",
+                                  description=__doc__, argv=argv)
 
 
 if __name__ == "__main__":
