@@ -18,7 +18,8 @@ from harness.safe_names import printable
 EXIT_BAD_INPUT = 2
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
+    """The ``python -m harness`` parser (harness.options_doc documents it)."""
     parser = argparse.ArgumentParser(prog="python -m harness", description="model-zoo certification tools")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
@@ -27,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     try:
         return int(args.main(args))
     except UsageError as exc:

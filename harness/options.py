@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.records.shards import parse_shard
 from harness.specs import PRECISIONS, SCENARIOS, SINGLE_STREAM
 from harness.specs.policy_doc import describe
 
@@ -131,14 +132,11 @@ def existing_dir(what: str) -> Parse:
 
 
 def shard(text: str) -> tuple[int, int]:
-    """``K/N``: the K-th of N shards, 1 <= K <= N (``--shard 2/4``: harness.pytest.shard)."""
-    index, slash, count = text.partition("/")
-    if not (slash and _digits(index) and _digits(count)):
-        raise argparse.ArgumentTypeError(f"expected a shard K/N, the K-th of N runners (like 2/4), got {text!r}")
-    k, n = int(index), int(count)
-    if not 1 <= k <= n:
-        raise argparse.ArgumentTypeError(f"expected a shard K/N with 1 <= K <= N (like 2/4), got {text!r}")
-    return k, n
+    """``K/N``: the K-th of N shards (``--shard 2/4``: harness.pytest.shard; harness.records.shards reads it)."""
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def backend_name(text: str) -> str:

@@ -13,14 +13,13 @@ markers); ``--check`` exits 1 when it is stale (tests/test_options_doc.py checks
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from harness import generated_section
-from harness.cli import COMMANDS
+from harness.__main__ import parser as harness_parser
 from harness.generated_section import splice
 from harness.options import PYTEST_OPTIONS, Option
 
@@ -77,15 +76,6 @@ def pytest_table() -> str:
     return "\n".join(rows) + "\n"
 
 
-def _parser() -> argparse.ArgumentParser:
-    """The ``python -m harness`` parser, built as harness.__main__ builds it."""
-    parser = argparse.ArgumentParser(prog="python -m harness")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
-        importlib.import_module(name).add_parser(commands)
-    return parser
-
-
 def _subparsers(parser: argparse.ArgumentParser) -> Iterator[tuple[str, str, argparse.ArgumentParser]]:
     """(name, one-line help, parser) of each sub-command of ``parser``."""
     for action in parser._actions:
@@ -122,7 +112,7 @@ def _action_row(action: argparse.Action) -> str:
 def commands_tables() -> str:
     """One table per ``python -m harness`` command, its description above it."""
     parts = []
-    for name, what, parser in _commands(_parser(), ""):
+    for name, what, parser in _commands(harness_parser(), ""):
         # bold, not code: the README test runs every code span that holds ``-m harness`` and arguments
         rows = [f"**.venv/bin/python -m harness {name}**: {_cell(what)}", "",
                 "| option | value | default | meaning |", "|---|---|---|---|"]

@@ -71,6 +71,6 @@ def seed_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("seed-run")
     proc, _ = run_suite(tmp, "-m", "perf", "--chip", "310P3", "--measurements",
                         str(ROOT / "fixtures" / "baselines" / "Ascend310P3.csv"), "-q", "-p", "no:xdist",
-                        "acceptance/test_perf.py")
+                        "acceptance/test_perf.py", env=one_process_env())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return tmp / "results.jsonl"

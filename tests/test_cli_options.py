@@ -69,7 +69,7 @@ def test_values_parse_to_their_types(pytester: pytest.Pytester, tmp_path: Path) 
 def test_a_shared_option_is_the_same_in_pytest_and_in_the_commands(pytester: pytest.Pytester) -> None:
     """--imagenet, --limit, --backend... come from one declaration: the same parser, metavar and choices in
     ``pytest --help`` and in ``python -m harness localize|report|reference``."""
-    from harness.__main__ import _parser
+    from harness.__main__ import parser as _parser
 
     def actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
         found = {a.option_strings[0]: a for a in parser._actions if a.option_strings}

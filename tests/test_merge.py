@@ -103,7 +103,7 @@ def test_a_test_recorded_by_a_shard_it_was_not_given_to_is_refused(tmp_path: Pat
     ({"plan": "b" * 64}, "the shards split different selections"),
     ({"selected": 4}, "the shards split different selections"),
     ({"shard": "2/3"}, "the runs are shards of different splits (N=2, N=3)"),
-    ({"shard": "3/2"}, "shard '3/2' is not K/N with 1 <= K <= N"),
+    ({"shard": "3/2"}, "shard: expected a shard K/N with 1 <= K <= N (like 2/4), got '3/2'"),
     ({"shard": None}, "is not a shard run (no --shard K/N)"),
     ({"finished": False}, "has test records but no run record: killed before it finished?"),
 ])

@@ -2,34 +2,25 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pytest
 
 from harness import options
-from harness.options_doc import BEGIN, DOC, END, _commands, _parser, generated, main, option_row, render
+from harness.__main__ import parser
+from harness.options_doc import BEGIN, DOC, END, _commands, main, option_row, render
 
 
 def test_the_readme_tables_are_what_the_declarations_generate() -> None:
     text = DOC.read_text()
     assert render(text) == text, "README.md's options tables are stale: run .venv/bin/python -m harness.options_doc"
-    assert main(["--check"]) == 0
 
 
-def test_every_declared_option_has_its_row() -> None:
-    """Every option pytest takes from the plugin, with its values and default, and every option and
-    argument of every ``python -m harness`` command."""
-    table = generated()
-    for option in options.PYTEST_OPTIONS:
-        assert option_row(option) in table, option.flag
-    for name, _, parser in _commands(_parser(), ""):
-        for action in parser._actions:
-            if not isinstance(action, argparse._HelpAction):
-                shown = action.option_strings[0] if action.option_strings else str(action.metavar)
-                assert f"`{shown}" in table.split(f"python -m harness {name}**", 1)[1], (name, shown)
-    assert {"report", "localize", "models", "reference export", "reference import"} <= {
-        name for name, _, _ in _commands(_parser(), "")}
+def test_every_command_of_python_m_harness_is_documented() -> None:
+    """The tables are written from the declarations themselves (so a declared option cannot miss its
+    row); what can go wrong is a command left out of the walk over the parser's subcommands."""
+    assert {"report", "localize", "models", "reference export", "reference import", "merge"} <= {
+        name for name, _, _ in _commands(parser(), "")}
 
 
 @pytest.mark.parametrize(("option", "row"), [

@@ -462,7 +462,7 @@ def test_the_docs_show_the_harness_commands() -> None:
 def test_documented_harness_command_parses_as_typed(command: Command) -> None:
     """Every option and value of the documented command is one the command accepts (argparse
     exits 2 on an unknown option or a bad choice); commands that need no data of the user's run."""
-    from harness.__main__ import _parser
+    from harness.__main__ import parser as _parser
 
     try:
         args = _parser().parse_args(list(command.args))

@@ -13,14 +13,14 @@ choices) do not apply: the record says what NNCF did. Nodes kept in float (the l
 ``--keep-float``: ONNX node names) become NNCF's ignored scope, matched to the IR's operations by the
 tensor names the ONNX node writes.
 
-The way back to float on OpenVINO is NNCF's own accuracy-controlled quantization
-(:func:`quantize_with_accuracy_control`), when the caller gives it validation images.
+The way back to float on OpenVINO (NNCF's ``quantize_with_accuracy_control``) is not built yet
+(docs/int8.md).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,43 +137,3 @@ class NncfQuantizer(Quantizer):
         except Exception as exc:  # NNCF raises its own and OpenVINO's exception types
             raise QuantizationError(f"nncf could not quantize {source}: {type(exc).__name__}: {exc}") from exc
         return self._save(quantized, out_dir), self._info(settings, ignored, started)
-
-    def quantize_with_accuracy_control(
-        self, source: Path, calibration: Iterable[np.ndarray], validation: Sequence[tuple[np.ndarray, int]],
-        settings: QuantizationSettings, out_dir: Path, max_drop_points: float,
-        metric: Callable[[Any, Iterable[tuple[np.ndarray, int]]], float],
-    ) -> tuple[Path, QuantizationInfo]:
-        """NNCF's way back to float: quantize, then revert the layers that cost the most accuracy on
-        ``validation`` ((image batch of one, label) pairs) to float until ``metric`` (top-1, a
-        fraction) is at most ``max_drop_points`` below the float model's. The reverted layers are
-        the record's excluded nodes (IR operation names)."""
-        nncf = nncf_module()
-        started = time.perf_counter()
-        model = self._convert(source)
-        ignored = ignored_ops(model, source, settings)
-        samples = self._samples(calibration)
-        before = {op.get_friendly_name() for op in model.get_ordered_ops()}
-        try:
-            quantized = nncf.quantize_with_accuracy_control(
-                model, nncf.Dataset(samples), nncf.Dataset(list(validation)), metric,
-                max_drop=max_drop_points / 100.0, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(samples),
-                preset=nncf.QuantizationPreset.PERFORMANCE, ignored_scope=nncf.IgnoredScope(names=ignored))
-        except Exception as exc:
-            raise QuantizationError(f"nncf could not quantize {source} with accuracy control: "
-                                    f"{type(exc).__name__}: {exc}") from exc
-        reverted = float_weighted_ops(quantized) & before
-        kept = list(ignored) + sorted(reverted - set(ignored))
-        return self._save(quantized, out_dir), self._info(settings, kept, started, "accuracy-control")
-
-
-def float_weighted_ops(model: Any) -> set[str]:
-    """The weighted operations of a quantized IR whose weights are not quantized (no FakeQuantize or
-    low-precision constant feeds them): the layers NNCF left or reverted to float."""
-    out = set()
-    for op in model.get_ordered_ops():
-        if op.get_type_name() not in _WEIGHTED:
-            continue
-        sources = [i.get_source_output().get_node() for i in op.inputs()]
-        if not any(s.get_type_name() in ("FakeQuantize", "Convert", "Multiply", "Subtract") for s in sources[1:]):
-            out.add(op.get_friendly_name())
-    return out

@@ -29,7 +29,6 @@ QUANT_TYPES = ("uint8", "int8")
 # scale per weight tensor (the "opset 11 style" that loses 2.4 points on efficientnet_lite0: issue 26).
 PER_CHANNEL, PER_TENSOR = "qdq-per-channel", "qdq-per-tensor"
 ORT_SCHEMES = (PER_CHANNEL, PER_TENSOR)
-NNCF_PRESETS = ("performance", "mixed")
 
 
 class QuantizationError(HarnessError, RuntimeError):
@@ -51,9 +50,6 @@ class QuantizationSettings:
     keep_float: tuple[str, ...] = ()
     nncf_preset: str = "performance"
 
-    def cache_fields(self) -> dict[str, Any]:
-        return {"scheme": self.scheme, "activation_type": self.activation_type, "weight_type": self.weight_type,
-                "logits": self.logits, "keep_float": sorted(self.keep_float), "nncf_preset": self.nncf_preset}
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import onnx
 
 from harness.backends.onnxruntime.quantize import OrtQuantizer
 from harness.backends.quantization import QuantizationSettings
-from harness.judge.gates import Gate, paired_accuracy_gates, topk_correct
+from harness.judge.gates import Gate, overall_verdict, paired_accuracy_gates, topk_correct
 from harness.localize.graph import topological_nodes
 from harness.localize.images import Images
 from harness.localize.pipeline import localize
@@ -87,13 +87,11 @@ def judge(logits: np.ndarray, reference_logits: np.ndarray, labels: np.ndarray, 
     ref_correct, correct = topk_correct(reference_logits, labels), topk_correct(logits, labels)
     gates: list[Gate] = paired_accuracy_gates(ref_correct, correct, policy)
     top1 = gates[0].values
-    verdicts = [g.verdict for g in gates]
-    verdict = "pass" if all(v == "pass" for v in verdicts) else ("fail" if "fail" in verdicts else "inconclusive")
     agreement = float((logits.argmax(1) == reference_logits.argmax(1)).mean() * 100)
     drop, high = (float(str(top1[k])) for k in ("paired_drop_top1", "paired_drop_top1_high95"))
     return Trial(keep_float=keep_float, top1=float(correct["top1"].mean() * 100),
                  top5=float(correct["top5"].mean() * 100), drop_top1=drop, drop_top1_high=high,
-                 top1_agreement=agreement, verdict=verdict)
+                 top1_agreement=agreement, verdict=overall_verdict(gates))
 
 
 def ort_logits(model_path: Path, images: Images, threads: int | None, batch: int = 32) -> np.ndarray:

@@ -108,9 +108,11 @@ def describe_path(recorded: Mapping[str, Any] | None) -> str | None:
 
 
 def top5_sets(logits: np.ndarray) -> np.ndarray:
-    """Each row's 5 highest classes, sorted (a set, whatever their order)."""
+    """Each row's 5 highest classes, sorted (a set, whatever their order); ties broken by the lower
+    class index, as harness.judge.metrics.topk_predictions does (argpartition picks among tied
+    classes arbitrarily, which would make equal logits look like different top-5 sets)."""
     k = min(5, logits.shape[1])
-    return np.sort(np.argpartition(-logits, k - 1, axis=1)[:, :k], axis=1)
+    return np.sort(np.argsort(-logits, axis=1, kind="stable")[:, :k], axis=1)
 
 
 def compare(eager: np.ndarray, fast: np.ndarray, bound: float) -> FastCheck:

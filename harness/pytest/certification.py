@@ -32,12 +32,12 @@ from harness.judge.headline import (
     verdict_word,
 )
 from harness.pytest.junit import finish as finish_junit
+from harness.records.certified import CERTIFIED, MODEL_STATUSES, certifications, model_status, record_status
+from harness.records.certified import NOT_CERTIFIED as MODEL_NOT_CERTIFIED
 
 CERTIFYING_MARKERS = ("accuracy", "agreement", "perf")
 HEADLINE_MARKERS = ("conversion", "agreement", "accuracy", "perf")  # tests whose skips say NOT CERTIFIED
-CERTIFYING_KINDS = ("accuracy", "agreement", "perf", "perf_ratio")  # what certifies a model (as harness.report)
 RECORDER = "modelzoo-cert-results"  # harness.pytest.plugin registers its ResultsRecorder under this name
-CERTIFIED = "certified"
 NOT_RUN_CLAUSE = 48  # characters of a reason shown in the last line when it names no option
 NEXT_COMMAND = ".venv/bin/python -m pytest -m accuracy --imagenet DIR"
 NO_DATA = "need --imagenet DIR"  # the reason of an accuracy test without --imagenet (acceptance/test_accuracy.py)
@@ -95,7 +95,7 @@ def status_of(record: Any) -> str:
     or the reason it is not certified, short, with the option that fixes it when it names one."""
     reason = str(record.meta.reason or "")
     if record.outcome == "passed":
-        return ALLOWED if record.verdict == "inconclusive" else CERTIFIED
+        return record_status(record)
     word = verdict_word(reason) if record.outcome == "failed" else NOT_CERTIFIED
     if word == FAIL or (word is None and record.verdict == "fail"):
         gate = first_line(reason).removeprefix(f"{FAIL} ").split(":", 1)[0] if word else ""
@@ -114,27 +114,11 @@ def _label(kind: str) -> str:
     return kind.replace("_", " ")
 
 
-def _certifications(records: Sequence[Any]) -> dict[str, list[Any]]:
-    """The certification records of each model, in the order the run met the models."""
-    models: dict[str, list[Any]] = {}
-    for r in records:
-        if r.kind in CERTIFYING_KINDS and r.model is not None:
-            models.setdefault(r.model, []).append(r)
-    return models
-
-
-def _model_status(records: Sequence[Any]) -> str:
-    statuses = [status_of(r) for r in records]
-    if all(s == CERTIFIED for s in statuses):
-        return CERTIFIED
-    return ALLOWED if all(s in (CERTIFIED, ALLOWED) for s in statuses) else "not certified"
-
-
 def per_model(records: Sequence[Any]) -> list[str]:
     """One line per model: certified, inconclusive (allowed), or not certified with every reason."""
     lines = []
-    for model, rs in _certifications(records).items():
-        status = _model_status(rs)
+    for model, rs in certifications(records).items():
+        status = model_status(rs)
         why = [f"{_label(r.kind)} {status_of(r)}" for r in rs if status_of(r) != CERTIFIED]
         lines.append(f"{model}: {status}" + (f" ({'; '.join(dict.fromkeys(why))})" if why else ""))
     return lines
@@ -147,13 +131,13 @@ def tally(records: Sequence[Any], embedded: bool = False, limit: int = MAX_HEADL
     ``limit`` characters. ``embedded``: the run had no data (the embedded default), so when every miss
     is a skip, the accuracy tests' "need --imagenet DIR" reads as the expected outcome with the command
     to run next. None when the run had no certification test."""
-    models = _certifications(records)
+    models = certifications(records)
     if not models:
         return None
-    status = {m: _model_status(rs) for m, rs in models.items()}
-    counts = {s: sum(1 for v in status.values() if v == s) for s in (CERTIFIED, ALLOWED, "not certified")}
+    status = {m: model_status(rs) for m, rs in models.items()}
+    counts = {s: sum(1 for v in status.values() if v == s) for s in MODEL_STATUSES}
     line = (f"certification: {counts[CERTIFIED]} of {len(models)} model(s) certified, {counts[ALLOWED]} {ALLOWED}, "
-            f"{counts['not certified']} not certified")
+            f"{counts[MODEL_NOT_CERTIFIED]} {MODEL_NOT_CERTIFIED}")
     groups: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for model, rs in models.items():
         for r in rs:

@@ -23,13 +23,13 @@ writes and no JUnit schema allows (docs/nightly.md).
 from __future__ import annotations
 
 import os
-import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from harness.judge.headline import ALLOWED, ERROR, JUNIT_TYPES, allowed_headline, compose, verdict_word
+from harness.cache import atomic_write_bytes
+from harness.judge.headline import ALLOWED, ERROR, JUNIT_TYPES, allowed_headline, error_headline, verdict_word
 
 PROPERTY = "certification"  # the property a passed, allowed-inconclusive test case carries
 _OUTCOMES = ("failure", "error", "skipped")
@@ -49,7 +49,7 @@ def _retype_case(case: ET.Element) -> bool:
         message = element.get("message", "")
         word = verdict_word(message)
         if word is None and kind and element.tag != "skipped":
-            message = compose(f"{ERROR} {kind}: {message.split(chr(10), 1)[0]}", *message.split("\n")[1:])
+            message = error_headline(kind, message)
             element.set("message", message)
             word = ERROR
         if word is not None:
@@ -74,14 +74,7 @@ def retype(path: Path) -> bool:
     changed = [_retype_case(case) for case in tree.getroot().iter("testcase")]
     if not any(changed):
         return False
-    fd, tmp = tempfile.mkstemp(prefix=".junit-", suffix=".xml", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            tree.write(out, encoding="utf-8", xml_declaration=True)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, ET.tostring(tree.getroot(), encoding="utf-8", xml_declaration=True))
     return True
 
 

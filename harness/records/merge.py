@@ -17,17 +17,14 @@ environment fingerprint: the report's runs table shows each runner), shard 1 fir
 
 from __future__ import annotations
 
-import os
-import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.cache import atomic_write_bytes
 from harness.errors import HarnessError
 from harness.records.results import Results, Run
-
-_SHARD = re.compile(r"([1-9][0-9]{0,8})/([1-9][0-9]{0,8})")
+from harness.records.shards import parse_shard
 
 
 class ShardsIncomplete(HarnessError):
@@ -70,11 +67,11 @@ def _shard_of(run: Run, problems: list[str]) -> tuple[int, int] | None:
     if run.info.shard is None:
         problems.append(f"{_where(run)} is not a shard run (no --shard K/N); merge only the shards' results files")
         return None
-    match = _SHARD.fullmatch(run.info.shard)
-    if match is None or not 1 <= int(match[1]) <= int(match[2]):
-        problems.append(f"{_where(run)}: shard {run.info.shard!r} is not K/N with 1 <= K <= N")
+    try:
+        return parse_shard(run.info.shard)
+    except ValueError as exc:
+        problems.append(f"{_where(run)}: shard: {exc}")
         return None
-    return int(match[1]), int(match[2])
 
 
 def check_shards(results: Results) -> Merged:
@@ -157,12 +154,5 @@ def write_merged(merged: Merged, out: Path) -> int:
         if shard.run.info is not None:
             lines.append(json.dumps(shard.run.info.to_json(), default=str))
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("".join(line + "\n" for line in lines))
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(out, "".join(line + "\n" for line in lines).encode())
     return len(lines)

@@ -29,6 +29,18 @@ from dataclasses import dataclass
 from harness.records.results import Results
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``K/N``: the K-th of N shards, 1 <= K <= N, ASCII digits only (at most 9 each); a ValueError
+    saying what was expected otherwise. ``--shard`` (harness.options) and the merge read it so."""
+    index, slash, count = text.partition("/")
+    if not (slash and all(p.isascii() and p.isdigit() and len(p) <= 9 for p in (index, count))):
+        raise ValueError(f"expected a shard K/N, the K-th of N runners (like 2/4), got {text!r}")
+    k, n = int(index), int(count)
+    if not 1 <= k <= n:
+        raise ValueError(f"expected a shard K/N with 1 <= K <= N (like 2/4), got {text!r}")
+    return k, n
+
+
 @dataclass(frozen=True)
 class Group:
     """Tests that run on one shard: one model's, or a test without a model alone."""

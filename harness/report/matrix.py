@@ -19,6 +19,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+from harness.records.certified import CERTIFYING_KINDS, MODEL_STATUSES, NOT_CERTIFIED, certifications, model_status
 from harness.records.parts import Configuration
 from harness.records.results import Results, finite, sort_key
 from harness.records.schema import AccuracyRecord, ConversionRecord, PerfRatioRecord, PerfRecord, ResultRecord
@@ -39,7 +40,6 @@ from harness.report.render import (
 from harness.report.tables import DASH, fmt_figure, one_line, pct
 from harness.report.verdicts import STATUS_WORDS, anchor, record_anchor, status_of, verdict_cell
 
-CERTIFYING_KINDS = ("accuracy", "agreement", "perf", "perf_ratio")  # a model is certified when all of its pass
 KIND_ORDER = ("conversion", "accuracy", "agreement", "perf", "perf_ratio")
 KIND_TITLES = {"conversion": "conversion", "accuracy": "accuracy", "agreement": "agreement with torch",
                "perf": "throughput", "perf_ratio": "ratio"}
@@ -195,18 +195,15 @@ def _link(r: ResultRecord) -> str:
 
 
 def _tally(matrix: Matrix) -> str:
-    """``6 model(s): 1 certified (a), 1 inconclusive (allowed) (b), 4 not certified``: a model is
-    certified when every certification test of it passed; an allowed inconclusive one is not."""
-    groups: dict[str, list[str]] = {"certified": [], "inconclusive (allowed)": [], "not certified": []}
+    """``6 model(s): 1 certified (a), 1 inconclusive (allowed) (b), 4 not certified`` by the one rule
+    of harness.records.certified, on the newest record of every certification in the matrix."""
+    newest = certifications(r for (_, c), r in matrix.cells.items() if c.kind in CERTIFYING_KINDS)
+    groups: dict[str, list[str]] = {s: [] for s in MODEL_STATUSES}
     for model in matrix.models:
-        statuses = [status_of(r) for (m, c), r in matrix.cells.items() if m == model and c.kind in CERTIFYING_KINDS]
-        if not statuses:
-            continue
-        bad = [s for s in statuses if s not in (OK, NEUTRAL, ALLOWED)]
-        groups["not certified" if bad else "inconclusive (allowed)" if ALLOWED in statuses else "certified"].append(
-            model)
+        if model in newest:
+            groups[model_status(newest[model])].append(model)
     total = sum(map(len, groups.values()))
-    parts = [f"{len(ms)} {name}" + (f" ({', '.join(ms)})" if ms and name != "not certified" else "")
+    parts = [f"{len(ms)} {name}" + (f" ({', '.join(ms)})" if ms and name != NOT_CERTIFIED else "")
              for name, ms in groups.items()]
     return f"{total} model(s) with certification tests: " + ", ".join(parts) + "."
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from harness.clocks import DEVICE_COMPUTE, WALL
 from harness.judge.baselines import BaselineError, Figure, baseline_path, load_baselines
 from harness.judge.ratios import best_batch
 from harness.records.parts import BASELINE, MEASURED, Configuration
@@ -32,7 +33,7 @@ from harness.report.tables import (
 from harness.report.verdicts import status_of
 from harness.specs import SINGLE_STREAM, ChipSpec, load_chips
 
-CLOCK_NAMES = {"device_compute": "device compute", "wall": "wall"}
+CLOCK_NAMES = {DEVICE_COMPUTE: "device compute", WALL: "wall"}
 NAME_FIELDS = ("chip", "backend", "precision", "input_dtype", "scenario")
 
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 from harness import data as data_mod
+from harness.cache import file_sha256
 from harness.errors import UsageError
 
 SPLIT, GIVEN = "split", "given"
@@ -42,17 +42,9 @@ class CalibrationSplit:
                 "calibration_digest": self.digest, "calibration_overlap": self.overlap}
 
 
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def content_digests(listing: data_mod.DatasetListing) -> tuple[str, ...]:
     """Each listed image's file-content SHA-256, in ``names`` order."""
-    return tuple(file_digest(p) for p in listing.image_paths())
+    return tuple(file_sha256(p) for p in listing.image_paths())
 
 
 def subset(listing: data_mod.DatasetListing, keep: list[int]) -> data_mod.DatasetListing:
@@ -76,7 +68,7 @@ def split(listing: data_mod.DatasetListing, count: int) -> CalibrationSplit:
     order = sorted(range(len(listing)), key=lambda i: (hashlib.sha256(digests[i].encode()).digest(), i))
     chosen = sorted(order[:n])
     calibrating = {digests[i] for i in chosen}
-    scored = [i for i in range(len(listing)) if i not in set(chosen) and digests[i] not in calibrating]
+    scored = [i for i in range(len(listing)) if digests[i] not in calibrating]  # chosen ones too
     dropped = len(listing) - n - len(scored)
     source = f"split of {listing.image_dir}: {n} of {len(listing)} images by content hash"
     if n < count:

@@ -20,7 +20,7 @@ import numpy as np
 
 from harness import data as data_mod
 from harness.backends.base import Backend
-from harness.backends.quantization import INT8, QuantizationInfo, QuantizationSettings
+from harness.backends.quantization import QuantizationInfo, QuantizationSettings
 from harness.cache import ArtifactCache, file_sha256
 from harness.run.calibration_split import CalibrationSplit, apart, split
 from harness.run.stages import StageClock
@@ -147,6 +147,3 @@ def quantize(bench: Workbench, backend: Backend, spec: ModelSpec, onnx_path: Pat
     backend.quantization = quantized.record()
     return quantized
 
-
-def is_int8(precision: str) -> bool:
-    return precision == INT8

@@ -26,6 +26,7 @@ from harness.backends.base import (
     folds_uint8_input,
     get_backend,
 )
+from harness.backends.quantization import INT8
 from harness.backends.torch_ref import TorchSession
 from harness.cache import ArtifactCache, default_cache_root
 from harness.data.coverage import coverage
@@ -293,7 +294,7 @@ class Workbench:
         target = self.target(spec, chip, batch_size)
         with on_chip(chip.name):
             onnx_path = self.onnx(loaded, chip)  # int8: the backend's quantizer's model of it, calibrated apart
-            quantized = int8.quantize(self, backend, spec, onnx_path, source) if int8.is_int8(chip.precision) else None
+            quantized = int8.quantize(self, backend, spec, onnx_path, source) if chip.precision == INT8 else None
             artifact = self.compiled(backend, quantized.path if quantized else onnx_path, target)
         return Compiled(loaded=loaded, backend=backend, artifact=artifact, target=target,
                         quantization=quantized.record() if quantized else None)
@@ -344,7 +345,7 @@ class Workbench:
     def evaluate(self, spec: ModelSpec, chip: ChipSpec, batch_size: int, source: str) -> Evaluation:
         """Compile, run on ``source`` and compare with the torch reference on the same images (int8:
         ``source`` without its calibration images)."""
-        int8_run = int8.is_int8(chip.precision)
+        int8_run = chip.precision == INT8
         prepared = int8.scored_dataset(self, spec, source) if int8_run else self.dataset(spec, source)
         compiled = self.compile(spec, chip, batch_size, source)
         backend, loaded = compiled.backend, compiled.loaded

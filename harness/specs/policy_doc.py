@@ -7,6 +7,7 @@ harness/specs/policy.py (nothing here states a number).
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from dataclasses import MISSING
@@ -65,11 +66,20 @@ def shipped(path: str) -> object:
     not fail, and the run that reads the policy reports what is wrong with it."""
     table, _, key = path.partition(".")
     _, d = find(Policy, path)  # a KeyError for anything not declared
-    try:
-        value: object = getattr(getattr(load_policy(), table), key)
-    except SpecError:
+    policy = _shipped_policy()
+    if policy is None:
         return "?" if d.required else d.default
+    value: object = getattr(getattr(policy, table), key)
     return value
+
+
+@functools.cache
+def _shipped_policy() -> Policy | None:
+    """fixtures/policy.toml, read once per process for the help texts (None when it does not load)."""
+    try:
+        return load_policy()
+    except SpecError:
+        return None
 
 
 def describe(path: str) -> str:
