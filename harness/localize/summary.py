@@ -36,7 +36,8 @@ class LayerRow:
 
 @dataclass(frozen=True)
 class LocalizationSummary:
-    """What localisation found; ``to_json()`` is summary.json, ``last_line()`` what the command prints last."""
+    """What localisation found; summary.json is :func:`summary_dict` of it, ``last_line()`` what the
+    command prints last."""
 
     reference: str
     candidate: str
@@ -71,9 +72,6 @@ class LocalizationSummary:
             n = self.tensors_compared
             return f"first divergent node: none ({n} tensor{'s' if n != 1 else ''} compared, all within thresholds)"
         return f"first divergent node: {self.first_divergent_node} ({self.first_divergent_op})"
-
-    def to_json(self) -> dict[str, Any]:
-        return summary_dict(self)
 
 
 def number_text(value: float) -> str:
