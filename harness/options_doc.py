@@ -47,10 +47,10 @@ def _values(metavar: str | None, choices: Any, takes_value: bool) -> str:
 def _default(value: Any, takes_value: bool) -> str:
     if not takes_value:
         return "on" if value else "off"
-    if value is None or value == argparse.SUPPRESS or value == []:
-        return NONE
     if isinstance(value, (tuple, list)):
         value = ",".join(map(str, value))
+    if value is None or value == argparse.SUPPRESS or value == "":
+        return NONE  # also an empty list or string: "`` `` " would render as nothing in Markdown
     return f"`{value}`"
 
 

@@ -19,6 +19,11 @@ WORKERS=${MZC_TEST_WORKERS:-auto}
 JUNIT=${MZC_JUNIT:-reports/junit.xml}
 SERIAL="serial or timing or perf"
 
+# Bytecode is cached (__pycache__/, git-ignored) even where the environment says not to: the tests start
+# a few hundred Python processes (suite runs in subprocesses, xdist workers), and without the cache
+# each one compiles the harness and pytest rewrites its assertions anew: ~0.5 s of CPU a process here.
+unset PYTHONDONTWRITEBYTECODE
+
 parts=$(mktemp -d "${TMPDIR:-/tmp}/mzc-junit.XXXXXX")
 trap 'rm -rf "$parts"' EXIT
 

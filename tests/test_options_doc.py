@@ -16,6 +16,12 @@ def test_the_readme_tables_are_what_the_declarations_generate() -> None:
     assert render(text) == text, "README.md's options tables are stale: run .venv/bin/python -m harness.options_doc"
 
 
+def test_no_cell_is_an_empty_code_span() -> None:
+    """An empty default (``""``, ``[]``) shows as the no-default dash, not as `` (nothing, rendered)."""
+    table = render(DOC.read_text()).split(BEGIN, 1)[1].split(END, 1)[0]
+    assert "| `` |" not in table and "``" not in table.replace("```", "")
+
+
 def test_every_command_of_python_m_harness_is_documented() -> None:
     """The tables are written from the declarations themselves (so a declared option cannot miss its
     row); what can go wrong is a command left out of the walk over the parser's subcommands."""
