@@ -7,8 +7,9 @@ For each model: the int8 model's accuracy on the scored images (the data minus t
 images) against fp32 on the same images, the paired drop with its interval, agreement with the torch
 reference, tied top-1 logits, the verdict of the suite's paired gates, calibration + quantization
 time; then both precisions' batch sweeps (the suite's timing loop) and the speed-up at each one's
-best batch. ``--search`` (ONNX Runtime) runs the way back to float (harness.localize.keep_float) on
-a failing quantization and measures the setting it finds the same way.
+best batch. ``--search`` runs the way back to float on a failing quantization (ONNX Runtime: the
+measured search of harness.localize.keep_float; OpenVINO: NNCF's accuracy control), as
+``python -m harness keep-float`` does, and times fp32, the INT8 model and the setting found.
 Needs /work/shared/datasets/imagenet-val-1300 (or --imagenet) and the real weights' packages.
 """
 
@@ -90,7 +91,7 @@ def main() -> None:
         ev = evaluate(bench, spec, int8, 8)
         print(f"  int8 evaluation {time.perf_counter() - started:.0f} s (calibration and quantization included)")
         if args.search:
-            search(bench, spec, ev)
+            search(bench, spec, sizes, args.backend)
         else:
             _fp32_score(bench, spec, fp32, ev)
             ratio = best(bench, spec, int8, sizes) / best(bench, spec, fp32, sizes)
@@ -114,23 +115,37 @@ def _fp32_score(bench, spec, chip, ev) -> None:
           f"{c['top5'].mean() * 100:.2f}; int8 - fp32 top-1 {delta:+.2f}")
 
 
-def search(bench, spec, ev) -> None:
-    from harness.localize.images import Images
-    from harness.localize.keep_float import describe
-    from harness.localize.keep_float import search as keep_float_search
-    from harness.run import int8
+def search(bench, spec, sizes, backend: str) -> None:
+    """The way back to float, as ``python -m harness keep-float`` runs it (harness.localize.keep_float_run)."""
+    import tempfile
 
-    prepared = ev.prepared
-    split = int8.calibration_split(bench, "imagenet")
-    calibration = int8.prepared_listing(bench, spec, split.calibration)
-    settings = int8.settings_of(bench.policy, bench.cfg.keep_float)
-    started = time.perf_counter()
-    result = keep_float_search(ev.onnx_path, settings, lambda: int8.calibration_batches(calibration, False),
-                               Images.from_prepared(prepared), prepared.labels, ev.reference_logits, bench.policy,
-                               threads=bench.cfg.threads)
-    for line in describe(result):
+    from harness.cli.keep_float import table
+    from harness.localize import keep_float_run as run
+    from harness.localize.keep_float import KeepFloatResult, trial_rows
+
+    if bench.cfg.threads is None:
+        print("  (no --threads: the speeds below use every core)")
+    if backend == run.ONNXRUNTIME:
+        outcome = run.on_ort(bench.cfg, bench.policy, spec)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            outcome = run.on_openvino(bench.cfg, bench.policy, spec, Path(tmp))
+    rows = trial_rows(KeepFloatResult(trials=tuple(outcome.trials), found=outcome.found, subset=outcome.subset))
+    measured = sorted((r for r in rows if r[0] == "candidate"), key=lambda r: -int(r[8].split()[1]))
+    if measured:
+        print(f"  {len(measured)} candidates on the {outcome.subset} most divergent images; the best 10:")
+        for line in table(measured[:10])[1:]:
+            print("    " + line)
+    for line in table([r for r in rows if r[0] != "candidate"]):
         print("  " + line)
-    print(f"  search {time.perf_counter() - started:.0f} s")
+    for note in outcome.notes:
+        print("  " + note)
+    found = "none within keep_float_max" if outcome.found is None else (",".join(outcome.found) or "nothing to keep")
+    print(f"  search {outcome.seconds:.0f} s; found: {found}")
+    speed = run.speeds(bench.cfg, bench.policy, spec, backend, outcome.found, tuple(sizes))
+    fp32 = speed["fp32"][1]
+    for label, (batch, rate) in speed.items():
+        print(f"  {label:18} best bs{batch} {rate:.1f} images/s ({rate / fp32:.2f}x fp32)")
 
 
 if __name__ == "__main__":

@@ -279,7 +279,7 @@ CALIBRATION = Option("--calibration", "int8: calibrate on these images (laid out
                      "if any of them is also scored (same file content)", metavar="DIR",
                      type=existing_dir("a folder of calibration images laid out like --imagenet"))
 KEEP_FLOAT = Option("--keep-float", "int8: keep these ONNX nodes in float (the way back to float: "
-                    "benchmarks/bench_int8.py --search finds the fewest that make a failing quantization pass; "
+                    "python -m harness keep-float finds the fewest that make a failing quantization pass; "
                     "docs/int8.md)",
                     metavar="NODE,NODE", type=names("node names", "/blocks/blocks.0/blocks.0.0/conv_dw/Conv"),
                     default=())

@@ -17,7 +17,12 @@ With ``aipp`` in the target's options (``--input uint8`` on an Ascend chip) norm
 compiled in through ATC's AIPP: the .om takes uint8 RGB pixels packed NHWC, and the session
 transposes the uint8 NCHW cache batches to that layout.
 
-Verified against the documented contracts only (the ATC and ais_bench guides, the seeds'
+INT8 (``--precision int8``): AMCT's ``amct_onnx calibration`` quantizes the float ONNX
+(:mod:`harness.backends.ascend_tools.amct`, :meth:`AscendBackend.quantizer`) and ``compile`` takes its
+deploy ONNX through the same ATC command, at ATC's default mode for the layers AMCT left float
+(docs/int8.md, "Ascend (AMCT), contract only").
+
+Verified against the documented contracts only (the ATC, AMCT and ais_bench guides, the seeds'
 commands), through the test doubles in tests/doubles/: no NPU was available where this was
 written. See docs/ascend.md.
 """
@@ -32,7 +37,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.backends.ascend_tools import atc, npu_smi
+from harness.backends.ascend_tools import amct, atc, npu_smi
 from harness.backends.ascend_tools.infer_session import (
     AIS_BENCH_HINT,
     FINALIZER,
@@ -49,6 +54,7 @@ from harness.backends.base import (
     InferenceError,
 )
 from harness.backends.options import OptionReader
+from harness.backends.quantization import INT8
 from harness.specs import SINGLE_STREAM, CompileTarget
 from harness.versions import cann_version, installed_version
 
@@ -141,14 +147,24 @@ class AscendBackend(Backend):
         std = [float(v) for v in target.options["std"].split(",")]
         return atc.aipp_config(target.input_shape, mean, std)
 
+    @staticmethod
+    def _atc_precision(target: CompileTarget) -> str:
+        """What ATC is asked for: an int8 target is AMCT's deploy ONNX, which ATC compiles as it does a
+        float ONNX (its quantized layers are int8 by their AscendQuant/AscendDequant operators; the rest
+        at ATC's default mode, as Ascend's ModelZoo compiles deploy models: docs/int8.md)."""
+        return "fp16" if target.precision == INT8 else target.precision
+
     def _command(self, target: CompileTarget, onnx: str, output: str, aipp_path: str | None) -> list[str]:
-        mode, mode_v2 = atc.precision_flags(target.precision, self.precision_mode, self.precision_mode_v2)
+        mode, mode_v2 = atc.precision_flags(self._atc_precision(target), self.precision_mode, self.precision_mode_v2)
         return atc.atc_command(onnx, output, target, self.soc_version, self.log, mode, aipp_path,
                                precision_mode_v2=mode_v2, small_channel=aipp_path is not None and self.small_channel)
 
     def compiled_precision(self, target: CompileTarget) -> str:
         """The ATC mode a model for ``target`` is compiled with (``force_fp16``, ``force_fp32``,
-        ``precision_mode_v2=<v>``): what every record shows as precision, never plain "fp32"."""
+        ``precision_mode_v2=<v>``): what every record shows as precision, never plain "fp32". An int8
+        target shows ``int8`` (its judgement keys on it: Policy.for_precision); describe() says the rest."""
+        if target.precision == INT8:
+            return INT8
         mode, mode_v2 = atc.precision_flags(target.precision, self.precision_mode, self.precision_mode_v2)
         return atc.precision_label(mode, mode_v2)
 
@@ -193,6 +209,13 @@ class AscendBackend(Backend):
             json.dumps({"command": command, "seconds": round(result.seconds, 3)}, indent=1)
         )
         return om
+
+    def quantizer(self) -> amct.AmctQuantizer:
+        """AMCT's ``amct_onnx calibration`` (:mod:`harness.backends.ascend_tools.amct`); ATC then compiles
+        its deploy ONNX. Without ``amct_onnx`` on PATH, --precision int8 is a skip that says how to install it."""
+        if shutil.which(amct.TOOL) is None:
+            raise BackendUnavailable(f"Ascend INT8 needs AMCT: `{amct.TOOL}` is not on PATH ({amct.INSTALL_HINT})")
+        return amct.AmctQuantizer(timeout=self.atc_timeout)
 
     # -- run ------------------------------------------------------------------------------------
 
@@ -256,5 +279,9 @@ class AscendBackend(Backend):
             "ais_bench_api": self.ais_bench_api or "not loaded",
             "device_checks": {str(k): v for k, v in self.device_checks.items()},
         }
+        if self.quantization:  # int8: AMCT's deploy model, compiled at ATC's mode for what stays float
+            described["quantization"] = dict(self.quantization)
+            described["int8_atc_precision"] = atc.precision_label(
+                *atc.precision_flags("fp16", self.precision_mode, self.precision_mode_v2))
         return described
 

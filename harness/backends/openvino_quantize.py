@@ -9,24 +9,29 @@ and runs it; the CPU plugin executes the FakeQuantize-wrapped convolutions in in
 NNCF quantizes weights per channel and symmetrically, activations per tensor (the performance
 preset: symmetric too, unsigned where a tensor is never negative), so the scheme is NNCF's own and
 [int8] ``scheme`` / ``activation_type`` / ``weight_type`` of fixtures/policy.toml (ONNX Runtime's
-choices) do not apply: the record says what NNCF did. Nodes kept in float (the logits layer,
+choices) do not apply: the record says what NNCF did. One exception: ``scheme = qdq-per-tensor``
+asks NNCF for per-tensor weight scales (the deliberately bad quantization the way back to float
+is measured on). Nodes kept in float (the logits layer,
 ``--keep-float``: ONNX node names) become NNCF's ignored scope, matched to the IR's operations by the
 tensor names the ONNX node writes.
 
-The way back to float on OpenVINO (NNCF's ``quantize_with_accuracy_control``) is not built yet
-(docs/int8.md).
+The way back to float on OpenVINO is NNCF's own accuracy-controlled quantization
+(:meth:`NncfQuantizer.quantize_with_accuracy_control`, driven by harness.localize.keep_float_run):
+the layers NNCF reverts to float are read back from the IR and named as ONNX nodes, a
+``--keep-float`` setting.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from harness.backends.quantization import (
+    PER_TENSOR,
     QuantizationError,
     QuantizationInfo,
     QuantizationSettings,
@@ -49,8 +54,16 @@ def nncf_module() -> Any:
 
 
 def _ops_writing(model: Any, tensor_names: set[str]) -> list[str]:
-    return [op.get_friendly_name() for op in model.get_ordered_ops()
-            if any(tensor_names & set(out.get_names()) for out in op.outputs())]
+    """The operations writing ``tensor_names``, and the weighted operation under a bias ``Add``: the
+    ONNX frontend splits a Conv with bias into ``Convolution`` (no tensor name) + ``Add`` (the name)."""
+    found = []
+    for op in model.get_ordered_ops():
+        if any(tensor_names & set(out.get_names()) for out in op.outputs()):
+            above = op.inputs()[0].get_source_output().get_node() if op.get_type_name() == "Add" else None
+            if above is not None and above.get_type_name() in _WEIGHTED:
+                found.append(above.get_friendly_name())
+            found.append(op.get_friendly_name())
+    return found
 
 
 def logits_ops(model: Any) -> list[str]:
@@ -95,7 +108,24 @@ class NncfQuantizer(Quantizer):
 
     def fields(self, settings: QuantizationSettings) -> dict[str, Any]:
         return {"method": "nncf.quantize", "preset": settings.nncf_preset, "logits": settings.logits,
-                "keep_float": sorted(settings.keep_float), "ir": "compress_to_fp16=False"}
+                "keep_float": sorted(settings.keep_float), "ir": "compress_to_fp16=False",
+                **({"keep_float_ops": "weighted op and its bias Add"} if settings.keep_float else {}),
+                **({"weights": "per-tensor"} if settings.scheme == PER_TENSOR else {})}
+
+    @staticmethod
+    def _restorer(max_iterations: int | None) -> Any:
+        from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+        return AdvancedAccuracyRestorerParameters(**({"max_num_iterations": max_iterations} if max_iterations else {}))
+
+    @staticmethod
+    def _advanced(nncf: Any, settings: QuantizationSettings) -> Any:
+        """NNCF's advanced parameters: per-tensor weights for ``scheme = qdq-per-tensor``, else its defaults."""
+        if settings.scheme != PER_TENSOR:
+            return None
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
+
+        return AdvancedQuantizationParameters(weights_quantization_params=QuantizationParameters(per_channel=False))
 
     def _convert(self, source: Path) -> Any:
         import openvino as ov
@@ -111,9 +141,11 @@ class NncfQuantizer(Quantizer):
 
     def _info(self, settings: QuantizationSettings, ignored: Sequence[str], started: float,
               method: str = "ptq") -> QuantizationInfo:
+        per_tensor = settings.scheme == PER_TENSOR
         return QuantizationInfo(tool=self.tool, version=self.version(), scheme=f"nncf-{method}-{settings.nncf_preset}",
                                 activation_type="int8/uint8 by sign (symmetric, per-tensor)",
-                                weight_type="int8 (symmetric, per-channel)", per_channel=True,
+                                weight_type=f"int8 (symmetric, {'per-tensor' if per_tensor else 'per-channel'})",
+                                per_channel=not per_tensor,
                                 excluded_nodes=tuple(ignored), seconds=time.perf_counter() - started)
 
     def _save(self, model: Any, out_dir: Path) -> Path:
@@ -133,7 +165,71 @@ class NncfQuantizer(Quantizer):
         preset = {"performance": nncf.QuantizationPreset.PERFORMANCE, "mixed": nncf.QuantizationPreset.MIXED}
         try:
             quantized = nncf.quantize(model, nncf.Dataset(samples), preset=preset[settings.nncf_preset],
-                                      subset_size=len(samples), ignored_scope=nncf.IgnoredScope(names=ignored))
+                                      subset_size=len(samples), ignored_scope=nncf.IgnoredScope(names=ignored),
+                                      advanced_parameters=self._advanced(nncf, settings))
         except Exception as exc:  # NNCF raises its own and OpenVINO's exception types
             raise QuantizationError(f"nncf could not quantize {source}: {type(exc).__name__}: {exc}") from exc
         return self._save(quantized, out_dir), self._info(settings, ignored, started)
+
+    def quantize_with_accuracy_control(
+        self, source: Path, calibration: Iterable[np.ndarray], validation: Sequence[tuple[np.ndarray, int]],
+        settings: QuantizationSettings, out_dir: Path, max_drop_points: float,
+        validate: Callable[[Any, Iterable[tuple[np.ndarray, int]]], tuple[float, list[float]]],
+        max_iterations: int | None = None,
+    ) -> tuple[Path, QuantizationInfo]:
+        """NNCF's way back to float: quantize, then revert to float the quantizers that cost the most
+        on ``validation`` ((image batch of one, label) pairs) until ``validate`` (a fraction, higher
+        is better, with its per-item values) is at most ``max_drop_points`` below the float model's, in
+        at most ``max_iterations`` reverts. The record's excluded nodes are the IR operations left
+        float (:func:`float_weighted_ops`)."""
+        nncf = nncf_module()
+        started = time.perf_counter()
+        model = self._convert(source)
+        ignored = ignored_ops(model, source, settings)
+        samples = self._samples(calibration)
+        try:
+            quantized = nncf.quantize_with_accuracy_control(
+                model, nncf.Dataset(samples), nncf.Dataset(list(validation), lambda item: item[0]), validate,
+                max_drop=max_drop_points / 100.0, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(samples),
+                preset=nncf.QuantizationPreset.PERFORMANCE, ignored_scope=nncf.IgnoredScope(names=ignored),
+                advanced_quantization_parameters=self._advanced(nncf, settings),
+                advanced_accuracy_restorer_parameters=self._restorer(max_iterations))
+        except Exception as exc:  # NNCF raises its own and OpenVINO's exception types
+            raise QuantizationError(f"nncf could not quantize {source} with accuracy control: "
+                                    f"{type(exc).__name__}: {exc}") from exc
+        kept = list(ignored) + sorted(float_weighted_ops(quantized) - set(ignored))
+        return self._save(quantized, out_dir), self._info(settings, kept, started, "accuracy-control")
+
+
+def float_weighted_ops(model: Any) -> set[str]:
+    """The weighted operations of a quantized IR whose weights are not quantized (a plain Constant,
+    perhaps through a Convert, feeds them, no FakeQuantize or dequantizing Multiply): the layers
+    NNCF left or reverted to float."""
+    found = set()
+    for op in model.get_ordered_ops():
+        if op.get_type_name() not in _WEIGHTED:
+            continue
+        weight = op.inputs()[1].get_source_output().get_node()
+        while weight.get_type_name() in ("Convert", "Reshape"):
+            weight = weight.inputs()[0].get_source_output().get_node()
+        if weight.get_type_name() == "Constant":
+            found.add(op.get_friendly_name())
+    return found
+
+
+def onnx_nodes_of(model: Any, ops: Iterable[str], onnx_source: Path) -> list[str]:
+    """The ONNX nodes whose output tensors the IR operations ``ops`` write: the ``--keep-float``
+    setting that makes :func:`ignored_ops` ignore those operations again."""
+    import onnx
+
+    graph = onnx.load(str(onnx_source), load_external_data=False).graph
+    writes = {o: n.name for n in graph.node for o in n.output}
+    wanted = set(ops)
+    found: list[str] = []
+    for op in model.get_ordered_ops():
+        if op.get_friendly_name() in wanted:
+            bias = [i.get_node() for i in op.output(0).get_target_inputs() if i.get_node().get_type_name() == "Add"]
+            for name in (writes[t] for o in [op, *bias] for out in o.outputs() for t in out.get_names() if t in writes):
+                if name not in found:
+                    found.append(name)
+    return found

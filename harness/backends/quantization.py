@@ -49,6 +49,8 @@ class QuantizationSettings:
     logits: str = "float"
     keep_float: tuple[str, ...] = ()
     nncf_preset: str = "performance"
+    tensorrt_calibration: str = "percentile"  # [int8] tensorrt_calibration (harness.backends.onnxruntime.trt_int8)
+    fake_quant_min_top1: float = 90.0  # [int8] amct_fake_quant_min_top1 (harness.backends.ascend_tools.amct)
 
 
 

@@ -9,7 +9,13 @@ So for an ``.onnx`` artifact :meth:`Trtexec.prepare` builds an engine once with 
 --onnx=... --saveEngine=...`` (``--fp16`` for fp16; for a dynamic batch the optimization profile
 the suite's provider options give: min batch 1, opt = max = the target batch) into the suite's
 cache (``trtexec-engine/``, keyed by the ONNX bytes, the target and the TensorRT version);
-an ``.engine`` / ``.plan`` artifact is used as it is.
+an ``.engine`` / ``.plan`` artifact is used as it is. At ``int8`` the build adds ``--int8
+--calib=<cache>`` (sampleOptions.cpp: "Enable int8 precision", "Read INT8 calibration cache file"):
+the TensorRT-native calibration cache the onnxruntime backend's compile put beside the ONNX
+(harness.backends.onnxruntime.trt_int8, computed on the calibration images), its header rewritten to
+this trtexec's version, as TensorRT skips a cache of another version and trtexec would then calibrate
+on random inputs; the cache's digest joins the engine's key. Layers TensorRT keeps out of int8 run in
+fp32 (no ``--fp16``).
 
 Scenarios, both with ``--shapes=<input>:BxCxHxW``, ``--duration`` (whole seconds), ``--device``
 and ``--percentile=90`` (one value: accepted by every version; 8.6+ defaults to 90,95,99):
@@ -37,6 +43,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.backends.ascend_tools.tools import ToolError
+from harness.backends.onnxruntime.trt_int8 import NATIVE_CACHE, with_version
 from harness.benchmark_tools.base import (
     NUMBER,
     Output,
@@ -69,6 +76,26 @@ def decode_version(number: int) -> str:
     if number >= 100_000:
         return f"{number // 10_000}.{number // 100 % 100}.{number % 100}"
     return f"{number // 1000}.{number // 100 % 10}.{number % 100}"
+
+
+def encode_version(text: str) -> int | None:
+    """``8.6.1`` -> 8601, ``10.16.0`` -> 101600 (the inverse of :func:`decode_version`); None when unknown."""
+    parts = version_tuple(text)
+    if len(parts) < 3:
+        return None
+    major, minor, patch = parts
+    return major * 10_000 + minor * 100 + patch if major >= 10 else major * 1000 + minor * 100 + patch
+
+
+def calibration_cache_of(onnx_path: Path) -> Path:
+    """The TensorRT-native calibration cache an int8 build reads: beside the ONNX (the onnxruntime
+    backend's int8 compile writes it there)."""
+    cache = Path(onnx_path).parent / NATIVE_CACHE
+    if not cache.is_file():
+        raise VendorUsageError(f"trtexec int8 build of {onnx_path}: no calibration cache {cache}; expected the "
+                               "artifact of an int8 compile on the onnxruntime backend with TensorRT first "
+                               "(its calibration table is computed on the calibration images)")
+    return cache
 
 
 def version_tuple(text: str) -> tuple[int, ...]:
@@ -144,7 +171,9 @@ class Trtexec(VendorTool):
             self.cache = ArtifactCache(default_cache_root())
         return self.cache
 
-    def build_command(self, onnx_path: Path, target: CompileTarget, engine: Path, device_id: int = 0) -> list[str]:
+    def build_command(self, onnx_path: Path, target: CompileTarget, engine: Path, device_id: int = 0,
+                      calibration: Path | None = None) -> list[str]:
+        """``calibration``: the int8 build's calibration cache (:meth:`prepare` writes it for this version)."""
         argv = [self.executable, f"--onnx={onnx_path}", f"--saveEngine={engine}", f"--device={device_id}"]
         if not self._before_8_6():
             argv.append("--skipInference")  # 8.6+; before, the build is followed by a 3 s run
@@ -152,6 +181,8 @@ class Trtexec(VendorTool):
             argv.append("--fp16")
         elif target.precision == "bf16":
             argv.append("--bf16")
+        elif target.precision == "int8":
+            argv += ["--int8", f"--calib={calibration or calibration_cache_of(onnx_path)}"]
         if onnx_batch_is_dynamic(onnx_path, target.input_name):
             name, shape = target.input_name, target.input_shape
             argv += [f"--minShapes={name}:{_dims(1, shape)}", f"--optShapes={name}:{_dims(target.batch_size, shape)}",
@@ -159,7 +190,21 @@ class Trtexec(VendorTool):
         return argv
 
     def _engine_inputs(self, onnx_path: Path, target: CompileTarget) -> dict[str, object]:
-        return {"onnx_sha256": file_sha256(onnx_path), "target": target.cache_fields(), "tensorrt": self.version()}
+        inputs: dict[str, object] = {"onnx_sha256": file_sha256(onnx_path), "target": target.cache_fields(),
+                                     "tensorrt": self.version()}
+        if target.precision == "int8":
+            inputs["calibration_sha256"] = file_sha256(calibration_cache_of(onnx_path))
+        return inputs
+
+    def _calibration_for_build(self, onnx_path: Path, target: CompileTarget, tmp: Path) -> Path | None:
+        """The int8 build's cache, with the header of this trtexec's TensorRT version (as written when unknown)."""
+        if target.precision != "int8":
+            return None
+        text = calibration_cache_of(onnx_path).read_text()
+        number = encode_version(self.version())
+        cache = tmp / NATIVE_CACHE
+        cache.write_text(with_version(text, number) if number else text)
+        return cache
 
     def engine_for(self, artifact: Path, target: CompileTarget) -> Path:
         """The engine the measuring command loads: ``artifact`` itself, or the cached build of it."""
@@ -181,7 +226,8 @@ class Trtexec(VendorTool):
             return
 
         def build(tmp: Path) -> dict[str, object]:
-            argv = self.build_command(artifact, target, tmp / "model.engine", device_id)
+            calibration = self._calibration_for_build(artifact, target, tmp)
+            argv = self.build_command(artifact, target, tmp / "model.engine", device_id, calibration)
             self.execute(
                 argv,
                 max(timeout or 0.0, BUILD_TIMEOUT),

@@ -9,4 +9,4 @@ Add a command by adding its module to :data:`COMMANDS`.
 from __future__ import annotations
 
 COMMANDS = ("harness.cli.report", "harness.cli.localize", "harness.cli.models", "harness.cli.reference",
-            "harness.cli.merge")
+            "harness.cli.merge", "harness.cli.keep_float")

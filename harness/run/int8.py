@@ -59,7 +59,9 @@ def settings_of(policy: Policy, keep_float: tuple[str, ...] = ()) -> Quantizatio
     """The quantization fixtures/policy.toml [int8] asks for, with ``--keep-float`` nodes."""
     p = policy.int8
     return QuantizationSettings(scheme=p.scheme, activation_type=p.activation_type, weight_type=p.weight_type,
-                                logits=p.logits, keep_float=tuple(keep_float), nncf_preset=p.nncf_preset)
+                                logits=p.logits, keep_float=tuple(keep_float), nncf_preset=p.nncf_preset,
+                                tensorrt_calibration=p.tensorrt_calibration,
+                                fake_quant_min_top1=p.amct_fake_quant_min_top1)
 
 
 def source_digest(path: Path) -> str:

@@ -219,10 +219,18 @@ class Int8Policy(Table):
         "float: the layer writing the logits is kept in float (quantized logits tie the top-1 of ~1% of images)"))
     nncf_preset: str = setting("performance", choices=("performance", "mixed"), doc=(
         "OpenVINO: NNCF's quantization preset"))
+    tensorrt_calibration: str = setting("percentile", choices=("entropy", "percentile", "minmax"), doc=(
+        "TensorRT (T4): how the activation ranges of the calibration table are chosen (docs/int8.md)"))
     agreement_min_top1: float = setting(96.0, ge=0, le=100, unit="%", doc=(
         "an int8 model's least top-1 agreement with the torch reference (replaces [accuracy]'s for int8)"))
-    keep_float_max: int = setting(16, ge=1, le=1000, unit="layers", doc=(
+    keep_float_max: int = setting(32, ge=1, le=1000, unit="layers", doc=(
         "the way back to float: the most layers the search keeps in float before it gives up"))
+    keep_float_images: int = setting(200, ge=1, le=100000, unit="images", doc=(
+        "the way back to float: each candidate layer is tried on this many of the scored images, those "
+        "the failing quantization moves most"))
+    amct_fake_quant_min_top1: float = setting(90.0, ge=0, le=100, unit="%", doc=(
+        "Ascend: AMCT's fake-quant ONNX on ONNX Runtime must agree with the float ONNX's top-1 on at least this "
+        "share of the calibration images, or the quantization is refused before ATC compiles it"))
 
 
 @dataclass(frozen=True)

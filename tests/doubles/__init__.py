@@ -13,8 +13,9 @@ AIS_BENCH_GENERATIONS = ("tools-2023", "ait")
 
 
 def ascend_env(base: dict[str, str] | None = None, generation: str | None = None, **extra: str) -> dict[str, str]:
-    """An environment whose PATH finds the fake `atc` / `npu-smi` and whose Python finds the fake ais_bench
-    (of ``generation``, one of :data:`AIS_BENCH_GENERATIONS`; default: the double's default, ait)."""
+    """An environment whose PATH finds the fake `atc` / `npu-smi` / `amct_onnx` and whose Python finds the fake
+    ais_bench (of ``generation``, one of :data:`AIS_BENCH_GENERATIONS`; default: the double's default, ait) and
+    the fake amct_onnx wheel's metadata."""
     env = dict(os.environ if base is None else base)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONPATH"] = f"{DOUBLES}{os.pathsep}{env.get('PYTHONPATH', '')}".rstrip(os.pathsep)

@@ -7,6 +7,11 @@ Reproduces, from TensorRT's source (github.com/NVIDIA/TensorRT ``samples/trtexec
 ``--infStreams`` from 8.6 (``--streams`` before, deprecated after), ``--skipInference`` from 8.6;
 a static ONNX refuses shapes at build time; the ``&&&& RUNNING/PASSED TensorRT.trtexec [TensorRT vN]``
 lines, ``[date-time] [I] `` prefixed logs, the Inference Options block and the performance summary.
+``--int8`` builds read ``--calib=<file>`` as trtexec's IInt8EntropyCalibrator2 does (``sampleEngines.cpp``):
+a cache is used only when it is TensorRT's text format with the header ``TRT-<this version>-EntropyCalibration2``
+and ``tensor: <hex float32 scale>`` lines (finite, positive scales); otherwise (no ``--calib``, no such file, another
+version or calibrator, a malformed line) TensorRT ignores it and calibrates on trtexec's random inputs, which the
+double reports as a warning and as ``"calibration": "random: <why>"`` in the engine (``"cache"`` when used).
 Nothing runs on a GPU: the engine is a JSON file and the times are made up.
 
 Environment: ``FAKE_TRTEXEC_VERSION`` (NV_TENSORRT_VERSION, default 101600 = 10.16.0),
@@ -18,14 +23,38 @@ inference with this message), ``FAKE_TRTEXEC_SLEEP`` (seconds to hang first), ``
 from __future__ import annotations
 
 import json
+import math
 import os
+import struct
 import sys
 import time
 from pathlib import Path
 
 VALUED = {"onnx", "saveEngine", "loadEngine", "shapes", "minShapes", "optShapes", "maxShapes", "device",
-          "duration", "percentile", "infStreams", "streams", "warmUp", "iterations"}
-FLAGS = {"fp16", "bf16", "exposeDMA", "skipInference", "help", "useSpinWait", "noDataTransfers"}
+          "duration", "percentile", "infStreams", "streams", "warmUp", "iterations", "calib"}
+FLAGS = {"fp16", "bf16", "int8", "exposeDMA", "skipInference", "help", "useSpinWait", "noDataTransfers"}
+
+
+def calibration(opts: dict[str, str], number: int) -> str:
+    """``cache`` when TensorRT would use the --calib file, else ``random: <why>``."""
+    if "calib" not in opts:
+        return "random: no --calib"
+    path = Path(opts["calib"])
+    if not path.is_file():
+        return f"random: no file {path}"
+    lines = path.read_text().splitlines()
+    expected = f"TRT-{number}-EntropyCalibration2"
+    if not lines or lines[0] != expected:
+        return f"random: header {lines[0] if lines else ''!r} is not {expected!r}"
+    for line in lines[1:]:
+        name, sep, value = line.rpartition(": ")
+        try:
+            (scale,) = struct.unpack(">f", struct.pack(">I", int(value, 16)))
+        except (ValueError, struct.error):
+            return f"random: malformed line {line!r}"
+        if not (sep and name and math.isfinite(scale) and scale > 0):
+            return f"random: malformed line {line!r}"
+    return "cache"
 
 
 def main(argv: list[str]) -> int:
@@ -84,6 +113,12 @@ def main(argv: list[str]) -> int:
             return fail("Static model does not take explicit shapes since the shape of inference tensors will be "
                         "determined by the model itself")
         engine = {"fp16": "fp16" in opts, "dynamic": dynamic, "max": opts.get("maxShapes"), "onnx": str(onnx_path)}
+        if "int8" in opts:
+            used = calibration(opts, number)
+            engine |= {"int8": True, "calibration": used}
+            if used != "cache":
+                print(f"{stamp}[W] [TRT] calibration cache not used ({used[8:]}); calibrating with random data",
+                      file=sys.stderr)
         Path(opts["saveEngine"]).write_text(json.dumps(engine))
         info("Engine built in 1.5 sec.")
         if "skipInference" in opts or "loadEngine" not in opts:

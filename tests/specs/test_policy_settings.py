@@ -36,7 +36,8 @@ SHIPPED: dict[str, Any] = {
                   "fast_path": "traced-channels-last", "fast_check_images": 40, "fast_rtol": 0.0001},
     "data": {"decode_memory_mb": 512},
     "int8": {"calibration_images": 300, "scheme": "qdq-per-channel", "activation_type": "uint8", "weight_type": "int8",
-             "logits": "float", "nncf_preset": "performance", "agreement_min_top1": 96.0, "keep_float_max": 16},
+             "logits": "float", "nncf_preset": "performance", "agreement_min_top1": 96.0, "keep_float_max": 32,
+             "tensorrt_calibration": "percentile", "keep_float_images": 200, "amct_fake_quant_min_top1": 90.0},
 }
 
 

@@ -4,7 +4,8 @@ This package's face is :class:`OnnxRuntimeBackend` (here: options, compile, open
 :mod:`.providers` (the chip's providers and options, precision rules, the provider list),
 :mod:`.sessions` (the plain and the IOBinding session), :mod:`.host` (the installed ONNX Runtime,
 NVIDIA GPUs, TensorRT), :mod:`.quantize` (the static INT8 quantizer: ``--precision int8`` compiles the
-QDQ model it writes, on the CPU provider).
+QDQ model it writes, on the CPU provider), :mod:`.trt_int8` (TensorRT's INT8 calibration table, for
+``--precision int8`` with the TensorRT provider first; contract-tested, docs/int8.md).
 
 CPU (the default, ``providers="CPUExecutionProvider"``): the compiled artifact is the graph ORT
 optimized offline at the extended level (portable across CPUs); fp32 only, because fp16 models
@@ -25,6 +26,10 @@ min batch 1, opt = max = the target batch. Precision:
   ``convert_float_to_float16(keep_io_types=True)``), which this backend does not make: it refuses
   the combination and says so.
 - ``bf16``: refused (no ORT provider here runs it for these models).
+- ``int8``: the CPU provider runs the QDQ model of :mod:`.quantize`; with TensorRT first, TensorRT
+  quantizes the float ONNX itself from the calibration table :mod:`.trt_int8` computes here
+  (``trt_int8_enable``; the tables are copied into ``trt_engines/``, where the EP reads them, and
+  beside the artifact, where trtexec finds its cache); the CUDA provider alone is refused.
 
 On a GPU the session binds inputs and outputs with IOBinding (``io_binding``, :mod:`.sessions`):
 only the device run is timed and reported through ``compute_times_ms()``, the timing loop's
@@ -76,6 +81,7 @@ from harness.backends.onnxruntime.sessions import (
     OnnxRuntimeSession,
     input_dtype,
 )
+from harness.backends.onnxruntime.trt_int8 import TensorRtQuantizer, calibration_tables, link_or_copy
 from harness.specs import OFFLINE, SINGLE_STREAM, CompileTarget
 
 __all__ = [
@@ -215,6 +221,10 @@ class OnnxRuntimeBackend(Backend):
         if TENSORRT in self.providers:
             engine_dir = Path(out_dir) / TRT_ENGINE_DIR
             engine_dir.mkdir(exist_ok=True)
+            if target.precision == "int8":  # the EP reads its table from the engine cache path, trtexec beside
+                for table in calibration_tables(onnx_path):
+                    link_or_copy(table, engine_dir / table.name)
+                    link_or_copy(table, Path(out_dir) / table.name)
             # Build the TensorRT engine now, once, into the artifact's directory: one full batch.
             session = self._inference_session(artifact, target, engine_dir, self.device_id)
             dtype = input_dtype(session, "onnxruntime")
@@ -285,9 +295,12 @@ class OnnxRuntimeBackend(Backend):
         with self._session(Path(artifact), target, engine_dir, device, num_classes, scenario) as session:
             yield session
 
-    def quantizer(self) -> OrtQuantizer:
-        """ONNX Runtime's static QDQ quantizer (:mod:`.quantize`); CPU provider only."""
+    def quantizer(self) -> OrtQuantizer | TensorRtQuantizer:
+        """ONNX Runtime's static QDQ quantizer (:mod:`.quantize`) on the CPU provider; TensorRT's
+        calibration table (:mod:`.trt_int8`, ``[int8] tensorrt_calibration``) with TensorRT first."""
         check_precision(self.providers, "int8")
+        if self.providers[0] == TENSORRT:
+            return TensorRtQuantizer()
         return OrtQuantizer()
 
     def describe(self) -> dict[str, Any]:

@@ -36,6 +36,9 @@ GPU_INSTALL_HINT = (
     "with the CUDA 12 and cuDNN 9 runtime libraries"
 )
 TENSORRT_INSTALL_HINT = ", plus the TensorRT 10 libraries (pip install tensorrt, or NVIDIA's packages)"
+# The name onnxruntime.quantization.write_calibration_table gives its flatbuffers table, which the TensorRT EP
+# reads from trt_engine_cache_path at int8 (harness.backends.onnxruntime.trt_int8 writes it).
+INT8_CALIBRATION_TABLE = "calibration.flatbuffers"
 OPTIONS = OptionReader("onnxruntime")
 
 
@@ -84,11 +87,12 @@ def check_precision(providers: Sequence[str], precision: str) -> None:
         return
     gpu = any(p in GPU_PROVIDERS for p in providers)
     if precision == "int8":  # the QDQ model ORT's static quantizer writes (harness.backends.onnxruntime.quantize)
-        if not gpu:
+        if not gpu or providers[0] == TENSORRT:  # or TensorRT's calibration table (.trt_int8)
             return
         raise BackendUnavailable(
-            f"onnxruntime with {','.join(providers)} has no INT8 path here (TensorRT INT8 needs its own "
-            "calibrator); --precision int8 runs on the CPU provider"
+            f"onnxruntime with {','.join(providers)} has no INT8 path here: this backend quantizes for the CPU "
+            f"provider (a QDQ model) or for TensorRT (a calibration table), not for the CUDA provider; put "
+            f"{TENSORRT} first in providers, or run --precision int8 on the CPU provider"
         )
     if not gpu:
         raise BackendUnavailable(
@@ -124,6 +128,10 @@ def harness_provider_options(
         opts = {
             "device_id": str(device_id),
             "trt_fp16_enable": "True" if target.precision == "fp16" else "False",
+            # int8: TensorRT's implicit quantization with ORT's flatbuffers table, read from the engine cache
+            # path (docs/int8.md); layers TensorRT keeps out of int8 run in fp32.
+            **({"trt_int8_enable": "True", "trt_int8_calibration_table_name": INT8_CALIBRATION_TABLE,
+                "trt_int8_use_native_calibration_table": "False"} if target.precision == "int8" else {}),
             # trtexec's --minShapes/--optShapes/--maxShapes: short last batches need no rebuild.
             "trt_profile_min_shapes": f"{name}:{_dims(1, target.input_shape)}",
             "trt_profile_opt_shapes": f"{name}:{_dims(target.batch_size, target.input_shape)}",

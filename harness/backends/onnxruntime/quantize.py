@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from harness.backends.onnxruntime.float_inputs import float_inputs
 from harness.backends.quantization import (
     ORT_SCHEMES,
     PER_CHANNEL,
@@ -116,7 +117,8 @@ class OrtQuantizer(Quantizer):
     def fields(self, settings: QuantizationSettings) -> dict[str, Any]:
         return {"format": "QDQ", "calibrate_method": "MinMax", "opset": QDQ_OPSET, "scheme": settings.scheme,
                 "activation_type": settings.activation_type, "weight_type": settings.weight_type,
-                "logits": settings.logits, "keep_float": sorted(settings.keep_float)}
+                "logits": settings.logits, "keep_float": sorted(settings.keep_float),
+                **({"keep_float_inputs": "float"} if settings.keep_float else {})}
 
     def excluded(self, model: onnx.ModelProto, settings: QuantizationSettings) -> tuple[str, ...]:
         """The nodes left in float: the logits layer (``logits = "float"``) and ``keep_float``."""
@@ -153,6 +155,10 @@ class OrtQuantizer(Quantizer):
         converted.unlink()
         if not artifact.is_file():
             raise QuantizationError(f"onnxruntime did not write the quantized model {artifact}")
+        if settings.keep_float:  # excluded nodes still read fake-quantized activations: float_inputs.py
+            quantized = onnx.load(str(artifact))
+            float_inputs(quantized, model, settings.keep_float)
+            onnx.save(quantized, str(artifact))
         info = QuantizationInfo(tool=self.tool, version=self.version(), scheme=settings.scheme,
                                 activation_type=settings.activation_type, weight_type=settings.weight_type,
                                 per_channel=per_channel, excluded_nodes=excluded,
