@@ -27,7 +27,7 @@ unset PYTHONDONTWRITEBYTECODE
 parts=$(mktemp -d "${TMPDIR:-/tmp}/mzc-junit.XXXXXX")
 trap 'rm -rf "$parts"' EXIT
 
-echo "test.sh: phase 1 of 2: independent tests, $WORKERS worker(s) (pytest -n $WORKERS --dist loadfile -m \"not ($SERIAL)\")" >&2
+echo "test.sh: phase 1 of 2: independent tests, $WORKERS worker(s) (pytest -n $WORKERS --dist loadfile --no-loadscope-reorder -m \"not ($SERIAL)\")" >&2
 # One OpenMP thread per worker (torch; unless OMP_NUM_THREADS is set): with a worker per core, torch's
 # default of a thread per core puts two spinning thread pools on each core. Measured on 2 cores
 # (docs/testing.md): the same tests take 38% less CPU and 7% less wall time.

@@ -15,6 +15,7 @@ with R = ``{"code": exit status, "stdout": ..., "stderr": ...}`` of ``pytest.mai
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import re
@@ -35,6 +36,10 @@ def run(args: list[str]) -> dict[str, Any]:
         # every pytest.main after the first finds the plugin modules imported already: nothing to rewrite
         warnings.simplefilter("ignore", pytest.PytestAssertRewriteWarning)
         code = pytest.main(args)
+    # Each session ends with a full gc.collect() (pytest's unraisable-exception check), which walks every
+    # object this process holds: frozen, the ones the earlier sessions left are not walked again (a
+    # collection took 0.43 s, 0.17 s so). What pytest.main does is unchanged.
+    gc.freeze()
     return {"code": int(code), "stdout": out.getvalue(), "stderr": err.getvalue()}
 
 

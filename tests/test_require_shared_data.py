@@ -24,10 +24,12 @@ def test_needs_a_gpu():
 
 def _run(tmp_path: Path, require: bool) -> dict[str, str]:
     (tmp_path / "tests").mkdir(exist_ok=True)
-    shutil.copy(Path(__file__).with_name("conftest.py"), tmp_path / "tests" / "conftest.py")
+    for name in ("conftest.py", "ordering.py"):  # the conftest imports tests.ordering (its collection order)
+        shutil.copy(Path(__file__).with_name(name), tmp_path / "tests" / name)
     (tmp_path / "tests" / "test_generated.py").write_text(GENERATED)
     junit = tmp_path / "junit.xml"
     env = {k: v for k, v in os.environ.items() if k != REQUIRE_ENV}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(tmp_path), env.get("PYTHONPATH"))))
     if require:
         env[REQUIRE_ENV] = "1"
     subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", "--no-report",
