@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from harness.errors import HarnessError
 
@@ -115,3 +116,20 @@ def check_settings(settings: QuantizationSettings, schemes: tuple[str, ...], too
     for what, value in (("activation_type", settings.activation_type), ("weight_type", settings.weight_type)):
         if value not in QUANT_TYPES:
             raise QuantizationError(f"[int8] {what} must be one of {', '.join(QUANT_TYPES)}, not {value!r}")
+
+
+def opset_of(model: onnx.ModelProto) -> int:
+    """The model's ai.onnx opset."""
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+
+
+def logits_node(model: onnx.ModelProto) -> str:
+    """The name of the node that writes the graph's (first) output: the layer computing the logits,
+    which ``logits = "float"`` keeps out of every quantizer."""
+    output = model.graph.output[0].name
+    node = next((n for n in model.graph.node if output in n.output), None)
+    if node is None:
+        raise QuantizationError(f"no node writes the graph output {output!r}")
+    if not node.name:
+        raise QuantizationError(f"the node writing {output!r} has no name; name the ONNX's nodes")
+    return node.name

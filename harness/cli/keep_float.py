@@ -1,16 +1,18 @@
 """``python -m harness keep-float``: the fewest layers to keep in float for a failing INT8 model to pass.
 
-    python -m harness keep-float --model efficientnet_lite0 --imagenet DIR [--backend onnxruntime|openvino]
+    python -m harness keep-float --model efficientnet_lite0 --imagenet DIR [--backend onnxruntime|openvino|ascend]
         [--scheme qdq-per-tensor] [--calibration CALDIR] [--keep-float N,...] [--threads N] [--batch-sizes 8]
 
 ONNX Runtime: the measured search of harness.localize.keep_float (each candidate layer, and groups,
 tried on the most divergent scored images; greedy by measured gain; pruned). OpenVINO: NNCF's
 ``quantize_with_accuracy_control``, then the layers it reverted reproduced as a ``--keep-float``
-setting. Prints a table of the trials, the speed of fp32, the INT8 model and the setting found
+setting. Ascend: AMCT's ``accuracy_based_auto_calibration``, then the layers it rolled back reproduced
+the same way; every Ascend model judged as its fake-quant ONNX on ONNX Runtime (no ATC or NPU here),
+its speed not measured. Prints a table of the trials, the speed of fp32, the INT8 model and the setting found
 (the suite's timing loop, one run), and as its last line the setting: ``--keep-float NODE,...``.
 
 Exit status: 0 a setting was found (or the model passes as quantized); 1 none within
-``[int8] keep_float_max`` layers; 2 bad input (one ``error:`` line); 3 the backend or NNCF cannot
+``[int8] keep_float_max`` layers; 2 bad input (one ``error:`` line); 3 the backend, NNCF or AMCT cannot
 run here (one ``unavailable:`` line).
 """
 
@@ -46,8 +48,9 @@ def add_parser(commands: Any) -> None:
     options.IMAGENET.add_to(p, required=True)
     options.IMAGENET_LABELS.add_to(p)
     options.LIMIT.add_to(p)
-    options.BACKEND.add_to(p, default="onnxruntime", help="onnxruntime (the measured search, default) or openvino "
-                           "(NNCF's accuracy control)")
+    options.BACKEND.add_to(p, default="onnxruntime", help="onnxruntime (the measured search, default), openvino "
+                           "(NNCF's accuracy control) or ascend (AMCT's accuracy-based auto calibration, judged as "
+                           "its fake-quant ONNX on ONNX Runtime)")
     p.add_argument("--scheme", choices=SCHEMES, help="override [int8] scheme: qdq-per-tensor quantizes weights "
                    "per tensor (the deliberately bad quantization; on openvino: NNCF's per-tensor weights)")
     options.CALIBRATION.add_to(p)
@@ -60,8 +63,9 @@ def add_parser(commands: Any) -> None:
     p.add_argument("--no-speed", action="store_true", help="do not time the models")
     p.add_argument("--max-layers", type=positive_int("layers", 24), metavar="N",
                    help="give up after keeping N layers in float (default: " + describe("int8.keep_float_max") + ")")
-    p.add_argument("--max-drop", type=float, metavar="POINTS", help="openvino: NNCF's max_drop in top-1 points "
-                   "(default: the policy's tolerance; the paired gate also needs the interval's upper bound under it)")
+    p.add_argument("--max-drop", type=float, metavar="POINTS",
+                   help="openvino: NNCF's max_drop, ascend: AMCT's accepted top-1 drop, in points (default: the "
+                   "policy's tolerance; the paired gate also needs the interval's upper bound under it)")
     p.set_defaults(main=main)
 
 
@@ -77,7 +81,8 @@ def _check(args: argparse.Namespace) -> Any:
         raise UsageError(f"--imagenet {args.imagenet}: no such directory; expected ImageNet val images "
                          "(DIR/val/*.JPEG + DIR/val_label.txt)")
     if args.backend not in BACKENDS:
-        raise UsageError(f"--backend {args.backend!r}: the way back to float runs on {' or '.join(BACKENDS)}")
+        raise UsageError(f"--backend {args.backend!r}: the way back to float runs on {', '.join(BACKENDS[:-1])} or "
+                         f"{BACKENDS[-1]}")
     return models[args.model]
 
 
@@ -113,9 +118,10 @@ def main(args: argparse.Namespace) -> int:
         if args.backend == run.ONNXRUNTIME:
             outcome = run.on_ort(cfg, policy, spec, shown)
         else:
+            on_backend = run.on_ascend if args.backend == run.ASCEND else run.on_openvino
             with tempfile.TemporaryDirectory() as tmp:
-                outcome = run.on_openvino(cfg, policy, spec, Path(tmp), shown, args.max_drop)
-        if not args.no_speed:
+                outcome = on_backend(cfg, policy, spec, Path(tmp), shown, args.max_drop)
+        if not args.no_speed and args.backend != run.ASCEND:  # an Ascend speed needs an NPU
             outcome.speed = run.speeds(cfg, policy, spec, args.backend, outcome.found, tuple(args.batch_sizes))
     except NotApplicable as exc:
         print(f"python -m harness {NAME}: unavailable: {printable(str(exc))}", file=sys.stderr)
@@ -143,7 +149,10 @@ def main(args: argparse.Namespace) -> int:
             print(f"speed {label}: {rate:.1f} images/s at bs{batch}{ratio}")
     print(f"search: {outcome.seconds:.0f} s")
     if outcome.found is None:
-        if outcome.backend == run.OPENVINO:
+        if outcome.backend == run.ASCEND:
+            print("no setting found: the layers AMCT's auto calibration rolled back do not make the suite's gates "
+                  "pass on the fake-quant model (a smaller --max-drop makes AMCT roll back more)")
+        elif outcome.backend == run.OPENVINO:
             print("no setting found: the layers NNCF's accuracy control reverted do not make the suite's gates pass "
                   "(a smaller --max-drop makes NNCF revert more)")
         else:

@@ -1,6 +1,7 @@
 """The way back to float on real data: a run's calibration split, scored images and torch reference
-(harness.run.workbench), the search on ONNX Runtime (:mod:`harness.localize.keep_float`) or NNCF's
-accuracy control on OpenVINO, and the speed of fp32, the full INT8 model and the setting found.
+(harness.run.workbench), the search on ONNX Runtime (:mod:`harness.localize.keep_float`), NNCF's
+accuracy control on OpenVINO or AMCT's accuracy-based auto calibration on Ascend (judged as its
+fake-quant ONNX on ONNX Runtime), and the speed of fp32, the full INT8 model and the setting found.
 
 Used by ``python -m harness keep-float`` (harness.cli.keep_float) and
 ``benchmarks/bench_int8.py --search``. Every figure is judged by the suite's paired gates against
@@ -21,8 +22,10 @@ from harness.localize.images import Images
 from harness.localize.keep_float import KeepFloatResult, Trial, judge, search
 from harness.specs import ModelSpec, Policy
 
-ONNXRUNTIME, OPENVINO = "onnxruntime", "openvino"
-BACKENDS = (ONNXRUNTIME, OPENVINO)
+ONNXRUNTIME, OPENVINO, ASCEND = "onnxruntime", "openvino", "ascend"
+BACKENDS = (ONNXRUNTIME, OPENVINO, ASCEND)
+SIMULATED = ("judged: AMCT's fake-quant ONNX of each model on ONNX Runtime CPU (AMCT's documented accuracy "
+             "simulation); the deploy model needs ATC and an NPU for its judgement, not run here")
 SOURCE = "imagenet"
 
 
@@ -149,6 +152,72 @@ def on_openvino(cfg: Any, policy: Policy, spec: ModelSpec, work_dir: Path,
     again = workbench(cfg, policy, keep).evaluate(spec, chip_for(OPENVINO, "int8"), 8, SOURCE)
     record(judge(again.logits, ref, labels, int8_policy, keep, "reproduce", "--keep-float with nncf.quantize"))
     outcome.found = keep if trials[-1].passed else None
+    outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+def on_ascend(cfg: Any, policy: Policy, spec: ModelSpec, work_dir: Path,
+              on_trial: Callable[[Trial], None] | None = None, max_drop: float | None = None) -> Outcome:
+    """AMCT's accuracy-based auto calibration (:mod:`harness.backends.ascend_tools.amct_auto`), validated by
+    top-1 on the scored images with ``max_drop`` points (default: the policy's tolerance); the layers it
+    rolled back are then reproduced with ``--keep-float`` (``amct_onnx calibration``, as skip_layers) and
+    judged. Without ATC and an NPU, every model is judged as its fake-quant ONNX on ONNX Runtime (:data:`SIMULATED`)."""
+    import onnx
+
+    from harness.backends.ascend import AscendBackend
+    from harness.backends.ascend_tools import amct, amct_auto
+    from harness.backends.quantization import QuantizationError
+    from harness.localize.keep_float import ort_logits
+    from harness.run import int8
+
+    started = time.perf_counter()
+    trials: list[Trial] = []
+
+    def record(trial: Trial) -> None:
+        trials.append(trial)
+        if on_trial is not None:
+            on_trial(trial)
+
+    int8_policy = policy.for_precision("int8")
+    bench = workbench(cfg, policy, cfg.keep_float)
+    loaded = bench.model(spec, calibration_source=SOURCE)
+    onnx_path = bench.onnx(loaded)
+    prepared = int8.scored_dataset(bench, spec, SOURCE)
+    ref, labels, images = bench.reference(loaded, prepared)[0], prepared.labels, Images.from_prepared(prepared)
+    backend, start_keep = AscendBackend(check_device=False), tuple(cfg.keep_float)
+
+    def fake_quant_logits(keep: tuple[str, ...]) -> np.ndarray:
+        quantized = int8.quantize(bench, backend, spec, onnx_path, SOURCE, int8.settings_of(policy, keep))
+        return ort_logits(quantized.path.parent / amct.FAKE_QUANT_NAME, images, cfg.threads)
+
+    outcome = Outcome(backend=ASCEND, model=spec.name, trials=trials, found=None, seconds=0.0,
+                      notes=[SIMULATED, "speed not measured: the deploy model runs only on an NPU"])
+    try:
+        record(judge(fake_quant_logits(start_keep), ref, labels, int8_policy, start_keep, "start",
+                     "amct_onnx calibration (fake-quant on ONNX Runtime)"))
+    except QuantizationError as exc:
+        outcome.notes.append(f"start not judged: {exc}")
+    calibration = int8.prepared_listing(bench, spec, int8.calibration_split(bench, SOURCE).calibration)
+    tolerance = int8_policy.accuracy.tolerance.points if max_drop is None else max_drop
+    skip = amct.AmctQuantizer.excluded(onnx.load(str(onnx_path), load_external_data=False),
+                                       int8.settings_of(policy, start_keep))
+    auto = amct_auto.run(onnx_path, int8.calibration_batches(calibration, False), images.pixels, labels, images.mean,
+                         images.std, skip, tolerance, Path(work_dir) / "amct_auto", threads=cfg.threads)
+    outcome.notes += [f"AMCT rolled back: {', '.join(auto.rolled_back) or 'none'} ({auto.steps} history "
+                      f"record(s), {auto.seconds:.0f} s)",
+                      "AMCT's evaluations (top-1 % on the scored images, ONNX Runtime CPU): "
+                      + ", ".join(f"{e.get('model')} {e.get('top1')}" for e in auto.evaluations)]
+    keep = tuple(dict.fromkeys((*start_keep, *auto.rolled_back)))
+    if auto.logits is None:
+        outcome.notes.append("AMCT rolled back every layer and wrote no model: the tolerance cannot be met in int8")
+    else:
+        record(judge(auto.logits, ref, labels, int8_policy, keep, "amct",
+                     f"accuracy-based auto calibration, max drop {tolerance:g} point(s): "
+                     f"{len(auto.rolled_back)} layer(s) rolled back"))
+        if keep != start_keep:
+            record(judge(fake_quant_logits(keep), ref, labels, int8_policy, keep, "reproduce",
+                         "--keep-float with amct_onnx calibration (skip_layers)"))
+        outcome.found = keep if trials[-1].passed else None
     outcome.seconds = time.perf_counter() - started
     return outcome
 

@@ -160,23 +160,32 @@ def check(opts: dict[str, str]) -> tuple:
 
 
 def quantize(model_path: Path, feeds: list, config: dict, out: Path) -> None:
+    batches = [{name: np.fromfile(files[i], dtype=dtype).reshape(shape) for name, shape, dtype, files in feeds}
+               for i in range(len(feeds[0][3]))]
+    quantize_batches(model_path, batches, config["channel_wise"], config.get("activation_offset", True),
+                     config["skip_layers"], out)
+
+
+def quantize_batches(model_path: Path, batches: list, channel_wise: bool, activation_offset: bool,
+                     skip_layers: list, out: Path) -> None:
+    """The double's quantization (also the fake amct_onnx package's): ONNX Runtime QDQ, MinMax ranges
+    from ``batches`` (input feeds), ``skip_layers`` left float."""
     import onnx
     from onnx import version_converter
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     converted = out.with_name(out.name + ".opset13.onnx")
     onnx.save(version_converter.convert_version(onnx.load(str(model_path)), 13), str(converted))
-    batches = iter([{name: np.fromfile(files[i], dtype=dtype).reshape(shape) for name, shape, dtype, files in feeds}
-                    for i in range(len(feeds[0][3]))])
+    feeds = iter(batches)
 
     class Reader:
         def get_next(self):
-            return next(batches, None)
+            return next(feeds, None)
 
     quantize_static(str(converted), str(out), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=config["channel_wise"], calibrate_method=CalibrationMethod.MinMax,
-                    activation_type=QuantType.QUInt8 if config.get("activation_offset", True) else QuantType.QInt8,
-                    weight_type=QuantType.QInt8, nodes_to_exclude=config["skip_layers"])
+                    per_channel=channel_wise, calibrate_method=CalibrationMethod.MinMax,
+                    activation_type=QuantType.QUInt8 if activation_offset else QuantType.QInt8,
+                    weight_type=QuantType.QInt8, nodes_to_exclude=list(skip_layers))
     converted.unlink()
 
 

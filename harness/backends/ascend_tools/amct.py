@@ -64,7 +64,14 @@ import onnx
 
 from harness.backends.ascend_tools import amct_check
 from harness.backends.ascend_tools.tools import ToolError, ToolNotFound, find_tool, run_tool
-from harness.backends.quantization import QuantizationError, QuantizationInfo, QuantizationSettings, Quantizer
+from harness.backends.quantization import (
+    QuantizationError,
+    QuantizationInfo,
+    QuantizationSettings,
+    Quantizer,
+    logits_node,
+    opset_of,
+)
 from harness.versions import installed_version
 
 TOOL = "amct_onnx"
@@ -89,10 +96,6 @@ COMMAND_FILE = "amct_command.json"
 KEPT = ("model_quant.json", "amct_log")  # AMCT's fusion record and log, kept beside the models when written
 
 
-def opset_of(model: onnx.ModelProto) -> int:
-    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
-
-
 def model_input(model: onnx.ModelProto) -> tuple[str, tuple[int, ...]]:
     """The model's one input: its name and its static ``(c, h, w)`` (the batch may be dynamic).
     Refuses what AMCT does not take: another opset than 8-14, a non-float32 input."""
@@ -112,15 +115,6 @@ def model_input(model: onnx.ModelProto) -> tuple[str, tuple[int, ...]]:
     if len(dims) != 4 or min(dims[1:]) <= 0:
         raise QuantizationError(f"AMCT's --input_shape needs a static NCHW input; {inputs[0].name!r} is {dims}")
     return inputs[0].name, tuple(dims[1:])
-
-
-def logits_node(model: onnx.ModelProto) -> str:
-    """The name of the node writing the graph's first output (the logits layer)."""
-    output = model.graph.output[0].name
-    node = next((n for n in model.graph.node if output in n.output), None)
-    if node is None or not node.name:
-        raise QuantizationError(f"no named node writes the graph output {output!r}; name the ONNX's nodes")
-    return node.name
 
 
 def write_calibration(batches: Iterable[np.ndarray], data_dir: Path, chw: Sequence[int]) -> int:

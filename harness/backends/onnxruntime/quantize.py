@@ -36,15 +36,13 @@ from harness.backends.quantization import (
     QuantizationSettings,
     Quantizer,
     check_settings,
+    logits_node,
+    opset_of,
 )
 
 QDQ_OPSET = 13
 SOURCE_NAME = "source.opset13.onnx"
 ARTIFACT_NAME = "model.int8.onnx"
-
-
-def opset_of(model: onnx.ModelProto) -> int:
-    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
 
 
 def at_opset13(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -60,17 +58,6 @@ def at_opset13(model: onnx.ModelProto) -> onnx.ModelProto:
                                 f"{QDQ_OPSET} for per-channel QDQ quantization: {exc}") from exc
     onnx.checker.check_model(converted)
     return converted
-
-
-def logits_node(model: onnx.ModelProto) -> str:
-    """The name of the node that writes the graph's (one) output: the layer computing the logits."""
-    output = model.graph.output[0].name
-    for node in model.graph.node:
-        if output in node.output:
-            if not node.name:
-                raise QuantizationError(f"the node writing {output!r} has no name; name the ONNX's nodes")
-            return node.name
-    raise QuantizationError(f"no node writes the graph output {output!r}")
 
 
 def node_names(model: onnx.ModelProto) -> set[str]:

@@ -1,0 +1,1 @@
+"""TEST DOUBLE of ``amct_onnx.common`` (tests/doubles/README.md)."""
