@@ -103,6 +103,15 @@ def ov_logits(xml: Path, images: Images, threads: int | None) -> np.ndarray:
     return np.concatenate([compiled(images.batch([i], np.dtype(np.float32)))[0] for i in range(len(images))])
 
 
+def recorder(trials: list[Trial], on_trial: Callable[[Trial], None] | None) -> Callable[[Trial], None]:
+    """Appends each trial to ``trials`` and shows it (``on_trial``) as it is judged."""
+    def record(trial: Trial) -> None:
+        trials.append(trial)
+        if on_trial is not None:
+            on_trial(trial)
+    return record
+
+
 def on_openvino(cfg: Any, policy: Policy, spec: ModelSpec, work_dir: Path,
                 on_trial: Callable[[Trial], None] | None = None, max_drop: float | None = None) -> Outcome:
     """NNCF's ``quantize_with_accuracy_control``: validated by top-1 on the scored images, with
@@ -116,11 +125,7 @@ def on_openvino(cfg: Any, policy: Policy, spec: ModelSpec, work_dir: Path,
 
     started = time.perf_counter()
     trials: list[Trial] = []
-
-    def record(trial: Trial) -> None:
-        trials.append(trial)
-        if on_trial is not None:
-            on_trial(trial)
+    record = recorder(trials, on_trial)
 
     int8_policy = policy.for_precision("int8")
     first = start(cfg, policy, spec, OPENVINO)
@@ -172,11 +177,7 @@ def on_ascend(cfg: Any, policy: Policy, spec: ModelSpec, work_dir: Path,
 
     started = time.perf_counter()
     trials: list[Trial] = []
-
-    def record(trial: Trial) -> None:
-        trials.append(trial)
-        if on_trial is not None:
-            on_trial(trial)
+    record = recorder(trials, on_trial)
 
     int8_policy = policy.for_precision("int8")
     bench = workbench(cfg, policy, cfg.keep_float)
