@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 
 from harness.errors import HarnessError
+from harness.specs.policy import Int8Policy
 
 INT8 = "int8"
 # Element types a quantizer may be asked for (fixtures/policy.toml [int8]).
@@ -36,23 +37,30 @@ class QuantizationError(HarnessError, RuntimeError):
     """A quantizer failed, or was asked for something it cannot do (the message says what to change)."""
 
 
+# The defaults are fixtures/policy.toml [int8]'s declared ones (harness/specs/policy.py), not copies: a run
+# fills every field from its own policy (harness.run.int8.settings_of); code and tests that build settings
+# themselves start from the declarations.
+_DECLARED = Int8Policy()
+
+
 @dataclass(frozen=True)
 class QuantizationSettings:
     """Everything besides the source model and the calibration images that decides a quantized model.
 
     ``keep_float``: node names left in float (``--keep-float``, the way back to float); ``logits``:
     ``float`` keeps the last layer (the logits) unquantized, ``quantized`` quantizes it too (the ORT
-    default, which ties the top-1 of ~1% of images: issue 26)."""
+    default, which ties the top-1 of ~1% of images: issue 26); ``tensorrt_calibration`` (TensorRT's
+    table, harness.backends.onnxruntime.trt_int8) and ``fake_quant_min_top1`` (AMCT's check,
+    harness.backends.ascend_tools.amct) are [int8] ``tensorrt_calibration`` and ``amct_fake_quant_min_top1``."""
 
-    scheme: str = PER_CHANNEL
-    activation_type: str = "uint8"
-    weight_type: str = "int8"
-    logits: str = "float"
+    scheme: str = _DECLARED.scheme
+    activation_type: str = _DECLARED.activation_type
+    weight_type: str = _DECLARED.weight_type
+    logits: str = _DECLARED.logits
     keep_float: tuple[str, ...] = ()
-    nncf_preset: str = "performance"
-    tensorrt_calibration: str = "percentile"  # [int8] tensorrt_calibration (harness.backends.onnxruntime.trt_int8)
-    fake_quant_min_top1: float = 90.0  # [int8] amct_fake_quant_min_top1 (harness.backends.ascend_tools.amct)
-
+    nncf_preset: str = _DECLARED.nncf_preset
+    tensorrt_calibration: str = _DECLARED.tensorrt_calibration
+    fake_quant_min_top1: float = _DECLARED.amct_fake_quant_min_top1
 
 
 @dataclass(frozen=True)
