@@ -73,7 +73,7 @@ from harness.judge.predictions import (
 )
 from harness.judge.reference_check import likely_cause, reference_gates
 from harness.judge.unpaired import unpaired_gates
-from harness.model.checkpoint import WeightsNotFound
+from harness.model.errors import WeightsNotFound
 from harness.pytest.fixtures import RecordWriter
 from harness.records.parts import (
     PREDICTIONS,

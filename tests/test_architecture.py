@@ -40,6 +40,21 @@ def test_loading_the_pytest_plugin_imports_no_torch() -> None:
     assert done.stdout.split() == [], f"importing harness.pytest.plugin imported {done.stdout.strip()}"
 
 
+def test_collecting_the_certification_suite_imports_no_torch_and_no_onnx() -> None:
+    """Collecting acceptance/ (every run of the suite does, also one that only reads measurements or
+    predictions, `--collect-only`, or a shard's plan) loads neither torch (~1.9 s here) nor onnx
+    (~0.7 s); a test that converts or computes imports them when it runs."""
+    heavy = (*HEAVY, "onnx", "onnxruntime")
+    modules = sorted(p.stem for p in (ROOT.parent / "acceptance").glob("*.py") if p.stem != "__init__")
+    code = (f"import sys, importlib; [importlib.import_module('acceptance.' + m) for m in {modules!r}]; "
+            f"print(' '.join(m for m in {heavy!r} if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT.parent,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "test_perf" in modules and "test_predictions" in modules
+    assert done.stdout.split() == [], f"importing acceptance/{{{','.join(modules)}}} imported {done.stdout.strip()}"
+
+
 def test_every_harness_exception_derives_from_harness_error() -> None:
     strays = []
     for name in _harness_modules():

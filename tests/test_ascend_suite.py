@@ -5,11 +5,12 @@ its compute-time list, certify. Figures measured this way are ONNX Runtime CPU f
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from tests.doubles import AIS_BENCH_GENERATIONS, ascend_env
+from tests.doubles import AIS_BENCH_GENERATIONS, BIN, ascend_env
 from tests.suite_runner import run_suite
 
 VAL = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "imagenet-val-1300"
@@ -24,13 +25,39 @@ def imagenet() -> Path:
     return VAL
 
 
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The session's cache (CI's, or one for this module): the ONNX export, the images and the torch
+    reference are made once; each test compiles anew with an `atc` of its own (below)."""
+    return os.environ.get("MZC_CACHE_DIR") or str(tmp_path_factory.mktemp("cache"))
+
+
+def own_atc(tmp_path: Path) -> str:
+    """A PATH entry holding an `atc` that runs the double: the compile key holds the `atc` a run finds
+    (its path: another toolkit compiles anew), so this test's ATC calls are its own, in a shared cache."""
+    folder = tmp_path / "toolkit"
+    folder.mkdir()
+    atc = folder / "atc"
+    atc.write_text(f'#!/bin/sh\nexec "{BIN / "atc"}" "$@"\n')
+    atc.chmod(0o755)
+    return str(folder)
+
+
+def compiled_here(cache: str, tmp_path: Path) -> list[dict]:
+    """The manifests of the ATC models this test's `atc` compiled."""
+    atc = str(tmp_path / "toolkit" / "atc")
+    return [m for m in (json.loads(p.read_text()) for p in Path(cache).glob("compiled-ascend/*/manifest.json"))
+            if m["inputs"]["backend_fields"]["atc"] == atc]
+
+
 API_SHAPES = {"tools-2023": "finalize instance, sumary", "ait": "finalize static, summary, free_resource"}
 
 
 @pytest.mark.parametrize("generation", AIS_BENCH_GENERATIONS)
-def test_accuracy_and_perf_through_atc_and_ais_bench(tmp_path: Path, imagenet: Path, generation: str) -> None:
-    env = ascend_env(generation=generation, FAKE_ATC_LOG=str(tmp_path / "atc.jsonl"),
-                     MZC_CACHE_DIR=str(tmp_path / "cache"))
+def test_accuracy_and_perf_through_atc_and_ais_bench(tmp_path: Path, imagenet: Path, cache: str,
+                                                     generation: str) -> None:
+    env = ascend_env(generation=generation, FAKE_ATC_LOG=str(tmp_path / "atc.jsonl"), MZC_CACHE_DIR=cache)
+    env["PATH"] = f"{own_atc(tmp_path)}{os.pathsep}{env['PATH']}"
     proc, cases = run_suite(
         tmp_path, "-m", "accuracy or perf", "-p", "no:xdist", "--chip", "310P3", "--imagenet", str(imagenet),
         "--limit", "48", "--inconclusive", "allow", "--models", "efficientnet_lite0", "--batch-sizes", "1,8",
@@ -55,9 +82,8 @@ def test_accuracy_and_perf_through_atc_and_ais_bench(tmp_path: Path, imagenet: P
     calls = [json.loads(line) for line in (tmp_path / "atc.jsonl").read_text().splitlines()]
     shapes = sorted(a for c in calls for a in c if a.startswith("--input_shape="))
     assert shapes == ["--input_shape=input:1,3,224,224", "--input_shape=input:8,3,224,224"]  # each compiled once
-    manifests = [json.loads(p.read_text()) for p in (tmp_path / "cache").rglob("manifest.json")
-                 if "compiled-ascend" in str(p)]
-    assert manifests and all(
+    manifests = compiled_here(cache, tmp_path)
+    assert len(manifests) == 2 and all(
         m["atc_command"][0] == "atc" and m["inputs"]["compile_key"]["atc_command"] == m["atc_command"]
         for m in manifests
     ), manifests[:1]
@@ -65,9 +91,9 @@ def test_accuracy_and_perf_through_atc_and_ais_bench(tmp_path: Path, imagenet: P
 
 
 @pytest.mark.parametrize("generation", AIS_BENCH_GENERATIONS)
-def test_uint8_input_compiles_aipp_in_at_fp32(tmp_path: Path, imagenet: Path, generation: str) -> None:
-    env = ascend_env(generation=generation, FAKE_ATC_LOG=str(tmp_path / "atc.jsonl"),
-                     MZC_CACHE_DIR=str(tmp_path / "cache"))  # a fresh cache: ATC must run, to be checked
+def test_uint8_input_compiles_aipp_in_at_fp32(tmp_path: Path, imagenet: Path, cache: str, generation: str) -> None:
+    env = ascend_env(generation=generation, FAKE_ATC_LOG=str(tmp_path / "atc.jsonl"), MZC_CACHE_DIR=cache)
+    env["PATH"] = f"{own_atc(tmp_path)}{os.pathsep}{env['PATH']}"  # ATC must run, to be checked
     proc, cases = run_suite(
         tmp_path, "-m", "accuracy", "-p", "no:xdist", "--chip", "310P3", "--imagenet", str(imagenet), "--limit", "32",
         "--inconclusive", "allow",

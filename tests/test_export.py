@@ -147,9 +147,11 @@ def test_cached_onnx_builds_once(
     monkeypatch.setattr(export_mod, "export_onnx", counting)
     cache = ArtifactCache(tmp_path / "cache")
     module, weights = lite0
-    first = cached_onnx(cache, spec, module, weights)
+    built: list[str] = []
+    first = cached_onnx(cache, spec, lambda: built.append("first") or module, weights)  # a builder, called to export
     second = cached_onnx(cache, spec, module, weights)
-    assert first == second and first.is_file() and len(calls) == 1
+    third = cached_onnx(cache, spec, lambda: built.append("third") or module, weights)  # cached: never built
+    assert first == second == third and first.is_file() and len(calls) == 1 and built == ["first"]
     assert onnx_input_output(first)[:2] == (spec.input_name, spec.output_name)
     manifest = cache.lookup("onnx", onnx_cache_inputs(spec, weights))
     assert manifest is not None and manifest.manifest["export"]["opset"] == 11

@@ -8,6 +8,7 @@ per-channel U8S8 model with float logits keeps its top-1 close to fp32 and ties 
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,8 @@ def test_lite0_int8_on_onnxruntime_scores_apart_from_calibration_and_stays_close
 
     policy = load_policy()
     policy = dataclasses.replace(policy, int8=dataclasses.replace(policy.int8, calibration_images=50))
-    bench = Workbench(RunConfig(imagenet=VAL, limit=200, cache_dir=tmp_path / "cache", threads=2, workers=1), policy)
+    cache = Path(os.environ.get("MZC_CACHE_DIR") or tmp_path / "cache")  # the session's: lite0's export is made once
+    bench = Workbench(RunConfig(imagenet=VAL, limit=200, cache_dir=cache, threads=2, workers=1), policy)
     chip = dataclasses.replace(load_chips()["cpu"], precision="int8")
     ev = bench.evaluate(load_models()["efficientnet_lite0"], chip, 8, "imagenet")
     assert ev.accuracy.count == 150

@@ -2,13 +2,15 @@
 
 The structure and the error paths are checked on a tiny graph; parity with the float path is
 shown on real validation images for EfficientNet-Lite0 (real weights, fast) and for the seed
-architectures (seeded random weights with BatchNorm calibrated on real images; slow): every seed
-family once (resnext101_32x8d is resnext50_32x4d's graph, deeper and wider: the same operators
-behind the same folded prefix, at three times the cost).
+architectures (slow): every seed family once, the certification suite's own export (seeded random
+weights with BatchNorm calibrated on the embedded images: `pytest -m conversion`'s ONNX, from the
+session's cache where it already made it); resnext101_32x8d is resnext50_32x4d's graph, deeper and
+wider: the same operators behind the same folded prefix, at three times the cost.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -178,16 +180,13 @@ def test_efficientnet_lite0_pretrained_float_and_uint8_agree(tmp_path: Path,
 @pytest.mark.parametrize("name", SEED_MODELS)
 def test_seed_architecture_float_and_uint8_agree(name: str, tmp_path: Path,
                                                  record_property: RecordProperty) -> None:
+    from harness.run.workbench import RunConfig, Workbench
+
     spec = load_models()[name]
-    policy = load_policy()
     prepared = _prepared(spec, tmp_path)
-    pre = prepared.spec
-    calibration = data.normalize(np.asarray(prepared.images[: policy.conversion.calibration_images]), pre.mean, pre.std)
-    module, _ = load_model(
-        spec, "random", tmp_path / "no-weights", seed=policy.conversion.seed, calibration=calibration
-    )
-    float_onnx = tmp_path / "float.onnx"
-    export_onnx(module, spec, float_onnx)
+    cache = Path(os.environ.get("MZC_CACHE_DIR") or tmp_path / "cache")
+    bench = Workbench(RunConfig(cache_dir=cache, weights="random"), load_policy())
+    float_onnx = bench.onnx(bench.model(spec))
     _float_vs_uint8(spec, float_onnx, prepared, tmp_path, record_property)
 
 

@@ -26,6 +26,7 @@ from harness.model.weights import (
     WeightsError,
     WeightsInfo,
     calibration_sha256,
+    describe_model,
     load_model,
     load_pretrained,
     load_state_dict,
@@ -430,6 +431,34 @@ def test_load_model_never_falls_back_to_random(specs: dict[str, ModelSpec], tmp_
 def test_load_model_random(specs: dict[str, ModelSpec], tmp_path: Path) -> None:
     _, info = load_model(specs["efficientnet_lite0"], "random", tmp_path, 7, None)
     assert info.kind == "random" and info.seed == 7 and info.provenance()["source"] == "random(seed=7)"
+
+
+def test_describe_model_checks_the_weights_now_and_builds_only_when_asked(
+    specs: dict[str, ModelSpec], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a cached export or reference needs (which weights) is known without building the module;
+    a missing checkpoint still fails at once, and the builder makes what load_model makes."""
+    import harness.model.weights as weights_mod
+
+    with pytest.raises(WeightsError, match="--weights random"):
+        describe_model(specs["resnext50_32x4d"], "pretrained", tmp_path, 0, None, allow_download=False)
+    built: list[str] = []
+    real_build = weights_mod.build_module
+    def counting(spec: ModelSpec, **kw: Any) -> Any:
+        built.append(spec.name)
+        return real_build(spec, **kw)
+
+    monkeypatch.setattr(weights_mod, "build_module", counting)
+    spec = specs["ghostnet_100"]
+    calibration = np.random.default_rng(0).normal(size=(4, *spec.input_shape)).astype(np.float32)
+    info, build = describe_model(spec, "random", tmp_path, 3, calibration)
+    assert built == [] and info.calibration_sha256 is not None
+    module, loaded_info = load_model(spec, "random", tmp_path, 3, calibration)
+    assert loaded_info == info and built == ["ghostnet_100"]
+    again = build()
+    assert built == ["ghostnet_100"] * 2
+    for (name, a), b in zip(module.state_dict().items(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
 
 
 def test_unknown_architecture_names_close_matches_and_the_fix(specs: dict[str, ModelSpec]) -> None:

@@ -16,13 +16,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
 
 from harness.errors import HarnessError
 from harness.specs.policy import Int8Policy
+
+if TYPE_CHECKING:  # the functions read a model they are given: importing onnx is the caller's (~0.7 s)
+    import onnx
 
 INT8 = "int8"
 # Element types a quantizer may be asked for (fixtures/policy.toml [int8]).

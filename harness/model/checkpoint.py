@@ -28,8 +28,8 @@ from typing import Any
 
 import torch
 
-from harness.errors import HarnessError, NotApplicable
 from harness.model.architectures import build_module
+from harness.model.errors import WeightsError, WeightsNotFound
 from harness.progress import progress
 from harness.specs import ModelSpec, WeightsSpec
 
@@ -38,30 +38,6 @@ _COMMON_WRAPPERS = ("state_dict", "model")
 # A timm checkpoint on the Hugging Face hub, as the hub cache keeps it: blobs/<its SHA-256> (docs/models.md).
 _HUB_FILES = ("model.safetensors", "pytorch_model.bin")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-class WeightsError(HarnessError, RuntimeError):
-    """Weights are missing, corrupt, unsafe or do not fit: the message says what to do."""
-
-
-class WeightsNotFound(WeightsError, NotApplicable):
-    """The checkpoint is nowhere to be had (not installed, not in the weights dir, no download).
-
-    Distinct from a wrong or corrupt checkpoint, which is always an error: tests that only make
-    sense with real weights skip on this one, with ``short`` as the one-line reason."""
-
-    def __init__(self, message: str, short: str):
-        super().__init__(message)
-        self.short = short
-
-    def reason(self) -> str:
-        return (f"pretrained weights not available: {self.short}; accuracy needs them (--weights-dir DIR), "
-                "throughput and conversion do not depend on weight values: pass --weights random")
-
-    def __reduce__(self) -> tuple[type[WeightsNotFound], tuple[str, str]]:
-        # Exceptions cross process boundaries by pickling; the default would call
-        # WeightsNotFound(message) and fail for want of ``short``.
-        return (type(self), (str(self), self.short))
 
 
 def _os_errors(fn: Callable[..., Any]) -> Callable[..., Any]:  # an OSError on the weights: a WeightsError with the fix

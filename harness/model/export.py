@@ -23,6 +23,7 @@ from torch import nn
 
 from harness.cache import ArtifactCache, file_sha256
 from harness.errors import HarnessError
+from harness.model.lazy import ModuleOrBuild, resolve
 from harness.model.weights import WeightsInfo
 from harness.specs import ModelSpec, as_dict
 from harness.versions import installed_version
@@ -294,12 +295,13 @@ def onnx_cache_inputs(
 def cached_onnx(
     cache: ArtifactCache,
     spec: ModelSpec,
-    module: nn.Module,
+    module: ModuleOrBuild,
     weights: WeightsInfo,
     opset: int = 11,
     simplify: bool = True,
 ) -> Path:
-    """The exported ONNX of ``module`` from ``cache``, exporting it only if no entry exists.
+    """The exported ONNX of ``module`` from ``cache``, exporting it only if no entry exists
+    (``module``: the torch module, or the function building it, called only then).
 
     The key covers the architecture, names, shapes, ``weights.export_key_fields()`` (checkpoint
     SHA-256, or seed plus calibration-set hash; not its path), opset, simplification and tool
@@ -308,7 +310,7 @@ def cached_onnx(
     inputs = onnx_cache_inputs(spec, weights, opset, simplify)
 
     def build(tmp_dir: Path) -> dict[str, Any]:
-        info = export_onnx(module, spec, tmp_dir / ONNX_FILENAME, opset=opset, simplify=simplify)
+        info = export_onnx(resolve(module), spec, tmp_dir / ONNX_FILENAME, opset=opset, simplify=simplify)
         return {"model": spec.name, "weights_record": weights.provenance(), "export": info}
 
     entry = cache.get_or_build("onnx", inputs, build)

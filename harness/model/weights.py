@@ -13,7 +13,7 @@ callers import them from.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -111,20 +111,33 @@ def load_pretrained(
     spec: ModelSpec, weights_dir: Path, allow_download: bool = True
 ) -> tuple[nn.Module, WeightsInfo]:
     """Locate, verify and strictly load the published weights of ``spec`` into its architecture."""
+    info, build = pretrained_weights(spec, weights_dir, allow_download=allow_download)
+    return build(), info
+
+
+def pretrained_weights(
+    spec: ModelSpec, weights_dir: Path, allow_download: bool = True
+) -> tuple[WeightsInfo, Callable[[], nn.Module]]:
+    """The published weights of ``spec`` located and checksum-verified now, and a function that
+    strictly loads them into its architecture (the seconds of building, only where torch runs)."""
     path = locate_weights(spec, weights_dir, allow_download=allow_download)
     sha = verify_checksum(path, spec.weights)
-    module = build_module(spec)
-    state = load_state_dict(path, spec, target=module.state_dict())
-    problems = _fit_errors(module, state)
-    if problems:
-        raise WeightsError(
-            f"{path}: this checkpoint does not fit architecture {spec.arch.source}:{spec.arch.name}: "
-            f"{'; '.join(problems)}; check arch.name and weights.key_mapping of "
-            f"[models.{spec.name}] in fixtures/models.toml"
-        )
-    module.load_state_dict(state, strict=True)
     info = WeightsInfo(kind="pretrained", source=describe_source(path, spec), sha256=sha, seed=None)
-    return module.eval(), info
+
+    def build() -> nn.Module:
+        module = build_module(spec)
+        state = load_state_dict(path, spec, target=module.state_dict())
+        problems = _fit_errors(module, state)
+        if problems:
+            raise WeightsError(
+                f"{path}: this checkpoint does not fit architecture {spec.arch.source}:{spec.arch.name}: "
+                f"{'; '.join(problems)}; check arch.name and weights.key_mapping of "
+                f"[models.{spec.name}] in fixtures/models.toml"
+            )
+        module.load_state_dict(state, strict=True)
+        return module.eval()
+
+    return info, build
 
 
 # --------------------------------------------------------------------------------------------
@@ -153,19 +166,31 @@ def random_model(
     where the constructor has it) so no residual branch starts as zeros. The global torch RNG is
     left as it was.
     """
+    info, build = random_weights(spec, seed, calibration)
+    return build(), info
+
+
+def random_weights(
+    spec: ModelSpec, seed: int, calibration: np.ndarray | None
+) -> tuple[WeightsInfo, Callable[[], nn.Module]]:
+    """The seeded random weights' identity now (seed, calibration images' hash), and the function
+    that builds them (:func:`random_model`)."""
     if calibration is not None:
         _check_calibration(spec, calibration)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        module = build_module(spec, random_init=True)
-    calibrated = None
-    if calibration is not None:
-        calibrate_batchnorm(module, calibration)
-        calibrated = calibration_sha256(calibration)
     info = WeightsInfo(
-        kind="random", source=f"random(seed={seed})", sha256=None, seed=seed, calibration_sha256=calibrated
+        kind="random", source=f"random(seed={seed})", sha256=None, seed=seed,
+        calibration_sha256=None if calibration is None else calibration_sha256(calibration),
     )
-    return module.eval(), info
+
+    def build() -> nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            module = build_module(spec, random_init=True)
+        if calibration is not None:
+            calibrate_batchnorm(module, calibration)
+        return module.eval()
+
+    return info, build
 
 
 def load_model(
@@ -177,10 +202,25 @@ def load_model(
     allow_download: bool = True,
 ) -> tuple[nn.Module, WeightsInfo]:
     """``pretrained`` (verified checkpoint, errors if unavailable) or ``random`` (seeded) weights."""
+    info, build = describe_model(spec, weights, weights_dir, seed, calibration, allow_download)
+    return build(), info
+
+
+def describe_model(
+    spec: ModelSpec,
+    weights: str,
+    weights_dir: Path,
+    seed: int,
+    calibration: np.ndarray | None,
+    allow_download: bool = True,
+) -> tuple[WeightsInfo, Callable[[], nn.Module]]:
+    """:func:`load_model` in two steps: which weights (checked now: a missing or corrupt checkpoint
+    fails here), and the function that builds the module carrying them. What is keyed by the weights
+    (an ONNX export, the torch reference) and already cached needs only the first."""
     if weights == "pretrained":
-        return load_pretrained(spec, weights_dir, allow_download=allow_download)
+        return pretrained_weights(spec, weights_dir, allow_download=allow_download)
     if weights == "random":
-        return random_model(spec, seed, calibration)
+        return random_weights(spec, seed, calibration)
     raise WeightsError(f"unknown weights mode {weights!r}; expected one of: {', '.join(WEIGHT_MODES)} (--weights)")
 
 
@@ -194,6 +234,7 @@ __all__ = [
     "calibrate_batchnorm",
     "calibration_sha256",
     "download_weights",
+    "describe_model",
     "load_model",
     "load_pretrained",
     "load_state_dict",

@@ -44,6 +44,7 @@ from harness.cache import (
 from harness.errors import NotCertified, UsageError
 from harness.judge.metrics import parity
 from harness.model.fast_eval import reference_module
+from harness.model.lazy import resolve
 from harness.run.infer import run_all
 
 # The file's reading side lives in reference_file (checked before anything is allocated);
@@ -101,13 +102,14 @@ def cached_reference(cache: ArtifactCache, spec: ModelSpec, module: Any, weights
                      prepared: data_mod.PreparedDataset,
                      policy: ReferencePolicy | None = None) -> tuple[np.ndarray, Entry]:
     """The torch reference's logits on ``prepared`` and their cache entry, computed if absent, on
-    ``policy``'s fast path where it matches eager (None: the declared defaults of [reference])."""
+    ``policy``'s fast path where it matches eager (None: the declared defaults of [reference]);
+    ``module``: the torch module, or the function building it, called only then."""
     inputs = reference_inputs(cache, spec, weights, prepared)
     policy = policy or ReferencePolicy()
 
     def build(tmp: Path) -> Mapping[str, Any]:
-        fast, path = reference_module(module, policy.fast_path, check_batch(prepared, policy.fast_check_images),
-                                      REFERENCE_BATCH, policy.fast_rtol)
+        checked = check_batch(prepared, policy.fast_check_images)
+        fast, path = reference_module(resolve(module), policy.fast_path, checked, REFERENCE_BATCH, policy.fast_rtol)
         session = TorchSession(fast, REFERENCE_BATCH, spec.input_shape, spec.num_classes)
         logits = run_all(session, prepared, REFERENCE_BATCH, f"{spec.name} torch reference ({path.ran})")
         np.save(tmp / "logits.npy", logits)

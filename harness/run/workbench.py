@@ -10,7 +10,7 @@ session, inference, reference, scoring), which the session writes to ``stages.js
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,11 +99,23 @@ class RunConfig:
             object.__setattr__(self, "weights_dir", self.cache_dir / "weights")
 
 
-@dataclass(frozen=True)
 class LoadedModel:
-    spec: ModelSpec
-    module: Any
-    weights: Any  # harness.model.weights.WeightsInfo
+    """A model's weights, known (``weights``, a harness.model.weights.WeightsInfo: checkpoint verified,
+    or seed and calibration hashed), and its torch module, built on first use: a run whose ONNX
+    export and reference are cached never builds it (the checkpoint read into the architecture, or
+    random initialisation and BatchNorm calibration: seconds a model, ~10 s for resnext101_32x8d)."""
+
+    def __init__(self, spec: ModelSpec, weights: Any, build: Callable[[], Any]):
+        self.spec = spec
+        self.weights = weights
+        self._build: Callable[[], Any] | None = build
+        self._module: Any = None
+
+    @property
+    def module(self) -> Any:
+        if self._build is not None:
+            self._module, self._build = self._build(), None
+        return self._module
 
     @property
     def provenance(self) -> dict[str, Any]:
@@ -222,11 +234,16 @@ class Workbench:
         if memo not in self._models:
             calib = self.calibration(spec, calibration_source) if mode == "random" else None
             with self.clock.stage("model"):
-                module, info = weights_mod.load_model(
+                info, build = weights_mod.describe_model(
                     spec, mode, self.cfg.weights_dir or self.cfg.cache_dir / "weights",
                     seed=self.policy.conversion.seed, calibration=calib, allow_download=self.cfg.allow_download,
                 )
-            self._models[memo] = LoadedModel(spec=spec, module=module, weights=info)
+
+            def timed_build() -> Any:
+                with self.clock.stage("model"):
+                    return build()
+
+            self._models[memo] = LoadedModel(spec, info, timed_build)
         return self._models[memo]
 
     def onnx(self, loaded: LoadedModel, chip: ChipSpec | None = None) -> Path:
@@ -235,7 +252,8 @@ class Workbench:
         with self.clock.stage("export"):
             from harness.model import export
 
-            path = export.cached_onnx(self.cache, loaded.spec, loaded.module, loaded.weights, opset=self.cfg.opset)
+            path = export.cached_onnx(self.cache, loaded.spec, lambda: loaded.module, loaded.weights,
+                                      opset=self.cfg.opset)
             if self.cfg.input_dtype == "uint8" and not (chip is not None and folds_uint8_input(chip.backend)):
                 from harness.model.uint8_input import cached_uint8_onnx
 
@@ -315,7 +333,7 @@ class Workbench:
         Logits this session did not compute are checked once per session against torch run here
         on a fresh random sample (harness.run.reference.check_reference) before they may judge."""
         with self.clock.stage("reference"):
-            logits, entry = cached_reference(self.cache, loaded.spec, loaded.module, loaded.weights, prepared,
+            logits, entry = cached_reference(self.cache, loaded.spec, lambda: loaded.module, loaded.weights, prepared,
                                              self.policy.reference)
             origin = reference_origin(entry.manifest)
             if entry.built_here or entry.key in self._computed:

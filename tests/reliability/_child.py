@@ -214,8 +214,8 @@ def run_pipeline(root: Path, image_dir: Path, workers: int) -> dict[str, Any]:
         preprocess=PIPELINE_PREPROCESS, preprocess_variants={},
     )
     prepared = wb.dataset(spec, "imagenet")
-    loaded = LoadedModel(spec=spec, module=tiny_module(),
-                         weights=WeightsInfo(kind="random", source="reliability tests", sha256=None, seed=0))
+    loaded = LoadedModel(spec=spec, weights=WeightsInfo(kind="random", source="reliability tests", sha256=None, seed=0),
+                         build=tiny_module)
     onnx_path = wb.onnx(loaded)
     chip = ChipSpec(name="cpu", backend="onnxruntime")
     backend = wb.backend(chip)
