@@ -89,6 +89,15 @@ def test_without_durations_every_test_weighs_one_and_ties_go_by_name() -> None:
     assert plan.tests(1) == {"y"} and plan.tests(2) == {"x"}
 
 
+@pytest.mark.parametrize("count", [2, 3, 5])
+def test_tests_that_took_no_time_are_dealt_round_not_all_to_shard_one(count: int) -> None:
+    """A night of skips (`-m accuracy` without --imagenet): every duration 0.0, every shard gets a share."""
+    tests = _tests({f"model m{i}": 2 for i in range(8)})
+    plan = plan_shards(tests, count, dict.fromkeys((t for t, _ in tests), 0.0))
+    sizes = [len(groups) for groups in plan.shards]
+    assert max(sizes) - min(sizes) <= 1 and sum(sizes) == 8, sizes
+
+
 def test_more_shards_than_groups_leaves_shards_empty() -> None:
     plan = plan_shards([("x", "model a")], 3, {})
     assert [len(plan.tests(k)) for k in (1, 2, 3)] == [1, 0, 0]

@@ -93,8 +93,10 @@ def _groups(tests: Iterable[tuple[str, str]], durations: Mapping[str, float]) ->
 def plan_shards(tests: Iterable[tuple[str, str]], count: int, durations: Mapping[str, float]) -> ShardPlan:
     """Deal the groups of ``tests`` ((node id, group key) pairs) to ``count`` shards, longest first.
 
-    Ties are broken by the group key, then by the lower shard: the plan is a function of its inputs'
-    contents alone. A node id given under two keys is a caller's error (ValueError).
+    Ties are broken by the group key; between shards of equal load, the one holding fewer groups takes
+    the next (tests that all took 0.0 s, skips say, are dealt round, not all to shard 1), then the lower
+    shard: the plan is a function of its inputs' contents alone. A node id given under two keys is a
+    caller's error (ValueError).
     """
     if count < 1:
         raise ValueError(f"expected at least one shard, got {count}")
@@ -107,7 +109,7 @@ def plan_shards(tests: Iterable[tuple[str, str]], count: int, durations: Mapping
     loads = [0.0] * count
     shards: list[list[Group]] = [[] for _ in range(count)]
     for group in sorted(groups, key=lambda g: (-g.weight, g.key)):
-        lightest = min(range(count), key=lambda i: (loads[i], i))
+        lightest = min(range(count), key=lambda i: (loads[i], len(shards[i]), i))
         shards[lightest].append(group)
         loads[lightest] += group.weight
     assignment = [[i + 1, g.key, list(g.tests)] for i, gs in enumerate(shards) for g in sorted(gs, key=lambda g: g.key)]
