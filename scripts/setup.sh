@@ -19,6 +19,9 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 echo "setup: installing dependencies into .venv (first run takes a few minutes)" >&2
+# --no-compile: pip would byte-compile every module of every package (torch's CUDA build, sympy...), ~35 s
+# of a ~90 s install on the 2-core CI machine; Python compiles what is imported, once, on first use
+# (scripts/test.sh lets it write the cache), ~8 s for everything the suite imports.
 # shellcheck disable=SC2086
-.venv/bin/python -m pip install --quiet --disable-pip-version-check $TORCH_PIN -e ".[$EXTRAS]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-compile $TORCH_PIN -e ".[$EXTRAS]"
 echo "$want" > "$stamp"
