@@ -24,6 +24,7 @@ from suite_runner import ROOT, run_suite
 
 VAL1300 = ROOT.parent / "shared" / "datasets" / "imagenet-val-1300"
 MODEL = "efficientnet_lite0"
+SUBSET = 400  # --limit 400: the subset every real-image run here takes (one dataset, one reference a session)
 DOUBLES = ROOT / "tests" / "doubles"
 
 pytestmark = pytest.mark.slow
@@ -73,28 +74,34 @@ def test_labels_off_by_one_fail_the_reference_gate(tmp_path: Path) -> None:
 
 @pytest.fixture
 def partial_imagenet(tmp_path: Path) -> Iterator[tuple[Path, list[str]]]:
-    """An --imagenet folder holding the first 500 of the 1300 images, and their names."""
+    """An --imagenet folder holding 400 of the 1300 images, and all 1300 names: the images of
+    `--limit 400`, which the other real-image runs take, so their reference is made once a session."""
+    from harness.data import list_dataset
+
+    subset = set(list_dataset(VAL1300, limit=SUBSET).names)
     lines = sorted(line for line in (VAL1300 / "val_label.txt").read_text().splitlines() if line.strip())
-    folder = tmp_path / "imagenet500"
+    kept = [line for line in lines if line.split()[0] in subset]
+    folder = tmp_path / "imagenet400"
     (folder / "val").mkdir(parents=True)
-    for line in lines[:500]:
+    for line in kept:
         name = line.split()[0]
         (folder / "val" / name).symlink_to(VAL1300 / "val" / name)
-    (folder / "val_label.txt").write_text("\n".join(lines[:500]) + "\n")
+    (folder / "val_label.txt").write_text("\n".join(kept) + "\n")
     yield folder, [line.split()[0] for line in lines]
 
 
 def test_predictions_judge_every_image_not_only_the_paired_ones(
         tmp_path: Path, partial_imagenet: tuple[Path, list[str]]) -> None:
-    """Before: 1300 predictions of which the 500 in --imagenet are honest, the 800 others random:
-    recorded top-1 31.85 beside a reference of 82.6, verdict pass (only the 500 were judged)."""
+    """Before: 1300 predictions of which the 500 in --imagenet were honest, the 800 others random:
+    recorded top-1 31.85 beside a reference of 82.6, verdict pass (only the 500 were judged).
+    Here 400 honest, 900 random."""
     from harness.run.workbench import RunConfig, Workbench
     from harness.specs import load_chips, load_models, load_policy
 
     folder, names = partial_imagenet
     cache = Path(os.environ.get("MZC_CACHE_DIR") or tmp_path / "cache")
     bench = Workbench(RunConfig(imagenet=folder, cache_dir=cache), load_policy())
-    ev = bench.evaluate(load_models()[MODEL], load_chips()["cpu"], 8, "imagenet")  # the honest 500
+    ev = bench.evaluate(load_models()[MODEL], load_chips()["cpu"], 8, "imagenet")  # the honest 400
     honest = dict(zip(ev.prepared.listing.names, ev.logits, strict=True))
     predictions = tmp_path / "predictions"
     predictions.mkdir()
@@ -107,9 +114,9 @@ def test_predictions_judge_every_image_not_only_the_paired_ones(
                               "--imagenet", str(folder), "--imagenet-labels", str(VAL1300 / "val_label.txt"),
                               "--on-label-mismatch", "intersect")
     assert proc.returncode == 1 and case["outcome"] == "failed", proc.stdout[-3000:]
-    assert (case["images_paired"], case["images_unpaired"]) == ("500", "800")
+    assert (case["images_paired"], case["images_unpaired"]) == (str(SUBSET), "900")
     assert case["gate_paired_top1"] == "pass" and case["gate_unpaired_top1"] == "fail"
-    assert "800 predicted images have no torch reference here" in proc.stdout
+    assert "900 predicted images have no torch reference here" in proc.stdout
 
 
 def _import_reference(archive: Path, cache: Path) -> subprocess.CompletedProcess[str]:
