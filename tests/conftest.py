@@ -81,3 +81,19 @@ def seed_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
                         "acceptance/test_perf.py", env=one_process_env())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return tmp / "results.jsonl"
+
+
+@pytest.fixture
+def modules_built(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the models whose torch module harness.model.weights builds during the test, in order."""
+    import harness.model.weights as weights_mod
+
+    built: list[str] = []
+    real_build = weights_mod.build_module
+
+    def counting(spec: Any, **kwargs: Any) -> Any:
+        built.append(spec.name)
+        return real_build(spec, **kwargs)
+
+    monkeypatch.setattr(weights_mod, "build_module", counting)
+    return built

@@ -5,27 +5,14 @@ built where torch runs: an export, computing a reference, or checking a cached o
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import pytest
-
-from harness.specs import ModelSpec
 from tests.tiny_workbench import tiny_workbench
 
 
 def test_a_cached_export_and_compile_build_no_module_and_a_cached_reference_builds_it_to_check(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, modules_built: list[str]
 ) -> None:
-    import harness.model.weights as weights_mod
-
-    built: list[str] = []
-    real_build = weights_mod.build_module
-    def counting(spec: ModelSpec, **kw: Any) -> Any:
-        built.append(spec.name)
-        return real_build(spec, **kw)
-
-    monkeypatch.setattr(weights_mod, "build_module", counting)
-
+    built = modules_built
     cold, spec, chip = tiny_workbench(tmp_path / "cache")
     first = cold.compile(spec, chip, 4, "embedded")
     cold.reference(first.loaded, cold.dataset(spec, "embedded"))
@@ -35,7 +22,7 @@ def test_a_cached_export_and_compile_build_no_module_and_a_cached_reference_buil
     again = warm.compile(spec, chip, 4, "embedded")
     assert again.artifact == first.artifact and again.loaded.weights == first.loaded.weights
     assert built == ["tiny"]  # cached export, cached compile: no module
-    logits, origin = warm.reference(again.loaded, warm.dataset(spec, "embedded"))
+    _, origin = warm.reference(again.loaded, warm.dataset(spec, "embedded"))
     assert origin["origin"] == "cached" and origin["check"].passed
     assert built == ["tiny", "tiny"]  # a cached reference is checked against torch run here
     warm.reference(again.loaded, warm.dataset(spec, "embedded"))

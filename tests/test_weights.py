@@ -434,21 +434,13 @@ def test_load_model_random(specs: dict[str, ModelSpec], tmp_path: Path) -> None:
 
 
 def test_describe_model_checks_the_weights_now_and_builds_only_when_asked(
-    specs: dict[str, ModelSpec], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    specs: dict[str, ModelSpec], tmp_path: Path, modules_built: list[str]
 ) -> None:
     """What a cached export or reference needs (which weights) is known without building the module;
     a missing checkpoint still fails at once, and the builder makes what load_model makes."""
-    import harness.model.weights as weights_mod
-
     with pytest.raises(WeightsError, match="--weights random"):
         describe_model(specs["resnext50_32x4d"], "pretrained", tmp_path, 0, None, allow_download=False)
-    built: list[str] = []
-    real_build = weights_mod.build_module
-    def counting(spec: ModelSpec, **kw: Any) -> Any:
-        built.append(spec.name)
-        return real_build(spec, **kw)
-
-    monkeypatch.setattr(weights_mod, "build_module", counting)
+    built = modules_built
     spec = specs["ghostnet_100"]
     calibration = np.random.default_rng(0).normal(size=(4, *spec.input_shape)).astype(np.float32)
     info, build = describe_model(spec, "random", tmp_path, 3, calibration)
