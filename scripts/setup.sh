@@ -20,19 +20,11 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 echo "setup: installing dependencies into .venv (first run takes a few minutes)" >&2
 # --no-compile: pip would byte-compile every module of every package (torch's CUDA build, sympy...), ~35 s
-# of a ~90 s install on the 2-core CI machine; the modules the suite imports are compiled below, ~8 s.
+# of a ~90 s install on the 2-core CI machine; the modules the suite imports are compiled below, ~16 s.
 # shellcheck disable=SC2086
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-compile $TORCH_PIN -e ".[$EXTRAS]"
-# Byte-compile what a run imports, once, here (whatever PYTHONDONTWRITEBYTECODE says), instead of in
-# every process of the first run that imports it before the cache is written. Optional packages that an
-# extra did not install are passed over; a failure here costs only that time later.
-env -u PYTHONDONTWRITEBYTECODE .venv/bin/python - <<'EOF' || true
-import importlib
-for name in ("torch", "torchvision", "timm", "onnx", "onnxslim", "onnxruntime", "onnxruntime.quantization",
-             "openvino", "matplotlib.pyplot", "harness.pytest.plugin", "harness.model.export"):
-    try:
-        importlib.import_module(name)
-    except ImportError:
-        pass
-EOF
+# Byte-compile what a run imports, once (scripts/warm_bytecode.sh; .ci/run does it beside the linters).
+if [ "${MZC_SETUP_WARM_BYTECODE:-1}" = 1 ]; then
+  bash scripts/warm_bytecode.sh
+fi
 echo "$want" > "$stamp"
