@@ -308,6 +308,22 @@ def test_wrong_architecture_by_position_is_refused(
     assert "122 tensors" in str(err.value) and "timm:tf_efficientnet_lite0 has 296" in str(err.value)
 
 
+def test_a_checkpoint_replaced_after_it_was_verified_is_refused_when_the_module_is_built(
+    specs: dict[str, ModelSpec], resnet18_checkpoint: tuple[Path, str], tmp_path: Path
+) -> None:
+    """describe_model verifies the file at once and reads it later (when a module is needed): a file
+    swapped in between is caught before it is read, never loaded under the verified checksum."""
+    original, sha = resnet18_checkpoint
+    path = tmp_path / original.name
+    path.write_bytes(original.read_bytes())
+    spec = _with_weights(specs["efficientnet_lite0"], package=None, package_path=None, filename=path.name, sha256=sha)
+    info, build = describe_model(spec, "pretrained", tmp_path, 0, None, allow_download=False)
+    assert info.sha256 == sha
+    torch.save({"fc.weight": torch.zeros(2, 2)}, path)
+    with pytest.raises(WeightsError, match="sha256"):
+        build()
+
+
 def test_wrong_architecture_by_name_lists_examples(
     specs: dict[str, ModelSpec], resnet18_checkpoint: tuple[Path, str]
 ) -> None:

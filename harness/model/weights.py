@@ -125,6 +125,10 @@ def pretrained_weights(
     info = WeightsInfo(kind="pretrained", source=describe_source(path, spec), sha256=sha, seed=None)
 
     def build() -> nn.Module:
+        # Read when the module is first needed, maybe long after the check: the file is checked again
+        # right before it is read, so that what runs is what was verified (and recorded as ``sha``).
+        if verify_checksum(path, spec.weights) != sha:
+            raise WeightsError(f"{path} changed after it was verified (SHA-256 {sha[:12]}...): rerun")
         module = build_module(spec)
         state = load_state_dict(path, spec, target=module.state_dict())
         problems = _fit_errors(module, state)
