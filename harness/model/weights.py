@@ -111,8 +111,8 @@ def load_pretrained(
     spec: ModelSpec, weights_dir: Path, allow_download: bool = True
 ) -> tuple[nn.Module, WeightsInfo]:
     """Locate, verify and strictly load the published weights of ``spec`` into its architecture."""
-    info, build = pretrained_weights(spec, weights_dir, allow_download=allow_download)
-    return build(), info
+    path, info = _verified(spec, weights_dir, allow_download)
+    return _read_into_module(spec, path), info  # read right after the check: verified once
 
 
 def pretrained_weights(
@@ -120,28 +120,39 @@ def pretrained_weights(
 ) -> tuple[WeightsInfo, Callable[[], nn.Module]]:
     """The published weights of ``spec`` located and checksum-verified now, and a function that
     strictly loads them into its architecture (the seconds of building, only where torch runs)."""
-    path = locate_weights(spec, weights_dir, allow_download=allow_download)
-    sha = verify_checksum(path, spec.weights)
-    info = WeightsInfo(kind="pretrained", source=describe_source(path, spec), sha256=sha, seed=None)
+    path, info = _verified(spec, weights_dir, allow_download)
+    sha = str(info.sha256)  # set for pretrained weights
 
     def build() -> nn.Module:
         # Read when the module is first needed, maybe long after the check: the file is checked again
         # right before it is read, so that what runs is what was verified (and recorded as ``sha``).
         if verify_checksum(path, spec.weights) != sha:
             raise WeightsError(f"{path} changed after it was verified (SHA-256 {sha[:12]}...): rerun")
-        module = build_module(spec)
-        state = load_state_dict(path, spec, target=module.state_dict())
-        problems = _fit_errors(module, state)
-        if problems:
-            raise WeightsError(
-                f"{path}: this checkpoint does not fit architecture {spec.arch.source}:{spec.arch.name}: "
-                f"{'; '.join(problems)}; check arch.name and weights.key_mapping of "
-                f"[models.{spec.name}] in fixtures/models.toml"
-            )
-        module.load_state_dict(state, strict=True)
-        return module.eval()
+        return _read_into_module(spec, path)
 
     return info, build
+
+
+def _verified(spec: ModelSpec, weights_dir: Path, allow_download: bool) -> tuple[Path, WeightsInfo]:
+    """The checkpoint of ``spec`` located and checksum-verified, and what it is."""
+    path = locate_weights(spec, weights_dir, allow_download=allow_download)
+    sha = verify_checksum(path, spec.weights)
+    return path, WeightsInfo(kind="pretrained", source=describe_source(path, spec), sha256=sha, seed=None)
+
+
+def _read_into_module(spec: ModelSpec, path: Path) -> nn.Module:
+    """The verified checkpoint at ``path`` strictly loaded into ``spec``'s architecture."""
+    module = build_module(spec)
+    state = load_state_dict(path, spec, target=module.state_dict())
+    problems = _fit_errors(module, state)
+    if problems:
+        raise WeightsError(
+            f"{path}: this checkpoint does not fit architecture {spec.arch.source}:{spec.arch.name}: "
+            f"{'; '.join(problems)}; check arch.name and weights.key_mapping of "
+            f"[models.{spec.name}] in fixtures/models.toml"
+        )
+    module.load_state_dict(state, strict=True)
+    return module.eval()
 
 
 # --------------------------------------------------------------------------------------------
