@@ -4,8 +4,10 @@
 #      tests on one worker (`--dist loadfile`: a module's fixtures are built once, not per worker),
 #      the files longest first by their measured cost (`--no-loadscope-reorder` keeps the order
 #      tests/conftest.py gives them from tests/durations.json: tests/ordering.py says why);
-#   2. the tests that time things, own a device or measure concurrent processes (markers
-#      `serial`, `timing`, `perf`) alone, in one process, after the others are done.
+#   2. the tests that time things or own a device (markers `serial`, `perf`) alone, in one process,
+#      after the others are done. The `timing` tests (hang-bounded waits for events: process races,
+#      tool time limits, interruptions) run in phase 1: scripts/hog-check.sh proves them green with
+#      every core busy, more load than one other worker puts beside them.
 # The two JUnit files are merged into reports/junit.xml (junitparser, the `test` extra). Extra
 # arguments go to both phases (paths, -k, -x, --durations=20, -p no:cacheprovider...); select
 # with paths and -k, not -m (the phases are split by -m). Exit status: the worse of the two.
@@ -17,7 +19,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 WORKERS=${MZC_TEST_WORKERS:-auto}
 JUNIT=${MZC_JUNIT:-reports/junit.xml}
-SERIAL="serial or timing or perf"
+SERIAL="serial or perf"
 
 # Bytecode is cached (__pycache__/, git-ignored) even where the environment says not to: the tests start
 # a few hundred Python processes (suite runs in subprocesses, xdist workers), and without the cache

@@ -18,6 +18,11 @@ import pytest
 from tests import ordering
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+VAL1300 = SHARED / "datasets" / "imagenet-val-1300"
+# The real-image subset the tests' efficientnet_lite0 runs take (`--limit REAL_SUBSET`, the images the
+# hash order lists first): one prepared dataset, one compiled model and one torch reference a session,
+# shared by every such test through MZC_CACHE_DIR (CI sets it) and the cache's locks.
+REAL_SUBSET = 400
 REQUIRE_ENV = "MZC_REQUIRE_SHARED_DATA"
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from suite_runner import ROOT, run_suite
+from suite_runner import run_suite
 
-VAL1300 = ROOT.parent / "shared" / "datasets" / "imagenet-val-1300"
-LIMIT = 400
+from tests.conftest import REAL_SUBSET as LIMIT
+from tests.conftest import VAL1300
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from suite_runner import ROOT, run_suite
+from suite_runner import run_suite
 
 from harness.cache import ArtifactCache
 from harness.data import (
@@ -30,8 +30,9 @@ from harness.data import (
     read_labels,
 )
 from harness.specs import PreprocessSpec
+from tests.conftest import REAL_SUBSET
+from tests.conftest import VAL1300 as VAL_1300
 
-VAL_1300 = ROOT.parent / "shared" / "datasets" / "imagenet-val-1300"
 ABSENT = "(CI keeps ../shared/datasets beside the checkout; a user's machine may not have it)"
 
 WNIDS = load_wnids()
@@ -371,7 +372,8 @@ def test_certification_scores_the_same_on_both_layouts(
         out = tmp_path / layout
         out.mkdir()
         proc, cases = run_suite(out, "acceptance", "-m", "accuracy", "--imagenet", str(root),
-                                "--models", "efficientnet_lite0", "--limit", "100", "--inconclusive", "allow", env=env)
+                                "--models", "efficientnet_lite0", "--limit", str(REAL_SUBSET),
+                                "--inconclusive", "allow", env=env)
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
         case = cases["test_accuracy[efficientnet_lite0-cpu-bs8]"]
         records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
@@ -383,6 +385,6 @@ def test_certification_scores_the_same_on_both_layouts(
     scores = ("images", "top1", "top5", "reference_top1", "reference_top5", "top1_agreement", "max_abs_diff",
               "verdict", "dataset_coverage", "paired_drop_top1", "paired_drop_top1_low95", "paired_drop_top1_high95")
     assert {k: folder[k] for k in scores} == {k: zoo[k] for k in scores}
-    assert int(folder["images"]) == 100
+    assert int(folder["images"]) == REAL_SUBSET
     assert zoo["label_source"] == f"val_label.txt: {val_1300.resolve() / 'val_label.txt'}"
     assert folder["label_source"].startswith("imagefolder: 725 of 1000 wnid folders (subset: 275 classes absent)")

@@ -20,11 +20,10 @@ from junitparser import Failure, JUnitXml, Skipped
 from suite_runner import ROOT, run_suite
 
 from harness.judge.headline import MAX_HEADLINE
-from tests.conftest import one_process_env
+from tests.conftest import REAL_SUBSET, VAL1300, one_process_env
 
 XSD = ROOT / "tests" / "data" / "junit-10.xsd"
 XS = "{http://www.w3.org/2001/XMLSchema}"
-VAL1300 = ROOT.parent / "shared" / "datasets" / "imagenet-val-1300"
 DOUBLES = ROOT / "tests" / "doubles"
 CASE = "test_accuracy[efficientnet_lite0-cpu-bs8]"
 # pytest writes these; no JUnit schema has them (docs/nightly.md, "What dashboards show of the JUnit")
@@ -111,7 +110,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Any:
     def run(name: str) -> tuple[Any, Path]:
         if name not in done:
             extra = {"fail": ("-p", "corrupting_onnxruntime", "--backend", "corrupting_onnxruntime", *data,
-                              "--limit", "200", "--no-localize"),
+                              "--limit", str(REAL_SUBSET), "--no-localize"),
                      "inconclusive": (*data, "--limit", "50"),
                      "allowed": (*data, "--limit", "50", "--inconclusive", "allow"),
                      "not run": ("--strict-certification",)}[name]
@@ -147,7 +146,7 @@ def test_a_dashboard_shows_the_verdict_first_and_its_kind(runs: Any, name: str, 
     assert isinstance(shown, result) and not isinstance(shown, Skipped), shown
     assert head.startswith(start) and len(head) <= MAX_HEADLINE and shown.type == kind, (head, shown.type)
     if name == "fail":
-        assert " > 1.00 points, 200 images (subset)" in head
+        assert f" > 1.00 points, {REAL_SUBSET} images (subset)" in head
     if name == "inconclusive":
         assert "50 images (subset)" in head and "images would decide" in head
     assert violations(junit, schema_rules()) == []

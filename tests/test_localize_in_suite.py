@@ -40,7 +40,7 @@ from harness.records.results import load_results
 from harness.records.schema import AccuracyRecord, Localization, record_from_json
 from harness.report.build import write_report
 from harness.specs import PreprocessSpec, load_policy
-from tests.conftest import one_process_env
+from tests.conftest import REAL_SUBSET, VAL1300, one_process_env
 
 pytest_plugins = ["pytester"]
 
@@ -48,7 +48,6 @@ DOUBLES = ROOT / "tests" / "doubles"
 sys.path.insert(0, str(DOUBLES))
 import corrupting_onnxruntime as double  # noqa: E402  (a test double, found on tests/doubles)
 
-VAL1300 = ROOT.parent / "shared" / "datasets" / "imagenet-val-1300"
 FAULT_NODE = "conv2"
 FAILED = Gate("paired_top1", 12.0, 1.0, False, "drop 12.00 points, 95% CI [9.00, 15.00] (tolerance 1.00)",
               verdict="fail")
@@ -381,7 +380,7 @@ def corrupted_suite(tmp_path_factory: pytest.TempPathFactory) -> Any:
         tmp = tmp_path_factory.mktemp("run")
         started = time.perf_counter()
         proc, cases = run_suite(tmp, "-p", "corrupting_onnxruntime", "-p", "no:xdist", "acceptance/test_accuracy.py",
-                                "-m", "accuracy", "--imagenet", str(VAL1300), "--limit", "400",
+                                "-m", "accuracy", "--imagenet", str(VAL1300), "--limit", str(REAL_SUBSET),
                                 "--models", "efficientnet_lite0", "--backend", double.NAME,
                                 f"--localize-dir={tmp / 'localize'}", *extra, env=env)
         lines = [json.loads(x) for x in (tmp / "results.jsonl").read_text().splitlines()] if (

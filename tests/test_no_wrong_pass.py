@@ -22,9 +22,10 @@ import numpy as np
 import pytest
 from suite_runner import ROOT, run_suite
 
-VAL1300 = ROOT.parent / "shared" / "datasets" / "imagenet-val-1300"
+from tests.conftest import REAL_SUBSET as SUBSET
+from tests.conftest import VAL1300
+
 MODEL = "efficientnet_lite0"
-SUBSET = 400  # --limit 400: the subset every real-image run here takes (one dataset, one reference a session)
 DOUBLES = ROOT / "tests" / "doubles"
 
 pytestmark = pytest.mark.slow
@@ -48,7 +49,7 @@ def accuracy_run(
 
 def test_random_weights_never_certify_accuracy(tmp_path: Path) -> None:
     """Before: top-1 0.20% against a published 74.846%, verdict pass, '1 of 1 model(s) certified'."""
-    args = ("acceptance/test_accuracy.py", "--imagenet", str(VAL1300), "--limit", "500", "--weights", "random")
+    args = ("acceptance/test_accuracy.py", "--imagenet", str(VAL1300), "--limit", str(SUBSET), "--weights", "random")
     proc, case = accuracy_run(tmp_path / "plain", *args)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert case["outcome"] == "skipped"
@@ -65,7 +66,8 @@ def test_labels_off_by_one_fail_the_reference_gate(tmp_path: Path) -> None:
     (imagenet / "val").symlink_to(VAL1300 / "val")
     lines = [line.split() for line in (VAL1300 / "val_label.txt").read_text().splitlines() if line.strip()]
     (imagenet / "val_label.txt").write_text("".join(f"{name} {(int(label) + 1) % 1000}\n" for name, label in lines))
-    proc, case = accuracy_run(tmp_path, "acceptance/test_accuracy.py", "--imagenet", str(imagenet), "--limit", "400")
+    proc, case = accuracy_run(tmp_path, "acceptance/test_accuracy.py", "--imagenet", str(imagenet),
+                              "--limit", str(SUBSET))
     assert proc.returncode == 1 and case["outcome"] == "failed", proc.stdout[-3000:]
     assert case["gate_reference_top1"] == "fail" and case["reference_gate"] == "fail"
     assert case["verdict"] == "fail"
@@ -75,7 +77,7 @@ def test_labels_off_by_one_fail_the_reference_gate(tmp_path: Path) -> None:
 @pytest.fixture
 def partial_imagenet(tmp_path: Path) -> Iterator[tuple[Path, list[str]]]:
     """An --imagenet folder holding 400 of the 1300 images, and all 1300 names: the images of
-    `--limit 400`, which the other real-image runs take, so their reference is made once a session."""
+    `--limit REAL_SUBSET`, which the other real-image runs take, so their reference is made once a session."""
     from harness.data import list_dataset
 
     subset = set(list_dataset(VAL1300, limit=SUBSET).names)
@@ -114,9 +116,9 @@ def test_predictions_judge_every_image_not_only_the_paired_ones(
                               "--imagenet", str(folder), "--imagenet-labels", str(VAL1300 / "val_label.txt"),
                               "--on-label-mismatch", "intersect")
     assert proc.returncode == 1 and case["outcome"] == "failed", proc.stdout[-3000:]
-    assert (case["images_paired"], case["images_unpaired"]) == (str(SUBSET), "900")
+    assert (case["images_paired"], case["images_unpaired"]) == (str(SUBSET), str(1300 - SUBSET))
     assert case["gate_paired_top1"] == "pass" and case["gate_unpaired_top1"] == "fail"
-    assert "900 predicted images have no torch reference here" in proc.stdout
+    assert f"{1300 - SUBSET} predicted images have no torch reference here" in proc.stdout
 
 
 def _import_reference(archive: Path, cache: Path) -> subprocess.CompletedProcess[str]:
@@ -143,7 +145,7 @@ def test_a_forged_reference_file_cannot_hide_a_real_loss(tmp_path: Path, monkeyp
     try:
         cache = Path(os.environ.get("MZC_CACHE_DIR") or tmp_path / "cache")
         policy = load_policy()
-        bench = Workbench(RunConfig(imagenet=VAL1300, limit=400, cache_dir=cache), policy)
+        bench = Workbench(RunConfig(imagenet=VAL1300, limit=SUBSET, cache_dir=cache), policy)
         spec, chip = load_models()[MODEL], replace(load_chips()["cpu"], backend=double.NAME)
         ev = bench.evaluate(spec, chip, 8, "imagenet")
     finally:
@@ -168,7 +170,7 @@ def test_a_forged_reference_file_cannot_hide_a_real_loss(tmp_path: Path, monkeyp
     assert imported.returncode == 0, imported.stderr  # the file is well-formed: only running torch can tell
     env = {**os.environ, "MZC_CACHE_DIR": str(fresh), "PYTHONPATH": str(DOUBLES)}
     proc, case = accuracy_run(tmp_path / "run", "acceptance/test_accuracy.py", "--imagenet", str(VAL1300), "--limit",
-                              "400", "--backend", double.NAME, "-p", "corrupting_onnxruntime", env=env)
+                              str(SUBSET), "--backend", double.NAME, "-p", "corrupting_onnxruntime", env=env)
     assert proc.returncode == 1 and case["outcome"] == "failed", proc.stdout[-3000:]
     assert "reference refused" in proc.stdout and str(out.resolve()) in proc.stdout
 
@@ -184,7 +186,7 @@ def test_a_reference_nothing_here_can_check_decides_at_best_inconclusive(tmp_pat
 
     spec = load_models()["resnext50_32x4d"]  # no checkpoint on this machine
     assert spec.weights.sha256_prefix
-    elsewhere = Workbench(RunConfig(imagenet=VAL1300, limit=400, cache_dir=tmp_path / "elsewhere"), load_policy())
+    elsewhere = Workbench(RunConfig(imagenet=VAL1300, limit=SUBSET, cache_dir=tmp_path / "elsewhere"), load_policy())
     prepared = elsewhere.dataset(spec, "imagenet")
     labels = np.asarray(prepared.labels)
     logits = np.random.default_rng(5).normal(size=(len(labels), 1000)).astype(np.float32)
@@ -224,7 +226,7 @@ def test_a_reference_nothing_here_can_check_decides_at_best_inconclusive(tmp_pat
         "--imagenet",
         str(VAL1300),
         "--limit",
-        "400",
+        str(SUBSET),
         "--on-label-mismatch",
         "intersect",
         "--no-download",

@@ -42,7 +42,8 @@ SPEC = PreprocessSpec(resize=40, crop=32)
 SHAPE = (3, 32, 32)
 CLASSES = 16
 FAST = TimingPolicy(warmup_runs=2, min_runs=5, min_seconds=0.0, max_seconds=5.0, ring_images=12, computed_rtol=1e-4)
-pytestmark = pytest.mark.timing  # the timing loop itself: run alone, and under scripts/hog-check.sh
+# The timing loop itself: run alone (serial: it times things), and under scripts/hog-check.sh (timing).
+pytestmark = [pytest.mark.timing, pytest.mark.serial]
 
 
 def conv_onnx(path: Path) -> Path:

