@@ -23,11 +23,11 @@ from harness.backends.base import BackendUnavailable
 from harness.backends.quantization import QuantizationError, QuantizationSettings
 from harness.run import int8
 from harness.specs import CompileTarget
+from tests.conftest import VAL1300 as VAL
 from tests.doubles import BIN, DOUBLES, ascend_env
 from tests.suite_runner import run_suite
 from tests.tiny_workbench import tiny_workbench
 
-VAL = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "imagenet-val-1300"
 TINY_MIN_TOP1 = 50.0
 # The tiny model's random weights leave its logits nearly tied: its fake-quant model agrees with the float one
 # on 3 of 4 images, so its settings lower the fake-quant minimum ([int8] amct_fake_quant_min_top1).

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness.records.parts import Quantization
-
-VAL = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "imagenet-val-1300"
+from tests.conftest import VAL1300 as VAL
 
 pytestmark = pytest.mark.slow
 

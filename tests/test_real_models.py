@@ -23,8 +23,8 @@ from harness.model.architectures import build_module
 from harness.model.export import export_onnx
 from harness.model.weights import WeightsError, load_pretrained, load_state_dict, locate_weights, verify_checksum
 from harness.specs import ModelSpec, load_models
+from tests.conftest import VAL1300 as VAL
 
-VAL = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "imagenet-val-1300"
 REAL_MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 # Every 40th of the 1300 sorted validation images: 32 images spread over the classes.
 IMAGES, STEP = 32, 40

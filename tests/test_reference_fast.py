@@ -27,8 +27,8 @@ from harness.run.reference import (
     reference_origin,
 )
 from harness.specs import load_models, load_policy
+from tests.conftest import VAL1300
 
-VAL1300 = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "imagenet-val-1300"
 IMAGES = 72  # two full batches of 32 and a partial one of 8
 
 

@@ -35,9 +35,10 @@ from harness.model.uint8_input import (
 )
 from harness.model.weights import load_model
 from harness.specs import CompileTarget, ModelSpec, load_models, load_policy
+from tests.conftest import VAL1300 as VAL_1300
 
 RecordProperty = Callable[[str, object], None]
-VAL_1300 = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "imagenet-val-1300"
+
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SEED_MODELS = ("resnext50_32x4d", "resnest50", "se_resnext50_32x4d", "ghostnet_100")
 REAL_IMAGES = 32
