@@ -18,7 +18,6 @@ from tests.conftest import REAL_SUBSET, VAL1300
 pytest_plugins = ["pytester"]
 
 
-
 def test_unknown_backend_is_a_usage_error_listing_the_known_ones(tmp_path: Path) -> None:
     proc, _ = run_suite(tmp_path, "acceptance", "--backend", "tensorflow", "--collect-only")
     assert proc.returncode == 4
