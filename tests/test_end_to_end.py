@@ -2,9 +2,9 @@
 independent torch evaluation written here from scratch (timm + torchvision transforms).
 
 This runs the real acceptance command in a subprocess, exactly as a user would, on `--limit 400` of
-the 1300 images: the subset the other real-image suite runs take (tests/test_no_wrong_pass.py,
-tests/test_localize_in_suite.py), so its images, export and torch reference are made once in a
-session, and the independent evaluation (eager torch, ~37 ms an image on one core) costs 15 s, not 50.
+the 1300 images: the subset the other real-image suite runs take (tests.conftest.REAL_SUBSET), so
+its images, export and torch reference are made once in a session, and the independent evaluation
+(eager torch, ~37 ms an image on one core) costs 15 s, not 50.
 400 paired images with no discordant pair bound the drop below 0.95 points: a pass.
 """
 

@@ -324,6 +324,26 @@ def test_a_checkpoint_replaced_after_it_was_verified_is_refused_when_the_module_
         build()
 
 
+def test_a_replacement_that_still_meets_the_registry_checksum_is_refused_too(
+    specs: dict[str, ModelSpec], resnet18_checkpoint: tuple[Path, str], tmp_path: Path
+) -> None:
+    """A registry checksum can be weaker than the file's SHA-256 (an md5, a torch.hub prefix): the build
+    compares the file with the full SHA-256 describe_model recorded, not only with the registry."""
+    original, sha = resnet18_checkpoint
+    path = tmp_path / original.name
+    path.write_bytes(original.read_bytes())
+    spec = _with_weights(specs["efficientnet_lite0"], package=None, package_path=None, filename=path.name,
+                         sha256=None, md5=None, sha256_prefix=sha[0])
+    info, build = describe_model(spec, "pretrained", tmp_path, 0, None, allow_download=False)
+    assert info.sha256 == sha
+    # Another file whose SHA-256 starts with the same hex digit: it passes the registry's check.
+    data = original.read_bytes()
+    tails = (i.to_bytes(2, "little") for i in range(4096))
+    path.write_bytes(data + next(t for t in tails if hashlib.sha256(data + t).hexdigest()[0] == sha[0]))
+    with pytest.raises(WeightsError, match="changed after it was verified"):
+        build()
+
+
 def test_wrong_architecture_by_name_lists_examples(
     specs: dict[str, ModelSpec], resnet18_checkpoint: tuple[Path, str]
 ) -> None:

@@ -273,8 +273,9 @@ def test_suite_certifies_predictions_made_elsewhere(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Real efficientnet_lite0 outputs on real validation images, as an NPU's ais_bench folder: the 400 of
-# `--limit 400` (the subset the other real-image suite runs take: one dataset and reference a session)
+# Real efficientnet_lite0 outputs on real validation images, as an NPU's ais_bench folder: the images of
+# `--limit LIMIT` (tests.conftest.REAL_SUBSET, which the other real-image suite runs take: one dataset and
+# reference a session; the wrong-answer counts below are worked out for its 400)
 
 
 MODEL = "efficientnet_lite0"
@@ -356,7 +357,8 @@ def test_real_npu_folder_with_a_dozen_wrong_answers_fails_the_paired_gate(
     drop, low, high = (float(case[f"paired_drop_top1{s}"]) for s in ("", "_low95", "_high95"))
     assert drop == pytest.approx(100 * (12 + base.reference_only - base.candidate_only) / LIMIT, abs=1e-4)
     assert 1.0 < low < drop < high and "images_needed" not in case
-    assert case["dataset_coverage"] == "subset" and case["published_gate"] == "not applicable: subset of 400 images"
+    assert case["dataset_coverage"] == "subset"
+    assert case["published_gate"] == f"not applicable: subset of {LIMIT} images"
     assert case["images"] == str(LIMIT) and float(case["reference_top1"]) > float(case["top1"])
     assert "FAIL paired_top1: top1 drop 3.000 points vs the torch reference" in stdout
     ghost = cases["test_predictions_accuracy[ghostnet_100-Ascend310P3]"]
@@ -375,7 +377,7 @@ def test_real_npu_folder_untouched_passes_the_paired_gate(tmp_path: Path, real_o
     case = cases[f"test_predictions_accuracy[{MODEL}-Ascend310P3]"]
     assert case["outcome"] == "passed" and case["verdict"] == "pass", stdout[-3000:]
     assert float(case["paired_drop_top1_high95"]) < 1.0 and float(case["paired_drop_top1_low95"]) > -1.0
-    assert float(case["top1_agreement"]) > 99.0 and case["source_format"] == "ais_bench bin:400"
+    assert float(case["top1_agreement"]) > 99.0 and case["source_format"] == f"ais_bench bin:{LIMIT}"
     assert case["gate_top1_agreement"].startswith("not checked: predictions made elsewhere")
 
 
@@ -398,6 +400,7 @@ def test_real_outputs_paired_by_name_decide_by_the_counts(
     gate = paired_accuracy_gates(pairing.reference_correct, pairing.candidate_correct, load_policy())[0]
     assert (gate.verdict, gate.images_needed) == (verdict, needed)
     assert (gate.values["discordant_ref_only"], gate.values["discordant_compiled_only"]) == (wrong, 0)
-    half = pair_with_reference(score, real_outputs.names[:200], real_outputs.reference[:200])
-    assert half is not None and len(half.unpaired) == 200 and half.reference.count == 200
+    half = LIMIT // 2
+    paired = pair_with_reference(score, real_outputs.names[:half], real_outputs.reference[:half])
+    assert paired is not None and len(paired.unpaired) == LIMIT - half and paired.reference.count == half
     assert pair_with_reference(score, ["ILSVRC2012_val_99999999.JPEG"], real_outputs.reference[:1]) is None
